@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian machine: OS packages, the Python env, the collector.
+# The venv lives outside the repo, keyed by the hash of pyproject.toml + constraints.txt,
+# because torch (CUDA build from PyPI) is ~3 GB and takes minutes to install.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE="${INFERSIGHT_CACHE:-$HOME/.cache/infersight}"
+VENV="${INFERSIGHT_VENV:-$CACHE/venv}"
+mkdir -p "$CACHE"
+
+need_apt=()
+command -v prometheus >/dev/null || need_apt+=(prometheus)
+command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
+command -v wrk >/dev/null || need_apt+=(wrk)
+if ((${#need_apt[@]})); then
+  echo "setup: installing OS packages: ${need_apt[*]}"
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_apt[@]}"
+fi
+
+key=$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)
+stamp="$VENV/.infersight-$key"
+if [ ! -f "$stamp" ]; then
+  echo "setup: building the Python env in $VENV (key $key)"
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -c constraints.txt -e ".[dev]"
+  rm -f "$VENV"/.infersight-*
+  touch "$stamp"
+else
+  # The editable install points at this checkout; re-point it when the checkout moved.
+  "$VENV/bin/python" - <<'PY' || "$VENV/bin/pip" install -q --no-deps -e .
+import pathlib, sys, infersight
+sys.exit(0 if pathlib.Path(infersight.__file__).resolve().is_relative_to(pathlib.Path.cwd().resolve()) else 1)
+PY
+fi
+
+if [ "${INFERSIGHT_SKIP_COLLECTOR:-0}" != 1 ]; then
+  bash tools/build-collector.sh
+fi
+echo "setup: done (venv: $VENV)"
