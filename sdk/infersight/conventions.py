@@ -95,6 +95,10 @@ class METRIC:
     MODEL_SLO_P99 = _m(
         "model_slo_p99_seconds", "gauge",
         "The model's configured P99 latency objective; alert rules join on it.", ("model",))
+    REQUESTS_OVER_SLO = _m(
+        "requests_over_slo", "counter",
+        "Requests slower than the model's P99 objective; the error budget of burn-rate alerts.",
+        ("model",))  # fmt: skip
     MODEL_INFO = _m(
         "model_info", "gauge", "1 for each configured or seen model and its version.",
         ("model", "version"))  # fmt: skip
