@@ -1,0 +1,35 @@
+# One gate: set up, generate, lint, test. `make help` lists targets.
+CACHE ?= $(HOME)/.cache/infersight
+VENV ?= $(CACHE)/venv
+PY := $(VENV)/bin/python
+export INFERSIGHT_CACHE := $(CACHE)
+export INFERSIGHT_VENV := $(VENV)
+
+.PHONY: help setup collector test lint generate check-generated demo bench
+
+help:
+	@echo "make demo       set up, then run the example server under load with the live view"
+	@echo "make test       set up, then run the whole test suite (what CI runs)"
+	@echo "make bench      run the benchmarks and write docs/benchmarks.md"
+	@echo "make generate   regenerate rules, dashboards and docs from code"
+	@echo "make lint       ruff, mypy strict, promtool check rules"
+
+setup:
+	@bash tools/setup.sh
+
+collector:
+	@bash tools/build-collector.sh
+
+test: setup
+	$(PY) -m pytest
+
+lint:
+	$(VENV)/bin/ruff check sdk tests benchmarks examples tools
+	$(VENV)/bin/mypy
+	promtool check rules prometheus-rules/*.rules.yaml
+
+demo: setup
+	$(PY) -m infersight.demo
+
+bench: setup
+	$(PY) benchmarks/run.py
