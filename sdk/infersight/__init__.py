@@ -1,0 +1,108 @@
+"""infersight: traces, Prometheus latency histograms with exemplars, GPU counters and drift for
+ML inference servers.
+
+The one line: ``import infersight.auto``. For custom code::
+
+    import infersight
+
+    infersight.init(service="ranker", models={"ranker": {"version": "3", "slo_p99_seconds": 0.1}})
+
+    @infersight.preprocess
+    def tokenize(text): ...
+
+    with infersight.request(model="ranker"):
+        with infersight.model():
+            ...
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from ._records import RequestRecord
+from ._runtime import get_runtime
+from ._runtime import init as _init
+from ._runtime import shutdown
+from .batching import Batch, batch, record_queue_wait
+from .config import Config, ConfigError, ModelConfig
+from .stages import (
+    Request,
+    Stage,
+    current_request_handle,
+    model,
+    postprocess,
+    preprocess,
+    request,
+    stage,
+)
+
+__all__ = [
+    "Batch",
+    "Config",
+    "ConfigError",
+    "ModelConfig",
+    "Request",
+    "RequestRecord",
+    "Stage",
+    "__version__",
+    "batch",
+    "current_request_handle",
+    "init",
+    "model",
+    "postprocess",
+    "preprocess",
+    "record_model_load",
+    "record_queue_wait",
+    "request",
+    "set_model",
+    "shutdown",
+    "stage",
+    "start_metrics_server",
+]
+
+
+def init(config: Config | None = None, *, registry: CollectorRegistry | None = REGISTRY,
+         tracer_provider: Any = None, **settings: Any) -> None:  # fmt: skip
+    """Start infersight. Settings are ``Config`` fields; unset ones come from the environment.
+
+    ``infersight.init(service="api", models={"sst2": {"version": "2", "slo_p99_seconds": 0.1}},
+    metrics_port=9464, exemplars=True)``. Raises ``ConfigError`` naming a bad setting.
+    Calling it again with other settings restarts infersight with them.
+    """
+    _init(config, registry=registry, tracer_provider=tracer_provider, **settings)
+
+
+def set_model(name: str, version: str | None = None) -> None:
+    """Label the current request with a model (the first name set wins)."""
+    from ._records import current_request
+
+    rec = current_request.get()
+    if rec is not None:
+        rec.set_model(name, version)
+
+
+def record_model_load(model: str, seconds: float, version: str | None = None) -> None:
+    """Record how long a model took to load (cold start), for models not loaded by a pipeline."""
+    rt = get_runtime()
+    if rt is not None and rt.metrics is not None:
+        rt.metrics.record_model_load(model, version, seconds)
+
+
+def start_metrics_server(port: int | None = None, addr: str | None = None) -> int:
+    """Serve /metrics on its own port (for servers that aren't Flask). Returns the bound port."""
+    from .exposition import MetricsServer
+
+    rt = get_runtime()
+    if rt is None:
+        raise RuntimeError("infersight.init() first")
+    server = rt.extras.get("metrics_server")
+    if server is None:
+        server = MetricsServer(rt.registry, addr or rt.config.metrics_addr,
+                               rt.config.metrics_port if port is None else port,
+                               rt.config.metrics_path)  # fmt: skip
+        rt.extras["metrics_server"] = server
+    return int(server.port)

@@ -1,0 +1,126 @@
+"""The background worker: drains finished records into spans and metrics, off the request path."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from . import _errors
+from ._records import RequestRecord, StageRecord, refresh_epoch_offset
+from ._spans import SpanEmitter
+from .conventions import ATTR, UNKNOWN
+from .hooks import StageHook
+from .metrics import InferenceMetrics
+
+__all__ = ["Worker"]
+
+
+class Worker:
+    def __init__(self, metrics: InferenceMetrics | None, emitter: SpanEmitter | None,
+                 hooks: list[StageHook], queue_size: int, interval_s: float) -> None:  # fmt: skip
+        self.metrics = metrics
+        self.emitter = emitter
+        self.hooks = hooks
+        self._max = queue_size
+        self._interval = interval_s
+        self._queue: deque[RequestRecord | StageRecord] = deque()
+        self._drain_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.dropped = 0
+
+    # Request path: one length check and one append.
+    def submit(self, rec: RequestRecord | StageRecord) -> None:
+        if len(self._queue) >= self._max:
+            self.dropped += 1
+            if self.metrics is not None:
+                n = 1 + len(rec.stages) if isinstance(rec, RequestRecord) else 1
+                self.metrics.spans_dropped.labels("queue_full").inc(n)
+            return
+        self._queue.append(rec)
+
+    def start(self) -> None:
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="infersight-worker", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        last_clock = time.monotonic()
+        while not self._stopping:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            self.drain()
+            if time.monotonic() - last_clock > 60:
+                refresh_epoch_offset()
+                last_clock = time.monotonic()
+
+    def drain(self) -> int:
+        processed = 0
+        with self._drain_lock:
+            while True:
+                try:
+                    rec = self._queue.popleft()
+                except IndexError:
+                    return processed
+                try:
+                    if isinstance(rec, RequestRecord):
+                        self._process_request(rec)
+                    else:
+                        self._process_stage(rec, None)
+                except Exception as exc:
+                    _errors.report("worker", exc)
+                processed += 1
+
+    def stop(self, timeout_s: float) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+        self.drain()
+
+    def after_fork_in_child(self) -> None:
+        # The parent owns what was queued before the fork; the child starts empty.
+        self._queue = deque()
+        self._drain_lock = threading.Lock()
+        self._wake = threading.Event()
+        self.start()
+
+    def _stage_attrs(self, stage: StageRecord, model: str, version: str) -> dict[str, Any]:
+        attrs: dict[str, Any] = dict(stage.attrs) if stage.attrs else {}
+        attrs[ATTR.STAGE] = stage.name
+        attrs[ATTR.MODEL_NAME] = model
+        attrs[ATTR.MODEL_VERSION] = version
+        if stage.batch_size:
+            attrs[ATTR.BATCH_SIZE] = stage.batch_size
+        for hook in self.hooks:
+            try:
+                hook.enrich(stage, attrs)
+            except Exception as exc:
+                _errors.report(f"hook.{type(hook).__name__}", exc)
+        return attrs
+
+    def _process_stage(self, stage: StageRecord, rec: RequestRecord | None) -> dict[str, Any]:
+        owner = rec or stage.request
+        raw_model = stage.model or (owner.model if owner else None)
+        if self.metrics is not None:
+            model, version = self.metrics.model_labels(raw_model, owner.version if owner else None)
+            self.metrics.observe_stage(stage, model)
+        else:
+            model, version = raw_model or UNKNOWN, (owner.version if owner else None) or UNKNOWN
+        attrs = self._stage_attrs(stage, model, version)
+        if rec is None and self.emitter is not None:
+            self.emitter.emit_stage(stage, attrs)
+        return attrs
+
+    def _process_request(self, rec: RequestRecord) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_request(rec)
+            model, version = self.metrics.model_labels(rec.model, rec.version)
+        else:
+            model, version = rec.model or UNKNOWN, rec.version or UNKNOWN
+        stage_attrs = [self._process_stage(stage, rec) for stage in rec.stages]
+        if self.emitter is not None:
+            self.emitter.emit(rec, model, version, stage_attrs)

@@ -1,0 +1,365 @@
+"""The process-wide runtime: config, metrics, tracer provider, worker, hooks; and the request-path
+primitives every instrumentation uses (``start_request``/``finish_request``/``start_stage``/
+``end_stage``). Everything on the request path is cheap and guarded: it never raises."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from . import _errors
+from ._pipeline import Worker
+from ._records import (
+    RequestRecord,
+    StageRecord,
+    current_request,
+    current_stage,
+    new_trace_id,
+    now_ns,
+)
+from ._spans import SpanEmitter
+from ._tracing import make_resource, setup_tracer_provider
+from .config import Config
+from .conventions import OUTCOME_ERROR, OUTCOME_SUCCESS
+from .hooks import StageHook
+from .metrics import InferenceMetrics
+
+__all__ = ["Runtime", "get_runtime", "init", "shutdown"]
+
+logger = logging.getLogger("infersight")
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
+
+
+class Runtime:
+    def __init__(self, config: Config, registry: CollectorRegistry | None,
+                 tracer_provider: TracerProvider | None) -> None:  # fmt: skip
+        self.config = config
+        self.registry = registry
+        self.metrics: InferenceMetrics | None = (
+            InferenceMetrics(config, registry) if config.metrics else None
+        )
+        self.hooks: list[StageHook] = []
+        self.owns_provider = False
+        self.provider: TracerProvider | None = None
+        emitter = None
+        if config.traces:
+            if tracer_provider is None:
+                tracer_provider, self.owns_provider = setup_tracer_provider(config, self._on_export)
+            self.provider = tracer_provider
+            self.resource = make_resource(config, tracer_provider.resource)
+            emitter = SpanEmitter(tracer_provider, self.resource)
+            self._always_on = tracer_provider.sampler.get_description().startswith(
+                "ParentBased{root:AlwaysOnSampler"
+            )
+        self.worker = Worker(self.metrics, emitter, self.hooks, config.queue_size,
+                             config.flush_interval_s)  # fmt: skip
+        self.extras: dict[str, Any] = {}  # gpu sampler, drift monitor, metrics server
+        self.closed = False
+
+    def _on_export(self, count: int, ok: bool) -> None:
+        if not ok and self.metrics is not None:
+            self.metrics.spans_dropped.labels("export_failed").inc(count)
+
+    def add_hook(self, hook: StageHook) -> None:
+        self.hooks.append(hook)
+
+    def sample(self, parent: SpanContext | None, trace_id: int, name: str, kind: SpanKind) -> bool:
+        if self.provider is None:
+            return False
+        if self._always_on:
+            return parent is None or parent.trace_flags.sampled
+        parent_ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None
+        result = self.provider.sampler.should_sample(parent_ctx, trace_id, name, kind)
+        return bool(result.decision.is_sampled())
+
+    def after_fork_in_child(self) -> None:
+        if self.provider is not None:
+            self.resource = make_resource(self.config, self.provider.resource)
+            if self.worker.emitter is not None:
+                self.worker.emitter.resource = self.resource
+        self.worker.after_fork_in_child()
+        for name in ("gpu", "drift"):
+            part = self.extras.get(name)
+            if part is not None and hasattr(part, "after_fork_in_child"):
+                part.after_fork_in_child()
+
+    def close(self, timeout_s: float | None = None) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        timeout = self.config.shutdown_timeout_s if timeout_s is None else timeout_s
+        for part in self.extras.values():
+            try:
+                part.stop()
+            except Exception as exc:
+                _errors.report("shutdown", exc)
+        self.worker.stop(timeout)
+        if self.provider is not None:
+            try:
+                if self.owns_provider:
+                    # Bounded: the exporter's own deadline would otherwise hold SIGTERM for ~30 s.
+                    _bounded(lambda: self.provider.shutdown(), timeout)  # type: ignore[union-attr]
+                else:
+                    self.provider.force_flush(int(timeout * 1000))
+            except Exception as exc:
+                _errors.report("shutdown", exc)
+
+
+def _bounded(fn: Any, timeout_s: float) -> None:
+    thread = threading.Thread(target=fn, name="infersight-shutdown", daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+
+
+_runtime: Runtime | None = None
+_init_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime | None:
+    return _runtime
+
+
+def init(config: Config | None = None, *, registry: CollectorRegistry | None = REGISTRY,
+         tracer_provider: TracerProvider | None = None, hooks: bool = True,
+         **overrides: Any) -> Runtime:  # fmt: skip
+    """Start infersight (idempotent per config). See ``infersight.init`` for the public docs."""
+    global _runtime
+    cfg = (config.with_overrides(**overrides) if overrides else config) if config else Config.from_env(**overrides)
+    with _init_lock:
+        if _runtime is not None:
+            if _runtime.config == cfg and tracer_provider in (None, _runtime.provider):
+                return _runtime
+            _runtime.close()
+            _unregister(_runtime)
+        rt = Runtime(cfg, registry, tracer_provider)
+        if rt.metrics is not None:
+            metrics = rt.metrics
+            _errors.on_error = lambda component: metrics.sdk_errors.labels(component).inc()
+        if hooks:
+            _start_optional_parts(rt)
+        rt.worker.start()
+        _runtime = rt
+    return rt
+
+
+def _start_optional_parts(rt: Runtime) -> None:
+    """GPU sampler, NVTX and drift are optional: a missing extra or a failure disables just it."""
+    cfg = rt.config
+    if cfg.gpu != "off":
+        try:
+            from .gpu import setup_gpu
+
+            setup_gpu(rt)
+        except ImportError as exc:
+            if cfg.gpu == "on":
+                logger.warning("infersight: INFERSIGHT_GPU=on but GPU support is unavailable: %s", exc)
+        except Exception as exc:
+            _errors.report("gpu", exc)
+    if cfg.drift:
+        try:
+            from .drift import setup_drift
+
+            setup_drift(rt)
+        except Exception as exc:
+            _errors.report("drift", exc)
+
+
+def _unregister(rt: Runtime) -> None:
+    if rt.registry is None or rt.metrics is None:
+        return
+    for collector in list(getattr(rt.registry, "_collector_to_names", {})):
+        if collector is not None:
+            try:
+                rt.registry.unregister(collector)
+            except Exception:
+                pass
+
+
+def shutdown(timeout_s: float | None = None) -> None:
+    """Flush and stop: the worker, the GPU sampler, the drift monitor and (if ours) the exporter."""
+    global _runtime
+    with _init_lock:
+        rt, _runtime = _runtime, None
+    if rt is not None:
+        rt.close(timeout_s)
+        _unregister(rt)
+
+
+def _after_fork_in_child() -> None:
+    rt = _runtime
+    if rt is not None and not rt.closed:
+        try:
+            rt.after_fork_in_child()
+        except Exception as exc:
+            _errors.report("fork", exc)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(lambda: shutdown())
+
+
+# ---- Request path -------------------------------------------------------------------------
+
+Tokens = tuple[Any, Any]
+
+
+def start_request(name: str, kind: SpanKind = SpanKind.SERVER, endpoint: str = "",
+                  parent: SpanContext | None = None) -> tuple[RequestRecord | None, Tokens]:  # fmt: skip
+    """Open a request record. ``parent`` is a remote span context extracted from headers."""
+    rt = _runtime
+    if rt is None:
+        return None, (None, None)
+    try:
+        emit_span = True
+        if parent is None:
+            active = trace.get_current_span()
+            if active.is_recording():
+                # Another instrumentation (e.g. opentelemetry-instrumentation-flask) owns the
+                # server span; our stages become its children.
+                parent, emit_span = active.get_span_context(), False
+            elif active.get_span_context().is_valid:
+                parent = active.get_span_context()
+        if parent is not None:
+            trace_id = parent.trace_id
+            sampled = parent.trace_flags.sampled if not emit_span else rt.sample(parent, trace_id, name, kind)
+        else:
+            trace_id = new_trace_id()
+            sampled = rt.sample(None, trace_id, name, kind)
+        rec = RequestRecord(name, kind.value, endpoint, trace_id,
+                            parent.span_id if parent is not None else 0, sampled)  # fmt: skip
+        if parent is not None:
+            rec.parent_remote = parent.is_remote
+            rec.trace_state = parent.trace_state
+            if not emit_span:
+                rec.span_id = parent.span_id
+                rec.parent_span_id = 0
+        rec.emit_span = emit_span
+        req_token = current_request.set(rec)
+        otel_token = None
+        if emit_span and rt.provider is not None:
+            span_ctx = SpanContext(trace_id, rec.span_id, False,
+                                   _SAMPLED if sampled else _UNSAMPLED, rec.trace_state)  # fmt: skip
+            otel_token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(span_ctx)))
+        if rt.metrics is not None:
+            rt.metrics.in_flight.inc()
+        return rec, (req_token, otel_token)
+    except Exception as exc:
+        _errors.report("request", exc)
+        return None, (None, None)
+
+
+def finish_request(rec: RequestRecord | None, tokens: Tokens, error: BaseException | None = None,
+                   outcome: str | None = None) -> None:  # fmt: skip
+    if rec is None:
+        return
+    rt = _runtime
+    try:
+        rec.end_ns = now_ns()
+        rec.error = error
+        if outcome is not None:
+            rec.outcome = outcome
+        elif rec.outcome is None:
+            rec.outcome = OUTCOME_ERROR if error is not None else OUTCOME_SUCCESS
+        req_token, otel_token = tokens
+        if otel_token is not None:
+            otel_context.detach(otel_token)
+        if req_token is not None:
+            current_request.reset(req_token)
+    except Exception as exc:
+        _errors.report("request", exc)
+    if rt is not None:
+        try:
+            if rt.metrics is not None:
+                rt.metrics.in_flight.dec()
+            rt.worker.submit(rec)
+        except Exception as exc:
+            _errors.report("request", exc)
+
+
+def start_stage(name: str, model: str | None = None) -> tuple[StageRecord | None, Tokens]:
+    rt = _runtime
+    if rt is None:
+        return None, (None, None)
+    try:
+        rec = current_request.get()
+        outer = current_stage.get()
+        if outer is not None and outer.end_ns:
+            outer = None
+        if rec is not None:
+            parent_id = outer.span_id if outer is not None and outer.request is rec else rec.span_id
+            st = StageRecord(name, model, rec, parent_id, rec.trace_id, rec.sampled)
+            if model:
+                rec.set_model(model)
+        elif outer is not None:
+            st = StageRecord(name, model or outer.model, None, outer.span_id, outer.trace_id,
+                             outer.sampled)  # fmt: skip
+        else:
+            active = trace.get_current_span().get_span_context()
+            if active.is_valid:
+                st = StageRecord(name, model, None, active.span_id, active.trace_id,
+                                 active.trace_flags.sampled)  # fmt: skip
+            else:
+                trace_id = new_trace_id()
+                st = StageRecord(name, model, None, 0, trace_id,
+                                 rt.sample(None, trace_id, name, SpanKind.INTERNAL))  # fmt: skip
+        stage_token = current_stage.set(st)
+        otel_token = None
+        if rt.provider is not None:
+            span_ctx = SpanContext(st.trace_id, st.span_id, False,
+                                   _SAMPLED if st.sampled else _UNSAMPLED)  # fmt: skip
+            otel_token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(span_ctx)))
+        for hook in rt.hooks:
+            try:
+                hook.on_stage_start(st)
+            except Exception as exc:
+                _errors.report(f"hook.{type(hook).__name__}", exc)
+        st.start_ns = now_ns()  # after the hooks, so a GPM snapshot isn't billed to the stage
+        return st, (stage_token, otel_token)
+    except Exception as exc:
+        _errors.report("stage", exc)
+        return None, (None, None)
+
+
+def end_stage(st: StageRecord | None, tokens: Tokens, error: BaseException | None = None) -> None:
+    if st is None:
+        return
+    rt = _runtime
+    try:
+        st.end_ns = now_ns()
+        st.error = error
+        if rt is not None:
+            for hook in rt.hooks:
+                try:
+                    hook.on_stage_end(st)
+                except Exception as exc:
+                    _errors.report(f"hook.{type(hook).__name__}", exc)
+        stage_token, otel_token = tokens
+        if otel_token is not None:
+            try:
+                otel_context.detach(otel_token)
+            except Exception:
+                pass  # an abandoned generator may end in another context
+        if stage_token is not None:
+            try:
+                current_stage.reset(stage_token)
+            except ValueError:
+                pass
+        rec = st.request
+        if rec is not None and not rec.end_ns:
+            rec.stages.append(st)
+        elif rt is not None:
+            # No request, or it already finished (an abandoned generator): emit on its own.
+            rt.worker.submit(st)
+    except Exception as exc:
+        _errors.report("stage", exc)

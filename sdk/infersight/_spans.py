@@ -1,0 +1,110 @@
+"""Turn request and stage records into finished OTel spans, on the worker thread.
+
+Ids were drawn on the request path, so children parent correctly and outgoing calls carried
+the right ``traceparent``; here the spans are built with those ids and handed to the tracer
+provider's span processors, exactly as if they had just ended.
+"""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from . import __version__
+from ._records import RequestRecord, StageRecord, wall_ns
+from .conventions import ATTR, SPAN
+
+__all__ = ["SpanEmitter"]
+
+_SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_KINDS = {k.value: k for k in SpanKind}
+
+
+def _exception_event(exc: BaseException, at_ns: int) -> Event:
+    return Event(
+        "exception",
+        {
+            "exception.type": type(exc).__qualname__,
+            "exception.message": str(exc),
+            "exception.stacktrace": "".join(traceback.format_exception(exc)),
+            "exception.escaped": True,
+        },
+        timestamp=at_ns,
+    )
+
+
+class SpanEmitter:
+    def __init__(self, provider: TracerProvider, resource: Resource) -> None:
+        self.provider = provider
+        self.resource = resource
+        self.scope = InstrumentationScope(SPAN.INSTRUMENTATION_SCOPE, __version__)
+
+    def _ctx(self, trace_id: int, span_id: int, trace_state: Any = None) -> SpanContext:
+        return SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED,
+                           trace_state=trace_state)  # fmt: skip
+
+    def _emit(self, name: str, kind: SpanKind, ctx: SpanContext, parent: SpanContext | None,
+              attrs: dict[str, Any], start_ns: int, end_ns: int,
+              error: BaseException | None, error_status: bool) -> None:  # fmt: skip
+        end = wall_ns(end_ns)
+        events = (_exception_event(error, end),) if error is not None else ()
+        if error is not None:
+            attrs.setdefault(ATTR.ERROR_TYPE, type(error).__qualname__)
+            status = Status(StatusCode.ERROR, f"{type(error).__qualname__}: {error}")
+        elif error_status:
+            status = Status(StatusCode.ERROR)
+        else:
+            status = Status(StatusCode.UNSET)
+        span = ReadableSpan(
+            name, context=ctx, parent=parent, resource=self.resource, attributes=attrs,
+            events=events, kind=kind, status=status, start_time=wall_ns(start_ns), end_time=end,
+            instrumentation_scope=self.scope,
+        )  # fmt: skip
+        self.provider._active_span_processor.on_end(span)
+
+    def emit(self, rec: RequestRecord, model: str, version: str,
+             stage_attrs: list[dict[str, Any]]) -> None:  # fmt: skip
+        if not rec.sampled:
+            return
+        req_ctx = self._ctx(rec.trace_id, rec.span_id, rec.trace_state)
+        if rec.emit_span:
+            attrs = dict(rec.attrs) if rec.attrs else {}
+            attrs[ATTR.MODEL_NAME] = model
+            attrs[ATTR.MODEL_VERSION] = version
+            if rec.batch_size:
+                attrs[ATTR.BATCH_SIZE] = rec.batch_size
+            if rec.queue_wait_s >= 0:
+                attrs[ATTR.QUEUE_WAIT] = rec.queue_wait_s
+            if rec.tokens >= 0:
+                attrs[ATTR.INPUT_TOKENS] = rec.tokens
+            parent = (
+                SpanContext(rec.trace_id, rec.parent_span_id, is_remote=rec.parent_remote,
+                            trace_flags=_SAMPLED)  # fmt: skip
+                if rec.parent_span_id else None
+            )
+            error_status = rec.status_code is not None and rec.status_code >= 500
+            if rec.outcome == "error" and rec.error is None:
+                error_status = True
+            self._emit(rec.name, _KINDS.get(rec.kind, SpanKind.SERVER), req_ctx, parent, attrs,
+                       rec.start_ns, rec.end_ns, rec.error, error_status)  # fmt: skip
+        for stage, attrs in zip(rec.stages, stage_attrs):
+            self.emit_stage(stage, attrs)
+
+    def emit_stage(self, stage: StageRecord, attrs: dict[str, Any]) -> None:
+        if not stage.sampled:
+            return
+        parent = self._ctx(stage.trace_id, stage.parent_span_id) if stage.parent_span_id else None
+        self._emit(stage.name, SpanKind.INTERNAL, self._ctx(stage.trace_id, stage.span_id),
+                   parent, attrs, stage.start_ns, stage.end_ns, stage.error, False)  # fmt: skip
+
+
+def current_span_context() -> SpanContext | None:
+    """The active OTel span's context, if another instrumentation made one."""
+    ctx = trace.get_current_span().get_span_context()
+    return ctx if ctx.is_valid else None

@@ -1,0 +1,99 @@
+"""Tracer provider set-up from the standard OTEL_* variables, and export accounting."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import (
+    BatchSpanProcessor,
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
+
+from .config import Config
+from .conventions import ATTR
+
+__all__ = ["CountingExporter", "make_resource", "setup_tracer_provider"]
+
+
+def make_resource(config: Config, base: Resource | None = None) -> Resource:
+    """The provider's resource plus a per-process ``service.instance.id`` (new after a fork)."""
+    own = {ATTR.SERVICE_INSTANCE_ID: f"{uuid.uuid4()}"}
+    if base is None:
+        if not os.environ.get("OTEL_SERVICE_NAME"):
+            own["service.name"] = config.service
+        return Resource.create(own)
+    if base.attributes.get("service.name", "unknown_service").startswith("unknown_service"):
+        own["service.name"] = config.service
+    return base.merge(Resource(own))
+
+
+class CountingExporter(SpanExporter):
+    """Counts what an exporter sent and what it failed to send, for the telemetry-health alerts."""
+
+    def __init__(self, inner: SpanExporter, on_result: Callable[[int, bool], Any]) -> None:
+        self.inner = inner
+        self.on_result = on_result
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self.inner.export(spans)
+        except Exception:
+            self.on_result(len(spans), False)
+            raise
+        self.on_result(len(spans), result is SpanExportResult.SUCCESS)
+        return result
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+def _make_exporter(config: Config) -> SpanExporter | None:
+    if config.traces_exporter == "none":
+        return None
+    if config.traces_exporter == "console":
+        return ConsoleSpanExporter()
+    # A bounded export: the default 10 s deadline would hold shutdown past k8s grace periods.
+    timeout = float(os.environ.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
+                    or os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT") or 5)  # fmt: skip
+    if config.otlp_protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(timeout=timeout)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+        OTLPSpanExporter as HTTPSpanExporter,
+    )
+
+    return HTTPSpanExporter(timeout=timeout)
+
+
+def setup_tracer_provider(
+    config: Config, on_export: Callable[[int, bool], Any]
+) -> tuple[TracerProvider, bool]:
+    """Keep an SDK provider the app already set; otherwise build one from OTEL_* variables.
+
+    Returns the provider and whether infersight created (and so owns) it.
+    """
+    existing = trace.get_tracer_provider()
+    if isinstance(existing, TracerProvider):
+        return existing, False
+    provider = TracerProvider(resource=make_resource(config))
+    exporter = _make_exporter(config)
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(CountingExporter(exporter, on_export)))
+    trace.set_tracer_provider(provider)
+    # set_tracer_provider refuses a second time (another library won the race): use theirs.
+    current = trace.get_tracer_provider()
+    if current is not provider and isinstance(current, TracerProvider):
+        return current, False
+    return provider, True

@@ -1,0 +1,258 @@
+"""Configuration: one explicit object whose defaults come from the environment.
+
+Every environment variable is read when ``Config.from_env()`` runs, never at import time.
+A bad value raises ``ConfigError`` naming the setting and the variable it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+__all__ = ["Config", "ConfigError", "ModelConfig"]
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_GPU_MODES = ("auto", "on", "off")
+_TRACES_EXPORTERS = ("otlp", "console", "none")
+_OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value. ``setting`` names it (and ``source`` the env var, if any)."""
+
+    def __init__(self, setting: str, message: str, source: str | None = None) -> None:
+        self.setting = setting
+        self.source = source
+        where = f"{setting} (from ${source})" if source else setting
+        super().__init__(f"infersight: invalid {where}: {message}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What infersight knows of one model: its version and its P99 objective."""
+
+    version: str = ""
+    slo_p99_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.slo_p99_seconds is not None:
+            slo = self.slo_p99_seconds
+            if isinstance(slo, bool) or not isinstance(slo, (int, float)):
+                raise ConfigError("slo_p99_seconds", f"must be a number, got {slo!r}")
+            if not math.isfinite(slo) or slo <= 0:
+                raise ConfigError("slo_p99_seconds", f"must be a positive number, got {slo!r}")
+
+
+@dataclass(frozen=True)
+class Config:
+    """All of infersight's settings. ``Config.from_env(**overrides)`` is the usual way in.
+
+    Environment variables (the OTel ones keep their standard meaning):
+
+    ========================================  ==================================================
+    ``OTEL_SERVICE_NAME``                     service name on every span (``service``)
+    ``OTEL_TRACES_EXPORTER``                  ``otlp`` (default), ``console`` or ``none``
+    ``OTEL_EXPORTER_OTLP_PROTOCOL``           ``grpc`` (default) or ``http/protobuf``
+    ``OTEL_EXPORTER_OTLP_ENDPOINT``           read by the OTLP exporter itself
+    ``OTEL_TRACES_SAMPLER`` / ``_ARG``        read by the OTel SDK's tracer provider
+    ``INFERSIGHT_MODELS``                     JSON: ``{"name": {"version": "2", "slo_p99_seconds": 0.1}}``
+    ``INFERSIGHT_METRICS``                    expose Prometheus metrics (default true)
+    ``INFERSIGHT_METRICS_PORT``               port of the metrics server for non-Flask apps (9464; 0: off)
+    ``INFERSIGHT_METRICS_ADDR``               its bind address (0.0.0.0)
+    ``INFERSIGHT_METRICS_PATH``               route added to Flask apps (``/metrics``; empty: off)
+    ``INFERSIGHT_EXEMPLARS``                  attach trace exemplars to histograms (true)
+    ``INFERSIGHT_TRACES``                     emit spans (true)
+    ``INFERSIGHT_MAX_LABEL_VALUES``           distinct values per traffic label before ``other`` (100)
+    ``INFERSIGHT_QUEUE_SIZE``                 request records buffered for the background worker (20000)
+    ``INFERSIGHT_FLUSH_INTERVAL``             seconds between background flushes (0.1)
+    ``INFERSIGHT_SHUTDOWN_TIMEOUT``           seconds shutdown may spend flushing (3)
+    ``INFERSIGHT_GPU``                        ``auto`` (default), ``on`` or ``off``
+    ``INFERSIGHT_GPU_INTERVAL``               GPU sampler period in seconds (1.0)
+    ``INFERSIGHT_GPU_SPAN_SNAPSHOTS``         GPM snapshot at model-stage boundaries (true)
+    ``INFERSIGHT_CUDA_EVENTS``                time model stages with CUDA events (true)
+    ``INFERSIGHT_NVTX``                       NVTX ranges around stages (false)
+    ``INFERSIGHT_DRIFT``                      run the drift monitor (false)
+    ``INFERSIGHT_DRIFT_INTERVAL``             seconds between drift runs (60)
+    ``INFERSIGHT_DRIFT_WINDOW``               samples per drift window (5000)
+    ``INFERSIGHT_DRIFT_SAMPLE_RATE``          share of requests captured for drift (1.0)
+    ``INFERSIGHT_DRIFT_REFERENCE_SIZE``       first N samples become the reference (1000)
+    ``INFERSIGHT_DRIFT_DIR``                  where references and reports are kept
+    ``INFERSIGHT_DRIFT_THRESHOLD``            share of drifted features that flags drift (0.5)
+    ========================================  ==================================================
+    """
+
+    service: str = "inference-server"
+    models: Mapping[str, ModelConfig] = field(default_factory=dict)
+    traces: bool = True
+    traces_exporter: str = "otlp"
+    otlp_protocol: str = "grpc"
+    metrics: bool = True
+    metrics_port: int = 9464
+    metrics_addr: str = "0.0.0.0"
+    metrics_path: str = "/metrics"
+    exemplars: bool = True
+    max_label_values: int = 100
+    queue_size: int = 20000
+    flush_interval_s: float = 0.1
+    shutdown_timeout_s: float = 3.0
+    gpu: str = "auto"
+    gpu_interval_s: float = 1.0
+    gpu_span_snapshots: bool = True
+    cuda_events: bool = True
+    nvtx: bool = False
+    drift: bool = False
+    drift_interval_s: float = 60.0
+    drift_window: int = 5000
+    drift_sample_rate: float = 1.0
+    drift_reference_size: int = 1000
+    drift_dir: str = ""
+    drift_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        models = {}
+        for name, model in dict(self.models).items():
+            if not isinstance(name, str) or not name:
+                raise ConfigError("models", f"model names must be non-empty strings, got {name!r}")
+            models[name] = _model_config(name, model)
+        object.__setattr__(self, "models", models)
+        _check_choice("traces_exporter", self.traces_exporter, _TRACES_EXPORTERS)
+        _check_choice("otlp_protocol", self.otlp_protocol, _OTLP_PROTOCOLS)
+        _check_choice("gpu", self.gpu, _GPU_MODES)
+        _check_range("metrics_port", self.metrics_port, 0, 65535)
+        _check_range("max_label_values", self.max_label_values, 1, 100_000)
+        _check_range("queue_size", self.queue_size, 1, 10_000_000)
+        _check_range("drift_window", self.drift_window, 2, 10_000_000)
+        _check_range("drift_reference_size", self.drift_reference_size, 2, 10_000_000)
+        for name in ("flush_interval_s", "gpu_interval_s", "drift_interval_s"):
+            _check_positive(name, getattr(self, name))
+        _check_range("shutdown_timeout_s", self.shutdown_timeout_s, 0, 300)
+        _check_range("drift_sample_rate", self.drift_sample_rate, 0, 1)
+        _check_range("drift_threshold", self.drift_threshold, 0, 1)
+        if self.metrics_path and not self.metrics_path.startswith("/"):
+            raise ConfigError("metrics_path", f"must start with '/', got {self.metrics_path!r}")
+        if not self.service:
+            raise ConfigError("service", "must not be empty")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Build a config from ``environ`` (default ``os.environ``); keyword arguments win."""
+        env = os.environ if environ is None else environ
+        known = {f.name for f in fields(cls)}
+        unknown = set(overrides) - known
+        if unknown:
+            raise ConfigError(sorted(unknown)[0], f"unknown setting; known: {', '.join(sorted(known))}")
+        values: dict[str, Any] = {}
+        for name, (var, parse) in _ENV.items():
+            raw = env.get(var)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                values[name] = parse(raw.strip())
+            except ConfigError:
+                raise
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(name, f"{raw!r} is not valid: {exc}", var) from None
+        protocol_var = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+        if env.get(protocol_var):
+            values["otlp_protocol"] = env[protocol_var].strip()
+        values.update(overrides)
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            # Name the env var the bad value came from, when it did.
+            if exc.source is None and exc.setting in _ENV and exc.setting not in overrides:
+                raise ConfigError(exc.setting, str(exc).split(": ", 2)[-1], _ENV[exc.setting][0]) from None
+            raise
+
+    def with_overrides(self, **overrides: Any) -> Config:
+        return replace(self, **overrides)
+
+    def model(self, name: str) -> ModelConfig | None:
+        return self.models.get(name)
+
+
+def _model_config(name: str, value: Any) -> ModelConfig:
+    if isinstance(value, ModelConfig):
+        return value
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"models.{name}", f"must be a mapping with version/slo_p99_seconds, got {value!r}")
+    extra = set(value) - {"version", "slo_p99_seconds"}
+    if extra:
+        raise ConfigError(f"models.{name}", f"unknown keys {sorted(extra)}; allowed: version, slo_p99_seconds")
+    try:
+        return ModelConfig(version=str(value.get("version", "")), slo_p99_seconds=value.get("slo_p99_seconds"))
+    except ConfigError as exc:
+        raise ConfigError(f"models.{name}.{exc.setting}", str(exc).split(": ", 2)[-1]) from None
+
+
+def _parse_bool(raw: str) -> bool:
+    low = raw.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    raise ValueError("expected one of true/false/1/0/yes/no/on/off")
+
+
+def _parse_models(raw: str) -> dict[str, Any]:
+    value = json.loads(raw)
+    if not isinstance(value, dict):
+        raise ValueError("expected a JSON object {model: {version, slo_p99_seconds}}")
+    return value
+
+
+def _parse_float(raw: str) -> float:
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(name, f"{value!r} is not one of {', '.join(choices)}")
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ConfigError(name, f"must be a number in [{low}, {high}], got {value!r}")
+
+
+def _check_positive(name: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(name, f"must be a positive number, got {value!r}")
+
+
+_ENV: dict[str, tuple[str, Any]] = {
+    "service": ("OTEL_SERVICE_NAME", str),
+    "traces_exporter": ("OTEL_TRACES_EXPORTER", lambda s: s.lower()),
+    "otlp_protocol": ("OTEL_EXPORTER_OTLP_PROTOCOL", str),
+    "models": ("INFERSIGHT_MODELS", _parse_models),
+    "traces": ("INFERSIGHT_TRACES", _parse_bool),
+    "metrics": ("INFERSIGHT_METRICS", _parse_bool),
+    "metrics_port": ("INFERSIGHT_METRICS_PORT", int),
+    "metrics_addr": ("INFERSIGHT_METRICS_ADDR", str),
+    "metrics_path": ("INFERSIGHT_METRICS_PATH", str),
+    "exemplars": ("INFERSIGHT_EXEMPLARS", _parse_bool),
+    "max_label_values": ("INFERSIGHT_MAX_LABEL_VALUES", int),
+    "queue_size": ("INFERSIGHT_QUEUE_SIZE", int),
+    "flush_interval_s": ("INFERSIGHT_FLUSH_INTERVAL", _parse_float),
+    "shutdown_timeout_s": ("INFERSIGHT_SHUTDOWN_TIMEOUT", _parse_float),
+    "gpu": ("INFERSIGHT_GPU", lambda s: s.lower()),
+    "gpu_interval_s": ("INFERSIGHT_GPU_INTERVAL", _parse_float),
+    "gpu_span_snapshots": ("INFERSIGHT_GPU_SPAN_SNAPSHOTS", _parse_bool),
+    "cuda_events": ("INFERSIGHT_CUDA_EVENTS", _parse_bool),
+    "nvtx": ("INFERSIGHT_NVTX", _parse_bool),
+    "drift": ("INFERSIGHT_DRIFT", _parse_bool),
+    "drift_interval_s": ("INFERSIGHT_DRIFT_INTERVAL", _parse_float),
+    "drift_window": ("INFERSIGHT_DRIFT_WINDOW", int),
+    "drift_sample_rate": ("INFERSIGHT_DRIFT_SAMPLE_RATE", _parse_float),
+    "drift_reference_size": ("INFERSIGHT_DRIFT_REFERENCE_SIZE", int),
+    "drift_dir": ("INFERSIGHT_DRIFT_DIR", str),
+    "drift_threshold": ("INFERSIGHT_DRIFT_THRESHOLD", _parse_float),
+}

@@ -1,0 +1,79 @@
+"""Serve ``/metrics`` (Prometheus text or OpenMetrics with exemplars, by Accept header) and
+extra pages such as ``/drift``, from a Flask route or a small background HTTP server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from .metrics import multiprocess_mode
+
+__all__ = ["MetricsServer", "extra_pages", "metrics_payload", "wsgi_metrics_app"]
+
+# path -> () -> (content type, body); the drift monitor registers "/drift".
+extra_pages: dict[str, Callable[[], tuple[str, bytes]]] = {}
+
+
+def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
+    if multiprocess_mode():
+        from prometheus_client import multiprocess
+
+        mp = CollectorRegistry()
+        multiprocess.MultiProcessCollector(mp)
+        return mp
+    return registry if registry is not None else REGISTRY
+
+
+def metrics_payload(registry: CollectorRegistry | None, accept: str | None) -> tuple[str, bytes]:
+    encoder, content_type = choose_encoder(accept or "")
+    return content_type, encoder(_registry(registry))
+
+
+def wsgi_metrics_app(registry: CollectorRegistry | None, metrics_path: str = "/metrics") -> Any:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == metrics_path:
+            content_type, body = metrics_payload(registry, environ.get("HTTP_ACCEPT"))
+        elif path in extra_pages:
+            content_type, body = extra_pages[path]()
+        else:
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"not found; try " + metrics_path.encode() + b"\n"]
+        start_response("200 OK", [("Content-Type", content_type),
+                                  ("Content-Length", str(len(body)))])  # fmt: skip
+        return [body]
+
+    return app
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class MetricsServer:
+    """The metrics endpoint for apps that aren't Flask (gRPC, workers), on its own port."""
+
+    def __init__(self, registry: CollectorRegistry | None, addr: str, port: int,
+                 metrics_path: str = "/metrics") -> None:  # fmt: skip
+        self._server = make_server(addr, port, wsgi_metrics_app(registry, metrics_path or "/metrics"),
+                                   _ThreadingServer, handler_class=_QuietHandler)  # fmt: skip
+        self.port = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="infersight-metrics", daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -1,0 +1,65 @@
+"""Helpers shared by the instrumentations: patching with wrapt, trace-context extraction."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import wrapt
+from opentelemetry import propagate, trace
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.trace import SpanContext
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from .. import _errors
+
+__all__ = ["extract_remote_parent", "unwrap", "wrap"]
+
+
+def _resolve(module: str, path: str) -> tuple[Any, str]:
+    obj: Any = importlib.import_module(module)
+    *parents, attr = path.split(".")
+    for name in parents:
+        obj = getattr(obj, name)
+    return obj, attr
+
+
+def wrap(module: str, path: str, wrapper: Any) -> None:
+    owner, attr = _resolve(module, path)
+    if isinstance(owner.__dict__.get(attr), wrapt.ObjectProxy):
+        return  # already wrapped
+    wrapt.wrap_function_wrapper(owner, attr, wrapper)
+
+
+def unwrap(module: str, path: str) -> None:
+    try:
+        owner, attr = _resolve(module, path)
+    except (ImportError, AttributeError):
+        return
+    current = owner.__dict__.get(attr)
+    if isinstance(current, wrapt.ObjectProxy):
+        setattr(owner, attr, current.__wrapped__)
+
+
+def _is_tracecontext_only() -> bool:
+    prop = propagate.get_global_textmap()
+    if isinstance(prop, TraceContextTextMapPropagator):
+        return True
+    if isinstance(prop, CompositePropagator):
+        names = {type(p).__name__ for p in prop._propagators}
+        return names <= {"TraceContextTextMapPropagator", "W3CBaggagePropagator"}
+    return False
+
+
+def extract_remote_parent(carrier: Any, getter: Any, traceparent_key: str) -> SpanContext | None:
+    """The remote parent from incoming headers. Skips the propagator when the default W3C one
+    is configured and no ``traceparent`` came in (the common case: a few hundred ns)."""
+    try:
+        if traceparent_key not in carrier and _is_tracecontext_only():
+            return None
+        ctx = propagate.extract(carrier, getter=getter)
+        span_ctx = trace.get_current_span(ctx).get_span_context()
+        return span_ctx if span_ctx.is_valid else None
+    except Exception as exc:
+        _errors.report("propagation", exc)
+        return None

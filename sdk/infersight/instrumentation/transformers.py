@@ -1,0 +1,191 @@
+"""HuggingFace ``transformers`` pipelines: preprocess / _forward / postprocess become the stages
+``preprocess`` / ``model`` / ``postprocess``, labelled with the pipeline's model name.
+
+Subclasses override those methods, so each pipeline class's own methods are wrapped: all
+classes known at instrumentation time, and any later class when its first instance is built.
+Covers transformers 4.44+ and 5.x.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import wrapt
+
+from .. import _errors, _runtime
+from .._records import current_request, current_stage
+from ..conventions import ATTR, SPAN
+
+__all__ = ["instrument_transformers", "model_label", "uninstrument_transformers"]
+
+_STAGE_OF = {"preprocess": SPAN.PREPROCESS, "_forward": SPAN.MODEL, "postprocess": SPAN.POSTPROCESS}
+_patched: set[type] = set()
+
+
+def model_label(pipeline: Any) -> str:
+    """The model label: the configured name if set, else the model's id or directory name."""
+    explicit = getattr(pipeline, "_infersight_model", None)
+    if explicit:
+        return str(explicit)
+    name = getattr(getattr(pipeline, "model", None), "name_or_path", "") or ""
+    name = str(name).rstrip("/\\")
+    if os.path.isabs(name) or name.startswith("."):
+        name = os.path.basename(name)
+    return name or type(pipeline).__name__
+
+
+def _count_tokens(output: Any) -> int:
+    ids = output.get("input_ids") if isinstance(output, dict) or hasattr(output, "get") else None
+    shape = getattr(ids, "shape", None)
+    if shape is not None and len(shape) >= 1:
+        return int(shape[-1])
+    return -1
+
+
+def _stage_wrapper(stage_name: str) -> Any:
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        outer = current_stage.get()
+        if outer is not None and outer.name == stage_name and not outer.end_ns:
+            return wrapped(*args, **kwargs)  # a subclass calling super(): one span, not two
+        model = model_label(instance)
+        st, tokens = _runtime.start_stage(stage_name, model)
+        if st is not None:
+            task = getattr(instance, "task", None)
+            if task:
+                st.set_attr(ATTR.PIPELINE_TASK, str(task))
+        try:
+            result = wrapped(*args, **kwargs)
+        except BaseException as exc:
+            _runtime.end_stage(st, tokens, exc)
+            raise
+        _runtime.end_stage(st, tokens, None)
+        if stage_name == SPAN.PREPROCESS and st is not None:
+            try:
+                count = _count_tokens(result)
+                if count >= 0:
+                    st.set_attr(ATTR.INPUT_TOKENS, count)
+                    rec = current_request.get()
+                    if rec is not None:
+                        rec.tokens = count if rec.tokens < 0 else rec.tokens + count
+            except Exception as exc:
+                _errors.report("transformers", exc)
+        return result
+
+    return wrapper
+
+
+def _patch_class(cls: type) -> None:
+    if cls in _patched:
+        return
+    _patched.add(cls)
+    for method, stage_name in _STAGE_OF.items():
+        if method in cls.__dict__ and not isinstance(cls.__dict__[method], wrapt.ObjectProxy):
+            wrapt.wrap_function_wrapper(cls, method, _stage_wrapper(stage_name))
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    out, todo = [], [cls]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(current.__subclasses__())
+    return out
+
+
+def _init_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    result = wrapped(*args, **kwargs)
+    try:
+        for cls in type(instance).__mro__:
+            if getattr(cls, "__module__", "").startswith("transformers") or cls is type(instance):
+                _patch_class(cls)
+    except Exception as exc:
+        _errors.report("transformers", exc)
+    return result
+
+
+def _call_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """A pipeline called outside any request (a script, a batch job) gets a request of its own,
+    so its three stages share one trace. Inside a request it only names the model."""
+    rt = _runtime.get_runtime()
+    if rt is None:
+        return wrapped(*args, **kwargs)
+    model = model_label(instance)
+    rec = current_request.get()
+    tokens = None
+    if rec is None and current_stage.get() is None:
+        rec, tokens = _runtime.start_request(f"pipeline {getattr(instance, 'task', '')}".strip(),
+                                             endpoint="pipeline")  # fmt: skip
+    if rec is not None:
+        rec.set_model(model)
+    try:
+        result = wrapped(*args, **kwargs)
+    except BaseException as exc:
+        if tokens is not None:
+            _runtime.finish_request(rec, tokens, exc)
+        raise
+    if tokens is not None:
+        _runtime.finish_request(rec, tokens, None)
+    drift = rt.extras.get("drift")
+    if drift is not None:
+        try:
+            drift.capture_pipeline(model, instance, args[0] if args else kwargs.get("inputs"), result)
+        except Exception as exc:
+            _errors.report("drift.capture", exc)
+    return result
+
+
+def _factory_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``transformers.pipeline(...)``: how long the model took to load (cold start)."""
+    start = time.perf_counter()
+    result = wrapped(*args, **kwargs)
+    try:
+        rt = _runtime.get_runtime()
+        if rt is not None and rt.metrics is not None:
+            rt.metrics.record_model_load(model_label(result), None, time.perf_counter() - start)
+    except Exception as exc:
+        _errors.report("transformers", exc)
+    return result
+
+
+def instrument_transformers() -> None:
+    import transformers.pipelines as pipelines
+    from transformers.pipelines.base import Pipeline
+
+    for cls in _all_subclasses(Pipeline):
+        _patch_class(cls)
+    if not isinstance(Pipeline.__dict__["__init__"], wrapt.ObjectProxy):
+        wrapt.wrap_function_wrapper(Pipeline, "__init__", _init_wrapper)
+    if not isinstance(Pipeline.__dict__["__call__"], wrapt.ObjectProxy):
+        wrapt.wrap_function_wrapper(Pipeline, "__call__", _call_wrapper)
+    if not isinstance(pipelines.pipeline, wrapt.ObjectProxy):
+        wrapt.wrap_function_wrapper(pipelines, "pipeline", _factory_wrapper)
+        try:
+            import transformers
+
+            # The top-level lazy module caches attributes once resolved.
+            if "pipeline" in vars(transformers):
+                transformers.pipeline = pipelines.pipeline
+        except Exception:
+            pass
+
+
+def uninstrument_transformers() -> None:
+    try:
+        import transformers.pipelines as pipelines
+        from transformers.pipelines.base import Pipeline
+    except ImportError:
+        return
+    for cls in list(_patched):
+        for method in _STAGE_OF:
+            current = cls.__dict__.get(method)
+            if isinstance(current, wrapt.ObjectProxy):
+                setattr(cls, method, current.__wrapped__)
+    _patched.clear()
+    for name in ("__init__", "__call__"):
+        current = Pipeline.__dict__.get(name)
+        if isinstance(current, wrapt.ObjectProxy):
+            setattr(Pipeline, name, current.__wrapped__)
+    if isinstance(pipelines.pipeline, wrapt.ObjectProxy):
+        pipelines.pipeline = pipelines.pipeline.__wrapped__

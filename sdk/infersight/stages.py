@@ -1,0 +1,199 @@
+"""Stages and requests for custom code: decorators and context managers.
+
+``stage("name")`` works as ``with``, ``async with`` and as a decorator on sync and async
+functions, generators and async generators. The user's exceptions are recorded on the span
+and re-raised unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar, overload
+
+from opentelemetry.trace import SpanKind
+
+from . import _runtime
+from ._records import RequestRecord, current_request
+from .conventions import SPAN
+
+__all__ = [
+    "Request",
+    "Stage",
+    "current_request_handle",
+    "model",
+    "postprocess",
+    "preprocess",
+    "request",
+    "stage",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Scope:
+    """Shared shape of ``Stage`` and ``Request``: context manager and decorator in one."""
+
+    def _enter(self) -> None:
+        raise NotImplementedError
+
+    def _exit(self, error: BaseException | None) -> None:
+        raise NotImplementedError
+
+    def _clone(self) -> _Scope:
+        raise NotImplementedError
+
+    def __enter__(self) -> _Scope:
+        self._enter()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:  # fmt: skip
+        self._exit(ev)
+
+    async def __aenter__(self) -> _Scope:
+        self._enter()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                        tb: TracebackType | None) -> None:  # fmt: skip
+        self._exit(ev)
+
+    def __call__(self, fn: F) -> F:
+        clone = self._clone
+        if inspect.isasyncgenfunction(fn):
+
+            @functools.wraps(fn)
+            async def agen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with clone():
+                    async for item in fn(*args, **kwargs):
+                        yield item
+
+            return agen_wrapper  # type: ignore[return-value]
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with clone():
+                    return await fn(*args, **kwargs)
+
+            return async_wrapper  # type: ignore[return-value]
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                with clone():
+                    return (yield from fn(*args, **kwargs))
+
+            return gen_wrapper  # type: ignore[return-value]
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with clone():
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+
+class Stage(_Scope):
+    """One stage of a request. Re-entrant use makes a new record each time."""
+
+    __slots__ = ("_model", "_name", "_record", "_tokens", "batch_size")
+
+    def __init__(self, name: str, model: str | None = None, batch_size: int = 0) -> None:
+        self._name = name
+        self._model = model
+        self.batch_size = batch_size
+        self._record: Any = None
+        self._tokens: Any = None
+
+    def _clone(self) -> Stage:
+        return Stage(self._name, self._model, self.batch_size)
+
+    def _enter(self) -> None:
+        self._record, self._tokens = _runtime.start_stage(self._name, self._model)
+        if self._record is not None and self.batch_size:
+            self._record.batch_size = self.batch_size
+
+    def _exit(self, error: BaseException | None) -> None:
+        if isinstance(error, GeneratorExit):
+            # The consumer stopped early: the stage ended, it did not fail.
+            self.set_attribute("infersight.generator.abandoned", True)
+            error = None
+        _runtime.end_stage(self._record, self._tokens, error)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        if self._record is not None:
+            self._record.set_attr(key, value)
+
+
+class Request(_Scope):
+    """A request for entry points that are not HTTP or gRPC (queue consumers, batch jobs)."""
+
+    __slots__ = ("_endpoint", "_model", "_name", "_record", "_tokens", "_version")
+
+    def __init__(self, model: str | None = None, endpoint: str = "", name: str = SPAN.REQUEST,
+                 version: str | None = None) -> None:  # fmt: skip
+        self._model = model
+        self._endpoint = endpoint
+        self._name = name
+        self._version = version
+        self._record: RequestRecord | None = None
+        self._tokens: Any = None
+
+    def _clone(self) -> Request:
+        return Request(self._model, self._endpoint, self._name, self._version)
+
+    def _enter(self) -> None:
+        self._record, self._tokens = _runtime.start_request(self._name, SpanKind.INTERNAL,
+                                                            self._endpoint or self._name)  # fmt: skip
+        if self._record is not None:
+            self._record.set_model(self._model, self._version)
+
+    def _exit(self, error: BaseException | None) -> None:
+        _runtime.finish_request(self._record, self._tokens, error)
+
+    @property
+    def record(self) -> RequestRecord | None:
+        return self._record
+
+
+def stage(name: str, *, model: str | None = None, batch_size: int = 0) -> Stage:
+    """A custom stage: ``with infersight.stage("tokenize"):`` or ``@infersight.stage("x")``."""
+    return Stage(name, model, batch_size)
+
+
+def request(model: str | None = None, *, endpoint: str = "", version: str | None = None) -> Request:
+    """A request outside HTTP/gRPC: ``with infersight.request(model="ranker"): ...``."""
+    return Request(model, endpoint, version=version)
+
+
+def _stage_factory(stage_name: str) -> Any:
+    @overload
+    def factory(fn: F) -> F: ...
+    @overload
+    def factory(fn: None = None, *, model: str | None = None) -> Stage: ...
+
+    def factory(fn: Any = None, *, model: str | None = None) -> Any:
+        if fn is not None and callable(fn):
+            return Stage(stage_name)(fn)
+        return Stage(stage_name, model)
+
+    factory.__name__ = stage_name
+    factory.__doc__ = (
+        f"The ``{stage_name}`` stage: ``@infersight.{stage_name}``, "
+        f"``@infersight.{stage_name}(model='m')`` or ``with infersight.{stage_name}():``."
+    )
+    return factory
+
+
+preprocess = _stage_factory(SPAN.PREPROCESS)
+model = _stage_factory(SPAN.MODEL)
+postprocess = _stage_factory(SPAN.POSTPROCESS)
+
+
+def current_request_handle() -> RequestRecord | None:
+    """The record of the request being served, to hand to a batching queue."""
+    return current_request.get()
