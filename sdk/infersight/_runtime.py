@@ -31,7 +31,8 @@ from ._tracing import make_resource, setup_tracer_provider
 from .config import Config
 from .conventions import OUTCOME_ERROR, OUTCOME_SUCCESS
 from .hooks import StageHook
-from .metrics import InferenceMetrics
+from .conventions import MetricSpec
+from .metrics import InferenceMetrics, make_metric, owned_collectors
 
 __all__ = ["Runtime", "get_runtime", "init", "shutdown"]
 
@@ -65,6 +66,16 @@ class Runtime:
                              config.flush_interval_s)  # fmt: skip
         self.extras: dict[str, Any] = {}  # gpu sampler, drift monitor, metrics server
         self.closed = False
+
+    def make_metric(self, spec: MetricSpec, **kwargs: Any) -> Any:
+        """A metric in this runtime's registry, unregistered again on re-init/shutdown."""
+        return make_metric(spec, self.registry, **kwargs)
+
+    def register(self, collector: Any) -> None:
+        """Register a custom collector (``collect() -> Iterable[Metric]``) owned by this runtime."""
+        if self.registry is not None:
+            self.registry.register(collector)
+            _owned[id(self)].append(collector)
 
     def _on_export(self, count: int, ok: bool) -> None:
         if not ok and self.metrics is not None:
@@ -141,7 +152,9 @@ def init(config: Config | None = None, *, registry: CollectorRegistry | None = R
                 return _runtime
             _runtime.close()
             _unregister(_runtime)
-        rt = Runtime(cfg, registry, tracer_provider)
+        rt = Runtime.__new__(Runtime)
+        _owned[id(rt)] = []
+        rt.__init__(cfg, registry, tracer_provider)  # type: ignore[misc]
         if rt.metrics is not None:
             metrics = rt.metrics
             _errors.on_error = lambda component: metrics.sdk_errors.labels(component).inc()
@@ -174,15 +187,18 @@ def _start_optional_parts(rt: Runtime) -> None:
             _errors.report("drift", exc)
 
 
+_owned: dict[int, list[Any]] = {}
+
+
 def _unregister(rt: Runtime) -> None:
-    if rt.registry is None or rt.metrics is None:
+    """Remove only what infersight registered: the registry may be the app's global one."""
+    if rt.registry is None:
         return
-    for collector in list(getattr(rt.registry, "_collector_to_names", {})):
-        if collector is not None:
-            try:
-                rt.registry.unregister(collector)
-            except Exception:
-                pass
+    for collector in owned_collectors(rt.registry) + _owned.pop(id(rt), []):
+        try:
+            rt.registry.unregister(collector)
+        except Exception:
+            pass
 
 
 def shutdown(timeout_s: float | None = None) -> None:

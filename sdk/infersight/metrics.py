@@ -20,16 +20,29 @@ def multiprocess_mode() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir"))
 
 
+_created: dict[int, list[Any]] = {}
+
+
 def make_metric(spec: MetricSpec, registry: CollectorRegistry | None, **kwargs: Any) -> Any:
     """Create the prometheus_client object for a spec from ``conventions``."""
     common: dict[str, Any] = {"labelnames": spec.labels, "registry": registry}
+    metric: Any
     if spec.type == "histogram":
-        return Histogram(spec.name, spec.help, buckets=spec.buckets, **common, **kwargs)
-    if spec.type == "counter":
-        return Counter(spec.name, spec.help, **common, **kwargs)
-    if spec.type == "gauge":
-        return Gauge(spec.name, spec.help, **common, **kwargs)
-    raise ValueError(f"no prometheus_client type for {spec.type}")
+        metric = Histogram(spec.name, spec.help, buckets=spec.buckets, **common, **kwargs)
+    elif spec.type == "counter":
+        metric = Counter(spec.name, spec.help, **common, **kwargs)
+    elif spec.type == "gauge":
+        metric = Gauge(spec.name, spec.help, **common, **kwargs)
+    else:
+        raise ValueError(f"no prometheus_client type for {spec.type}")
+    if registry is not None:
+        _created.setdefault(id(registry), []).append(metric)
+    return metric
+
+
+def owned_collectors(registry: CollectorRegistry) -> list[Any]:
+    """The metrics ``make_metric`` put in ``registry`` (and forgets them)."""
+    return _created.pop(id(registry), [])
 
 
 def exemplar_for(trace_id: int, span_id: int) -> dict[str, str]:
