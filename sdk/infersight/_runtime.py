@@ -75,7 +75,7 @@ class Runtime:
         """Register a custom collector (``collect() -> Iterable[Metric]``) owned by this runtime."""
         if self.registry is not None:
             self.registry.register(collector)
-            _owned[id(self)].append(collector)
+            _owned.setdefault(id(self), []).append(collector)
 
     def _on_export(self, count: int, ok: bool) -> None:
         if not ok and self.metrics is not None:
@@ -152,9 +152,7 @@ def init(config: Config | None = None, *, registry: CollectorRegistry | None = R
                 return _runtime
             _runtime.close()
             _unregister(_runtime)
-        rt = Runtime.__new__(Runtime)
-        _owned[id(rt)] = []
-        rt.__init__(cfg, registry, tracer_provider)  # type: ignore[misc]
+        rt = Runtime(cfg, registry, tracer_provider)
         if rt.metrics is not None:
             metrics = rt.metrics
             _errors.on_error = lambda component: metrics.sdk_errors.labels(component).inc()
