@@ -1,0 +1,36 @@
+"""Shared fixtures: a locally built tiny model, a fresh infersight runtime with in-memory exporters."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "examples"))
+
+# Never reach a model hub from tests.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small DistilBERT sentiment model built locally (cached across runs outside the repo)."""
+    from build_model import build
+
+    cache = Path(os.environ.get("INFERSIGHT_CACHE", Path.home() / ".cache" / "infersight"))
+    return build(cache / "models" / "tiny-sentiment")
+
+
+@pytest.fixture
+def telemetry() -> Iterator[object]:
+    """infersight initialised with a fresh registry and an in-memory span exporter."""
+    from infersight.testing import capture
+
+    with capture() as captured:
+        yield captured
