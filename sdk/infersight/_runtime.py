@@ -91,7 +91,7 @@ class Runtime:
             return parent is None or parent.trace_flags.sampled
         parent_ctx = trace.set_span_in_context(NonRecordingSpan(parent)) if parent else None
         result = self.provider.sampler.should_sample(parent_ctx, trace_id, name, kind)
-        return bool(result.decision.is_sampled())
+        return bool(result.decision.is_sampled())  # type: ignore[no-untyped-call]
 
     def after_fork_in_child(self) -> None:
         if self.provider is not None:

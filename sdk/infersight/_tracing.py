@@ -30,7 +30,7 @@ def make_resource(config: Config, base: Resource | None = None) -> Resource:
         if not os.environ.get("OTEL_SERVICE_NAME"):
             own["service.name"] = config.service
         return Resource.create(own)
-    if base.attributes.get("service.name", "unknown_service").startswith("unknown_service"):
+    if str(base.attributes.get("service.name", "unknown_service")).startswith("unknown_service"):
         own["service.name"] = config.service
     return base.merge(Resource(own))
 

@@ -25,7 +25,7 @@ def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
         from prometheus_client import multiprocess
 
         mp = CollectorRegistry()
-        multiprocess.MultiProcessCollector(mp)
+        multiprocess.MultiProcessCollector(mp)  # type: ignore[no-untyped-call]
         return mp
     return registry if registry is not None else REGISTRY
 

@@ -51,7 +51,8 @@ class Captured:
 
     def openmetrics(self) -> str:
         self.flush()
-        return generate_latest(self.registry).decode()
+        payload: bytes = generate_latest(self.registry)  # type: ignore[no-untyped-call]
+        return payload.decode()
 
 
 @contextmanager

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -65,7 +66,10 @@ def instrument_all(libraries: Collection[str] | None = None) -> None:
             continue
         _active.add(library)
         module = "transformers.pipelines" if library == "transformers" else library
-        wrapt.register_post_import_hook(_on_import(library), module)
+        if module in sys.modules:
+            _on_import(library)(sys.modules[module])  # already imported: patch now
+        else:
+            wrapt.register_post_import_hook(_on_import(library), module)
 
 
 def uninstrument_all() -> None:

@@ -13,7 +13,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from .. import _errors
 
-__all__ = ["extract_remote_parent", "unwrap", "wrap"]
+__all__ = ["extract_remote_parent", "is_wrapped", "unwrap", "wrap"]
 
 
 def _resolve(module: str, path: str) -> tuple[Any, str]:
@@ -24,10 +24,15 @@ def _resolve(module: str, path: str) -> tuple[Any, str]:
     return obj, attr
 
 
+def is_wrapped(obj: Any) -> bool:
+    # wrapt 2's C FunctionWrapper isn't an instance of the public wrapt.ObjectProxy.
+    return isinstance(obj, wrapt.FunctionWrapper) or hasattr(obj, "_self_wrapper")
+
+
 def wrap(module: str, path: str, wrapper: Any) -> None:
     owner, attr = _resolve(module, path)
-    if isinstance(owner.__dict__.get(attr), wrapt.ObjectProxy):
-        return  # already wrapped
+    if is_wrapped(owner.__dict__.get(attr)):
+        return
     wrapt.wrap_function_wrapper(owner, attr, wrapper)
 
 
@@ -37,7 +42,7 @@ def unwrap(module: str, path: str) -> None:
     except (ImportError, AttributeError):
         return
     current = owner.__dict__.get(attr)
-    if isinstance(current, wrapt.ObjectProxy):
+    if is_wrapped(current):
         setattr(owner, attr, current.__wrapped__)
 
 

@@ -17,6 +17,7 @@ import wrapt
 from .. import _errors, _runtime
 from .._records import current_request, current_stage
 from ..conventions import ATTR, SPAN
+from ._common import is_wrapped
 
 __all__ = ["instrument_transformers", "model_label", "uninstrument_transformers"]
 
@@ -81,7 +82,7 @@ def _patch_class(cls: type) -> None:
         return
     _patched.add(cls)
     for method, stage_name in _STAGE_OF.items():
-        if method in cls.__dict__ and not isinstance(cls.__dict__[method], wrapt.ObjectProxy):
+        if method in cls.__dict__ and not is_wrapped(cls.__dict__[method]):
             wrapt.wrap_function_wrapper(cls, method, _stage_wrapper(stage_name))
 
 
@@ -155,11 +156,11 @@ def instrument_transformers() -> None:
 
     for cls in _all_subclasses(Pipeline):
         _patch_class(cls)
-    if not isinstance(Pipeline.__dict__["__init__"], wrapt.ObjectProxy):
+    if not is_wrapped(Pipeline.__dict__["__init__"]):
         wrapt.wrap_function_wrapper(Pipeline, "__init__", _init_wrapper)
-    if not isinstance(Pipeline.__dict__["__call__"], wrapt.ObjectProxy):
+    if not is_wrapped(Pipeline.__dict__["__call__"]):
         wrapt.wrap_function_wrapper(Pipeline, "__call__", _call_wrapper)
-    if not isinstance(pipelines.pipeline, wrapt.ObjectProxy):
+    if not is_wrapped(pipelines.pipeline):
         wrapt.wrap_function_wrapper(pipelines, "pipeline", _factory_wrapper)
         try:
             import transformers
@@ -180,12 +181,12 @@ def uninstrument_transformers() -> None:
     for cls in list(_patched):
         for method in _STAGE_OF:
             current = cls.__dict__.get(method)
-            if isinstance(current, wrapt.ObjectProxy):
+            if is_wrapped(current):
                 setattr(cls, method, current.__wrapped__)
     _patched.clear()
     for name in ("__init__", "__call__"):
         current = Pipeline.__dict__.get(name)
-        if isinstance(current, wrapt.ObjectProxy):
+        if is_wrapped(current):
             setattr(Pipeline, name, current.__wrapped__)
-    if isinstance(pipelines.pipeline, wrapt.ObjectProxy):
+    if is_wrapped(pipelines.pipeline):
         pipelines.pipeline = pipelines.pipeline.__wrapped__

@@ -1,0 +1,174 @@
+"""Stages and requests from the explicit API: spans, parents, errors, async and generators."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from opentelemetry.trace import StatusCode
+
+import infersight
+from infersight.testing import Captured
+
+
+class Boom(Exception):
+    pass
+
+
+def by_name(t: Captured) -> dict[str, object]:
+    return {s.name: s for s in t.spans()}
+
+
+def test_request_with_three_stages_parents_and_metrics(telemetry: Captured) -> None:
+    @infersight.preprocess
+    def tokenize(text: str) -> list[str]:
+        return text.split()
+
+    @infersight.model(model="ranker")
+    def run(tokens: list[str]) -> int:
+        return len(tokens)
+
+    @infersight.postprocess
+    def label(n: int) -> str:
+        return "long" if n > 2 else "short"
+
+    with infersight.request(model="ranker", endpoint="queue:ranker"):
+        assert label(run(tokenize("a b c"))) == "long"
+    spans = by_name(telemetry)
+    root = spans["inference"]
+    for name in ("preprocess", "model", "postprocess"):
+        child = spans[name]
+        assert child.parent.span_id == root.context.span_id  # type: ignore[attr-defined]
+        assert child.context.trace_id == root.context.trace_id  # type: ignore[attr-defined]
+        assert child.attributes["infersight.model.name"] == "ranker"  # type: ignore[attr-defined]
+        count = telemetry.value("infersight_stage_duration_seconds_count", model="ranker", stage=name)
+        assert count == 1.0
+    assert telemetry.value("infersight_request_duration_seconds_count", model="ranker",
+                           version="unknown", endpoint="queue:ranker", outcome="success") == 1.0
+
+
+def test_user_exception_is_reraised_unchanged_and_recorded(telemetry: Captured) -> None:
+    err = Boom("bad input")
+
+    @infersight.model(model="m")
+    def run() -> None:
+        raise err
+
+    with pytest.raises(Boom) as info, infersight.request(model="m"):
+        run()
+    assert info.value is err
+    spans = by_name(telemetry)
+    stage = spans["model"]
+    assert stage.status.status_code is StatusCode.ERROR  # type: ignore[attr-defined]
+    assert stage.events[0].name == "exception"  # type: ignore[attr-defined]
+    assert stage.events[0].attributes["exception.type"] == "Boom"  # type: ignore[attr-defined]
+    assert spans["inference"].status.status_code is StatusCode.ERROR  # type: ignore[attr-defined]
+    assert telemetry.value("infersight_errors_total", model="m", stage="model",
+                           exception_type="Boom") == 1.0
+    assert telemetry.value("infersight_request_duration_seconds_count", model="m",
+                           version="unknown", endpoint="inference", outcome="error") == 1.0
+
+
+def test_nested_stage_parents_to_enclosing_stage(telemetry: Captured) -> None:
+    with infersight.request(model="m"), infersight.model():
+        with infersight.stage("kernel"):
+            pass
+    spans = by_name(telemetry)
+    assert spans["kernel"].parent.span_id == spans["model"].context.span_id  # type: ignore[attr-defined]
+
+
+def test_async_function_and_async_generator(telemetry: Captured) -> None:
+    @infersight.model(model="m")
+    async def infer(x: int) -> int:
+        await asyncio.sleep(0)
+        return x * 2
+
+    @infersight.postprocess
+    async def stream(n: int):  # type: ignore[no-untyped-def]
+        for i in range(n):
+            yield i
+
+    async def main() -> list[int]:
+        async with infersight.request(model="m"):
+            out = [await infer(2)]
+            out += [i async for i in stream(3)]
+        return out
+
+    assert asyncio.run(main()) == [4, 0, 1, 2]
+    assert {"model", "postprocess", "inference"} <= set(by_name(telemetry))
+
+
+def test_abandoned_generator_closes_its_span_without_error(telemetry: Captured) -> None:
+    @infersight.postprocess(model="m")
+    def tokens():  # type: ignore[no-untyped-def]
+        yield from range(100)
+
+    with infersight.request(model="m"):
+        gen = tokens()
+        next(gen)
+        gen.close()
+    span = by_name(telemetry)["postprocess"]
+    assert span.status.status_code is StatusCode.UNSET  # type: ignore[attr-defined]
+    assert span.attributes["infersight.generator.abandoned"] is True  # type: ignore[attr-defined]
+
+
+def test_cancelled_task_records_the_cancellation(telemetry: Captured) -> None:
+    @infersight.model(model="m")
+    async def slow() -> None:
+        await asyncio.sleep(10)
+
+    async def main() -> None:
+        async with infersight.request(model="m"):
+            task = asyncio.ensure_future(slow())
+            await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+    asyncio.run(main())
+    span = by_name(telemetry)["model"]
+    assert span.status.status_code is StatusCode.ERROR  # type: ignore[attr-defined]
+    assert span.attributes["error.type"] == "CancelledError"  # type: ignore[attr-defined]
+
+
+def test_stage_outside_any_request_is_its_own_trace(telemetry: Captured) -> None:
+    with infersight.model(model="offline"):
+        pass
+    span = by_name(telemetry)["model"]
+    assert span.parent is None  # type: ignore[attr-defined]
+    assert telemetry.value("infersight_stage_duration_seconds_count", model="offline",
+                           stage="model") == 1.0
+    assert telemetry.value("infersight_request_duration_seconds_count", model="offline",
+                           version="unknown", endpoint="inference", outcome="success") is None
+
+
+def test_batch_records_queue_wait_batch_size_and_a_stage_per_request(telemetry: Captured) -> None:
+    handles = []
+    requests = [infersight.request(model="b") for _ in range(3)]
+    for r in requests:
+        r.__enter__()
+        handles.append(infersight.current_request_handle())
+    with infersight.batch(handles, model="b"):
+        pass
+    for r in reversed(requests):
+        r.__exit__(None, None, None)
+    assert telemetry.value("infersight_batch_size_count", model="b") == 1.0
+    assert telemetry.value("infersight_batch_size_sum", model="b") == 3.0
+    assert telemetry.value("infersight_queue_wait_seconds_count", model="b") == 3.0
+    assert len(telemetry.spans("model")) == 3
+
+
+def test_slo_metric_and_requests_over_slo() -> None:
+    from infersight.testing import capture
+
+    with capture(models={"fast": {"version": "2", "slo_p99_seconds": 0.001}}) as t:
+        import time
+
+        with infersight.request(model="fast"):
+            time.sleep(0.005)
+        with infersight.request(model="fast"):
+            pass
+        assert t.value("infersight_model_slo_p99_seconds", model="fast") == 0.001
+        assert t.value("infersight_requests_over_slo_total", model="fast") == 1.0
+        assert t.value("infersight_request_duration_seconds_count", model="fast", version="2",
+                       endpoint="inference", outcome="success") == 2.0
