@@ -51,6 +51,7 @@ __all__ = [
     "__version__",
     "batch",
     "current_request_handle",
+    "get_runtime",
     "init",
     "model",
     "postprocess",

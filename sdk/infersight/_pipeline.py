@@ -102,14 +102,19 @@ class Worker:
                 _errors.report(f"hook.{type(hook).__name__}", exc)
         return attrs
 
-    def _process_stage(self, stage: StageRecord, rec: RequestRecord | None) -> dict[str, Any]:
+    def _process_stage(self, stage: StageRecord, rec: RequestRecord | None,
+                       labels: tuple[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
         owner = rec or stage.request
-        raw_model = stage.model or (owner.model if owner else None)
-        if self.metrics is not None:
+        if labels is not None and (not stage.model or stage.model == (owner.model if owner else None)):
+            model, version = labels  # the request's, already bounded
+        elif self.metrics is not None:
+            raw_model = stage.model or (owner.model if owner else None)
             model, version = self.metrics.model_labels(raw_model, owner.version if owner else None)
-            self.metrics.observe_stage(stage, model)
         else:
-            model, version = raw_model or UNKNOWN, (owner.version if owner else None) or UNKNOWN
+            model = stage.model or (owner.model if owner else None) or UNKNOWN
+            version = (owner.version if owner else None) or UNKNOWN
+        if self.metrics is not None:
+            self.metrics.observe_stage(stage, model)
         attrs = self._stage_attrs(stage, model, version)
         if rec is None and self.emitter is not None:
             self.emitter.emit_stage(stage, attrs)
@@ -117,10 +122,10 @@ class Worker:
 
     def _process_request(self, rec: RequestRecord) -> None:
         if self.metrics is not None:
-            self.metrics.observe_request(rec)
             model, version = self.metrics.model_labels(rec.model, rec.version)
+            self.metrics.observe_request(rec, model, version)
         else:
             model, version = rec.model or UNKNOWN, rec.version or UNKNOWN
-        stage_attrs = [self._process_stage(stage, rec) for stage in rec.stages]
+        stage_attrs = [self._process_stage(stage, rec, (model, version)) for stage in rec.stages]
         if self.emitter is not None:
             self.emitter.emit(rec, model, version, stage_attrs)

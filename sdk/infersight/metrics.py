@@ -100,8 +100,8 @@ class InferenceMetrics:
             version = configured.version if configured and configured.version else UNKNOWN
         return name, self.limiter.bound("version", version)
 
-    def observe_request(self, rec: RequestRecord) -> None:
-        model, version = self.model_labels(rec.model, rec.version)
+    def observe_request(self, rec: RequestRecord, model: str, version: str) -> None:
+        """``model``/``version`` are the bounded labels from ``model_labels``."""
         endpoint = self.limiter.bound("endpoint", rec.endpoint or UNKNOWN)
         outcome = rec.outcome or (OUTCOME_ERROR if rec.error is not None else OUTCOME_SUCCESS)
         seconds = (rec.end_ns - rec.start_ns) / 1e9

@@ -42,7 +42,7 @@ def _load(spec: str) -> Callable[[], None]:
 
 
 def _disabled() -> set[str]:
-    raw = os.environ.get("OTEL_PYTHON_DISABLED_INSTRUMENTATIONS", "")
+    raw = os.environ.get("INFERSIGHT_DISABLED_INSTRUMENTATIONS", "")
     return {name.strip() for name in raw.split(",") if name.strip()}
 
 
@@ -59,7 +59,7 @@ def _on_import(library: str) -> Callable[[Any], None]:
 
 
 def instrument_all(libraries: Collection[str] | None = None) -> None:
-    """Instrument the given libraries (default: all supported, less OTEL_PYTHON_DISABLED_*)."""
+    """Instrument the given libraries (default: all supported, less INFERSIGHT_DISABLED_INSTRUMENTATIONS)."""
     wanted = set(SUPPORTED if libraries is None else libraries) - _disabled()
     for library in wanted:
         if library in _active:

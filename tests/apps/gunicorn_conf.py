@@ -1,0 +1,1 @@
+from infersight.multiprocess import child_exit  # noqa: F401

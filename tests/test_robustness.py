@@ -1,0 +1,74 @@
+"""The SDK never fails a request: internal errors are counted, logged once and swallowed;
+labels from traffic are bounded."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+import infersight
+from infersight import _errors
+from infersight._records import StageRecord
+from infersight.testing import capture
+
+
+class ExplodingHook:
+    def on_stage_start(self, stage: StageRecord) -> None:
+        raise RuntimeError("hook bug at start")
+
+    def on_stage_end(self, stage: StageRecord) -> None:
+        raise RuntimeError("hook bug at end")
+
+    def enrich(self, stage: StageRecord, attributes: dict[str, Any]) -> None:
+        raise RuntimeError("hook bug in worker")
+
+
+def test_internal_errors_are_swallowed_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    _errors.reset()
+    with capture() as t, caplog.at_level(logging.WARNING, logger="infersight"):
+        infersight.get_runtime().add_hook(ExplodingHook())  # type: ignore[attr-defined]
+        for _ in range(5):
+            with infersight.request(model="m"), infersight.model():
+                result = 42
+        assert result == 42
+        assert len(t.spans("model")) == 5  # the span still closes
+        assert t.value("infersight_sdk_errors_total", component="hook.ExplodingHook") == 15.0
+    logged = [r for r in caplog.records if "hook.ExplodingHook" in r.getMessage()]
+    assert len(logged) == 1
+
+
+def test_cardinality_flood_is_bounded_and_counted() -> None:
+    with capture(max_label_values=20, traces=False) as t:
+        for i in range(5000):
+            with infersight.request(model=f"model-{i}", endpoint=f"/path/{i}"):
+                pass
+        text = t.openmetrics()
+        series = [line for line in text.splitlines()
+                  if line.startswith("infersight_request_duration_seconds_count")]  # fmt: skip
+        assert len(series) <= 20 * 20
+        assert t.value("infersight_label_overflow_total", label="model") == 5000 - 20
+        assert t.value("infersight_label_overflow_total", label="endpoint") == 5000 - 20
+        total = sum(float(line.rsplit(" ", 1)[1]) for line in series)
+        assert total == 5000.0  # nothing lost: overflow goes to "other"
+
+
+def test_full_queue_drops_and_counts_instead_of_blocking() -> None:
+    with capture(queue_size=10, flush_interval_s=60) as t:
+        for _ in range(25):
+            with infersight.request(model="m"), infersight.model():
+                pass
+        assert t.value("infersight_spans_dropped_total", reason="queue_full") == 15 * 2
+        assert t.value("infersight_records_processed_total") == 10.0
+
+
+def test_without_init_the_api_is_a_no_op() -> None:
+    infersight.shutdown()
+
+    @infersight.model
+    def f(x: int) -> int:
+        return x + 1
+
+    with infersight.request(model="m"):
+        assert f(1) == 2
