@@ -1,0 +1,232 @@
+"""Request-path overhead: one request with 3 stages, metrics and exemplars, four variants
+measured side by side in one run (interleaved rounds, so machine noise hits all alike).
+
+    python benchmarks/request_path.py [--requests 20000]
+
+Variants: uninstrumented; infersight; the hand-written OTel SDK + prometheus_client version
+(root + 3 stage spans via start_as_current_span, BatchSpanProcessor, histograms with
+exemplars); and, for a Flask app (test client), opentelemetry-instrumentation-flask alone.
+"Added" = variant minus uninstrumented, at the same percentile. CPU per request counts every
+thread of the process (background export included), flushed inside the measured window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from prometheus_client import CollectorRegistry, Histogram
+
+import infersight
+from infersight.conventions import LATENCY_BUCKETS
+
+
+class NullExporter(SpanExporter):
+    def __init__(self) -> None:
+        self.count = 0
+
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        self.count += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+def work() -> int:
+    return sum(range(20))  # stand-in for a stage's own work (~0.3 us)
+
+
+def uninstrumented() -> None:
+    work()
+    work()
+    work()
+
+
+def make_infersight() -> tuple[Callable[[], None], Callable[[], None]]:
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(NullExporter()))
+    infersight.init(registry=CollectorRegistry(), tracer_provider=provider, gpu="off",
+                    models={"m": {"version": "1", "slo_p99_seconds": 0.1}})  # fmt: skip
+    request, pre, model, post = (infersight.request, infersight.preprocess, infersight.model,
+                                 infersight.postprocess)  # fmt: skip
+
+    def run() -> None:
+        with request(model="m", endpoint="/predict"):
+            with pre():
+                work()
+            with model():
+                work()
+            with post():
+                work()
+
+    def flush() -> None:
+        rt = infersight.get_runtime()
+        assert rt is not None
+        rt.worker.drain()
+        provider.force_flush()
+
+    return run, flush
+
+
+def make_handwritten() -> tuple[Callable[[], None], Callable[[], None]]:
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(NullExporter()))
+    tracer = provider.get_tracer("handwritten")
+    registry = CollectorRegistry()
+    req_hist = Histogram("hw_request_seconds", "", ["model", "endpoint", "outcome"],
+                         buckets=LATENCY_BUCKETS, registry=registry)  # fmt: skip
+    stage_hist = Histogram("hw_stage_seconds", "", ["model", "stage"], buckets=LATENCY_BUCKETS,
+                           registry=registry)  # fmt: skip
+    perf = time.perf_counter
+
+    def stage(name: str) -> None:
+        with tracer.start_as_current_span(name) as span:
+            t0 = perf()
+            work()
+            ctx = span.get_span_context()
+            stage_hist.labels("m", name).observe(perf() - t0, {
+                "trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"})
+
+    def run() -> None:
+        t0 = perf()
+        with tracer.start_as_current_span("POST /predict", kind=trace.SpanKind.SERVER) as root:
+            stage("preprocess")
+            stage("model")
+            stage("postprocess")
+            ctx = root.get_span_context()
+            req_hist.labels("m", "/predict", "success").observe(perf() - t0, {
+                "trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"})
+
+    return run, lambda: provider.force_flush()
+
+
+def measure(variants: dict[str, Callable[[], None]], flushes: dict[str, Callable[[], None]],
+            n: int, rounds: int = 10,
+            setups: dict[str, Callable[[], None]] | None = None) -> dict[str, dict[str, float]]:  # fmt: skip
+    lat: dict[str, list[int]] = {k: [] for k in variants}
+    cpu: dict[str, float] = dict.fromkeys(variants, 0.0)
+    per_round = n // rounds
+    clock = time.perf_counter_ns
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            (setups or {}).get(name, lambda: None)()
+            gc.collect()
+            c0 = time.process_time()
+            samples = lat[name]
+            for _ in range(per_round):
+                t0 = clock()
+                fn()
+                samples.append(clock() - t0)
+            flushes.get(name, lambda: None)()
+            cpu[name] += time.process_time() - c0
+    out = {}
+    for name, samples in lat.items():
+        samples.sort()
+        out[name] = {
+            "p50_us": samples[len(samples) // 2] / 1000,
+            "p99_us": samples[int(len(samples) * 0.99)] / 1000,
+            "mean_us": statistics.fmean(samples) / 1000,
+            "cpu_us": cpu[name] / (per_round * rounds) * 1e6,
+        }
+    return out
+
+
+def flask_variants() -> tuple[dict[str, Callable[[], Any]], dict[str, Callable[[], Any]],
+                              dict[str, Callable[[], None]]]:  # fmt: skip
+    """The same request through Flask's test client: bare, infersight, otel-flask only."""
+    from flask import Flask
+
+    def make_app() -> Any:
+        app = Flask("bench")
+
+        @app.post("/predict")
+        def predict() -> str:
+            with infersight.preprocess():
+                work()
+            with infersight.model(model="m"):
+                work()
+            with infersight.postprocess():
+                work()
+            return "ok"
+
+        return app
+
+    from infersight.instrumentation.flask import instrument_flask, uninstrument_flask
+
+    bare_client = make_app().test_client()
+    ours_client = make_app().test_client()
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    otel_provider = TracerProvider()
+    otel_provider.add_span_processor(BatchSpanProcessor(NullExporter()))
+    otel_app = make_app()
+    FlaskInstrumentor.instrument_app(otel_app, tracer_provider=otel_provider)
+    otel_client = otel_app.test_client()
+
+    variants = {
+        "flask uninstrumented": lambda: bare_client.post("/predict"),
+        "flask + infersight": lambda: ours_client.post("/predict"),
+        "flask + otel-flask only": lambda: otel_client.post("/predict"),
+    }
+    # Our patch is class-wide, so it is switched on only for its own block of requests.
+    setups = {"flask uninstrumented": uninstrument_flask, "flask + infersight": instrument_flask,
+              "flask + otel-flask only": uninstrument_flask}  # fmt: skip
+    return variants, {"flask + otel-flask only": otel_provider.force_flush}, setups
+
+
+def report(results: dict[str, dict[str, float]], base: str, title: str) -> list[str]:
+    b = results[base]
+    lines = [f"### {title}", "",
+             "| variant | p50 µs | p99 µs | added p50 µs | added p99 µs | CPU/request µs |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['p50_us']:.1f} | {r['p99_us']:.1f} | "
+                     f"{r['p50_us'] - b['p50_us']:.1f} | {r['p99_us'] - b['p99_us']:.1f} | "
+                     f"{r['cpu_us']:.1f} |")  # fmt: skip
+    return lines
+
+
+def ratios(results: dict[str, dict[str, float]], base: str, ours: str, other: str) -> list[str]:
+    b, o, h = results[base], results[ours], results[other]
+
+    def ratio(key: str) -> float:
+        added_ours, added_other = o[key] - b[key], h[key] - b[key]
+        return added_ours / added_other if added_other > 0 else float("nan")
+
+    cpu_ratio = (o["cpu_us"] - b["cpu_us"]) / max(1e-9, h["cpu_us"] - b["cpu_us"])
+    return [
+        f"- added p50, {ours} / {other}: **{ratio('p50_us'):.2f}** (target ≤ 0.20)",
+        f"- added p99, {ours} / {other}: **{ratio('p99_us'):.2f}** (target ≤ 0.33)",
+        f"- added CPU per request incl. background export: **{cpu_ratio:.2f}** (target ≤ 0.50)",
+    ]
+
+
+def main() -> list[str]:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=20000)
+    args = parser.parse_args()
+    ours, ours_flush = make_infersight()
+    hand, hand_flush = make_handwritten()
+    results = measure({"uninstrumented": uninstrumented, "infersight": ours,
+                       "hand-written OTel + prometheus_client": hand},
+                      {"infersight": ours_flush, "hand-written OTel + prometheus_client": hand_flush},
+                      args.requests)  # fmt: skip
+    lines = report(results, "uninstrumented", "One request, 3 stages, metrics + exemplars")
+    lines += ["", *ratios(results, "uninstrumented", "infersight", "hand-written OTel + prometheus_client")]
+    fv, ff, fs = flask_variants()
+    ff["flask + infersight"] = ours_flush
+    fresults = measure(fv, ff, max(2000, args.requests // 4), setups=fs)
+    lines += ["", *report(fresults, "flask uninstrumented", "Flask test client, same request")]
+    lines += ["", *ratios(fresults, "flask uninstrumented", "flask + infersight", "flask + otel-flask only")]
+    infersight.shutdown()
+    print("\n".join(lines))
+    return lines
+
+
+if __name__ == "__main__":
+    main()
