@@ -78,6 +78,7 @@ class InferenceMetrics:
         self.label_overflow = make_metric(METRIC.LABEL_OVERFLOW, registry)
         self.limiter = LabelLimiter(config.max_label_values, self._overflow)
         self._first_seen: set[str] = set()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         for name, model in config.models.items():
             self.limiter.preload("model", name)
             self.model_info.labels(name, model.version or UNKNOWN).set(1)
@@ -86,6 +87,14 @@ class InferenceMetrics:
         # Pre-create the SDK-health series so alerts and dashboards see zeros, not absence.
         for reason in ("queue_full", "export_failed"):
             self.spans_dropped.labels(reason)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(...)`` with a cache: the lookup dominated the worker's profile."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def _overflow(self, label: str) -> None:
         self.label_overflow.labels(label).inc()
@@ -106,37 +115,37 @@ class InferenceMetrics:
         outcome = rec.outcome or (OUTCOME_ERROR if rec.error is not None else OUTCOME_SUCCESS)
         seconds = (rec.end_ns - rec.start_ns) / 1e9
         ex = self._exemplar(rec.sampled, rec.trace_id, rec.span_id)
-        self.request_duration.labels(model, version, endpoint, outcome).observe(seconds, ex)
+        self._child(self.request_duration, model, version, endpoint, outcome).observe(seconds, ex)
         configured = self.config.model(model)
         if configured and configured.slo_p99_seconds is not None:
-            over = self.over_slo.labels(model)
+            over = self._child(self.over_slo, model)
             if seconds > configured.slo_p99_seconds:
                 over.inc(exemplar=ex)
             else:
                 over.inc(0)
         if model not in self._first_seen:
             self._first_seen.add(model)
-            self.model_info.labels(model, version).set(1)
-            self.first_request.labels(model, version).set(seconds)
+            self._child(self.model_info, model, version).set(1)
+            self._child(self.first_request, model, version).set(seconds)
         if rec.payload_in >= 0:
-            self.payload.labels(model, "request").observe(rec.payload_in, ex)
+            self._child(self.payload, model, "request").observe(rec.payload_in, ex)
         if rec.payload_out >= 0:
-            self.payload.labels(model, "response").observe(rec.payload_out, ex)
+            self._child(self.payload, model, "response").observe(rec.payload_out, ex)
         if rec.tokens >= 0:
-            self.tokens.labels(model).observe(rec.tokens, ex)
+            self._child(self.tokens, model).observe(rec.tokens, ex)
         if rec.queue_wait_s >= 0:
-            self.queue_wait.labels(model).observe(rec.queue_wait_s, ex)
+            self._child(self.queue_wait, model).observe(rec.queue_wait_s, ex)
         self.records.inc()
 
     def observe_stage(self, stage: StageRecord, model: str) -> None:
         name = self.limiter.bound("stage", stage.name)
         ex = self._exemplar(stage.sampled, stage.trace_id, stage.span_id)
-        self.stage_duration.labels(model, name).observe((stage.end_ns - stage.start_ns) / 1e9, ex)
+        self._child(self.stage_duration, model, name).observe((stage.end_ns - stage.start_ns) / 1e9, ex)
         if stage.error is not None:
             exc_type = self.limiter.bound("exception_type", type(stage.error).__qualname__)
-            self.errors.labels(model, name, exc_type).inc()
+            self._child(self.errors, model, name, exc_type).inc()
         if stage.batch_size > 0:
-            self.batch_size.labels(model).observe(stage.batch_size, ex)
+            self._child(self.batch_size, model).observe(stage.batch_size, ex)
 
     def record_model_load(self, model: str, version: str | None, seconds: float) -> None:
         name, ver = self.model_labels(model, version)
