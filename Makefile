@@ -33,3 +33,8 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/run.py
+
+generate:
+	$(PY) tools/gen_rules.py
+	$(PY) grafana-dashboards/generate.py
+	$(PY) tools/gen_metrics_doc.py
