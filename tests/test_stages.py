@@ -70,9 +70,8 @@ def test_user_exception_is_reraised_unchanged_and_recorded(telemetry: Captured) 
 
 
 def test_nested_stage_parents_to_enclosing_stage(telemetry: Captured) -> None:
-    with infersight.request(model="m"), infersight.model():
-        with infersight.stage("kernel"):
-            pass
+    with infersight.request(model="m"), infersight.model(), infersight.stage("kernel"):
+        pass
     spans = by_name(telemetry)
     assert spans["kernel"].parent.span_id == spans["model"].context.span_id  # type: ignore[attr-defined]
 

@@ -24,9 +24,8 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from ._records import RequestRecord
-from ._runtime import get_runtime
+from ._runtime import get_runtime, shutdown
 from ._runtime import init as _init
-from ._runtime import shutdown
 from .batching import Batch, batch, record_queue_wait
 from .config import Config, ConfigError, ModelConfig
 from .stages import (

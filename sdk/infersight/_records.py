@@ -38,8 +38,19 @@ def new_trace_id() -> int:
 
 class StageRecord:
     __slots__ = (
-        "attrs", "end_ns", "error", "extras", "model", "name", "parent_span_id", "request",
-        "span_id", "start_ns", "trace_id", "sampled", "batch_size",
+        "attrs",
+        "batch_size",
+        "end_ns",
+        "error",
+        "extras",
+        "model",
+        "name",
+        "parent_span_id",
+        "request",
+        "sampled",
+        "span_id",
+        "start_ns",
+        "trace_id",
     )  # fmt: skip
 
     def __init__(self, name: str, model: str | None, request: RequestRecord | None,
@@ -67,10 +78,31 @@ class StageRecord:
 
 class RequestRecord:
     __slots__ = (
-        "attrs", "emit_span", "end_ns", "endpoint", "error", "kind", "model", "name",
-        "parent_span_id", "parent_remote", "payload_in", "payload_out", "queue_wait_s",
-        "batch_size", "sampled", "span_id", "stages", "start_ns", "status_code", "tokens",
-        "trace_id", "trace_state", "version", "outcome", "protocol",
+        "attrs",
+        "batch_size",
+        "emit_span",
+        "end_ns",
+        "endpoint",
+        "error",
+        "kind",
+        "model",
+        "name",
+        "outcome",
+        "parent_remote",
+        "parent_span_id",
+        "payload_in",
+        "payload_out",
+        "protocol",
+        "queue_wait_s",
+        "sampled",
+        "span_id",
+        "stages",
+        "start_ns",
+        "status_code",
+        "tokens",
+        "trace_id",
+        "trace_state",
+        "version",
     )  # fmt: skip
 
     def __init__(self, name: str, kind: int, endpoint: str, trace_id: int, parent_span_id: int,

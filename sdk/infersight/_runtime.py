@@ -29,9 +29,8 @@ from ._records import (
 from ._spans import SpanEmitter
 from ._tracing import make_resource, setup_tracer_provider
 from .config import Config
-from .conventions import OUTCOME_ERROR, OUTCOME_SUCCESS
+from .conventions import OUTCOME_ERROR, OUTCOME_SUCCESS, MetricSpec
 from .hooks import StageHook
-from .conventions import MetricSpec
 from .metrics import InferenceMetrics, make_metric, owned_collectors
 
 __all__ = ["Runtime", "get_runtime", "init", "shutdown"]

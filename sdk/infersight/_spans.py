@@ -83,17 +83,16 @@ class SpanEmitter:
                 attrs[ATTR.QUEUE_WAIT] = rec.queue_wait_s
             if rec.tokens >= 0:
                 attrs[ATTR.INPUT_TOKENS] = rec.tokens
-            parent = (
-                SpanContext(rec.trace_id, rec.parent_span_id, is_remote=rec.parent_remote,
-                            trace_flags=_SAMPLED)  # fmt: skip
-                if rec.parent_span_id else None
-            )
+            parent = None
+            if rec.parent_span_id:
+                parent = SpanContext(rec.trace_id, rec.parent_span_id, is_remote=rec.parent_remote,
+                                     trace_flags=_SAMPLED)  # fmt: skip
             error_status = rec.status_code is not None and rec.status_code >= 500
             if rec.outcome == "error" and rec.error is None:
                 error_status = True
             self._emit(rec.name, _KINDS.get(rec.kind, SpanKind.SERVER), req_ctx, parent, attrs,
                        rec.start_ns, rec.end_ns, rec.error, error_status)  # fmt: skip
-        for stage, attrs in zip(rec.stages, stage_attrs):
+        for stage, attrs in zip(rec.stages, stage_attrs, strict=True):
             self.emit_stage(stage, attrs)
 
     def emit_stage(self, stage: StageRecord, attrs: dict[str, Any]) -> None:

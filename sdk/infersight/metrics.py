@@ -17,7 +17,7 @@ __all__ = ["InferenceMetrics", "make_metric", "multiprocess_mode"]
 
 def multiprocess_mode() -> bool:
     """prometheus_client picks its storage at import time from this variable."""
-    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir"))
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
 _created: dict[int, list[Any]] = {}

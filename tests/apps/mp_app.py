@@ -1,9 +1,9 @@
 """A plain Flask app plus the one import, served by gunicorn in tests."""
 
-import infersight.auto  # noqa: F401  (the one added line)
 from flask import Flask
 
 import infersight
+import infersight.auto
 
 app = Flask(__name__)
 
