@@ -23,6 +23,8 @@ from .conventions import ATTR, SPAN
 __all__ = ["SpanEmitter"]
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_UNSET = Status(StatusCode.UNSET)
+_ERROR = Status(StatusCode.ERROR)
 _KINDS = {k.value: k for k in SpanKind}
 
 
@@ -57,10 +59,8 @@ class SpanEmitter:
         if error is not None:
             attrs.setdefault(ATTR.ERROR_TYPE, type(error).__qualname__)
             status = Status(StatusCode.ERROR, f"{type(error).__qualname__}: {error}")
-        elif error_status:
-            status = Status(StatusCode.ERROR)
         else:
-            status = Status(StatusCode.UNSET)
+            status = _ERROR if error_status else _UNSET
         span = ReadableSpan(
             name, context=ctx, parent=parent, resource=self.resource, attributes=attrs,
             events=events, kind=kind, status=status, start_time=wall_ns(start_ns), end_time=end,
@@ -93,12 +93,17 @@ class SpanEmitter:
             self._emit(rec.name, _KINDS.get(rec.kind, SpanKind.SERVER), req_ctx, parent, attrs,
                        rec.start_ns, rec.end_ns, rec.error, error_status)  # fmt: skip
         for stage, attrs in zip(rec.stages, stage_attrs, strict=True):
-            self.emit_stage(stage, attrs)
+            self.emit_stage(stage, attrs, req_ctx)
 
-    def emit_stage(self, stage: StageRecord, attrs: dict[str, Any]) -> None:
+    def emit_stage(self, stage: StageRecord, attrs: dict[str, Any], request_ctx: SpanContext | None = None) -> None:
         if not stage.sampled:
             return
-        parent = self._ctx(stage.trace_id, stage.parent_span_id) if stage.parent_span_id else None
+        if request_ctx is not None and stage.parent_span_id == request_ctx.span_id:
+            parent: SpanContext | None = request_ctx
+        elif stage.parent_span_id:
+            parent = self._ctx(stage.trace_id, stage.parent_span_id)
+        else:
+            parent = None
         self._emit(stage.name, SpanKind.INTERNAL, self._ctx(stage.trace_id, stage.span_id),
                    parent, attrs, stage.start_ns, stage.end_ns, stage.error, False)  # fmt: skip
 
