@@ -180,13 +180,14 @@ def uninstrument_transformers() -> None:
         return
     for cls in list(_patched):
         for method in _STAGE_OF:
-            current = cls.__dict__.get(method)
-            if is_wrapped(current):
-                setattr(cls, method, current.__wrapped__)
+            _restore(cls, method)
     _patched.clear()
     for name in ("__init__", "__call__"):
-        current = Pipeline.__dict__.get(name)
-        if is_wrapped(current):
-            setattr(Pipeline, name, current.__wrapped__)
-    if is_wrapped(pipelines.pipeline):
-        pipelines.pipeline = pipelines.pipeline.__wrapped__
+        _restore(Pipeline, name)
+    _restore(pipelines, "pipeline")
+
+
+def _restore(owner: Any, attr: str) -> None:
+    current: Any = vars(owner).get(attr)
+    if is_wrapped(current):
+        setattr(owner, attr, current.__wrapped__)
