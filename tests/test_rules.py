@@ -196,3 +196,17 @@ def test_generator_thresholds_have_no_float_noise() -> None:
     assert not re.search(r"\d\.\d{8,}", text)
     assert "ratio_rate1h" in text and "ratio_rate5m" in text and "ratio_rate6h" not in text
     assert text.count("  - alert: X") == 1
+
+
+def test_throttle_reasons_match_the_sampler() -> None:
+    """GPUClockThrottled's reason regex names only reasons the SDK's sampler exports."""
+    from infersight.gpu.throttle import REASONS
+
+    (expr,) = [r["expr"] for _, r in ALERTS if r["alert"] == "GPUClockThrottled"]
+    (regex,) = re.findall(r'reason=~"([^"]+)"', expr)
+    known = {name for name, _ in REASONS}
+    matched = {name for name in known if re.fullmatch(regex, name)}
+    assert matched == {
+        "sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown",
+        "hw_power_brake_slowdown",
+    }  # fmt: skip
