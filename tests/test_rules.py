@@ -210,3 +210,11 @@ def test_throttle_reasons_match_the_sampler() -> None:
         "sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown",
         "hw_power_brake_slowdown",
     }  # fmt: skip
+
+
+def test_generator_check_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert gen_rules.main(["--check"]) == 0
+    stale = tmp_path / "slo.rules.yaml"
+    stale.write_text(gen_rules.render().replace("0.144", "0.15"))
+    monkeypatch.setattr(gen_rules, "OUTPUT", stale)
+    assert gen_rules.main(["--check"]) == 1
