@@ -38,6 +38,14 @@ sys.exit(0 if pathlib.Path(infersight.__file__).resolve().is_relative_to(pathlib
 PY
 fi
 
+# transformers 4.4x beside the env's 5.x, for the compatibility test (small: no torch inside).
+compat="$CACHE/compat/transformers-4.46"
+if [ ! -f "$compat/.done" ]; then
+  "$VENV/bin/pip" install -q --no-deps --target "$compat" \
+    "transformers==4.46.3" "tokenizers==0.20.3" "huggingface-hub==0.26.5" "safetensors==0.8.0"
+  touch "$compat/.done"
+fi
+
 if [ "${INFERSIGHT_SKIP_COLLECTOR:-0}" != 1 ]; then
   bash tools/build-collector.sh
 fi
