@@ -1,0 +1,170 @@
+"""Find, build and run the infersight OpenTelemetry Collector in tests and the demo.
+
+The binary is built by tools/build-collector.sh and cached outside the repo under the
+hash of collector-config/builder-config.yaml; ``collector_binary()`` computes the same
+path. ``run_collector()`` starts it on a given config and always stops it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFEST = ROOT / "collector-config" / "builder-config.yaml"
+BUILD_SCRIPT = ROOT / "tools" / "build-collector.sh"
+LOOPBACK = "127.0.0.1"
+BINARY_NAME = "otelcol-infersight"
+
+T = TypeVar("T")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("INFERSIGHT_CACHE", Path.home() / ".cache" / "infersight"))
+
+
+def collector_binary() -> Path:
+    """Where tools/build-collector.sh puts the binary for the current manifest."""
+    key = hashlib.sha256(MANIFEST.read_bytes()).hexdigest()[:16]
+    return cache_dir() / "otelcol" / key / BINARY_NAME
+
+
+def ensure_collector(timeout: float = 1800) -> Path:
+    """The binary, building it first when it is not cached (minutes on a cold machine)."""
+    binary = collector_binary()
+    if not binary.exists():
+        subprocess.run(["bash", str(BUILD_SCRIPT)], cwd=ROOT, check=True, timeout=timeout,
+                       stdout=subprocess.DEVNULL)  # fmt: skip
+    if not binary.exists():
+        raise FileNotFoundError(f"{BUILD_SCRIPT} ran but {binary} is missing")
+    return binary
+
+
+def manifest_modules() -> dict[str, list[str]]:
+    """Go module paths in the manifest, by kind (receivers, processors, ...)."""
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    kinds = ("receivers", "processors", "connectors", "exporters", "extensions")
+    return {k: [e["gomod"].split()[0] for e in manifest.get(k) or []] for k in kinds}
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (bind it soon: the OS may hand it out again)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], T | None], timeout: float, what: str,
+             interval: float = 0.2) -> T:  # fmt: skip
+    """Poll until ``predicate`` returns something truthy; TimeoutError after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    last_error: BaseException | None = None
+    while True:
+        try:
+            result = predicate()
+            if result:
+                return result
+        except (OSError, ValueError) as exc:  # not listening yet, or a partial answer
+            last_error = exc
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what}: not met within {timeout:.0f}s (last error: {last_error})")
+        time.sleep(interval)
+
+
+def http_get(url: str, headers: dict[str, str] | None = None,
+             timeout: float = 2.0) -> tuple[int, str]:  # fmt: skip
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode(errors="replace")
+
+
+def wait_http_ok(url: str, timeout: float = 20.0) -> None:
+    wait_for(lambda: http_get(url)[0] == 200, timeout, f"GET {url} -> 200")
+
+
+def loopback_config(config: dict[str, Any], tmp: Path, tempo_endpoint: str,
+                    fast: bool = True) -> tuple[dict[str, Any], dict[str, int]]:  # fmt: skip
+    """A copy of the shipped config that a test can run on this machine.
+
+    Every listener moves to a free loopback port, the Tempo exporter points at
+    ``tempo_endpoint``, file_storage writes under ``tmp``; with ``fast``, span metrics
+    flush every second and tail sampling decides after a second. Everything else (the
+    pipelines, processors, policies, queue) stays as shipped. Returns the config and
+    the ports by name: otlp_grpc, otlp_http, prometheus, telemetry, health_check,
+    pprof, zpages.
+    """
+    cfg: dict[str, Any] = yaml.safe_load(yaml.safe_dump(config))  # deep copy
+    ports = {name: free_port() for name in
+             ("otlp_grpc", "otlp_http", "prometheus", "telemetry", "health_check", "pprof",
+              "zpages")}  # fmt: skip
+
+    protocols = cfg["receivers"]["otlp"]["protocols"]
+    protocols["grpc"]["endpoint"] = f"{LOOPBACK}:{ports['otlp_grpc']}"
+    protocols["http"]["endpoint"] = f"{LOOPBACK}:{ports['otlp_http']}"
+    ext = cfg["extensions"]
+    for name in ("health_check", "pprof", "zpages"):
+        ext[name]["endpoint"] = f"{LOOPBACK}:{ports[name]}"
+    queue_dir = tmp / "queue"
+    queue_dir.mkdir(parents=True, exist_ok=True)
+    ext["file_storage"]["directory"] = str(queue_dir)
+    if "compaction" in ext["file_storage"]:
+        ext["file_storage"]["compaction"]["directory"] = str(queue_dir)
+
+    exporters = cfg["exporters"]
+    exporters["prometheus"]["endpoint"] = f"{LOOPBACK}:{ports['prometheus']}"
+    tempo = next(k for k in exporters if k.split("/")[0] == "otlp_grpc")
+    exporters[tempo]["endpoint"] = tempo_endpoint
+
+    pull = cfg["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]["prometheus"]
+    pull["host"], pull["port"] = LOOPBACK, ports["telemetry"]
+
+    if fast:
+        cfg["connectors"]["span_metrics"]["metrics_flush_interval"] = "1s"
+        cfg["processors"]["tail_sampling"]["decision_wait"] = "1s"
+        cfg["processors"]["batch"]["timeout"] = "200ms"
+    return cfg, ports
+
+
+@contextlib.contextmanager
+def run_collector(binary: Path, config_path: Path, log_path: Path,
+                  health_url: str | None = None,
+                  startup_timeout: float = 20.0) -> Iterator[subprocess.Popen[bytes]]:  # fmt: skip
+    """Run ``binary --config config_path``, logging to ``log_path``; stopped on exit.
+
+    With ``health_url`` it first waits for that URL to answer 200 (health_check).
+    """
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([str(binary), "--config", str(config_path)],
+                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            if health_url:
+
+                def healthy() -> bool:
+                    if proc.poll() is not None:
+                        raise RuntimeError(f"collector exited with {proc.returncode}:\n"
+                                           + log_path.read_text()[-3000:])  # fmt: skip
+                    return http_get(health_url)[0] == 200
+
+                wait_for(healthy, startup_timeout, f"collector healthy at {health_url}")
+            yield proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)

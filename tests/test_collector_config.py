@@ -1,0 +1,272 @@
+"""The collector distribution and its config: static checks and one real run.
+
+The real run starts the built binary on a loopback copy of collector-config/otelcol.yaml
+whose Tempo exporter points at an in-process OTLP gRPC sink, sends spans with the
+Python SDK, and checks tail sampling (what reached the sink) and span metrics with
+exemplars (what the prometheus exporter serves).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tests.support.collector import (
+    LOOPBACK,
+    ROOT,
+    ensure_collector,
+    free_port,
+    http_get,
+    loopback_config,
+    manifest_modules,
+    run_collector,
+    wait_for,
+)
+
+from infersight.conventions import ATTR, SPAN
+
+CONFIG_DIR = ROOT / "collector-config"
+SHIPPED_CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if p.name != "builder-config.yaml")
+PRODUCTION = CONFIG_DIR / "otelcol.yaml"
+KINDS = ("receivers", "processors", "connectors", "exporters", "extensions")
+
+# Old component names that still load (with a warning) but are deprecated.
+DEPRECATED = {"otlp": "receiver only; exporter is otlp_grpc", "otlphttp": "otlp_http",
+              "spanmetrics": "span_metrics", "prometheusremotewrite": "prometheus_remote_write",
+              "resourcedetection": "resource_detection"}  # fmt: skip
+
+
+def _type(component_id: str) -> str:
+    return component_id.split("/", 1)[0]
+
+
+@pytest.fixture(scope="session")
+def collector() -> Path:
+    return ensure_collector()
+
+
+@pytest.fixture(scope="session")
+def components(collector: Path) -> dict[str, Any]:
+    out = subprocess.run([str(collector), "components"], capture_output=True, text=True,
+                         timeout=30, check=True)  # fmt: skip
+    return yaml.safe_load(out.stdout)
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    return yaml.safe_load(PRODUCTION.read_text())
+
+
+def test_configs_found() -> None:
+    assert PRODUCTION in SHIPPED_CONFIGS
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.name)
+def test_config_validates(collector: Path, path: Path) -> None:
+    res = subprocess.run([str(collector), "validate", "--config", str(path)],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_binary_has_exactly_the_manifest(components: dict[str, Any]) -> None:
+    for kind, modules in manifest_modules().items():
+        built = sorted(c["module"].split()[0] for c in components.get(kind) or [])
+        assert built == sorted(modules), kind
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.name)
+def test_config_uses_current_names(components: dict[str, Any], path: Path) -> None:
+    cfg = yaml.safe_load(path.read_text())
+    for kind in KINDS:
+        names = {c["name"] for c in components.get(kind) or []}
+        for component_id in cfg.get(kind) or {}:
+            t = _type(component_id)
+            assert t in names, f"{kind}: {component_id} is not in the binary"
+            if kind != "receivers":
+                assert t not in DEPRECATED, f"{component_id}: deprecated, use {DEPRECATED[t]}"
+
+
+def test_memory_limiter_first_everywhere(config: dict[str, Any]) -> None:
+    pipelines = config["service"]["pipelines"]
+    assert pipelines
+    for name, pipe in pipelines.items():
+        procs = pipe.get("processors") or []
+        assert procs and procs[0] == "memory_limiter", name
+        assert "batch" in procs, name
+
+
+def test_span_metrics_before_sampling(config: dict[str, Any]) -> None:
+    pipelines = config["service"]["pipelines"]
+    span_metrics = [c for c in config["connectors"] if _type(c) == "span_metrics"]
+    assert len(span_metrics) == 1
+    sm = span_metrics[0]
+    assert config["connectors"][sm]["exemplars"]["enabled"] is True
+    dims = {d["name"] for d in config["connectors"][sm]["dimensions"]}
+    assert {ATTR.MODEL_NAME, ATTR.STAGE} <= dims
+    # Span metrics are fed by the pipelines that receive from otlp, which do no sampling;
+    # sampling happens only in pipelines fed by a connector.
+    feeding = [n for n, p in pipelines.items() if sm in p.get("exporters", [])]
+    assert feeding
+    for name in feeding:
+        assert "otlp" in pipelines[name]["receivers"], name
+        assert not any(_type(p) == "tail_sampling" for p in pipelines[name]["processors"]), name
+    sampled = [n for n, p in pipelines.items()
+               if any(_type(x) == "tail_sampling" for x in p["processors"])]  # fmt: skip
+    assert sampled
+    for name in sampled:
+        assert "otlp" not in pipelines[name]["receivers"], f"{name} must not see raw OTLP"
+        assert any(_type(e) == "otlp_grpc" for e in pipelines[name]["exporters"]), name
+
+
+def test_tempo_queue_is_persistent(config: dict[str, Any]) -> None:
+    tempo = [e for e in config["exporters"] if _type(e) == "otlp_grpc"]
+    assert len(tempo) == 1
+    exp = config["exporters"][tempo[0]]
+    assert exp["sending_queue"]["enabled"] is True
+    assert exp["sending_queue"]["storage"] == "file_storage"
+    assert "file_storage" in config["service"]["extensions"]
+    assert exp["retry_on_failure"]["enabled"] is True
+    assert config["exporters"]["prometheus"]["enable_open_metrics"] is True
+
+
+# ---- the real run -------------------------------------------------------------------
+
+
+class _Sink:
+    """An OTLP gRPC trace endpoint standing in for Tempo: remembers spans by trace id."""
+
+    def __init__(self) -> None:
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+        self.spans: dict[str, list[Any]] = {}
+        self._lock = threading.Lock()
+        sink = self
+
+        class Service(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:
+                with sink._lock:
+                    for rs in request.resource_spans:
+                        for ss in rs.scope_spans:
+                            for span in ss.spans:
+                                sink.spans.setdefault(span.trace_id.hex(), []).append(span)
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        self.port = free_port()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)
+        self.server.add_insecure_port(f"{LOOPBACK}:{self.port}")
+
+    def trace_ids(self) -> set[str]:
+        with self._lock:
+            return set(self.spans)
+
+
+@pytest.fixture
+def sink() -> Iterator[_Sink]:
+    s = _Sink()
+    s.server.start()
+    try:
+        yield s
+    finally:
+        s.server.stop(grace=None)
+
+
+def _send_spans(otlp_port: int, model: str) -> dict[str, list[str]]:
+    """One error trace, one slow trace, 20 fast OK traces; returns trace ids by kind."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.trace import Status, StatusCode
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "collector-test"}))
+    exporter = OTLPSpanExporter(endpoint=f"{LOOPBACK}:{otlp_port}", insecure=True, timeout=5)
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=100))
+    tracer = provider.get_tracer("collector-test")
+    ids: dict[str, list[str]] = {"error": [], "slow": [], "fast": []}
+
+    def trace(kind: str, duration_ns: int = 0, error: bool = False) -> None:
+        start = time.time_ns() - duration_ns
+        with tracer.start_as_current_span(SPAN.REQUEST, start_time=start,
+                                          attributes={ATTR.MODEL_NAME: model},
+                                          end_on_exit=False) as root:  # fmt: skip
+            with tracer.start_as_current_span(SPAN.MODEL, start_time=start,
+                                              attributes={ATTR.MODEL_NAME: model,
+                                                          ATTR.STAGE: SPAN.MODEL}):  # fmt: skip
+                pass
+            if error:
+                root.set_status(Status(StatusCode.ERROR, "boom"))
+            root.end()
+            ids[kind].append(format(root.get_span_context().trace_id, "032x"))
+
+    try:
+        trace("error", error=True)
+        trace("slow", duration_ns=800_000_000)  # over the 500 ms latency policy
+        for _ in range(20):
+            trace("fast")
+        assert provider.force_flush(10_000), "SDK could not flush spans to the collector"
+    finally:
+        provider.shutdown()
+    return ids
+
+
+def test_real_run_samples_and_exports_span_metrics(collector: Path, config: dict[str, Any],
+                                                   sink: _Sink, tmp_path: Path) -> None:  # fmt: skip
+    cfg, ports = loopback_config(config, tmp_path, f"{LOOPBACK}:{sink.port}")
+    cfg_path = tmp_path / "otelcol-test.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    model = "sentiment-test"
+    sm = cfg["connectors"]["span_metrics"]
+    # OTel name -> Prometheus name, as the exporter's UnderscoreEscapingWithSuffixes does.
+    calls_metric = sm.get("namespace", "traces.span.metrics").replace(".", "_") + "_calls_total"
+    model_label = ATTR.MODEL_NAME.replace(".", "_")
+
+    health = f"http://{LOOPBACK}:{ports['health_check']}/"
+    with run_collector(collector, cfg_path, tmp_path / "collector.log", health_url=health):
+        ids = _send_spans(ports["otlp_grpc"], model)
+        sent = {t for v in ids.values() for t in v}
+
+        # First the span metrics: they count every span, sampled or not, and carry
+        # exemplars, which the connector keeps for one flush (1 s here) only.
+        url = f"http://{LOOPBACK}:{ports['prometheus']}/metrics"
+        pattern = re.compile(
+            rf'^{calls_metric}\{{(?=[^}}]*{model_label}="{model}")'
+            rf'(?=[^}}]*span_name="{SPAN.REQUEST}")[^}}]*\}} (\S+)(?: # \{{([^}}]*)\}}.*)?$',
+            re.M)  # fmt: skip
+
+        # Poll often and collect exemplars across scrapes: a new series is first
+        # reported as 0 (so rate() sees its first increase), possibly with the exemplars.
+        exemplar_ids: set[str] = set()
+
+        def scrape() -> str | None:
+            status, text = http_get(url, {"Accept": "application/openmetrics-text"})
+            matches = list(pattern.finditer(text))
+            exemplar_ids.update(re.findall(r'trace_id="([0-9a-f]{32})"',
+                                           " ".join(m.group(2) or "" for m in matches)))  # fmt: skip
+            total = sum(float(m.group(1)) for m in matches)
+            return text if status == 200 and total >= len(sent) and exemplar_ids else None
+
+        text = wait_for(scrape, 30, f"{calls_metric} for {len(sent)} root spans, with exemplars",
+                        interval=0.1)  # fmt: skip
+        assert sum(float(m.group(1)) for m in pattern.finditer(text)) == len(sent)
+        assert exemplar_ids <= sent, "exemplars point at traces we did not send"
+        assert "# EOF" in text  # it really was OpenMetrics
+
+        # Tail sampling: the error and the slow trace reach "Tempo", with both spans.
+        keep = set(ids["error"] + ids["slow"])
+        wait_for(lambda: keep <= sink.trace_ids(), 30, "error and slow traces exported")
+        for trace_id in keep:
+            assert len(sink.spans[trace_id]) == 2, trace_id
+
+    # 10% probabilistic of 20 fast traces: keeping all would happen with p = 1e-20.
+    fast_kept = set(ids["fast"]) & sink.trace_ids()
+    assert len(fast_kept) < len(ids["fast"])
