@@ -38,8 +38,7 @@ def test_promtool_check_config() -> None:
 def test_scrape_and_alerting_targets() -> None:
     config = _config()
     targets = {
-        job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]]
-        for job in config["scrape_configs"]
+        job["job_name"]: [t for sc in job["static_configs"] for t in sc["targets"]] for job in config["scrape_configs"]
     }
     assert targets["model-server"] == ["model-server:8000"]
     assert targets["otel-collector"] == ["otel-collector:8889"]
@@ -64,11 +63,7 @@ def test_prometheus_loads_all_rule_groups(tmp_path: Path) -> None:
     config.pop("alerting")
     path = tmp_path / "prometheus.yml"
     path.write_text(yaml.safe_dump(config))
-    expected = {
-        group["name"]
-        for rule_file in RULE_FILES
-        for group in yaml.safe_load(rule_file.read_text())["groups"]
-    }
+    expected = {group["name"] for rule_file in RULE_FILES for group in yaml.safe_load(rule_file.read_text())["groups"]}
     with prometheus(path, tmp_path) as prom:
 
         def groups() -> dict[str, list[dict[str, Any]]]:

@@ -41,12 +41,7 @@ def _load(path: Path) -> dict[str, Any]:
 
 
 def _rules() -> list[tuple[str, dict[str, Any]]]:
-    return [
-        (path.name, rule)
-        for path in RULE_FILES
-        for group in _load(path)["groups"]
-        for rule in group["rules"]
-    ]
+    return [(path.name, rule) for path in RULE_FILES for group in _load(path)["groups"] for rule in group["rules"]]
 
 
 ALERTS = [(f, r) for f, r in _rules() if "alert" in r]
@@ -67,9 +62,7 @@ def github_anchors(markdown: str) -> set[str]:
         if not match:
             continue
         text = re.sub(r"`|\*|_(?=\W)|(?<=\W)_", "", match.group(1)).lower()
-        slug = "".join(
-            ch for ch in text if ch in " -_" or unicodedata.category(ch)[0] in "LN"
-        ).replace(" ", "-")
+        slug = "".join(ch for ch in text if ch in " -_" or unicodedata.category(ch)[0] in "LN").replace(" ", "-")
         count = seen.get(slug, 0)
         seen[slug] = count + 1
         anchors.add(slug if count == 0 else f"{slug}-{count}")
@@ -111,9 +104,7 @@ def test_every_alert_is_tested_firing_and_silent(stem: str) -> None:
     rule_file = RULES_DIR / f"{stem}.rules.yaml"
     alerts = {r["alert"] for g in _load(rule_file)["groups"] for r in g["rules"] if "alert" in r}
     cases = [
-        case
-        for test in _load(TESTS_DIR / f"{stem}_test.yaml")["tests"]
-        for case in test.get("alert_rule_test", [])
+        case for test in _load(TESTS_DIR / f"{stem}_test.yaml")["tests"] for case in test.get("alert_rule_test", [])
     ]
     for alert in alerts:
         mine = [c for c in cases if c["alertname"] == alert]
@@ -184,11 +175,7 @@ def test_generator_thresholds_have_no_float_noise() -> None:
     spec = gen_rules.SLOSpec(
         alert="X",
         objective=Decimal("0.999"),
-        alerts=(
-            gen_rules.BurnAlert(
-                "critical", "2m", (gen_rules.BurnWindow(Decimal("14.4"), "1h", "5m"),), "s"
-            ),
-        ),
+        alerts=(gen_rules.BurnAlert("critical", "2m", (gen_rules.BurnWindow(Decimal("14.4"), "1h", "5m"),), "s"),),
     )
     text = gen_rules.render(spec)
     # 14.4 * 0.001 in binary floats is 0.014400000000000001.

@@ -118,9 +118,7 @@ def render(spec: SLOSpec = SPEC) -> str:
                 f"            and {ratio_record(bw.short)} > {threshold}\n"
                 "          )"
             )
-        burns = " or ".join(
-            f"{_num(bw.factor)}x over {bw.long} and {bw.short}" for bw in alert.windows
-        )
+        burns = " or ".join(f"{_num(bw.factor)}x over {bw.long} and {bw.short}" for bw in alert.windows)
         out += [
             f"      - alert: {spec.alert}",
             "        expr: |",
@@ -132,8 +130,7 @@ def render(spec: SLOSpec = SPEC) -> str:
             f"          summary: {alert.summary}",
             "          description: >-",
             "            Model {{ $labels.model }} has {{ $value | humanizePercentage }} of its",
-            "            requests over its P99 objective in the long window"
-            f" (budget {_num(budget * 100)}%;",
+            f"            requests over its P99 objective in the long window (budget {_num(budget * 100)}%;",
             f"            alerting at {burns}).",
             f"          runbook_url: {RUNBOOK}#{anchor}",
         ]

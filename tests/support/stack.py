@@ -268,6 +268,4 @@ def run_tool(
     argv: list[str], timeout: float = 60.0, cwd: str | os.PathLike[str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run a CLI (promtool, amtool) with a time limit, capturing its output as text."""
-    return subprocess.run(
-        argv, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False
-    )
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False)
