@@ -57,12 +57,14 @@ def collector() -> Path:
 def components(collector: Path) -> dict[str, Any]:
     out = subprocess.run([str(collector), "components"], capture_output=True, text=True,
                          timeout=30, check=True)  # fmt: skip
-    return yaml.safe_load(out.stdout)
+    parsed: dict[str, Any] = yaml.safe_load(out.stdout)
+    return parsed
 
 
 @pytest.fixture(scope="module")
 def config() -> dict[str, Any]:
-    return yaml.safe_load(PRODUCTION.read_text())
+    cfg: dict[str, Any] = yaml.safe_load(PRODUCTION.read_text())
+    return cfg
 
 
 def test_configs_found() -> None:
@@ -162,7 +164,7 @@ class _Sink:
 
         self.port = free_port()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)  # type: ignore[no-untyped-call]
         self.server.add_insecure_port(f"{LOOPBACK}:{self.port}")
 
     def trace_ids(self) -> set[str]:
