@@ -145,7 +145,7 @@ def test_tempo_queue_is_persistent(config: dict[str, Any]) -> None:
 class _Sink:
     """An OTLP gRPC trace endpoint standing in for Tempo: remembers spans by trace id."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int | None = None) -> None:
         import grpc
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
@@ -162,7 +162,7 @@ class _Sink:
                                 sink.spans.setdefault(span.trace_id.hex(), []).append(span)
                 return trace_service_pb2.ExportTraceServiceResponse()
 
-        self.port = free_port()
+        self.port = port or free_port()
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)  # type: ignore[no-untyped-call]
         self.server.add_insecure_port(f"{LOOPBACK}:{self.port}")
@@ -272,3 +272,30 @@ def test_real_run_samples_and_exports_span_metrics(collector: Path, config: dict
     # 10% probabilistic of 20 fast traces: keeping all would happen with p = 1e-20.
     fast_kept = set(ids["fast"]) & sink.trace_ids()
     assert len(fast_kept) < len(ids["fast"])
+
+
+def test_persistent_queue_survives_a_restart(collector: Path, config: dict[str, Any], tmp_path: Path) -> None:
+    """Tempo down: the sampled error trace waits in the file_storage queue, survives a
+    collector restart, and is delivered once Tempo is back."""
+    tempo_port = free_port()  # nothing listens here until the second run
+    cfg, ports = loopback_config(config, tmp_path, f"{LOOPBACK}:{tempo_port}")
+    cfg_path = tmp_path / "otelcol-test.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    health = f"http://{LOOPBACK}:{ports['health_check']}/"
+    log1 = tmp_path / "run1.log"
+
+    with run_collector(collector, cfg_path, log1, health_url=health):
+        ids = _send_spans(ports["otlp_grpc"], "queue-test")
+        # The error trace passed sampling and the Tempo exporter is retrying it.
+        wait_for(lambda: "otlp_grpc/tempo" in log1.read_text() and "retry" in log1.read_text().lower(),
+                 30, "the Tempo exporter retrying")  # fmt: skip
+    queue_files = [p for p in (tmp_path / "queue").iterdir() if p.is_file()]
+    assert queue_files, "file_storage wrote no queue file"
+
+    sink = _Sink(tempo_port)
+    sink.server.start()
+    try:
+        with run_collector(collector, cfg_path, tmp_path / "run2.log", health_url=health):
+            wait_for(lambda: set(ids["error"]) <= sink.trace_ids(), 30, "queued error trace delivered")
+    finally:
+        sink.server.stop(grace=None)
