@@ -1,0 +1,128 @@
+"""Fault switches for the example servers, flipped while they run (the demo and the tests).
+
+Two ways in, whichever changed last wins:
+
+* a JSON file named by ``$INFERSIGHT_DEMO_FAULTS``, re-read at most once per second::
+
+      {"slow_preprocess_ms": 0, "slow_model_ms": 0, "slow_postprocess_ms": 250, "cold_start": false}
+
+* ``POST /admin/faults`` with the same JSON on an app that called ``faults.install(app)``.
+
+The example apps call ``delay("postprocess")`` etc. from inside their own stage code, so the
+slowness lands in the stage it names; ``take_cold_start()`` is true once per switch-on.
+Large payloads and input shift are client-side: see examples/load/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from typing import Any
+
+__all__ = ["FAULT_KEYS", "current", "delay", "install", "set_faults", "take_cold_start", "write"]
+
+FAULT_KEYS = ("slow_preprocess_ms", "slow_model_ms", "slow_postprocess_ms", "cold_start")
+_ENV = "INFERSIGHT_DEMO_FAULTS"
+_REREAD_S = 1.0
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {}
+_file_mtime: float | None = None
+_checked_at = 0.0
+_cold_pending = False
+
+
+def _clean(values: dict[str, Any]) -> dict[str, Any]:
+    unknown = set(values) - set(FAULT_KEYS)
+    if unknown:
+        raise ValueError(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULT_KEYS)}")
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "cold_start":
+            out[key] = bool(value)
+        else:
+            ms = float(value)
+            if not 0 <= ms <= 60_000:
+                raise ValueError(f"{key} must be within [0, 60000] ms, got {value!r}")
+            out[key] = ms
+    return out
+
+
+def set_faults(values: dict[str, Any]) -> dict[str, Any]:
+    """Replace the faults (keys left out are off). Returns the new state."""
+    global _state, _cold_pending
+    new = _clean(values)
+    with _lock:
+        _state = new
+        _cold_pending = bool(new.get("cold_start"))
+        return dict(_state)
+
+
+def _refresh() -> None:
+    """Pick up the fault file when it changed; cheap enough for the request path."""
+    global _checked_at, _file_mtime
+    path = os.environ.get(_ENV)
+    now = time.monotonic()
+    if not path or now - _checked_at < _REREAD_S:
+        return
+    _checked_at = now
+    try:
+        mtime = os.stat(path).st_mtime
+    except OSError:
+        return
+    if mtime == _file_mtime:
+        return
+    _file_mtime = mtime
+    try:
+        with open(path, encoding="utf-8") as f:
+            set_faults(json.load(f))
+    except (OSError, ValueError) as exc:  # a half-written or bad file: keep the last faults
+        print(f"faults: ignoring {path}: {exc}", flush=True)
+
+
+def current() -> dict[str, Any]:
+    _refresh()
+    with _lock:
+        return dict(_state)
+
+
+def delay(stage: str) -> None:
+    """Sleep as long as the fault for ``stage`` says (0 when off)."""
+    ms = current().get(f"slow_{stage}_ms", 0.0)
+    if ms > 0:
+        time.sleep(ms / 1000.0)
+
+
+def take_cold_start() -> bool:
+    """True once after cold start was switched on: the app then reloads its model."""
+    global _cold_pending
+    _refresh()
+    with _lock:
+        pending, _cold_pending = _cold_pending, False
+        return pending
+
+
+def write(path: str | os.PathLike[str], **values: Any) -> None:
+    """Write a fault file atomically (what the demo does while the server runs)."""
+    _clean(values)
+    tmp = f"{os.fspath(path)}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(values, f)
+    os.replace(tmp, path)
+
+
+def install(app: Any) -> None:
+    """Add ``GET``/``POST /admin/faults`` to a Flask app."""
+    from flask import jsonify, request
+
+    def admin_faults() -> Any:
+        if request.method == "POST":
+            try:
+                return jsonify(set_faults(request.get_json(force=True) or {}))
+            except (TypeError, ValueError) as exc:
+                return jsonify(error=str(exc)), 400
+        return jsonify(current())
+
+    app.add_url_rule("/admin/faults", "admin_faults", admin_faults, methods=["GET", "POST"])

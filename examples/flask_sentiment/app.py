@@ -1,0 +1,101 @@
+"""A Flask + transformers sentiment server, written as one usually is, plus one line:
+``import infersight.auto``. That line alone gives a server span per request, ``preprocess`` /
+``model`` / ``postprocess`` stage spans from the pipeline, latency histograms with trace
+exemplars on ``/metrics``, and the model's load time.
+
+    python examples/flask_sentiment/app.py --port 8000 [--model distilbert-base-uncased-finetuned-sst-2-english]
+    curl -s localhost:8000/predict -H 'content-type: application/json' -d '{"text": "great movie"}'
+
+Settings come from the environment (INFERSIGHT_MODELS for the P99 objective, OTEL_* for the
+trace exporter); see sdk/infersight/config.py. The only demo-specific parts are the fault
+switches (examples/faults.py), called from the pipeline's own stage methods.
+"""
+
+import infersight.auto  # noqa: F401, I001  (the one added line: first, before the app imports)
+
+import argparse
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, jsonify, request
+from transformers import TextClassificationPipeline, pipeline
+
+EXAMPLES = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(EXAMPLES))
+import faults  # noqa: E402
+
+DEFAULT_MODEL = EXAMPLES / "models" / "tiny-sentiment"
+
+
+class SentimentPipeline(TextClassificationPipeline):
+    """The stock pipeline with the demo's fault switches inside its three stages."""
+
+    def preprocess(self, *args: Any, **kwargs: Any) -> Any:
+        faults.delay("preprocess")
+        return super().preprocess(*args, **kwargs)
+
+    def _forward(self, *args: Any, **kwargs: Any) -> Any:
+        faults.delay("model")
+        return super()._forward(*args, **kwargs)
+
+    def postprocess(self, *args: Any, **kwargs: Any) -> Any:
+        faults.delay("postprocess")
+        return super().postprocess(*args, **kwargs)
+
+
+def load_model(name: str) -> Any:
+    if name == str(DEFAULT_MODEL) and not (DEFAULT_MODEL / "config.json").exists():
+        from build_model import build
+
+        build(DEFAULT_MODEL)
+    return pipeline("text-classification", model=name, pipeline_class=SentimentPipeline)
+
+
+app = Flask(__name__)
+faults.install(app)
+_model_name = os.environ.get("MODEL", str(DEFAULT_MODEL))
+_classifier: Any = None
+_load_lock = threading.Lock()
+
+
+def classifier() -> Any:
+    global _classifier
+    with _load_lock:
+        if _classifier is None or faults.take_cold_start():
+            _classifier = load_model(_model_name)
+        return _classifier
+
+
+@app.post("/predict")
+def predict() -> Any:
+    body = request.get_json(silent=True) or {}
+    text = body.get("text")
+    if not isinstance(text, str) or not text:
+        return jsonify(error='expected JSON {"text": "..."}'), 400
+    result = classifier()(text, truncation=True)[0]
+    return jsonify(label=result["label"], score=round(float(result["score"]), 4))
+
+
+@app.get("/healthz")
+def healthz() -> Any:
+    return jsonify(status="ok", model=_model_name)
+
+
+def main() -> None:
+    global _model_name
+    parser = argparse.ArgumentParser(description="Sentiment server (Flask + transformers).")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--model", default=_model_name, help="local dir or hub id (env MODEL)")
+    args = parser.parse_args()
+    _model_name = args.model
+    classifier()  # load before serving, so the first request is not a cold start
+    print(f"serving {_model_name} on http://{args.host}:{args.port}", flush=True)
+    app.run(host=args.host, port=args.port, threaded=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,435 @@
+"""``infersight top``: a live terminal table of latency per model and stage, RPS, errors, SLO,
+GPU utilization and firing alerts.
+
+Two sources, with the same table:
+
+* ``--prometheus URL``: PromQL over a recent window (``--window``), alerts from
+  ``/api/v1/alerts``;
+* ``--metrics-url URL``: a server's ``/metrics`` read directly, twice, rates and quantiles
+  computed from the difference (no Prometheus needed).
+
+Fetching (``PrometheusSource``, ``MetricsSource``) is apart from drawing (``render``), so each
+can be tested alone. Plain ANSI: no curses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .conventions import METRIC, OUTCOME_ERROR, STAGES
+
+__all__ = [
+    "Alert",
+    "MetricsSource",
+    "PrometheusSource",
+    "Row",
+    "Snapshot",
+    "bucket_quantile",
+    "main",
+    "render",
+]
+
+QUANTILES = (0.5, 0.95, 0.99)
+_REQ = METRIC.REQUEST_DURATION.name
+_STAGE = METRIC.STAGE_DURATION.name
+_SLO = METRIC.MODEL_SLO_P99.name
+_GPU_UTIL = METRIC.GPU_UTILIZATION.name
+
+NAN = float("nan")
+
+
+@dataclass
+class Row:
+    """One line of the table. Latencies in seconds; NaN when nothing was observed."""
+
+    p50: float = NAN
+    p95: float = NAN
+    p99: float = NAN
+    rps: float = 0.0
+    error_ratio: float = NAN
+    slo_p99: float | None = None
+
+    def set_quantile(self, q: float, value: float) -> None:
+        setattr(self, {0.5: "p50", 0.95: "p95", 0.99: "p99"}[q], value)
+
+    @property
+    def over_slo(self) -> bool:
+        return self.slo_p99 is not None and not math.isnan(self.p99) and self.p99 > self.slo_p99
+
+
+@dataclass
+class Alert:
+    name: str
+    state: str  # "firing" or "pending"
+    labels: dict[str, str]
+    active_at: str = ""
+
+
+@dataclass
+class Snapshot:
+    source: str
+    window: str
+    models: dict[str, Row] = field(default_factory=dict)
+    stages: dict[tuple[str, str], Row] = field(default_factory=dict)
+    gpus: dict[str, float] = field(default_factory=dict)  # "0 (name)" -> utilization 0-1
+    alerts: list[Alert] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # what could not be fetched
+    taken_at: float = field(default_factory=time.time)
+
+
+class Source(Protocol):
+    def snapshot(self) -> Snapshot: ...
+
+
+def bucket_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:
+    """The ``q`` quantile of a cumulative histogram ``[(le, count), ...]``, interpolated inside
+    the bucket like PromQL's ``histogram_quantile``. NaN when the histogram is empty."""
+    ordered = sorted(buckets)
+    if not ordered or ordered[-1][0] != math.inf:
+        return NAN
+    total = ordered[-1][1]
+    if total <= 0:
+        return NAN
+    rank = q * total
+    prev_le, prev_count = 0.0, 0.0
+    for le, count in ordered:
+        if count >= rank:
+            if le == math.inf:
+                # Past the last finite bound: that bound is the best we can say.
+                return prev_le
+            if count == prev_count:
+                return le
+            return prev_le + (le - prev_le) * (rank - prev_count) / (count - prev_count)
+        prev_le, prev_count = le, count
+    return prev_le
+
+
+# ---- Prometheus --------------------------------------------------------------------------
+
+
+def _http_json(url: str, timeout_s: float) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        return json.load(resp)
+
+
+class PrometheusSource:
+    """PromQL over ``window`` against a Prometheus server."""
+
+    def __init__(self, url: str, window: str = "1m", timeout_s: float = 5.0) -> None:
+        self.url = url.rstrip("/")
+        self.window = window
+        self.timeout_s = timeout_s
+
+    def query(self, expr: str) -> list[tuple[dict[str, str], float]]:
+        """Instant query; one ``(labels, value)`` per series."""
+        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+        body = _http_json(url, self.timeout_s)
+        if body.get("status") != "success":
+            raise RuntimeError(f"query failed: {body.get('error', body)}")
+        return [(r["metric"], float(r["value"][1])) for r in body["data"]["result"]]
+
+    def expressions(self) -> dict[str, str]:
+        """Every query the table is built from, by purpose (exposed for tests and docs)."""
+        w = self.window
+        exprs: dict[str, str] = {}
+        for q in QUANTILES:
+            exprs[f"model_p{q}"] = (f"histogram_quantile({q}, sum by (model, le) "
+                                    f"(rate({_REQ}_bucket[{w}])))")  # fmt: skip
+            exprs[f"stage_p{q}"] = (f"histogram_quantile({q}, sum by (model, stage, le) "
+                                    f"(rate({_STAGE}_bucket[{w}])))")  # fmt: skip
+        exprs["model_rps"] = f"sum by (model) (rate({_REQ}_count[{w}]))"
+        exprs["model_errors"] = f'sum by (model) (rate({_REQ}_count{{outcome="{OUTCOME_ERROR}"}}[{w}]))'
+        exprs["stage_rps"] = f"sum by (model, stage) (rate({_STAGE}_count[{w}]))"
+        exprs["slo"] = f"max by (model) ({_SLO})"
+        exprs["gpu"] = f"max by (gpu, name) ({_GPU_UTIL})"
+        return exprs
+
+    def alerts(self) -> list[Alert]:
+        body = _http_json(f"{self.url}/api/v1/alerts", self.timeout_s)
+        out = []
+        for a in body.get("data", {}).get("alerts", []):
+            labels = dict(a.get("labels", {}))
+            out.append(Alert(labels.pop("alertname", "?"), a.get("state", "?"), labels,
+                             a.get("activeAt", "")))  # fmt: skip
+        return out
+
+    def snapshot(self) -> Snapshot:
+        snap = Snapshot(source=f"prometheus {self.url}", window=self.window)
+        exprs = self.expressions()
+        results: dict[str, list[tuple[dict[str, str], float]]] = {}
+        for key, expr in exprs.items():
+            try:
+                results[key] = self.query(expr)
+            except Exception as exc:
+                snap.problems.append(f"{key}: {exc}")
+                results[key] = []
+        for labels, value in results["model_rps"]:
+            snap.models.setdefault(labels.get("model", "?"), Row()).rps = value
+        for labels, value in results["model_errors"]:
+            row = snap.models.setdefault(labels.get("model", "?"), Row())
+            row.error_ratio = value / row.rps if row.rps > 0 else NAN
+        for row in snap.models.values():
+            if math.isnan(row.error_ratio) and row.rps > 0:
+                row.error_ratio = 0.0
+        for labels, value in results["stage_rps"]:
+            snap.stages.setdefault((labels.get("model", "?"), labels.get("stage", "?")), Row()).rps = value
+        for q in QUANTILES:
+            for labels, value in results[f"model_p{q}"]:
+                snap.models.setdefault(labels.get("model", "?"), Row()).set_quantile(q, value)
+            for labels, value in results[f"stage_p{q}"]:
+                pair = (labels.get("model", "?"), labels.get("stage", "?"))
+                snap.stages.setdefault(pair, Row()).set_quantile(q, value)
+        for labels, value in results["slo"]:
+            snap.models.setdefault(labels.get("model", "?"), Row()).slo_p99 = value
+        for labels, value in results["gpu"]:
+            snap.gpus[f"{labels.get('gpu', '?')} ({labels.get('name', '')})"] = value
+        try:
+            snap.alerts = self.alerts()
+        except Exception as exc:
+            snap.problems.append(f"alerts: {exc}")
+        return snap
+
+
+# ---- /metrics, read directly -------------------------------------------------------------
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def parse_metrics(text: str) -> Samples:
+    """Prometheus text exposition -> ``{(sample name, sorted labels): value}``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = float(s.value)
+    return out
+
+
+def _delta(new: Samples, old: Samples | None) -> Samples:
+    if old is None:
+        return dict(new)
+    out: Samples = {}
+    for key, value in new.items():
+        before = old.get(key, 0.0)
+        out[key] = value - before if value >= before else value  # a reset: the process restarted
+    return out
+
+
+def _sum_by(samples: Samples, name: str, by: Iterable[str],
+            where: dict[str, str] | None = None) -> dict[tuple[str, ...], float]:  # fmt: skip
+    keys = tuple(by)
+    out: dict[tuple[str, ...], float] = {}
+    for (sample, labels), value in samples.items():
+        if sample != name:
+            continue
+        d = dict(labels)
+        if where and any(d.get(k) != v for k, v in where.items()):
+            continue
+        group = tuple(d.get(k, "") for k in keys)
+        out[group] = out.get(group, 0.0) + value
+    return out
+
+
+def _quantiles(samples: Samples, bucket_name: str, by: tuple[str, ...]) -> dict[tuple[str, ...], list[float]]:
+    grouped = _sum_by(samples, bucket_name, (*by, "le"))
+    per: dict[tuple[str, ...], list[tuple[float, float]]] = {}
+    for key, count in grouped.items():
+        per.setdefault(key[:-1], []).append((float(key[-1]), count))
+    return {k: [bucket_quantile(q, b) for q in QUANTILES] for k, b in per.items()}
+
+
+class MetricsSource:
+    """A server's ``/metrics``, read twice: rates and quantiles over the time between reads."""
+
+    def __init__(self, url: str, interval_s: float = 2.0, timeout_s: float = 5.0) -> None:
+        self.url = url
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self._last: tuple[float, Samples] | None = None
+
+    def scrape(self) -> Samples:
+        req = urllib.request.Request(self.url, headers={"Accept": "text/plain;version=0.0.4"})
+        with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+            return parse_metrics(resp.read().decode("utf-8"))
+
+    def snapshot(self) -> Snapshot:
+        if self._last is None:
+            self._last = (time.monotonic(), self.scrape())
+            time.sleep(self.interval_s)
+        now, samples = time.monotonic(), self.scrape()
+        then, before = self._last
+        self._last = (now, samples)
+        return build_snapshot(samples, before, now - then, f"metrics {self.url}")
+
+
+def build_snapshot(samples: Samples, before: Samples | None, elapsed_s: float, source: str) -> Snapshot:
+    """The table from two reads of ``/metrics`` taken ``elapsed_s`` apart."""
+    snap = Snapshot(source=source, window=f"{elapsed_s:.1f}s")
+    d = _delta(samples, before)
+    per_s = 1.0 / elapsed_s if elapsed_s > 0 else 0.0
+    counts = _sum_by(d, f"{_REQ}_count", ("model",))
+    errors = _sum_by(d, f"{_REQ}_count", ("model",), {"outcome": OUTCOME_ERROR})
+    for (model,), count in counts.items():
+        row = snap.models.setdefault(model, Row())
+        row.rps = count * per_s
+        row.error_ratio = errors.get((model,), 0.0) / count if count > 0 else NAN
+    for (model,), qs in _quantiles(d, f"{_REQ}_bucket", ("model",)).items():
+        row = snap.models.setdefault(model, Row())
+        row.p50, row.p95, row.p99 = qs
+    for (model, stage), count in _sum_by(d, f"{_STAGE}_count", ("model", "stage")).items():
+        snap.stages.setdefault((model, stage), Row()).rps = count * per_s
+    for (model, stage), qs in _quantiles(d, f"{_STAGE}_bucket", ("model", "stage")).items():
+        row = snap.stages.setdefault((model, stage), Row())
+        row.p50, row.p95, row.p99 = qs
+    for (model,), value in _sum_by(samples, _SLO, ("model",)).items():
+        snap.models.setdefault(model, Row()).slo_p99 = value
+    for (gpu, name), value in _sum_by(samples, _GPU_UTIL, ("gpu", "name")).items():
+        snap.gpus[f"{gpu} ({name})"] = value
+    return snap
+
+
+class CombinedSource:
+    """Numbers from one source, alerts from a Prometheus."""
+
+    def __init__(self, numbers: Source, alerts: PrometheusSource) -> None:
+        self.numbers, self.alerts_from = numbers, alerts
+
+    def snapshot(self) -> Snapshot:
+        snap = self.numbers.snapshot()
+        try:
+            snap.alerts = self.alerts_from.alerts()
+        except Exception as exc:
+            snap.problems.append(f"alerts: {exc}")
+        return snap
+
+
+# ---- Drawing -----------------------------------------------------------------------------
+
+_RED, _YELLOW, _GREEN, _DIM, _BOLD, _RESET = "\x1b[31m", "\x1b[33m", "\x1b[32m", "\x1b[2m", "\x1b[1m", "\x1b[0m"
+CLEAR = "\x1b[H\x1b[2J"
+
+
+def _ms(seconds: float | None) -> str:
+    if seconds is None or math.isnan(seconds):
+        return "-"
+    ms = seconds * 1000
+    if ms >= 1000:
+        return f"{seconds:.2f}s"
+    return f"{ms:.1f}ms" if ms < 100 else f"{ms:.0f}ms"
+
+
+def _pct(ratio: float) -> str:
+    return "-" if math.isnan(ratio) else f"{ratio * 100:.1f}%"
+
+
+def _stage_order(stage: str) -> tuple[int, str]:
+    return (STAGES.index(stage), "") if stage in STAGES else (len(STAGES), stage)
+
+
+def render(snap: Snapshot, color: bool = False, width: int = 100) -> str:
+    """The table as text (ANSI colours when ``color``)."""
+
+    def paint(text: str, code: str) -> str:
+        return f"{code}{text}{_RESET}" if color else text
+
+    clock = time.strftime("%H:%M:%S", time.localtime(snap.taken_at))
+    lines = [paint(f"infersight top  {snap.source}  window {snap.window}", _BOLD) + f"  {clock}", ""]
+    header = f"{'MODEL / stage':<28}{'P50':>9}{'P95':>9}{'P99':>9}{'SLO P99':>9}  {'':<6}{'RPS':>8}{'ERR':>8}"
+    lines.append(paint(header, _BOLD))
+    if not snap.models and not snap.stages:
+        lines.append(paint("  (no requests seen yet)", _DIM))
+    for model in sorted(set(snap.models) | {m for m, _ in snap.stages}):
+        row = snap.models.get(model, Row())
+        model_stages = sorted((k for k in snap.stages if k[0] == model), key=lambda k: _stage_order(k[1]))
+        if row.rps == 0 and math.isnan(row.p99) and row.slo_p99 is None and not model_stages:
+            continue  # e.g. health checks: no model, no traffic in the window
+        if row.slo_p99 is None:
+            status = ""
+        elif math.isnan(row.p99):
+            status = paint(f"{'-':<6}", _DIM)
+        elif row.over_slo:
+            status = paint(f"{'OVER':<6}", _RED)
+        else:
+            status = paint(f"{'ok':<6}", _GREEN)
+        p99 = _ms(row.p99)
+        p99_cell = paint(f"{p99:>9}", _RED) if row.over_slo else f"{p99:>9}"
+        err = _pct(row.error_ratio)
+        err_cell = paint(f"{err:>8}", _RED) if not math.isnan(row.error_ratio) and row.error_ratio > 0 else f"{err:>8}"
+        lines.append(f"{model[:27]:<28}{_ms(row.p50):>9}{_ms(row.p95):>9}{p99_cell}"
+                     f"{_ms(row.slo_p99):>9}  {status or ' ' * 6}{row.rps:>8.1f}{err_cell}")  # fmt: skip
+        for m, stage in model_stages:
+            st = snap.stages[(m, stage)]
+            lines.append(paint(f"  {stage[:25]:<26}{_ms(st.p50):>9}{_ms(st.p95):>9}{_ms(st.p99):>9}"
+                               f"{'':>9}  {'':<6}{st.rps:>8.1f}", _DIM))  # fmt: skip
+    if snap.gpus:
+        lines.append("")
+        busy = (f"{name}: {util * 100:.0f}% busy" for name, util in sorted(snap.gpus.items()))
+        lines.append("GPU  " + "   ".join(busy))
+    lines.append("")
+    firing = [a for a in snap.alerts if a.state == "firing"]
+    pending = [a for a in snap.alerts if a.state != "firing"]
+    lines.append(paint(f"ALERTS  {len(firing)} firing, {len(pending)} pending", _BOLD))
+    for alert in firing + pending:
+        shown = ("model", "severity", "gpu", "stage")
+        labels = " ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()) if k in shown)
+        text = f"  {alert.state.upper():<8}{alert.name:<34}{labels}"
+        lines.append(paint(text, _RED if alert.state == "firing" else _YELLOW))
+    for problem in snap.problems[:3]:
+        lines.append(paint(f"! {problem}"[:width], _YELLOW))
+    return "\n".join(line if len(line) < width * 2 else line[: width * 2] for line in lines)
+
+
+# ---- Command line ------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prometheus", help="Prometheus base URL, e.g. http://127.0.0.1:9090")
+    parser.add_argument("--metrics-url", help="a server's /metrics, e.g. http://127.0.0.1:8000/metrics")
+    parser.add_argument("--window", default="1m", help="PromQL rate window (default 1m)")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between frames")
+    parser.add_argument("--once", action="store_true", help="print one frame and exit")
+    parser.add_argument("--count", type=int, default=0, help="stop after this many frames (0: never)")
+    parser.add_argument("--no-color", action="store_true")
+
+
+def make_source(args: argparse.Namespace) -> Source:
+    if args.metrics_url:
+        numbers = MetricsSource(args.metrics_url, interval_s=args.interval)
+        return CombinedSource(numbers, PrometheusSource(args.prometheus)) if args.prometheus else numbers
+    return PrometheusSource(args.prometheus or "http://127.0.0.1:9090", window=args.window)
+
+
+def run(args: argparse.Namespace, out: Any = None) -> int:
+    out = out or sys.stdout
+    source = make_source(args)
+    tty = hasattr(out, "isatty") and out.isatty()
+    color = tty and not args.no_color
+    frames = 1 if args.once else args.count
+    shown = 0
+    try:
+        while True:
+            frame = render(source.snapshot(), color=color)
+            out.write((CLEAR if tty and not args.once else "") + frame + "\n")
+            out.flush()
+            shown += 1
+            if frames and shown >= frames:
+                return 0
+            time.sleep(args.interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="infersight top", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))

@@ -1,0 +1,66 @@
+"""``python -m infersight.demo`` end to end: real server, Prometheus, Alertmanager and webhook;
+a fault injected after 10 s makes a latency alert reach the webhook; everything is stopped."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tests.support.stack import find_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+LATENCY_ALERTS = ("InferenceP99AboveSLO", "InferenceLatencySLOBurnRate")
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Pids whose command line or environment mentions ``text`` (the demo's temp dir)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        for part in ("cmdline", "environ"):
+            try:
+                if text.encode() in Path(f"/proc/{pid}/{part}").read_bytes():
+                    found.append(pid)
+                    break
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.stack
+@pytest.mark.skipif(find_binary("prometheus") is None or find_binary("alertmanager") is None,
+                    reason="prometheus / prometheus-alertmanager not installed (tools/setup.sh)")  # fmt: skip
+def test_demo_runs_end_to_end_and_cleans_up() -> None:
+    proc = subprocess.run([sys.executable, "-m", "infersight.demo", "--duration", "50", "--fault-at", "10",
+                           "--no-tty"], cwd=ROOT, capture_output=True, text=True, timeout=150)  # fmt: skip
+    out = proc.stdout
+    assert proc.returncode == 0, f"{out[-3000:]}\n{proc.stderr[-3000:]}"
+
+    frames = out.split("--- frame t=")[1:]
+    assert len(frames) >= 8, out[-3000:]
+    inject = out.index("injecting slow postprocess")
+    before = [f for f in frames if out.index(f) < inject]
+    after = [f for f in frames if out.index(f) > inject]
+    assert before and after
+    # Before the fault the model meets its objective; after it, the table says it does not.
+    assert any(re.search(r"^tiny-sentiment .* ok ", f, re.M) for f in before), before[-1]
+    assert re.search(r"^tiny-sentiment .* OVER ", after[-1], re.M), after[-1]
+    assert re.search(r"^  postprocess +\d", after[-1], re.M)
+
+    # Alerts arrive at the webhook only after the fault, and name the latency objective.
+    webhook = [m.start() for m in re.finditer(r"webhook /\w+: FIRING (\w+)", out)]
+    assert webhook, out[-3000:]
+    assert min(webhook) > inject, "an alert fired before the fault was injected"
+    received = re.search(r"^alerts received by the webhook: (.*)$", out, re.M)
+    assert received and any(a in received.group(1) for a in LATENCY_ALERTS), out[-1500:]
+
+    # Everything stopped, the temporary directory removed.
+    workdir = re.search(r"\(logs: (\S+)\)", out)
+    assert workdir, out[:2000]
+    assert not Path(workdir.group(1)).exists()
+    assert _processes_mentioning(workdir.group(1)) == []
+    assert "all processes stopped" in out

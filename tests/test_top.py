@@ -1,0 +1,132 @@
+"""``infersight top``: quantile maths, the table from two /metrics reads, and ``--once`` against a
+running example server, both from its /metrics and through a real Prometheus."""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from tests.support.stack import find_binary, prometheus, wait_until
+from tests.test_examples import ROOT, SENTIMENT, serve_example
+
+from infersight import top
+from infersight.conventions import LATENCY_BUCKETS, METRIC, STAGES
+
+sys.path.insert(0, str(ROOT / "examples" / "load"))
+import http_load
+
+
+def test_bucket_quantile_interpolates_like_promql() -> None:
+    buckets = [(0.1, 50.0), (0.2, 100.0), (math.inf, 100.0)]
+    assert top.bucket_quantile(0.5, buckets) == pytest.approx(0.1)
+    assert top.bucket_quantile(0.75, buckets) == pytest.approx(0.15)
+    assert top.bucket_quantile(0.25, buckets) == pytest.approx(0.05)
+    # Beyond the last finite bound, the bound itself; no data, NaN.
+    assert top.bucket_quantile(0.99, [(0.1, 1.0), (math.inf, 10.0)]) == pytest.approx(0.1)
+    assert math.isnan(top.bucket_quantile(0.5, [(0.1, 0.0), (math.inf, 0.0)]))
+
+
+def test_snapshot_from_two_reads_uses_only_the_difference() -> None:
+    reg = CollectorRegistry()
+    spec, stage_spec = METRIC.REQUEST_DURATION, METRIC.STAGE_DURATION
+    req = Histogram(spec.name, spec.help, spec.labels, buckets=LATENCY_BUCKETS, registry=reg)
+    st = Histogram(stage_spec.name, stage_spec.help, stage_spec.labels, buckets=LATENCY_BUCKETS, registry=reg)
+    Gauge(METRIC.MODEL_SLO_P99.name, "", ("model",), registry=reg).labels("m").set(0.1)
+    for _ in range(100):  # before the window: fast
+        req.labels("m", "1", "/p", "success").observe(0.004)
+    before = top.parse_metrics(generate_latest(reg).decode())
+    for _ in range(18):  # in the window: slow, and two errors
+        req.labels("m", "1", "/p", "success").observe(0.3)
+        st.labels("m", "postprocess").observe(0.29)
+    for _ in range(2):
+        req.labels("m", "1", "/p", "error").observe(0.3)
+    after = top.parse_metrics(generate_latest(reg).decode())
+    snap = top.build_snapshot(after, before, 4.0, "test")
+    row = snap.models["m"]
+    assert row.rps == pytest.approx(20 / 4.0)
+    assert row.error_ratio == pytest.approx(0.1)
+    assert 0.25 < row.p50 <= 0.5 and 0.25 < row.p99 <= 0.5  # the fast requests are outside the window
+    assert row.slo_p99 == pytest.approx(0.1) and row.over_slo
+    assert snap.stages[("m", "postprocess")].rps == pytest.approx(18 / 4.0)
+    text = top.render(snap)
+    assert "OVER" in text and "postprocess" in text and "10.0%" in text
+
+
+def _rows(output: str) -> dict[str, list[str]]:
+    return {line.split()[0]: line.split()[1:] for line in output.splitlines() if line.strip()}
+
+
+def _ms(cell: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(ms|s)", cell)
+    assert match, f"not a latency: {cell!r}"
+    return float(match.group(1)) / (1000 if match.group(2) == "ms" else 1)
+
+
+def _check_table(output: str) -> None:
+    rows = _rows(output)
+    assert "tiny-sentiment" in rows, output
+    cells = rows["tiny-sentiment"]
+    p50, p95, p99, slo = (_ms(c) for c in cells[:4])
+    assert 0 < p50 <= p95 <= p99 < 5, output
+    assert slo == pytest.approx(0.1)
+    assert float(cells[5]) > 1.0, output  # RPS, with the load at ~8/s
+    assert cells[6] == "0.0%"
+    for stage in STAGES:
+        assert stage in rows and _ms(rows[stage][2]) > 0, output
+
+
+@pytest.fixture(scope="module")
+def loaded_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The sentiment example under a steady ~8 req/s for the module's duration (≤ 60 s)."""
+    import json
+
+    models = json.dumps({"tiny-sentiment": {"slo_p99_seconds": 0.1}})
+    with serve_example(SENTIMENT, tiny_model_dir, tmp_path_factory.mktemp("top"), INFERSIGHT_MODELS=models) as url:
+        stop = threading.Event()
+        load = threading.Thread(target=http_load.run, args=(f"{url}/predict",),
+                                kwargs={"duration_s": 60, "rps": 8, "concurrency": 2, "stop": stop})  # fmt: skip
+        load.start()
+        try:
+            yield url
+        finally:
+            stop.set()
+            load.join(15)
+
+
+def _top(*args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "infersight.cli", "top", "--once", "--no-color", *args],
+                          capture_output=True, text=True, timeout=30, cwd=ROOT)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "\x1b[" not in proc.stdout
+    return proc.stdout
+
+
+def test_top_once_from_a_servers_metrics(loaded_server: str) -> None:
+    out = _top("--metrics-url", f"{loaded_server}/metrics", "--interval", "2")
+    _check_table(out)
+    assert "ALERTS  0 firing" in out
+
+
+@pytest.mark.skipif(find_binary("prometheus") is None, reason="prometheus binary not installed (tools/setup.sh)")
+def test_top_once_through_prometheus(loaded_server: str, tmp_path: Path) -> None:
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [{"job_name": "model-server",
+                            "static_configs": [{"targets": [loaded_server.removeprefix("http://")]}]}],
+    }  # fmt: skip
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    with prometheus(tmp_path / "prometheus.yml", tmp_path) as prom:
+        source = top.PrometheusSource(prom.url, window="30s")
+        wait_until(lambda: source.snapshot().models.get("tiny-sentiment", top.Row()).rps > 1.0, 30,
+                   interval=0.5, what="a rate in Prometheus")  # fmt: skip
+        out = _top("--prometheus", prom.url, "--window", "30s")
+    _check_table(out)
+    assert "! " not in out, out  # every query answered
