@@ -1,0 +1,54 @@
+"""GPU telemetry: NVML device metrics, GPM kernel counters, GPU counters and CUDA event timing
+on ``model`` stage spans, NVTX ranges. ``infersight.init`` calls ``setup_gpu`` unless
+``gpu="off"``; see docs/gpu.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from . import _nvml
+from .collector import GpuCollector
+from .nvtx_ranges import NvtxRanges
+from .sampler import Sampler
+from .spans import SpanCounters
+
+__all__ = ["GpuCollector", "NvtxRanges", "Sampler", "SpanCounters", "setup_gpu"]
+
+logger = logging.getLogger("infersight")
+
+
+def setup_gpu(rt: Any, nvml: _nvml.NVML | None = None) -> Sampler | None:
+    """Start the sampler and add the stage hooks to ``rt`` (a Runtime). Never raises.
+
+    ``nvml`` replaces the NVML backend (default: what ``_nvml.get()`` gives, the real pynvml
+    unless a test called ``_nvml.use(fake)``). Returns the running sampler, or None without GPU.
+    """
+    cfg = rt.config
+    if cfg.nvtx:
+        ranges = NvtxRanges.create()
+        if ranges is not None:
+            rt.add_hook(ranges)
+        else:
+            logger.warning("infersight: INFERSIGHT_NVTX is on but the nvtx package won't import.")
+    if cfg.gpu == "off":
+        return None
+    try:
+        backend = nvml if nvml is not None else _nvml.get()
+    except ImportError as exc:
+        level = logging.WARNING if cfg.gpu == "on" else logging.INFO
+        logger.log(level, "infersight: GPU metrics are off: nvidia-ml-py is not installed (%s).", exc)
+        return None
+    sampler = Sampler(backend, cfg.gpu_interval_s, cfg.gpu)
+    if not sampler.start():
+        return None
+    try:
+        rt.register(GpuCollector(sampler))
+        hook = SpanCounters(sampler, rt)
+    except Exception:
+        sampler.stop()  # no thread left behind; the runtime counts the error
+        raise
+    rt.add_hook(hook)
+    rt.extras["gpu"] = sampler
+    return sampler

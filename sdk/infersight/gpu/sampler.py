@@ -1,0 +1,531 @@
+"""The background GPU sampler: reads NVML (and GPM) once per interval, off the request path.
+
+Scrapes read the last snapshot (``readings``) through ``collector.GpuCollector``: no NVML call
+happens at scrape time. A short ring buffer of timestamped samples per GPU lets a stage look up
+the GPU activity around it.
+
+Faults never reach the app. A failing call is counted in ``infersight_gpu_sampler_errors_total
+{call}`` and logged once; that metric is then dropped for that GPU (at once for permanent
+errors, after 3 failures in a row for others; ``NOT_SUPPORTED`` silently). A lost GPU
+(``GPU_IS_LOST``, or every call failing 3 ticks in a row) gets ``gpu_up 0`` and is no longer
+polled.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from .. import _errors
+from ..conventions import METRIC, MetricSpec
+from . import _nvml
+from ._nvml import NVML, error_code
+from .devices import cuda_to_nvml, visible_nvml_indices
+from .gpm import GPM_METRICS, GpmStream, SamplePool
+from .throttle import decode
+
+__all__ = ["GpuReading", "GpuState", "Sampler", "WindowSample"]
+
+logger = logging.getLogger("infersight")
+
+_FAILURES_BEFORE_DISABLE = 3
+_LOST_AFTER_TICKS = 3
+# Errors that will not go away by asking again: stop asking at once.
+_PERMANENT = frozenset({
+    _nvml.ERROR_NO_PERMISSION, _nvml.ERROR_FUNCTION_NOT_FOUND, _nvml.ERROR_INVALID_ARGUMENT,
+})  # fmt: skip
+_LOST = frozenset({_nvml.ERROR_GPU_IS_LOST, _nvml.ERROR_GPU_NOT_FOUND, _nvml.ERROR_RESET_REQUIRED})
+_MAX_XID_EVENTS_PER_TICK = 64
+_GPM_SPAN_KEYS = tuple(m.key for m in GPM_METRICS if m.ratio)
+
+# "No GPU here" is said once per process, however often infersight is re-initialised.
+_told_no_gpu = False
+
+
+class WindowSample(NamedTuple):
+    """One sampler tick of one GPU, for span lookups. Values cover the period ending at ts_ns."""
+
+    ts_ns: int  # time.perf_counter_ns(), the clock of StageRecord.start_ns/end_ns
+    utilization: float | None
+    memory_utilization: float | None
+    gpm: dict[str, float] | None
+
+
+@dataclass
+class GpuState:
+    """What the sampler knows of one GPU. Mutated only by the sampler thread."""
+
+    index: int
+    handle: Any
+    uuid: str
+    name: str
+    up: bool = True
+    mode: str = "nvml"  # kernel-counter source: "gpm" or "nvml"
+    gpm: GpmStream | None = None
+    last_gpm: dict[str, float] | None = None
+    events: Any = None  # NVML event set for XID errors, when supported
+    disabled: set[str] = field(default_factory=set)
+    failures: dict[str, int] = field(default_factory=dict)
+    lost_streak: int = 0
+    tick_ok: int = 0
+    tick_failed: int = 0
+    xid: dict[int, int] = field(default_factory=dict)
+    process_memory: float | None = None
+    ring: deque[WindowSample] = field(default_factory=lambda: deque(maxlen=128))
+
+
+@dataclass(frozen=True)
+class GpuReading:
+    """The exported view of one GPU after a tick (immutable: scrapes read it from any thread)."""
+
+    gpu: str
+    uuid: str
+    name: str
+    up: bool
+    mode: str
+    values: dict[MetricSpec, float]
+    throttle: dict[str, int]
+    ecc: dict[str, float]
+    xid: dict[int, int]
+
+
+class Sampler:
+    """Polls every GPU each ``interval_s`` on a daemon thread. ``start()`` never raises."""
+
+    def __init__(self, nvml: NVML, interval_s: float = 1.0, mode: str = "auto", *,
+                 process_memory_every: int = 10, gpm: bool = True) -> None:  # fmt: skip
+        self.nvml = nvml
+        self.interval_s = interval_s
+        self.mode = mode
+        self.process_memory_every = max(1, process_memory_every)
+        self.use_gpm = gpm
+        self.gpus: list[GpuState] = []
+        self.readings: tuple[GpuReading, ...] = ()
+        self.pool = SamplePool(nvml)
+        self.cpu_seconds = 0.0  # CPU time of the sampler thread so far
+        self.ticks = 0
+        self.running = False
+        self.closed = False
+        self._errors: dict[str, int] = {}
+        self._errors_lock = threading.Lock()
+        self._logged: set[str] = set()
+        self._sample_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._cuda_map: dict[int, int | None] = {}
+        self.default_gpu: int | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> bool:
+        """Find the GPUs, take a first sample, start the thread. False when there is no GPU."""
+        try:
+            self.nvml.nvmlInit()
+        except Exception as exc:
+            self._no_gpu(f"NVML is unavailable ({exc})")
+            return False
+        try:
+            count = self.nvml.nvmlDeviceGetCount()
+        except Exception as exc:
+            self._count("nvmlDeviceGetCount")
+            self._no_gpu(f"NVML could not count GPUs ({exc})")
+            self._shutdown_nvml()
+            return False
+        for index in range(count):
+            gpu = self._open(index)
+            if gpu is not None:
+                self.gpus.append(gpu)
+        if not self.gpus:
+            self._no_gpu("no NVIDIA GPU found" if count == 0 else "no GPU could be opened")
+            self._shutdown_nvml()
+            return False
+        visible = visible_nvml_indices([g.uuid for g in self.gpus],
+                                       os.environ.get("CUDA_VISIBLE_DEVICES"))  # fmt: skip
+        self.default_gpu = visible[0] if visible else None
+        self.sample_once()
+        self._start_thread()
+        return True
+
+    def _start_thread(self) -> None:
+        self._stop = threading.Event()
+        self.running = True
+        self._thread = threading.Thread(target=self._run, name="infersight-gpu", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Stop the thread and release NVML resources. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self.running = False
+        self._stop.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout_s)
+            if thread.is_alive():
+                return  # a call is stuck in NVML: leave its resources alone
+        self.pool.close()
+        for gpu in self.gpus:
+            if gpu.gpm is not None:
+                gpu.gpm.close()
+            if gpu.events is not None:
+                try:
+                    self.nvml.nvmlEventSetFree(gpu.events)
+                except Exception:
+                    pass
+        self._shutdown_nvml()
+
+    def after_fork_in_child(self) -> None:
+        """The thread did not survive the fork: start a new one with fresh per-process state."""
+        if self.closed or not self.running:
+            return
+        self._sample_lock = threading.Lock()
+        self._errors_lock = threading.Lock()
+        try:
+            self.nvml.nvmlInit()  # NVML is reference-counted; the child gets its own handle
+        except Exception as exc:
+            _errors.report("gpu.fork", exc)
+        self.ticks = 0  # read this process's memory on the next tick
+        for gpu in self.gpus:
+            gpu.process_memory = None
+            if gpu.gpm is not None:
+                gpu.gpm.restart()
+            # The parent keeps polling the inherited event set; the child needs its own.
+            gpu.events = None
+            if gpu.up:
+                self._register_xid(gpu)
+        self._start_thread()
+
+    def _run(self) -> None:
+        cpu0 = time.thread_time()
+        deadline = time.monotonic()
+        while not self._stop.is_set():
+            deadline += self.interval_s
+            delay = deadline - time.monotonic()
+            if delay < 0:  # fell behind (a slow call, a suspended process): don't burst
+                deadline, delay = time.monotonic(), 0.0
+            if self._stop.wait(delay):
+                break
+            try:
+                self.sample_once()
+            except Exception as exc:
+                _errors.report("gpu.sampler", exc)
+            self.cpu_seconds = time.thread_time() - cpu0
+            if not any(g.up for g in self.gpus):
+                break  # every GPU is lost: nothing left to poll
+
+    # ---- discovery -----------------------------------------------------------------------
+
+    def _open(self, index: int) -> GpuState | None:
+        try:
+            handle = self.nvml.nvmlDeviceGetHandleByIndex(index)
+        except Exception as exc:
+            self._failed_call("nvmlDeviceGetHandleByIndex", f"GPU {index}", exc)
+            return None
+        uuid = name = ""
+        try:
+            uuid = self.nvml.nvmlDeviceGetUUID(handle)
+        except Exception as exc:
+            self._failed_call("nvmlDeviceGetUUID", f"GPU {index}", exc)
+        try:
+            name = self.nvml.nvmlDeviceGetName(handle)
+        except Exception as exc:
+            self._failed_call("nvmlDeviceGetName", f"GPU {index}", exc)
+        gpu = GpuState(index, handle, uuid, name)
+        if self.use_gpm:
+            self._open_gpm(gpu)
+        self._register_xid(gpu)
+        return gpu
+
+    def _open_gpm(self, gpu: GpuState) -> None:
+        try:
+            if not self.nvml.nvmlGpmQueryDeviceSupport(gpu.handle):
+                return
+            gpu.gpm = GpmStream(self.nvml, gpu.handle)
+            gpu.mode = "gpm"
+        except Exception as exc:
+            if error_code(exc) != _nvml.ERROR_NOT_SUPPORTED:
+                self._failed_call("nvmlGpmQueryDeviceSupport", f"GPU {gpu.index}", exc)
+
+    def _register_xid(self, gpu: GpuState) -> None:
+        """XID errors come as NVML events; some platforms (vGPU, containers) don't offer them."""
+        xid = _nvml.EVENT_TYPE_XID_CRITICAL_ERROR
+        try:
+            if not self.nvml.nvmlDeviceGetSupportedEventTypes(gpu.handle) & xid:
+                logger.debug("infersight: GPU %d reports no XID events; XID errors not counted",
+                             gpu.index)  # fmt: skip
+                return
+            events = self.nvml.nvmlEventSetCreate()
+            try:
+                self.nvml.nvmlDeviceRegisterEvents(gpu.handle, xid, events)
+            except Exception:
+                self.nvml.nvmlEventSetFree(events)
+                raise
+            gpu.events = events
+        except Exception as exc:
+            if error_code(exc) not in (_nvml.ERROR_NOT_SUPPORTED, _nvml.ERROR_NO_PERMISSION):
+                self._failed_call("nvmlDeviceRegisterEvents", f"GPU {gpu.index}", exc)
+            else:
+                logger.debug("infersight: XID events unavailable on GPU %d: %s", gpu.index, exc)
+
+    # ---- sampling ------------------------------------------------------------------------
+
+    def sample_once(self) -> None:
+        """One tick: read every GPU that is up, then publish a new snapshot."""
+        with self._sample_lock:
+            read_processes = self.ticks % self.process_memory_every == 0
+            self.ticks += 1
+            readings = []
+            for gpu in self.gpus:
+                if gpu.up:
+                    values, throttle, ecc = self._read(gpu, read_processes)
+                else:
+                    values, throttle, ecc = {}, {}, {}
+                readings.append(GpuReading(str(gpu.index), gpu.uuid, gpu.name, gpu.up, gpu.mode,
+                                           values, throttle, ecc, dict(gpu.xid)))  # fmt: skip
+            self.readings = tuple(readings)
+
+    def _read(self, gpu: GpuState, read_processes: bool
+              ) -> tuple[dict[MetricSpec, float], dict[str, int], dict[str, float]]:  # fmt: skip
+        gpu.tick_ok = gpu.tick_failed = 0
+        nvml = self.nvml
+        values: dict[MetricSpec, float] = {}
+        now = time.perf_counter_ns()
+        util = self._call(gpu, "utilization", nvml.nvmlDeviceGetUtilizationRates)
+        if util is not None:
+            values[METRIC.GPU_UTILIZATION] = util.gpu / 100.0
+            values[METRIC.GPU_MEMORY_UTILIZATION] = util.memory / 100.0
+        mem = self._call(gpu, "memory", nvml.nvmlDeviceGetMemoryInfo)
+        if mem is not None:
+            values[METRIC.GPU_MEMORY_USED] = float(mem.used)
+            values[METRIC.GPU_MEMORY_TOTAL] = float(mem.total)
+        self._put(values, METRIC.GPU_POWER, 1e-3,
+                  self._call(gpu, "power", nvml.nvmlDeviceGetPowerUsage))  # mW  # fmt: skip
+        self._put(values, METRIC.GPU_ENERGY, 1e-3,
+                  self._call(gpu, "energy", nvml.nvmlDeviceGetTotalEnergyConsumption))  # mJ  # fmt: skip
+        self._put(values, METRIC.GPU_TEMPERATURE, 1.0,
+                  self._call(gpu, "temperature", nvml.nvmlDeviceGetTemperature,
+                             _nvml.TEMPERATURE_GPU))  # fmt: skip
+        self._put(values, METRIC.GPU_SM_CLOCK, 1e6,
+                  self._call(gpu, "sm_clock", nvml.nvmlDeviceGetClockInfo, _nvml.CLOCK_SM))  # fmt: skip
+        self._put(values, METRIC.GPU_MEMORY_CLOCK, 1e6,
+                  self._call(gpu, "memory_clock", nvml.nvmlDeviceGetClockInfo,
+                             _nvml.CLOCK_MEM))  # fmt: skip
+        mask = self._call(gpu, "throttle", nvml.nvmlDeviceGetCurrentClocksEventReasons)
+        throttle = decode(int(mask)) if mask is not None else {}
+        gpm = self._read_gpm(gpu, now)
+        # Ticks under 100 ms apart get no new GPM delta: the gauges keep the last one.
+        latest = gpm if gpm is not None else gpu.last_gpm
+        if latest is not None:
+            for m in GPM_METRICS:
+                if m.key in latest:
+                    values[m.spec] = latest[m.key]
+        if gpu.mode != "gpm":
+            # Without GPM: NVML's PCIe counters, in KB/s. Each call blocks ~20 ms in the driver.
+            self._put(values, METRIC.GPU_PCIE_TX, 1024.0,
+                      self._call(gpu, "pcie_tx", nvml.nvmlDeviceGetPcieThroughput,
+                                 _nvml.PCIE_UTIL_TX_BYTES))  # fmt: skip
+            self._put(values, METRIC.GPU_PCIE_RX, 1024.0,
+                      self._call(gpu, "pcie_rx", nvml.nvmlDeviceGetPcieThroughput,
+                                 _nvml.PCIE_UTIL_RX_BYTES))  # fmt: skip
+        ecc: dict[str, float] = {}
+        for kind, error_type in (("corrected", _nvml.MEMORY_ERROR_TYPE_CORRECTED),
+                                 ("uncorrected", _nvml.MEMORY_ERROR_TYPE_UNCORRECTED)):  # fmt: skip
+            count = self._call(gpu, f"ecc_{kind}", nvml.nvmlDeviceGetTotalEccErrors,
+                               error_type, _nvml.VOLATILE_ECC)  # fmt: skip
+            if count is not None:
+                ecc[kind] = float(count)
+        self._poll_xid(gpu)
+        if read_processes:
+            # Slow (milliseconds): only every `process_memory_every` ticks.
+            procs = self._call(gpu, "process_memory", nvml.nvmlDeviceGetComputeRunningProcesses)
+            if procs is not None:
+                pid = os.getpid()
+                gpu.process_memory = float(sum(p.usedGpuMemory or 0 for p in procs if p.pid == pid))
+        if gpu.process_memory is not None and "process_memory" not in gpu.disabled:
+            values[METRIC.GPU_PROCESS_MEMORY] = gpu.process_memory
+        if gpu.tick_failed and not gpu.tick_ok:
+            gpu.lost_streak += 1
+            if gpu.lost_streak >= _LOST_AFTER_TICKS:
+                self._lose(gpu, "every NVML call failed for 3 samples in a row")
+        else:
+            gpu.lost_streak = 0
+        if not gpu.up:
+            return {}, {}, {}
+        gpu.ring.append(WindowSample(now, values.get(METRIC.GPU_UTILIZATION),
+                                     values.get(METRIC.GPU_MEMORY_UTILIZATION), gpm))  # fmt: skip
+        return values, throttle, ecc
+
+    @staticmethod
+    def _put(values: dict[MetricSpec, float], spec: MetricSpec, scale: float, raw: Any) -> None:
+        if raw is not None:
+            values[spec] = float(raw) * scale
+
+    def _read_gpm(self, gpu: GpuState, now_ns: int) -> dict[str, float] | None:
+        if gpu.gpm is None or not gpu.up:
+            return None
+        try:
+            fresh = gpu.gpm.tick(now_ns)
+        except Exception as exc:
+            # Fall back to NVML utilization for good: a GPM failure rarely heals.
+            code = error_code(exc)
+            if code in _LOST:
+                self._failed(gpu, "gpm", "nvmlGpmSampleGet", exc)
+                return None
+            if code != _nvml.ERROR_NOT_SUPPORTED:
+                self._failed_call("nvmlGpmSampleGet", f"GPU {gpu.index}", exc)
+            gpu.gpm.close()
+            gpu.gpm, gpu.mode, gpu.last_gpm = None, "nvml", None
+            return None
+        gpu.tick_ok += 1
+        if fresh is not None:
+            gpu.last_gpm = fresh
+            return fresh
+        return None  # under 100 ms since the last sample: nothing new
+
+    def _poll_xid(self, gpu: GpuState) -> None:
+        if gpu.events is None:
+            return
+        for _ in range(_MAX_XID_EVENTS_PER_TICK):
+            try:
+                data = self.nvml.nvmlEventSetWait(gpu.events, 0)  # 0 ms: never blocks
+            except Exception as exc:
+                if error_code(exc) != _nvml.ERROR_TIMEOUT:  # TIMEOUT: no event pending
+                    self._failed(gpu, "xid", "nvmlEventSetWait", exc)
+                    if "xid" in gpu.disabled:
+                        gpu.events = None
+                return
+            if data.eventType & _nvml.EVENT_TYPE_XID_CRITICAL_ERROR:
+                code = int(data.eventData)
+                gpu.xid[code] = gpu.xid.get(code, 0) + 1
+
+    def _call(self, gpu: GpuState, key: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(handle, *args)``, or None when it is disabled or fails (then counted)."""
+        if key in gpu.disabled or not gpu.up:
+            return None
+        try:
+            value = fn(gpu.handle, *args)
+        except Exception as exc:
+            self._failed(gpu, key, getattr(fn, "__name__", key), exc)
+            return None
+        gpu.tick_ok += 1
+        if key in gpu.failures:
+            del gpu.failures[key]
+        return value
+
+    def _failed(self, gpu: GpuState, key: str, call: str, exc: BaseException) -> None:
+        code = error_code(exc)
+        if code == _nvml.ERROR_NOT_SUPPORTED:
+            gpu.disabled.add(key)  # normal on many boards (ECC on GeForce, power on some)
+            return
+        gpu.tick_failed += 1
+        self._failed_call(call, f"GPU {gpu.index}", exc)
+        if code in _LOST:
+            self._lose(gpu, str(exc))
+            return
+        failures = gpu.failures[key] = gpu.failures.get(key, 0) + 1
+        if code in _PERMANENT or failures >= _FAILURES_BEFORE_DISABLE:
+            gpu.disabled.add(key)
+
+    def _failed_call(self, call: str, where: str, exc: BaseException) -> None:
+        self._count(call)
+        if call not in self._logged:
+            self._logged.add(call)
+            logger.warning(
+                "infersight: NVML call %s failed on %s (%s); its metric is dropped after repeated "
+                "failures. Further failures are counted in infersight_gpu_sampler_errors_total"
+                "{call=%r}, not logged.", call, where, exc, call,
+            )  # fmt: skip
+
+    def _lose(self, gpu: GpuState, why: str) -> None:
+        if gpu.up:
+            gpu.up = False
+            logger.warning("infersight: GPU %d (%s) is lost (%s); gpu_up is 0 and it is no "
+                           "longer polled.", gpu.index, gpu.uuid, why)  # fmt: skip
+
+    def _count(self, call: str) -> None:
+        with self._errors_lock:
+            self._errors[call] = self._errors.get(call, 0) + 1
+
+    def count_error(self, call: str) -> None:
+        """For other GPU code (span snapshots) to count a failed NVML call here."""
+        self._count(call)
+
+    def errors(self) -> dict[str, int]:
+        with self._errors_lock:
+            return dict(self._errors)
+
+    def _no_gpu(self, why: str) -> None:
+        global _told_no_gpu
+        if _told_no_gpu:
+            return
+        _told_no_gpu = True
+        if self.mode == "on":
+            logger.warning("infersight: INFERSIGHT_GPU=on but %s; GPU metrics are off.", why)
+        else:
+            logger.info("infersight: %s; GPU metrics are off.", why)
+
+    def _shutdown_nvml(self) -> None:
+        try:
+            self.nvml.nvmlShutdown()
+        except Exception:
+            pass
+
+    # ---- lookups for stage hooks (worker thread; no NVML call) ---------------------------
+
+    def gpu(self, index: int | None) -> GpuState | None:
+        if index is None:
+            return None
+        for gpu in self.gpus:
+            if gpu.index == index:
+                return gpu
+        return None
+
+    def nvml_index(self, cuda_index: int | None) -> int | None:
+        """NVML index of a CUDA device number (cached); the default GPU when None."""
+        if cuda_index is None:
+            return self.default_gpu
+        try:
+            return self._cuda_map[cuda_index]
+        except KeyError:
+            pass
+        index = cuda_to_nvml(cuda_index, [g.uuid for g in self.gpus], sys.modules.get("torch"))
+        self._cuda_map[cuda_index] = index
+        return index
+
+    def window(self, index: int, start_ns: int, end_ns: int) -> dict[str, float] | None:
+        """Mean of the samples covering [start_ns, end_ns]; the latest one if none has yet."""
+        gpu = self.gpu(index)
+        if gpu is None:
+            return None
+        ring = tuple(gpu.ring)
+        if not ring:
+            return None
+        picked: list[WindowSample] = []
+        for sample in ring:
+            if sample.ts_ns <= start_ns:
+                continue
+            picked.append(sample)
+            if sample.ts_ns >= end_ns:
+                break  # this one's period contains the stage's end
+        if not picked:
+            picked = [ring[-1]]
+        out: dict[str, float] = {}
+        _mean_into(out, "utilization", [s.utilization for s in picked])
+        _mean_into(out, "memory_utilization", [s.memory_utilization for s in picked])
+        for key in _GPM_SPAN_KEYS:
+            _mean_into(out, key, [s.gpm.get(key) if s.gpm else None for s in picked])
+        return out
+
+
+def _mean_into(out: dict[str, float], key: str, values: list[float | None]) -> None:
+    present = [v for v in values if v is not None]
+    if present:
+        out[key] = sum(present) / len(present)
