@@ -35,7 +35,7 @@ def _processes_mentioning(text: str) -> list[str]:
 @pytest.mark.skipif(find_binary("prometheus") is None or find_binary("alertmanager") is None,
                     reason="prometheus / prometheus-alertmanager not installed (tools/setup.sh)")  # fmt: skip
 def test_demo_runs_end_to_end_and_cleans_up() -> None:
-    proc = subprocess.run([sys.executable, "-m", "infersight.demo", "--duration", "50", "--fault-at", "10",
+    proc = subprocess.run([sys.executable, "-m", "infersight.demo", "--duration", "60", "--fault-at", "10",
                            "--no-tty"], cwd=ROOT, capture_output=True, text=True, timeout=150)  # fmt: skip
     out = proc.stdout
     assert proc.returncode == 0, f"{out[-3000:]}\n{proc.stderr[-3000:]}"

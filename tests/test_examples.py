@@ -201,3 +201,28 @@ def test_multi_model_batcher_records_batch_size_and_queue_wait(tiny_model_dir: P
     assert value(fams, METRIC.MODEL_SLO_P99, model="realtime") == pytest.approx(0.1)
     assert value(fams, METRIC.MODEL_SLO_P99, model="batch") == pytest.approx(2.0)
     assert value(fams, METRIC.MODEL_LOAD_DURATION, model="batch") > 0
+
+
+def test_load_generator_large_payloads_and_input_shift(sentiment: tuple[str, Path]) -> None:
+    url, _ = sentiment
+    sys.path.insert(0, str(ROOT / "examples" / "load"))
+    import random
+
+    import http_load
+
+    rng = random.Random(1)
+    normal = {w for _ in range(50) for w in http_load.make_text("normal", rng).split()}
+    shifted = [http_load.make_text("shift", rng).split() for _ in range(20)]
+    assert all(len(words) >= 60 for words in shifted)
+    assert set().union(*shifted) - normal, "shifted input should bring unseen words"
+
+    before = scrape(url)
+    big0 = value(before, METRIC.PAYLOAD_SIZE, "_count", model="tiny-sentiment", direction="request") - value(
+        before, METRIC.PAYLOAD_SIZE, "_bucket", model="tiny-sentiment", direction="request", le="65536.0")  # fmt: skip
+    result = http_load.run(f"{url}/predict", duration_s=1.5, rps=6, concurrency=2, mode="large", large_kb=80)
+    assert result.requests >= 4 and result.errors == 0, result.summary()
+    assert result.quantile(0.5) <= result.quantile(0.99)
+    after = scrape(url)
+    big1 = value(after, METRIC.PAYLOAD_SIZE, "_count", model="tiny-sentiment", direction="request") - value(
+        after, METRIC.PAYLOAD_SIZE, "_bucket", model="tiny-sentiment", direction="request", le="65536.0")  # fmt: skip
+    assert big1 - big0 == result.requests  # every large body landed above the 64 KiB bucket

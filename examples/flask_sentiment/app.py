@@ -75,7 +75,10 @@ def predict() -> Any:
     text = body.get("text")
     if not isinstance(text, str) or not text:
         return jsonify(error='expected JSON {"text": "..."}'), 400
-    result = classifier()(text, truncation=True)[0]
+    clf = classifier()
+    # Long inputs are cut to what the model's position embeddings can take.
+    max_length = getattr(clf.model.config, "max_position_embeddings", 512)
+    result = clf(text, truncation=True, max_length=max_length)[0]
     return jsonify(label=result["label"], score=round(float(result["score"]), 4))
 
 

@@ -137,14 +137,20 @@ class Events:
 
     def __init__(self, live_print: bool) -> None:
         self.t0 = time.monotonic()
+        self.started = False
         self.lines: list[str] = []
         self.alerts: list[dict[str, Any]] = []
         self.seen: set[tuple[Any, ...]] = set()
         self.live_print = live_print
         self._lock = threading.Lock()
 
+    def start_clock(self) -> None:
+        self.t0 = time.monotonic()
+        self.started = True
+
     def add(self, text: str) -> None:
-        line = f"[t={time.monotonic() - self.t0:5.1f}s] {text}"
+        clock = f"t={time.monotonic() - self.t0:5.1f}s" if self.started else "setup"
+        line = f"[{clock}] {text}"
         with self._lock:
             self.lines.append(line)
         if self.live_print:
@@ -374,7 +380,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"demo: the server fails requests ({warm.summary()})\n{children.log_tail('server')}",
                   file=sys.stderr)  # fmt: skip
             return 1
-        events.t0 = time.monotonic()
+        events.start_clock()
         events.add(f"server http://127.0.0.1:{port}  prometheus http://127.0.0.1:{prom_port}  "
                    f"alertmanager http://127.0.0.1:{am_port}  (logs: {workdir})")  # fmt: skip
         events.add(f"load: {args.rps:g} req/s from {args.concurrency} clients; P99 objective "
