@@ -1,0 +1,150 @@
+"""GPU telemetry cost: the sampler's CPU per second at 1 Hz, a scrape, and each stage-boundary
+hook call (GPM snapshot on and off), on FakeNVML and, where a GPU is present, on real NVML.
+
+    python benchmarks/gpu_bench.py [--seconds 3] [--stages 5000]
+
+The sampler runs at 10 Hz for ``--seconds`` and its thread's CPU time (time.thread_time in the
+thread) is divided by its ticks: at the default 1 Hz that per-tick CPU is the CPU per second.
+FakeNVML measures infersight's own overhead (a real NVML call costs more: microseconds to
+milliseconds; PCIe counters block ~20 ms each, which is why GPM mode skips them). Hook costs
+are per call (a stage has two boundaries), in the request thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import types
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+
+from infersight._records import StageRecord
+from infersight.config import Config
+from infersight.gpu._nvml import NVML, PyNVML
+from infersight.gpu.collector import GpuCollector
+from infersight.gpu.nvtx_ranges import NvtxRanges
+from infersight.gpu.sampler import Sampler
+from infersight.gpu.spans import SpanCounters
+from infersight.gpu.testing import FakeNVML
+
+BATCH = 100  # stages per timed batch; enrich (untimed) then returns their GPM samples
+
+
+def sampler_cost(nvml: NVML, seconds: float) -> dict[str, float]:
+    sampler = Sampler(nvml, interval_s=0.1)
+    if not sampler.start():
+        raise RuntimeError("sampler did not start")
+    try:
+        time.sleep(seconds)
+        ticks = max(sampler.ticks - 1, 1)  # the first tick ran in start(), not in the thread
+        cpu_per_tick = sampler.cpu_seconds / ticks
+        wall = []
+        for _ in range(5):  # a tick's wall time, GPM included (>= 100 ms apart)
+            time.sleep(0.1)
+            t0 = time.perf_counter()
+            sampler.sample_once()
+            wall.append(time.perf_counter() - t0)
+        registry = CollectorRegistry()
+        registry.register(GpuCollector(sampler))
+        t0 = time.perf_counter()
+        for _ in range(200):
+            generate_latest(registry)
+        scrape = (time.perf_counter() - t0) / 200
+        mode = sampler.gpus[0].mode
+    finally:
+        sampler.stop()
+    return {"cpu_per_tick": cpu_per_tick, "tick_wall": statistics.median(wall),
+            "scrape": scrape, "gpus": len(sampler.gpus), "gpm": mode == "gpm"}  # fmt: skip
+
+
+def hook_cost(hook: Any, stages: int, name: str = "model") -> tuple[float, float]:
+    """(median per boundary call, median enrich per stage) in seconds, over batches."""
+    per_call, per_enrich = [], []
+    for _ in range(max(stages // BATCH, 1)):
+        batch = [StageRecord(name, "m", None, 0, i + 1, True) for i in range(BATCH)]
+        t0 = time.perf_counter_ns()
+        for st in batch:
+            hook.on_stage_start(st)
+            st.end_ns = time.perf_counter_ns()
+            hook.on_stage_end(st)
+        t1 = time.perf_counter_ns()
+        for st in batch:
+            hook.enrich(st, {})
+        t2 = time.perf_counter_ns()
+        # Includes the loop and one clock read per stage: compare with the empty-hook row.
+        per_call.append((t1 - t0) / (2 * BATCH))
+        per_enrich.append((t2 - t1) / BATCH)
+    return statistics.median(per_call) / 1e9, statistics.median(per_enrich) / 1e9
+
+
+class _NoHook:
+    def on_stage_start(self, stage: Any) -> None: ...
+    def on_stage_end(self, stage: Any) -> None: ...
+    def enrich(self, stage: Any, attributes: dict[str, Any]) -> None: ...
+
+
+def span_hooks(nvml: NVML, stages: int) -> list[tuple[str, float, float]]:
+    sampler = Sampler(nvml, interval_s=60.0)
+    if not sampler.start():
+        raise RuntimeError("sampler did not start")
+    rows = []
+    try:
+        time.sleep(0.1)
+        sampler.sample_once()  # a GPM delta in the ring, for window lookups
+        rows.append(("empty hook (loop + clock baseline)", *hook_cost(_NoHook(), stages)))
+        for snapshots in (False, True):
+            rt = types.SimpleNamespace(metrics=None, config=Config(
+                traces_exporter="none", gpu_span_snapshots=snapshots))  # fmt: skip
+            hook = SpanCounters(sampler, rt)
+            label = "GPM snapshot on" if snapshots else "GPM snapshot off"
+            rows.append((f"SpanCounters, model stage, {label}", *hook_cost(hook, stages)))
+        hook = SpanCounters(sampler, types.SimpleNamespace(metrics=None, config=Config(
+            traces_exporter="none")))  # fmt: skip
+        rows.append(("SpanCounters, other stages", *hook_cost(hook, stages, "preprocess")))
+    finally:
+        sampler.stop()
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--stages", type=int, default=5000)
+    args = parser.parse_args()
+    backends: list[tuple[str, Any]] = [("FakeNVML", lambda: FakeNVML(1))]
+    try:
+        real = PyNVML()
+        real.nvmlInit()
+        real.nvmlShutdown()
+        backends.append(("NVML", PyNVML))
+    except Exception as exc:
+        print(f"(no real NVML here: {exc}; FakeNVML only)\n")
+    torch = sys.modules.get("torch")
+    print(f"torch CUDA initialised: {bool(torch and torch.cuda.is_initialized())} "
+          "(CUDA events are recorded only then)\n")  # fmt: skip
+
+    print("| backend | GPUs | GPM | sampler CPU per tick = CPU/s at 1 Hz | tick wall | scrape |")
+    print("|---|---|---|---|---|---|")
+    for name, make in backends:
+        s = sampler_cost(make(), args.seconds)
+        print(f"| {name} | {s['gpus']:.0f} | {'yes' if s['gpm'] else 'no'} "
+              f"| {s['cpu_per_tick'] * 1e3:.3f} ms ({s['cpu_per_tick'] * 100:.4f} % of a core) "
+              f"| {s['tick_wall'] * 1e3:.3f} ms | {s['scrape'] * 1e6:.0f} us |")  # fmt: skip
+
+    print("\n| backend | hook | per boundary call (request path) | enrich per stage (worker) |")
+    print("|---|---|---|---|")
+    for name, make in backends:
+        for label, call_s, enrich_s in span_hooks(make(), args.stages):
+            print(f"| {name} | {label} | {call_s * 1e6:.2f} us | {enrich_s * 1e6:.2f} us |")
+    nvtx_hook = NvtxRanges.create()
+    if nvtx_hook is not None:
+        call_s, _ = hook_cost(nvtx_hook, args.stages, "preprocess")
+        print(f"| - | NvtxRanges (no profiler attached) | {call_s * 1e6:.2f} us | - |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
