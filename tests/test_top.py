@@ -40,6 +40,8 @@ def test_snapshot_from_two_reads_uses_only_the_difference() -> None:
     req = Histogram(spec.name, spec.help, spec.labels, buckets=LATENCY_BUCKETS, registry=reg)
     st = Histogram(stage_spec.name, stage_spec.help, stage_spec.labels, buckets=LATENCY_BUCKETS, registry=reg)
     Gauge(METRIC.MODEL_SLO_P99.name, "", ("model",), registry=reg).labels("m").set(0.1)
+    gpu = METRIC.GPU_UTILIZATION
+    Gauge(gpu.name, gpu.help, gpu.labels, registry=reg).labels("0", "GPU-1", "NVIDIA H100").set(0.37)
     for _ in range(100):  # before the window: fast
         req.labels("m", "1", "/p", "success").observe(0.004)
     before = top.parse_metrics(generate_latest(reg).decode())
@@ -56,8 +58,15 @@ def test_snapshot_from_two_reads_uses_only_the_difference() -> None:
     assert 0.25 < row.p50 <= 0.5 and 0.25 < row.p99 <= 0.5  # the fast requests are outside the window
     assert row.slo_p99 == pytest.approx(0.1) and row.over_slo
     assert snap.stages[("m", "postprocess")].rps == pytest.approx(18 / 4.0)
+    assert snap.gpus == {"0 (NVIDIA H100)": pytest.approx(0.37)}
+    snap.alerts = [top.Alert("InferenceP99AboveSLO", "firing", {"model": "m", "severity": "warning"}),
+                   top.Alert("InferenceErrorRatioHigh", "pending", {"model": "m"})]  # fmt: skip
     text = top.render(snap)
     assert "OVER" in text and "postprocess" in text and "10.0%" in text
+    assert "0 (NVIDIA H100): 37% busy" in text
+    assert "ALERTS  1 firing, 1 pending" in text
+    assert re.search(r"FIRING +InferenceP99AboveSLO +model=m severity=warning", text)
+    assert "\x1b[" not in text and "\x1b[31m" in top.render(snap, color=True)
 
 
 def _rows(output: str) -> dict[str, list[str]]:
