@@ -88,14 +88,21 @@ def test_ticks_under_100ms_apart_take_no_gpm_sample_and_keep_the_last_values() -
     try:
         time.sleep(MIN_INTERVAL_NS / 1e9)
         sampler.sample_once()
-        gets = fake.calls["nvmlGpmSampleGet"]
         fake.devices[0].gpm_values[GPM_SM_UTIL] = 99.0
-        sampler.sample_once()  # at once: too soon for GPM
+        ring = sampler.gpus[0].ring
+        expected = 0.40
+        for _ in range(5):  # a loaded machine may stall us past 100 ms: try again then
+            gets = fake.calls["nvmlGpmSampleGet"]
+            sampler.sample_once()  # at once: too soon for GPM
+            if ring[-1].ts_ns - ring[-2].ts_ns < MIN_INTERVAL_NS:
+                break
+            expected = 0.99  # that tick did take a fresh GPM sample
         assert fake.calls["nvmlGpmSampleGet"] == gets
+        assert ring[-1].gpm is None  # nothing new for spans either
         registry = CollectorRegistry()
         registry.register(GpuCollector(sampler))
         assert registry.get_sample_value(
-            METRIC.GPU_SM_ACTIVE.name, {"gpu": "0", "uuid": fake.devices[0].uuid}) == 0.40
+            METRIC.GPU_SM_ACTIVE.name, {"gpu": "0", "uuid": fake.devices[0].uuid}) == expected
     finally:
         sampler.stop()
 

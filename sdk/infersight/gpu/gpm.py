@@ -153,6 +153,9 @@ class SamplePool:
                 return
         self._free_one(sample)
 
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # another thread may have held it at the fork
+
     def close(self) -> None:
         with self._lock:
             self.closed = True

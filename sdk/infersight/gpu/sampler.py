@@ -186,8 +186,10 @@ class Sampler:
         """The thread did not survive the fork: start a new one with fresh per-process state."""
         if self.closed or not self.running:
             return
+        # Locks another thread held at the fork would stay held in the child: new ones.
         self._sample_lock = threading.Lock()
         self._errors_lock = threading.Lock()
+        self.pool.after_fork_in_child()
         try:
             self.nvml.nvmlInit()  # NVML is reference-counted; the child gets its own handle
         except Exception as exc:
@@ -391,7 +393,7 @@ class Sampler:
         return None  # under 100 ms since the last sample: nothing new
 
     def _poll_xid(self, gpu: GpuState) -> None:
-        if gpu.events is None:
+        if gpu.events is None or not gpu.up:
             return
         for _ in range(_MAX_XID_EVENTS_PER_TICK):
             try:

@@ -91,10 +91,11 @@ class SpanCounters:
         cuda_index: int | None = None
         start_event: Any = None
         torch = sys.modules.get("torch")  # never import torch here: only use it if the app did
-        if torch is not None and torch.cuda.is_initialized():
-            cuda_index = torch.cuda.current_device()
+        cuda = getattr(torch, "cuda", None)  # None too while torch is still being imported
+        if cuda is not None and cuda.is_initialized():
+            cuda_index = cuda.current_device()
             if self.cuda_events:
-                start_event = torch.cuda.Event(enable_timing=True)
+                start_event = cuda.Event(enable_timing=True)
                 start_event.record()
         gpu = self.sampler.nvml_index(cuda_index)
         snapshot = self._snapshot(gpu, None)
@@ -107,8 +108,7 @@ class SpanCounters:
         if state is None:
             return
         if state.start_event is not None:
-            torch = sys.modules["torch"]
-            state.end_event = torch.cuda.Event(enable_timing=True)
+            state.end_event = sys.modules["torch"].cuda.Event(enable_timing=True)
             state.end_event.record()
         if state.snapshot is not None and self._snapshot(state.gpu, state.snapshot) is None:
             state.snapshot = None

@@ -17,8 +17,10 @@ with ``GPU_IS_LOST``; ``xid(i, code)`` queues an XID event.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -160,6 +162,13 @@ class FakeNVML:
         self.gpm_intervals_ns: list[int] = []  # sample2 - sample1 of every nvmlGpmMetricsGet
         self.init_count = 0
         self._faults: list[_Fault] = []
+        self._lock = threading.Lock()
+        if hasattr(os, "register_at_fork"):
+            # A sampler thread may hold the lock at a fork; the child must not inherit it held.
+            reset = weakref.WeakMethod(self._after_fork_in_child)
+            os.register_at_fork(after_in_child=lambda: (m := reset()) and m())
+
+    def _after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
 
     # ---- test controls -------------------------------------------------------------------
