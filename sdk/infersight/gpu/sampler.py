@@ -120,6 +120,7 @@ class Sampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._cuda_map: dict[int, int | None] = {}
+        self._uuids: list[str] = []
         self.default_gpu: int | None = None
 
     # ---- lifecycle -----------------------------------------------------------------------
@@ -146,9 +147,12 @@ class Sampler:
             self._no_gpu("no NVIDIA GPU found" if count == 0 else "no GPU could be opened")
             self._shutdown_nvml()
             return False
-        visible = visible_nvml_indices([g.uuid for g in self.gpus],
-                                       os.environ.get("CUDA_VISIBLE_DEVICES"))  # fmt: skip
-        self.default_gpu = visible[0] if visible else None
+        # By NVML index, with "" for a GPU that could not be opened, so positions stay indices.
+        self._uuids = [""] * count
+        for gpu in self.gpus:
+            self._uuids[gpu.index] = gpu.uuid
+        visible = visible_nvml_indices(self._uuids, os.environ.get("CUDA_VISIBLE_DEVICES"))
+        self.default_gpu = visible[0] if visible and self._uuids[visible[0]] else None
         self.sample_once()
         self._start_thread()
         return True
@@ -498,7 +502,9 @@ class Sampler:
             return self._cuda_map[cuda_index]
         except KeyError:
             pass
-        index = cuda_to_nvml(cuda_index, [g.uuid for g in self.gpus], sys.modules.get("torch"))
+        index = cuda_to_nvml(cuda_index, self._uuids, sys.modules.get("torch"))
+        if index is not None and not self._uuids[index]:
+            index = None  # a GPU the sampler could not open
         self._cuda_map[cuda_index] = index
         return index
 
