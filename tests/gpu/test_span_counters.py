@@ -239,3 +239,14 @@ def test_hooks_never_raise_into_the_runtime(gpu_telemetry: StartGpu, fake: FakeN
         t.flush()
         assert len(t.spans("model")) == 3
     assert not [c for c in _errors.counts() if c.startswith("hook.")]
+
+
+def test_metrics_off_still_puts_counters_on_spans(gpu_telemetry: StartGpu, fake: FakeNVML) -> None:
+    with gpu_telemetry(metrics=False) as t:
+        with infersight.request(model="m"), infersight.model():
+            pass
+        attrs = model_span(t).attributes
+        assert attrs[ATTR.GPU_UUID] == fake.devices[0].uuid
+        assert attrs[ATTR.GPU_PREFIX + "utilization"] == 0.5
+        assert t.value(METRIC.GPU_UP.name, gpu="0", uuid=fake.devices[0].uuid,
+                       name=fake.devices[0].name) is None  # fmt: skip

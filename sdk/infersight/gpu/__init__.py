@@ -44,7 +44,8 @@ def setup_gpu(rt: Any, nvml: _nvml.NVML | None = None) -> Sampler | None:
     if not sampler.start():
         return None
     try:
-        rt.register(GpuCollector(sampler))
+        if rt.metrics is not None:  # metrics off: the sampler still serves span counters
+            rt.register(GpuCollector(sampler))
         hook = SpanCounters(sampler, rt)
     except Exception:
         sampler.stop()  # no thread left behind; the runtime counts the error
