@@ -174,3 +174,23 @@ def test_sample_pool_reuses_samples_and_is_bounded() -> None:
     pool.release(b)
     pool.close()
     assert fake.calls["nvmlGpmSampleFree"] == 2
+
+
+def test_pcie_falls_back_to_nvml_when_gpm_leaves_it_out() -> None:
+    device = FakeDevice(pcie_tx_kbps=4)
+    del device.gpm_values[GPM_PCIE_TX_PER_SEC]  # e.g. a driver without GPM PCIe metrics
+    fake = FakeNVML([device])
+    sampler = Sampler(fake, interval_s=60.0)
+    assert sampler.start()
+    try:
+        assert fake.calls["nvmlDeviceGetPcieThroughput"] == 0  # first tick: GPM may have it
+        time.sleep(MIN_INTERVAL_NS / 1e9)
+        sampler.sample_once()
+        registry = CollectorRegistry()
+        registry.register(GpuCollector(sampler))
+        labels = {"gpu": "0", "uuid": device.uuid, "name": device.name}
+        assert registry.get_sample_value(METRIC.GPU_PCIE_TX.name, labels) == 4 * 1024
+        assert registry.get_sample_value(METRIC.GPU_SM_ACTIVE.name,
+                                         {"gpu": "0", "uuid": device.uuid}) == 0.40  # fmt: skip
+    finally:
+        sampler.stop()

@@ -333,8 +333,10 @@ class Sampler:
             for m in GPM_METRICS:
                 if m.key in latest:
                     values[m.spec] = latest[m.key]
-        if gpu.mode != "gpm":
-            # Without GPM: NVML's PCIe counters, in KB/s. Each call blocks ~20 ms in the driver.
+        # GPM gives PCIe rates cheaply; NVML's counters (KB/s) block ~20 ms per call in the
+        # driver, so they are read only without GPM, or when GPM left PCIe out.
+        gpm_pcie = gpu.mode == "gpm" and (latest is None or METRIC.GPU_PCIE_TX in values)
+        if not gpm_pcie:
             self._put(values, METRIC.GPU_PCIE_TX, 1024.0,
                       self._call(gpu, "pcie_tx", nvml.nvmlDeviceGetPcieThroughput,
                                  _nvml.PCIE_UTIL_TX_BYTES))  # fmt: skip
