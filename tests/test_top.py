@@ -139,3 +139,15 @@ def test_top_once_through_prometheus(loaded_server: str, tmp_path: Path) -> None
         out = _top("--prometheus", prom.url, "--window", "30s")
     _check_table(out)
     assert "! " not in out, out  # every query answered
+
+
+def test_top_says_when_its_source_is_down() -> None:
+    from tests.support.stack import free_port
+
+    for flag, url in (("--metrics-url", f"http://127.0.0.1:{free_port()}/metrics"),
+                      ("--prometheus", f"http://127.0.0.1:{free_port()}")):  # fmt: skip
+        proc = subprocess.run([sys.executable, "-m", "infersight.cli", "top", "--once", flag, url],
+                              capture_output=True, text=True, timeout=30, cwd=ROOT)  # fmt: skip
+        assert "Traceback" not in proc.stderr, proc.stderr
+        assert "refused" in proc.stdout and "(no data, see below)" in proc.stdout, proc.stdout
+        assert proc.returncode == 1

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from . import top
+from .conventions import METRIC
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -153,7 +154,7 @@ class Events:
         line = f"[{clock}] {text}"
         with self._lock:
             self.lines.append(line)
-        if self.live_print:
+        if self.live_print or not self.started:  # set-up lines show before the first frame
             print(line, flush=True)
 
     def recent(self, n: int = 8) -> list[str]:
@@ -358,7 +359,7 @@ def run(args: argparse.Namespace) -> int:
             env["OTEL_TRACES_EXPORTER"] = "none"
             events.add("collector not built (`make collector`): traces off, exemplars still carry trace ids")
 
-        print(f"starting the example server ({label}) on 127.0.0.1:{port} ...", flush=True)
+        events.add(f"starting the example server ({label}) on 127.0.0.1:{port}, Alertmanager and Prometheus ...")
         server = children.start("server", [sys.executable, str(app), "--port", str(port), "--model", model], env)
         am = children.start("alertmanager", [
             "prometheus-alertmanager", f"--config.file={_alertmanager_config(workdir, webhook.server_port)}",
@@ -383,6 +384,9 @@ def run(args: argparse.Namespace) -> int:
         events.start_clock()
         events.add(f"server http://127.0.0.1:{port}  prometheus http://127.0.0.1:{prom_port}  "
                    f"alertmanager http://127.0.0.1:{am_port}  (logs: {workdir})")  # fmt: skip
+        p99 = f"histogram_quantile(0.99, sum by (le) (rate({METRIC.REQUEST_DURATION.name}_bucket[1m])))"
+        query = urllib.parse.urlencode({"g0.expr": p99, "g0.tab": "0", "g0.show_exemplars": "1"})
+        events.add(f"P99 with exemplars (dots = trace ids): http://127.0.0.1:{prom_port}/graph?{query}")
         events.add(f"load: {args.rps:g} req/s from {args.concurrency} clients; P99 objective "
                    f"{SLO_P99_S * 1000:.0f} ms for model {label}")  # fmt: skip
 
@@ -409,8 +413,10 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     faults.write(fault_file, **{f"{args.fault}_ms": args.fault_ms})
                     stage = args.fault.removeprefix("slow_")
-                    events.add(f"injecting slow {stage} (+{args.fault_ms:g} ms per request) at t={t:.0f}s; "
-                               f"expect InferenceP99AboveSLO within ~1 min (demo rules: for {args.alert_for})")
+                    events.add(
+                        f"injecting slow {stage} (+{args.fault_ms:g} ms per request) at t={t:.0f}s; "
+                        f"expect InferenceP99AboveSLO within ~1 min (demo rules: for {args.alert_for})"
+                    )
             dead = [n for n in children.dead() if n != "otelcol"]
             if dead:
                 print(f"demo: {dead[0]} exited\n{children.log_tail(dead[0])}", file=sys.stderr)

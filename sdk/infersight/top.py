@@ -166,12 +166,18 @@ class PrometheusSource:
         snap = Snapshot(source=f"prometheus {self.url}", window=self.window)
         exprs = self.expressions()
         results: dict[str, list[tuple[dict[str, str], float]]] = {}
+        unreachable = False
         for key, expr in exprs.items():
+            results[key] = []
+            if unreachable:
+                continue
             try:
                 results[key] = self.query(expr)
+            except OSError as exc:  # refused or timed out: the other queries would be too
+                snap.problems.append(f"prometheus {self.url} unreachable: {exc}")
+                unreachable = True
             except Exception as exc:
                 snap.problems.append(f"{key}: {exc}")
-                results[key] = []
         for labels, value in results["model_rps"]:
             snap.models.setdefault(labels.get("model", "?"), Row()).rps = value
         for labels, value in results["model_errors"]:
@@ -192,10 +198,11 @@ class PrometheusSource:
             snap.models.setdefault(labels.get("model", "?"), Row()).slo_p99 = value
         for labels, value in results["gpu"]:
             snap.gpus[f"{labels.get('gpu', '?')} ({labels.get('name', '')})"] = value
-        try:
-            snap.alerts = self.alerts()
-        except Exception as exc:
-            snap.problems.append(f"alerts: {exc}")
+        if not unreachable:
+            try:
+                snap.alerts = self.alerts()
+            except Exception as exc:
+                snap.problems.append(f"alerts: {exc}")
         return snap
 
 
@@ -347,7 +354,7 @@ def render(snap: Snapshot, color: bool = False, width: int = 100) -> str:
     header = f"{'MODEL / stage':<28}{'P50':>9}{'P95':>9}{'P99':>9}{'SLO P99':>9}  {'':<6}{'RPS':>8}{'ERR':>8}"
     lines.append(paint(header, _BOLD))
     if not snap.models and not snap.stages:
-        lines.append(paint("  (no requests seen yet)", _DIM))
+        lines.append(paint("  (no data, see below)" if snap.problems else "  (no requests seen yet)", _DIM))
     for model in sorted(set(snap.models) | {m for m, _ in snap.stages}):
         row = snap.models.get(model, Row())
         model_stages = sorted((k for k in snap.stages if k[0] == model), key=lambda k: _stage_order(k[1]))
@@ -418,12 +425,17 @@ def run(args: argparse.Namespace, out: Any = None) -> int:
     shown = 0
     try:
         while True:
-            frame = render(source.snapshot(), color=color)
+            try:
+                snap = source.snapshot()
+            except OSError as exc:  # the server is down or restarting: say so, keep going
+                snap = Snapshot(source=str(getattr(source, "url", "")), window="-", problems=[str(exc)])
+            failed = bool(snap.problems) and not snap.models and not snap.stages
+            frame = render(snap, color=color)
             out.write((CLEAR if tty and not args.once else "") + frame + "\n")
             out.flush()
             shown += 1
             if frames and shown >= frames:
-                return 0
+                return 1 if failed else 0
             time.sleep(args.interval)
     except KeyboardInterrupt:
         return 0
