@@ -9,6 +9,7 @@ export INFERSIGHT_VENV := $(VENV)
 
 help:
 	@echo "make demo       set up, then run the example server under load with the live view"
+	@echo "                (options: make demo ARGS='--fault-at 20 --fault slow_model')"
 	@echo "make test       set up, then run the whole test suite (what CI runs)"
 	@echo "make bench      run the benchmarks and write docs/benchmarks.md"
 	@echo "make generate   regenerate rules, dashboards and docs from code"
@@ -29,7 +30,7 @@ lint:
 	promtool check rules prometheus-rules/*.rules.yaml
 
 demo: setup
-	$(PY) -m infersight.demo
+	$(PY) -m infersight.demo $(ARGS)
 
 bench: setup
 	$(PY) benchmarks/run.py

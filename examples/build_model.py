@@ -46,7 +46,8 @@ def build(out_dir: str | Path, seed: int = 0, train_steps: int = 60) -> Path:
         vocab.write_text("\n".join(SPECIAL + POSITIVE + NEGATIVE + NEUTRAL) + "\n")
         # DistilBERT takes no token_type_ids; saying so keeps transformers 4.4x pipelines happy.
         tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True,
-                                      model_input_names=["input_ids", "attention_mask"])  # fmt: skip
+                                      model_input_names=["input_ids", "attention_mask"],
+                                      model_max_length=512)  # fmt: skip
     config = DistilBertConfig(
         vocab_size=tokenizer.vocab_size, dim=32, n_layers=1, n_heads=2, hidden_dim=64,
         max_position_embeddings=512, num_labels=2,
