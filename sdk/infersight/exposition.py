@@ -26,6 +26,15 @@ def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
 
         mp = CollectorRegistry()
         multiprocess.MultiProcessCollector(mp)  # type: ignore[no-untyped-call]
+        # Custom collectors have no files: add this process's GPU readings (a scrape reads them,
+        # it makes no NVML call).
+        from ._runtime import get_runtime
+
+        rt = get_runtime()
+        if rt is not None and rt.extras.get("gpu") is not None:
+            from .gpu import GpuCollector
+
+            mp.register(GpuCollector(rt.extras["gpu"]))
         return mp
     return registry if registry is not None else REGISTRY
 
