@@ -1,6 +1,6 @@
 # One gate: set up, generate, lint, test. `make help` lists targets.
-CACHE ?= $(HOME)/.cache/infersight
-VENV ?= $(CACHE)/venv
+CACHE ?= $(or $(INFERSIGHT_CACHE),$(HOME)/.cache/infersight)
+VENV ?= $(or $(INFERSIGHT_VENV),$(CACHE)/venv)
 PY := $(VENV)/bin/python
 export INFERSIGHT_CACHE := $(CACHE)
 export INFERSIGHT_VENV := $(VENV)
