@@ -187,6 +187,14 @@ def on_right(panel: Any, ref: str, unit: str) -> Any:
     ])  # fmt: skip
 
 
+def drill_to(panel: Any, uid: str, title: str) -> Any:
+    """Clicking a series opens dashboard ``uid`` for that series' model, same time range and
+    instance (a data link; the dashboard links at the top keep every variable as it is)."""
+    keep = "&".join(("${__url_time_range}", "${instance:queryparam}", "${datasource:queryparam}"))
+    url = f"/d/{uid}?{keep}&var-model=${{__field.labels.model}}"
+    return panel.data_links([db.DashboardLink(title).type(dm.DashboardLinkType.LINK).url(url)])
+
+
 def dashed(panel: Any, ref: str, color: str = "red") -> Any:
     """Draw query ``ref`` as a dashed fixed-colour line (an objective, a limit)."""
     return panel.override_by_query(ref, [
@@ -263,7 +271,7 @@ def overview() -> Iterable[Any]:
         target(gauge(METRIC.MODEL_SLO_P99, MODEL, "model"), "{{model}} P99 objective"),
         span=24, height=9,
     )  # fmt: skip
-    yield dashed(latency, "D")
+    yield drill_to(dashed(latency, "D"), "infersight-stages", "Stages of ${__field.labels.model}")
     yield heat("Request latency heatmap (click an exemplar for its trace)",
                "Where do request latencies fall, and which trace is behind an outlier? Exemplars link to Tempo.",
                "s", target(heatmap_expr(METRIC.REQUEST_DURATION, REQ), "{{le}}", exemplar=True,
@@ -303,9 +311,10 @@ def overview() -> Iterable[Any]:
 
 def stages() -> Iterable[Any]:
     yield "Stage latency"
-    yield ts("Stage P99 by model and stage", "Which stage of which model has the slowest tail?", "s",
+    stage_p99 = ts("Stage P99 by model and stage", "Which stage of which model has the slowest tail?", "s",
              target(quantile(0.99, METRIC.STAGE_DURATION, MODEL, "model, stage"), "{{model}} / {{stage}}",
                     exemplar=True))  # fmt: skip
+    yield drill_to(stage_p99, "infersight-gpu", "GPU view of ${__field.labels.model}")
     yield ts(
         "Stage P50 by model and stage",
         "Is a stage slow for everyone (median) or only in the tail?",

@@ -150,6 +150,20 @@ def test_links_reach_every_other_dashboard_keeping_variables(dashboard: dict[str
     assert all(link["includeVars"] and link["keepTime"] for link in links.values())
 
 
+def test_series_drill_down_links_open_a_dashboard_for_the_series_model() -> None:
+    urls = [
+        link["url"]
+        for doc in DASHBOARDS.values()
+        for panel in _content_panels(doc)
+        for link in panel["fieldConfig"]["defaults"].get("links") or []
+    ]
+    assert len(urls) >= 2
+    for url in urls:
+        path, _, query = url.partition("?")
+        assert path.removeprefix("/d/") in UIDS, url
+        assert "var-model=${__field.labels.model}" in query and "${__url_time_range}" in query, url
+
+
 def test_heatmaps_show_exemplars() -> None:
     heatmaps = [(d["uid"], p) for d in DASHBOARDS.values() for p in _content_panels(d) if p["type"] == "heatmap"]
     latency = [p for uid, p in heatmaps if uid == "infersight-overview"]
