@@ -10,8 +10,11 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ from tests.support.dashboards import (
     query_range,
     substitute_variables,
 )
-from tests.support.stack import find_binary, http_get, prometheus
+from tests.support.stack import find_binary, http_get, prometheus, wait_until
 
 from infersight.conventions import ALL_METRICS, METRIC
 
@@ -348,6 +351,69 @@ def test_span_links_open_the_span_gpu_counters(backfilled: tuple[str, int, int])
 
 
 def _quote(text: str) -> str:
-    from urllib.parse import quote
+    return urllib.parse.quote(text, safe="")
 
-    return quote(text, safe="")
+
+@pytest.fixture
+def metrics_endpoint() -> Iterator[tuple[str, list[str]]]:
+    """A loopback /metrics serving what infersight exports for a few real requests, with the
+    trace ids of those requests: (host:port, trace ids)."""
+    import infersight
+    from infersight.testing import capture
+
+    with capture(models={"sentiment": {"slo_p99_seconds": 0.25}}) as telemetry:
+        for _ in range(5):
+            with infersight.request(model="sentiment"), infersight.model():
+                time.sleep(0.002)
+        payload = telemetry.openmetrics().encode()
+        trace_ids = [f"{s.context.trace_id:032x}" for s in telemetry.spans() if s.context is not None]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/openmetrics-text; version=1.0.0; charset=utf-8")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}", trace_ids
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def test_latency_heatmap_exemplars_carry_the_trace_id_tempo_links_use(
+    metrics_endpoint: tuple[str, list[str]], tmp_path: Path
+) -> None:
+    """Scrape real infersight output; the heatmap's query gets exemplars whose label (the one the
+    Prometheus data source sends to Tempo) holds the trace id of a real request span."""
+    if find_binary("prometheus") is None:
+        pytest.skip("prometheus not installed (tools/setup.sh installs it)")
+    target, trace_ids = metrics_endpoint
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+        f"scrape_configs:\n  - job_name: model-server\n    static_configs:\n      - targets: ['{target}']\n"
+    )
+    (heatmap,) = [p for p in _content_panels(DASHBOARDS["infersight-overview.json"]) if p["type"] == "heatmap"]
+    expr = substitute_variables(heatmap["targets"][0]["expr"])
+    label = _datasources()["prometheus"]["jsonData"]["exemplarTraceIdDestinations"][0]["name"]
+    with prometheus(config, tmp_path) as service:
+
+        def exemplars() -> list[dict[str, Any]]:
+            now = time.time()
+            query = urllib.parse.urlencode({"query": expr, "start": now - 3600, "end": now + 60})
+            status, body = http_get(f"{service.url}/api/v1/query_exemplars?{query}")
+            found: list[dict[str, Any]] = [e for s in json.loads(body)["data"] for e in s["exemplars"]]
+            return found if status == 200 else []
+
+        found = wait_until(exemplars, timeout=20, what="exemplars for the heatmap query")
+    assert {e["labels"][label] for e in found} <= set(trace_ids), (found, trace_ids)
