@@ -56,7 +56,7 @@ class DashboardSpec:
     title: str
     description: str
     build: Callable[[], Iterable[Any]]  # yields row titles (str) and panel builders
-    extra_variables: tuple[Any, ...] = ()
+    extra_variables: tuple[Callable[[], db.QueryVariable], ...] = ()  # beyond datasource/model/version/instance
 
 
 # --- PromQL helpers -------------------------------------------------------------------
