@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export INFERSIGHT_CACHE := $(CACHE)
 export INFERSIGHT_VENV := $(VENV)
 
-.PHONY: help setup collector test test-gpu lint generate demo bench
+.PHONY: help setup collector test test-gpu lint generate check-generated demo bench
 
 help:
 	@echo "make demo       set up, then run the example server under load with the live view"
@@ -25,7 +25,7 @@ test: setup
 	$(PY) -m pytest
 
 lint:
-	$(VENV)/bin/ruff check sdk tests benchmarks examples tools
+	$(VENV)/bin/ruff check sdk tests benchmarks examples tools grafana-dashboards
 	$(VENV)/bin/mypy
 	promtool check rules prometheus-rules/*.rules.yaml
 
@@ -37,6 +37,11 @@ bench: setup
 
 test-gpu: setup
 	$(PY) -m pytest tests/gpu -m gpu -q -rs
+
+check-generated:
+	$(PY) tools/gen_rules.py --check
+	$(PY) grafana-dashboards/generate.py --check
+	$(PY) tools/gen_metrics_doc.py --check
 
 generate:
 	$(PY) tools/gen_rules.py
