@@ -1,0 +1,1 @@
+"""End-to-end tests: the examples, the collector, Prometheus and Alertmanager as real processes."""

@@ -1,0 +1,436 @@
+"""One running infersight stack for the end-to-end tests, all real processes on loopback.
+
+* the Flask sentiment example (``import infersight.auto``; drift on when the drift module is
+  there) and the multi-model example (batcher, queue wait, batch size), both sending traces
+  to
+* our built collector, run on a loopback copy of collector-config/otelcol.yaml whose Tempo
+  exporter points at an in-process OTLP gRPC sink (``TraceSink``) and whose span metrics
+  flush every second;
+* Prometheus on a test copy of prometheus/prometheus.yml: 1 s scrape and evaluation, the
+  shipped jobs with loopback targets, the shipped rule files with ``for:`` capped at
+  ``ALERT_FOR`` (the shipped files keep their production values). Before it starts, its data
+  dir gets a "same time yesterday" baseline (see ``backfill_yesterday``);
+* Alertmanager on a copy of alertmanager/alertmanager.yml (receivers point at an in-process
+  webhook, group waits of 1 s).
+
+Every process is stopped by ``LiveStack.close`` (the fixture calls it in ``finally``), and
+every wait is bounded in time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from prometheus_client.utils import floatToGoString
+from tests.support import stack
+from tests.support.collector import ensure_collector, loopback_config, run_collector
+
+from infersight.conventions import LATENCY_BUCKETS, METRIC
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+PYTHON = sys.executable
+LOOPBACK = "127.0.0.1"
+
+SENTIMENT_SLO_S = 0.25  # the Flask example's P99 objective in these tests
+ALERT_FOR = "3s"  # every rule's for: is capped at this in the test copy (production: 10m-6h)
+SCRAPE_JOB = "model-server"  # the shipped job name for the model servers
+DAY_S = 86_400
+DRIFT_AVAILABLE = (ROOT / "sdk" / "infersight" / "drift" / "__init__.py").exists()
+DRIFT_ENV = {  # small and fast, so a shift shows within seconds
+    "INFERSIGHT_DRIFT": "true",
+    "INFERSIGHT_DRIFT_INTERVAL": "4",
+    "INFERSIGHT_DRIFT_REFERENCE_SIZE": "40",
+    "INFERSIGHT_DRIFT_WINDOW": "40",
+}
+# Yesterday's baseline of the sentiment model: a steady rate, every observation this long.
+BASELINE_RPS = 8.0
+BASELINE_STAGE_S = {"preprocess": 0.002, "model": 0.012, "postprocess": 0.002}
+BASELINE_REQUEST_S = 0.02
+
+
+def _duration_s(text: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    for unit in sorted(units, key=len, reverse=True):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * units[unit]
+    raise ValueError(f"not a duration: {text!r}")
+
+
+class TraceSink:
+    """An OTLP gRPC trace endpoint standing in for Tempo: keeps every span it gets, by trace id."""
+
+    def __init__(self) -> None:
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+        self.spans: dict[str, list[Any]] = {}
+        self._lock = threading.Lock()
+        sink = self
+
+        class Service(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:
+                with sink._lock:
+                    for rs in request.resource_spans:
+                        service = next((a.value.string_value for a in rs.resource.attributes
+                                        if a.key == "service.name"), "")  # fmt: skip
+                        for ss in rs.scope_spans:
+                            for span in ss.spans:
+                                sink.spans.setdefault(span.trace_id.hex(), []).append((service, span))
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        self.port = stack.free_port()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)  # type: ignore[no-untyped-call]
+        self.server.add_insecure_port(f"{LOOPBACK}:{self.port}")
+        self.server.start()
+
+    def traces(self) -> dict[str, list[tuple[str, Any]]]:
+        with self._lock:
+            return {k: list(v) for k, v in self.spans.items()}
+
+    def stop(self) -> None:
+        self.server.stop(grace=None)
+
+
+@dataclass
+class Server:
+    """An example server subprocess (its log in the work dir)."""
+
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def instance(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def log(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def set_faults(self, **faults: Any) -> dict[str, Any]:
+        status, body = stack.http_post_json(f"{self.url}/admin/faults", faults)
+        assert status == 200, f"{self.name}: POST /admin/faults -> {status} {body!r}"
+        state: dict[str, Any] = json.loads(body)
+        return state
+
+
+def _child_env(extra: dict[str, str]) -> dict[str, str]:
+    """The test process's environment without its own infersight/OTel settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INFERSIGHT_", "OTEL_"))}
+    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1", INFERSIGHT_GPU="auto",
+               OTEL_BSP_SCHEDULE_DELAY="200")  # fmt: skip
+    env.update(extra)
+    return env
+
+
+def _popen(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    if shutil.which("setpriv"):
+        # Die with the test run even if pytest itself is killed outright.
+        argv = ["setpriv", "--pdeathsig", "TERM", "--", *argv]
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=env, cwd=ROOT)  # fmt: skip
+
+
+def _stop(process: subprocess.Popen[bytes], timeout: float = 8.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+# ---- configs ---------------------------------------------------------------------------
+
+
+def rules_copy(dest: Path, alert_for: str = ALERT_FOR) -> Path:
+    """The shipped rule files with every ``for:`` longer than ``alert_for`` cut to it (the alerts
+    would otherwise need 10 min to 6 h of a condition); expressions are untouched."""
+    dest.mkdir(parents=True, exist_ok=True)
+    limit = _duration_s(alert_for)
+    for path in sorted((ROOT / "prometheus-rules").glob("*.rules.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        for group in doc.get("groups") or []:
+            group.pop("interval", None)  # evaluate with the test's global 1 s
+            for rule in group.get("rules") or []:
+                if "for" in rule and _duration_s(str(rule["for"])) > limit:
+                    rule["for"] = alert_for
+        (dest / path.name).write_text(yaml.safe_dump(doc, sort_keys=False))
+    return dest
+
+
+def prometheus_config(path: Path, rules_dir: Path, targets: dict[str, list[str]],
+                      alertmanager: str) -> Path:  # fmt: skip
+    """prometheus/prometheus.yml with 1 s scrape/evaluation and each shipped job's targets
+    replaced by ``targets[job]`` (jobs not in ``targets`` are dropped)."""
+    config: dict[str, Any] = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
+    config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
+    config["rule_files"] = [str(rules_dir / "*.rules.yaml")]
+    config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+    jobs = []
+    for job in config["scrape_configs"]:
+        if job["job_name"] in targets:
+            job["static_configs"] = [{"targets": targets[job["job_name"]]}]
+            jobs.append(job)
+    missing = set(targets) - {j["job_name"] for j in jobs}
+    assert not missing, f"jobs {missing} are not in prometheus/prometheus.yml"
+    config["scrape_configs"] = jobs
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def alertmanager_config(path: Path, webhook_url: str) -> Path:
+    """alertmanager/alertmanager.yml with webhooks on ``webhook_url`` (same paths: /page,
+    /ticket) and group waits of 1 s instead of 30 s / 5 m. Routes and inhibitions as shipped."""
+    config: dict[str, Any] = yaml.safe_load((ROOT / "alertmanager" / "alertmanager.yml").read_text())
+    config["route"].update(group_wait="1s", group_interval="1s", repeat_interval="1h")
+    for route in config["route"].get("routes") or []:
+        route.pop("group_wait", None)
+        route.pop("group_interval", None)
+    for receiver in config["receivers"]:
+        for hook in receiver.get("webhook_configs") or []:
+            hook["url"] = webhook_url + urllib.parse.urlsplit(hook["url"]).path
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+# ---- yesterday's baseline ------------------------------------------------------------------
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
+
+
+def _histogram_lines(name: str, labels: dict[str, str], at: list[float], rps: float,
+                     value: float) -> Iterator[tuple[float, str]]:  # fmt: skip
+    """Samples of a cumulative histogram that observes ``value`` ``rps`` times a second."""
+    for i, ts in enumerate(at):
+        count = rps * 15 * (i + 1)
+        for le in (*LATENCY_BUCKETS, float("inf")):
+            bucket = {**labels, "le": floatToGoString(le)}  # type: ignore[no-untyped-call]
+            yield ts, f"{name}_bucket{_labels(bucket)} {count if value <= le else 0} {ts:.3f}"
+        yield ts, f"{name}_count{_labels(labels)} {count} {ts:.3f}"
+        yield ts, f"{name}_sum{_labels(labels)} {count * value} {ts:.3f}"
+
+
+def yesterday_openmetrics(model: str, version: str, instance: str, now: float,
+                          span_s: float = 1800) -> str:  # fmt: skip
+    """OpenMetrics text for the sentiment model's stage and request histograms, one sample
+    every 15 s over ``now - 1 d +- span_s``, with exactly the labels the live series get:
+    the scrape adds job/instance, the SDK adds model/stage (and version/endpoint/outcome)."""
+    at = [now - DAY_S - span_s + 15 * i for i in range(int(2 * span_s / 15))]
+    target = {"job": SCRAPE_JOB, "instance": instance}
+    out: list[str] = []
+    stage = METRIC.STAGE_DURATION.name
+    out += [f"# HELP {stage} {METRIC.STAGE_DURATION.help}", f"# TYPE {stage} histogram"]
+    lines = []
+    for name, seconds in BASELINE_STAGE_S.items():
+        lines += list(_histogram_lines(stage, {**target, "model": model, "stage": name}, at,
+                                       BASELINE_RPS, seconds))  # fmt: skip
+    out += [line for _, line in sorted(lines, key=lambda x: x[0])]
+    request = METRIC.REQUEST_DURATION.name
+    out += [f"# HELP {request} {METRIC.REQUEST_DURATION.help}", f"# TYPE {request} histogram"]
+    labels = {**target, "endpoint": "/predict", "model": model, "outcome": "success", "version": version}
+    out += [line for _, line in _histogram_lines(request, labels, at, BASELINE_RPS, BASELINE_REQUEST_S)]
+    out.append("# EOF")
+    return "\n".join(out) + "\n"
+
+
+def backfill_yesterday(data_dir: Path, workdir: Path, model: str, version: str, instance: str,
+                       now: float) -> dict[str, Any]:  # fmt: skip
+    """Give Prometheus a 'same time yesterday' before it starts.
+
+    1. raw histograms for yesterday -> ``promtool tsdb create-blocks-from openmetrics``;
+    2. the regression alerts read *recording rules* offset 1d
+       (model_stage:infersight_stage_duration_seconds:p99_5m, ..._count:rate5m), which
+       Prometheus never evaluates for the past, so a throw-away Prometheus serves the raw
+       blocks and ``promtool tsdb create-blocks-from rules`` evaluates the shipped
+       latency.rules.yaml over yesterday's window into more blocks.
+    """
+    promtool = stack.find_binary("promtool")
+    assert promtool, "promtool not found (tools/setup.sh installs the prometheus package)"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    om = workdir / "yesterday.om"
+    om.write_text(yesterday_openmetrics(model, version, instance, now))
+    res = stack.run_tool([promtool, "tsdb", "create-blocks-from", "openmetrics", str(om), str(data_dir)])
+    assert res.returncode == 0, res.stdout + res.stderr
+
+    empty = workdir / "prometheus-backfill.yml"
+    empty.write_text(yaml.safe_dump({"global": {"scrape_interval": "1m"}}))
+    rules_out = workdir / "rule-blocks"
+    start, end = int(now - DAY_S - 1500), int(now - DAY_S + 1500)
+    # The throw-away Prometheus gets a copy of the raw blocks (stack.prometheus() uses
+    # <workdir>/prometheus-data), so the real data dir is not touched by it.
+    shutil.copytree(data_dir, workdir / "backfill-prom" / "prometheus-data")
+    with stack.prometheus(empty, workdir / "backfill-prom") as prom:
+        res = stack.run_tool([promtool, "tsdb", "create-blocks-from", "rules", f"--url={prom.url}",
+                              f"--start={start}", f"--end={end}", "--eval-interval=15s",
+                              f"--output-dir={rules_out}", str(ROOT / "prometheus-rules" / "latency.rules.yaml")],
+                             timeout=120)  # fmt: skip
+        assert res.returncode == 0, res.stdout + res.stderr
+    blocks = [p for p in rules_out.iterdir() if p.is_dir()]
+    assert blocks, f"promtool wrote no rule blocks: {res.stdout} {res.stderr}"
+    for block in blocks:
+        shutil.move(str(block), data_dir / block.name)
+    return {"blocks": len(blocks), "start": start, "end": end}
+
+
+# ---- the stack ---------------------------------------------------------------------------------
+
+
+@dataclass
+class LiveStack:
+    workdir: Path
+    sink: TraceSink
+    sentiment: Server
+    multi: Server
+    prometheus: stack.Service
+    alertmanager: stack.Service
+    webhook: stack.WebhookReceiver
+    collector_ports: dict[str, int]
+    collector_config: dict[str, Any]
+    model: str  # the sentiment server's model label
+    started_at: float
+    drift: bool
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    # ---- Prometheus API helpers
+    def api(self, path: str, **params: Any) -> Any:
+        url = f"{self.prometheus.url}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        status, body = stack.http_get(url, timeout=10)
+        answer = json.loads(body)
+        if status != 200 or answer.get("status") != "success":
+            raise AssertionError(f"GET {url} -> {status}: {answer}")
+        return answer["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        data = self.api("query", query=expr)
+        result: list[dict[str, Any]] = data["result"]
+        return result
+
+    def value(self, expr: str) -> float | None:
+        """The single value of ``expr`` now (None when empty)."""
+        result = self.query(expr)
+        return float(result[0]["value"][1]) if result else None
+
+    def wait_query(self, expr: str, timeout: float, what: str = "",
+                   predicate: Callable[[list[dict[str, Any]]], bool] = bool) -> list[dict[str, Any]]:  # fmt: skip
+        def check() -> list[dict[str, Any]] | None:
+            result = self.query(expr)
+            return result if predicate(result) else None
+
+        found: list[dict[str, Any]] = stack.wait_until(check, timeout, interval=0.5, what=what or expr)
+        return found
+
+    def alerts(self, name: str, state: str = "firing") -> list[dict[str, Any]]:
+        """Prometheus's own view of an alert (GET /api/v1/alerts)."""
+        return [a for a in self.api("alerts")["alerts"]
+                if a["labels"].get("alertname") == name and a["state"] == state]  # fmt: skip
+
+    def load(self, url: str, duration_s: float, **kwargs: Any) -> Any:
+        """examples/load/http_load.py against ``url`` (bounded by ``duration_s``)."""
+        sys.path.insert(0, str(EXAMPLES / "load"))
+        import http_load  # type: ignore[import-not-found]
+
+        return http_load.run(url, duration_s=duration_s, **kwargs)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {s.name} ---\n{s.log(2000)}" for s in (self.sentiment, self.multi))
+
+
+def _start_server(name: str, app: Path, model_dir: Path, workdir: Path, env: dict[str, str]) -> Server:
+    port = stack.free_port()
+    log = workdir / f"{name}.log"
+    process = _popen([PYTHON, str(app), "--port", str(port), "--model", str(model_dir)], log, _child_env(env))
+    return Server(name, port, process, log)
+
+
+def _wait_server(server: Server, timeout: float = 120) -> None:
+    def ready() -> bool:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited ({server.process.returncode}):\n{server.log()}")
+        status, body = stack.http_get(f"{server.url}/healthz", 1.0)
+        return status == 200 and b"loading" not in body
+
+    stack.wait_until(ready, timeout, interval=0.3, what=f"{server.name} /healthz")
+
+
+@contextlib.contextmanager
+def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
+    """Start everything (about 15-25 s on 2 cores), yield it, always stop everything."""
+    started = time.monotonic()
+    with contextlib.ExitStack() as exits:
+        sink = TraceSink()
+        exits.callback(sink.stop)
+
+        shipped = yaml.safe_load((ROOT / "collector-config" / "otelcol.yaml").read_text())
+        cfg, ports = loopback_config(shipped, workdir / "otelcol", f"{LOOPBACK}:{sink.port}")
+        cfg_path = workdir / "otelcol-test.yaml"
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        exits.enter_context(run_collector(ensure_collector(), cfg_path, workdir / "otelcol.log",
+                                          health_url=f"http://{LOOPBACK}:{ports['health_check']}/"))  # fmt: skip
+        otlp = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{LOOPBACK}:{ports['otlp_grpc']}"}  # fmt: skip
+
+        model = model_dir.name
+        models = {model: {"version": "1", "slo_p99_seconds": SENTIMENT_SLO_S}}
+        sentiment_env = {**otlp, "OTEL_SERVICE_NAME": "sentiment-e2e", "INFERSIGHT_MODELS": json.dumps(models)}
+        if DRIFT_AVAILABLE:
+            sentiment_env.update(DRIFT_ENV, INFERSIGHT_DRIFT_DIR=str(workdir / "drift"))
+        sentiment = _start_server("sentiment", EXAMPLES / "flask_sentiment" / "app.py", model_dir, workdir,
+                                  sentiment_env)  # fmt: skip
+        exits.callback(_stop, sentiment.process)
+        multi = _start_server("multi-model", EXAMPLES / "multi_model" / "app.py", model_dir, workdir,
+                              {**otlp, "OTEL_SERVICE_NAME": "multi-model-e2e"})  # fmt: skip
+        exits.callback(_stop, multi.process)
+
+        webhook = exits.enter_context(stack.webhook_receiver())
+        am = exits.enter_context(stack.alertmanager(alertmanager_config(workdir / "alertmanager.yml", webhook.url),
+                                                    workdir))  # fmt: skip
+
+        # While the servers load their models: yesterday's baseline, then Prometheus.
+        data_dir = workdir / "prometheus-data"
+        now = time.time()
+        backfill = backfill_yesterday(data_dir, workdir, model, "1", sentiment.instance, now)
+        rules = rules_copy(workdir / "rules")
+        prom_cfg = prometheus_config(workdir / "prometheus.yml", rules, {
+            SCRAPE_JOB: [sentiment.instance, multi.instance],
+            "otel-collector": [f"{LOOPBACK}:{ports['prometheus']}"],
+            "otel-collector-internal": [f"{LOOPBACK}:{ports['telemetry']}"],
+            "alertmanager": [am.url.removeprefix("http://")],
+        }, am.url.removeprefix("http://"))  # fmt: skip
+        for server in (sentiment, multi):
+            _wait_server(server)
+        prom = exits.enter_context(stack.prometheus(prom_cfg, workdir, timeout=60))
+        live = LiveStack(workdir, sink, sentiment, multi, prom, am, webhook, ports, cfg, model,
+                         time.time(), DRIFT_AVAILABLE, {"backfill": backfill})  # fmt: skip
+        live.notes["startup_s"] = round(time.monotonic() - started, 1)
+        print(f"\ne2e stack up in {live.notes['startup_s']} s (work dir {workdir})", flush=True)
+        yield live

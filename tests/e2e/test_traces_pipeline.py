@@ -1,0 +1,137 @@
+"""Traces end to end: the Flask example (one import) -> our collector -> "Tempo" and Prometheus.
+
+Load from examples/load/http_load.py, plus three requests made slow with the example's
+fault switch (600 ms in postprocess: over the collector's 500 ms tail-sampling threshold,
+so those traces are always kept). Asserts:
+
+* "Tempo" (an OTLP gRPC sink) received traces whose server span has the preprocess, model
+  and postprocess stage spans as descendants, under the same trace id;
+* Prometheus, scraping the collector's prometheus exporter, has span metrics
+  (traces_span_metrics_calls_total) by model (the infersight.model.name dimension) for the
+  server's service;
+* those span metrics carry exemplars (GET /api/v1/query_exemplars) whose trace ids are traces
+  the sink really holds: the metric -> trace jump works.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tests.support.stack import wait_until
+
+from infersight.conventions import ATTR, SPAN
+
+from .live_stack import LiveStack
+
+STAGES = (SPAN.PREPROCESS, SPAN.MODEL, SPAN.POSTPROCESS)
+SLOW_MS = 600  # > the 500 ms latency policy of tail_sampling in collector-config/otelcol.yaml
+SERVICE = "sentiment-e2e"
+
+
+def _span_metric(live: LiveStack, suffix: str) -> str:
+    """Prometheus name of a span_metrics metric, as the exporter's UnderscoreEscapingWithSuffixes
+    spells it (namespace from the shipped config, default traces.span.metrics)."""
+    sm = live.collector_config["connectors"]["span_metrics"]
+    namespace = str(sm.get("namespace", "traces.span.metrics"))
+    return namespace.replace(".", "_") + suffix
+
+
+def _attr(span: Any, key: str) -> str | None:
+    for kv in span.attributes:
+        if kv.key == key:
+            return str(kv.value.string_value or kv.value.int_value)
+    return None
+
+
+def _under(span: Any, root_id: bytes, by_id: dict[bytes, Any]) -> bool:
+    """Whether ``span`` descends from the span ``root_id`` (a bounded walk up the parents)."""
+    for _ in range(10):
+        if span.parent_span_id == root_id:
+            return True
+        span = by_id.get(span.parent_span_id)
+        if span is None:
+            return False
+    return False
+
+
+def _complete_traces(live: LiveStack) -> dict[str, dict[str, Any]]:
+    """Trace id -> {root, stages} for traces of our service whose root is a SERVER span with all
+    three stage spans below it."""
+    from opentelemetry.proto.trace.v1 import trace_pb2
+
+    out = {}
+    for trace_id, spans in live.sink.traces().items():
+        ours = [s for service, s in spans if service == SERVICE]
+        roots = [s for s in ours if not s.parent_span_id and s.kind == trace_pb2.Span.SPAN_KIND_SERVER]
+        if len(roots) != 1:
+            continue
+        by_id = {s.span_id: s for s in ours}
+        stages = {s.name: s for s in ours if s.name in STAGES and _under(s, roots[0].span_id, by_id)}
+        if set(stages) == set(STAGES):
+            out[trace_id] = {"root": roots[0], "stages": stages}
+    return out
+
+
+def test_traces_reach_tempo_and_span_metrics_reach_prometheus(live: LiveStack) -> None:
+    t0 = time.time()
+    url = f"{live.sentiment.url}/predict"
+    result = live.load(url, duration_s=5, rps=10, concurrency=2, seed=1)
+    assert result.requests >= 20 and result.errors == 0, result.summary()
+    try:
+        live.sentiment.set_faults(slow_postprocess_ms=SLOW_MS)
+        slow = live.load(url, duration_s=2.5, rps=1.2, concurrency=1, seed=2)
+    finally:
+        live.sentiment.set_faults()
+    assert slow.requests >= 2 and slow.errors == 0, slow.summary()
+    assert min(slow.latencies_s) >= SLOW_MS / 1000, slow.summary()
+
+    # 1. Traces in "Tempo": the slow ones always (latency policy), some fast ones (10%).
+    def slow_traces() -> dict[str, dict[str, Any]] | None:
+        done = _complete_traces(live)
+        slow_ids = {t for t, v in done.items()
+                    if (v["root"].end_time_unix_nano - v["root"].start_time_unix_nano) / 1e6 >= SLOW_MS}  # fmt: skip
+        return done if len(slow_ids) >= slow.requests else None
+
+    traces = wait_until(slow_traces, 30, interval=0.5, what=f"{slow.requests} slow complete traces in the sink")
+    for trace_id, trace in traces.items():
+        root, stages = trace["root"], trace["stages"]
+        assert _attr(root, ATTR.HTTP_ROUTE) == "/predict", trace_id
+        for name, span in stages.items():
+            assert span.trace_id.hex() == trace_id
+            assert root.start_time_unix_nano <= span.start_time_unix_nano <= span.end_time_unix_nano \
+                <= root.end_time_unix_nano, f"{name} outside its request span"  # fmt: skip
+        assert _attr(stages[SPAN.MODEL], ATTR.MODEL_NAME) == live.model
+    slowest = max(traces.values(), key=lambda t: t["root"].end_time_unix_nano - t["root"].start_time_unix_nano)
+    post = slowest["stages"][SPAN.POSTPROCESS]
+    assert (post.end_time_unix_nano - post.start_time_unix_nano) / 1e6 >= SLOW_MS, "slowness not in postprocess"
+    live.notes["traces"] = {"complete_traces_in_sink": len(traces), "load": result.summary()}
+
+    # 2. Span metrics in Prometheus, by model, for our service (job = service.name via honor_labels).
+    calls = _span_metric(live, "_calls_total")
+    model_label = ATTR.MODEL_NAME.replace(".", "_")
+    expr = f'sum by (job, span_name) ({calls}{{{model_label}="{live.model}"}})'
+    found = live.wait_query(expr, 30, predicate=lambda r: {s["metric"]["span_name"] for s in r} >= set(STAGES))
+    jobs = {s["metric"].get("job") for s in found}
+    assert jobs == {SERVICE}, f"span metrics of {live.model} from {jobs}"
+    by_span = {s["metric"]["span_name"]: float(s["value"][1]) for s in found}
+    assert by_span[SPAN.POSTPROCESS] >= result.requests  # every span counted, sampled or not
+
+    # 3. Exemplars on the span-metric latency histogram lead to traces the sink holds.
+    duration = _span_metric(live, "_duration_milliseconds_bucket")
+    selector = f'{duration}{{{model_label}="{live.model}",span_name="{SPAN.POSTPROCESS}"}}'
+
+    def exemplars() -> list[dict[str, Any]] | None:
+        data = live.api("query_exemplars", query=selector, start=t0 - 5, end=time.time() + 1)
+        slow_ex = [e for series in data for e in series["exemplars"] if float(e["value"]) >= SLOW_MS]
+        return slow_ex or None
+
+    slow_exemplars = wait_until(exemplars, 30, interval=0.5, what=f"exemplars >= {SLOW_MS} ms on {selector}")
+    ids = {e["labels"]["trace_id"] for e in slow_exemplars}
+    held = set(live.sink.traces())
+    assert ids <= held, f"exemplar trace ids {ids - held} were not exported to Tempo"
+    live.notes["traces"]["slow_exemplars"] = [(e["labels"]["trace_id"], e["value"]) for e in slow_exemplars]
+    print(
+        f"\ntraces: {len(traces)} complete traces; span metrics {by_span}; "
+        f"slow exemplars {live.notes['traces']['slow_exemplars']}"
+    )
