@@ -17,6 +17,9 @@ BENCHES = [
     ("Request path (issue: SDK core, performance)", ["benchmarks/request_path.py"]),
     ("GPU sampler and stage-boundary snapshots", ["benchmarks/gpu_bench.py"]),
     ("Drift capture and window computation", ["benchmarks/drift_bench.py"]),
+    ("Real server under load", ["benchmarks/server_load.py"]),
+    ("Server memory", ["benchmarks/memory.py"]),
+    ("Collector capacity", ["benchmarks/collector_load.py"]),
 ]
 
 

@@ -1,0 +1,75 @@
+"""The server benchmarks run end to end (--quick) and print their tables.
+
+No timing is asserted: the figures belong to `make bench` (docs/benchmarks.md). The three
+scripts run at once so the test stays within about a minute on 2 cores; each is bounded by
+a timeout and killed if it overruns.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tests.support.collector import collector_binary
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT_S = 150
+
+# script -> lines its output must contain (its table header and its verdict lines)
+EXPECTED = {
+    "benchmarks/server_load.py": [
+        "| variant | saturation req/s |",
+        "| bare |",
+        "| infersight |",
+        "| otel-flask |",
+        "throughput, infersight / bare:",
+        "added P99 at 50% load",
+    ],
+    "benchmarks/memory.py": [
+        "| variant | RSS at 0 |",
+        "| bare |",
+        "| infersight |",
+        "added RSS in steady state",
+        "growth",
+    ],
+    "benchmarks/collector_load.py": ["| t s | RSS MiB | anonymous MiB |", "accepted rate:", "collector RSS: **max"],
+}
+
+
+def test_benchmarks_run_quick() -> None:
+    have_wrk = shutil.which("wrk") is not None
+    have_collector = collector_binary().exists()
+    scripts = [s for s in EXPECTED if have_wrk or s != "benchmarks/server_load.py"]
+    procs = {s: subprocess.Popen([sys.executable, s, "--quick"], cwd=ROOT, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for s in scripts}  # fmt: skip
+    outputs = {}
+    try:
+        for script, proc in procs.items():
+            out, err = proc.communicate(timeout=TIMEOUT_S)
+            assert proc.returncode == 0, f"{script} exited {proc.returncode}:\n{err[-3000:]}"
+            outputs[script] = out
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+
+    for script, out in outputs.items():
+        if script == "benchmarks/collector_load.py" and not have_collector:
+            assert "No built collector" in out
+            continue
+        for needle in EXPECTED[script]:
+            assert needle in out, f"{script}: {needle!r} missing from its output:\n{out}"
+        # Each table row has as many cells as its header: a figure was printed for every column.
+        table = [ln for ln in out.splitlines() if ln.startswith("| ")]
+        assert len(table) >= 3 and len({ln.count("|") for ln in table}) == 1, out
+        if script != "benchmarks/collector_load.py":
+            exporter = "our built collector" if have_collector else "OTEL_TRACES_EXPORTER=none"
+            assert exporter in out, out
+    if not have_collector:
+        pytest.skip("collector not built (tools/build-collector.sh): ran with OTEL_TRACES_EXPORTER=none")
+    if not have_wrk:
+        pytest.skip("wrk not installed (tools/setup.sh installs it): server_load.py not run")
