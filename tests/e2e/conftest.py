@@ -18,3 +18,21 @@ def live(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iter
         pytest.skip(f"{', '.join(missing)} not installed (tools/setup.sh installs them)")
     with live_stack(tmp_path_factory.mktemp("e2e"), tiny_model_dir) as running:
         yield running
+
+
+# The tests share one stack, so order matters for speed (not for correctness): the alert
+# rules need >= 1 req/s averaged over 5 m, which a fresh Prometheus reaches sooner when the
+# traces and dashboard tests have already sent traffic; drift (shifted inputs) goes last.
+ORDER = ("test_traces_pipeline", "test_dashboards_live", "test_alerts_live", "test_drift_live")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        module = item.module.__name__.rsplit(".", 1)[-1] if isinstance(item, pytest.Function) else ""
+        return ORDER.index(module) if module in ORDER else -1
+
+    e2e = [i for i in items if "/e2e/" in str(i.path)]
+    if e2e:
+        first = items.index(e2e[0])
+        rest = [i for i in items if i not in e2e]
+        items[:] = rest[:first] + sorted(e2e, key=rank) + rest[first:]
