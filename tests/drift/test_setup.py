@@ -1,0 +1,39 @@
+"""``infersight.init(drift=True)`` starts the monitor; shutdown stops it and removes its pages;
+the module-level API follows the running runtime."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+import infersight
+from infersight import drift, exposition
+
+
+def test_init_starts_and_shutdown_stops_the_monitor(tmp_path: Path) -> None:
+    for round_ in range(2):  # a second init must not collide with the first one's metrics
+        registry = CollectorRegistry()
+        infersight.init(registry=registry, traces=False, gpu="off", drift=True,
+                        drift_dir=str(tmp_path / "drift"), drift_interval_s=30)  # fmt: skip
+        try:
+            monitor = drift.get_monitor()
+            assert monitor is not None and monitor._thread is not None and monitor._thread.is_alive()
+            assert "/drift" in exposition.extra_pages
+            drift.declare("m", numeric=["x"])
+            drift.capture("m", {"x": 1.0}, {"label": "a"})
+            monitor.collect()
+            assert monitor.window_rows("m") == [{"x": 1.0, "prediction_label": "a"}]
+            assert registry.get_sample_value("infersight_drift_samples_captured_total", {"model": "m"}) == 1.0
+            thread = monitor._thread
+        finally:
+            infersight.shutdown()
+        thread.join(5)
+        assert not thread.is_alive(), f"round {round_}: drift thread still running"
+        assert "/drift" not in exposition.extra_pages
+        assert registry.get_sample_value("infersight_drift_samples_captured_total", {"model": "m"}) is None
+    assert drift.get_monitor() is None
+    drift.capture("m", {"x": 1.0})  # drift off: a silent no-op
+    with pytest.raises(RuntimeError, match="drift=True"):
+        drift.set_reference("m", [{"x": 1.0}])
