@@ -155,3 +155,13 @@ def test_sample_rate(harness: Harness, feed: Feed) -> None:
     half = harness.monitor(drift_sample_rate=0.5, drift_window=1000)
     feed(half, "m", 1000, seed=9)
     assert 350 < len(half._buffer("m").pending) < 650
+
+
+def test_non_text_pipeline_inputs_are_not_held(harness: Harness) -> None:
+    mon = harness.monitor()
+    image = bytearray(1_000_000)
+    mon.capture_pipeline("vision", object(), image, [{"label": "cat", "score": 0.9}])
+    mon.capture_pipeline("vision", object(), [image, image], [{"label": "cat", "score": 0.9}] * 2)
+    mon.capture_pipeline("text", object(), ["a", "b"], [{"label": "x", "score": 0.5}] * 2)
+    assert [s[1] for s in mon._buffer("vision").pending] == [None, None]
+    assert [s[1] for s in mon._buffer("text").pending] == [["a", "b"]]

@@ -78,3 +78,16 @@ def test_at_most_max_features_columns() -> None:
     extract(schema, [("c", {f"f{i}": 1.0 for i in range(MAX_FEATURES + 25)}, None)])
     assert len(schema.kinds) == MAX_FEATURES
     assert schema.dropped_features == 25
+
+
+def test_pipeline_outputs_other_than_label_and_score() -> None:
+    schema = Schema()
+    rows = extract(schema, [
+        ("p", "translate this", [{"translation_text": "traduis ceci maintenant"}]),
+        ("p", "find names", [{"entity": "PER", "score": 0.9, "word": "Ada", "start": 0}]),
+        ("p", None, [{"label": "cat", "score": 0.6}]),  # an image input, not kept
+    ])  # fmt: skip
+    assert rows[0] == {"text_length_chars": 14.0, "text_tokens": 2.0, "output_length_chars": 23.0,
+                       "output_tokens": 3.0}  # fmt: skip
+    assert rows[1] == {"text_length_chars": 10.0, "text_tokens": 2.0, "prediction_score": 0.9}
+    assert rows[2] == {"prediction_label": "cat", "prediction_score": 0.6}

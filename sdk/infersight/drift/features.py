@@ -45,6 +45,8 @@ MAX_NAME = 100
 MAX_CATEGORY = 200  # characters kept of a categorical value
 PIPELINE_TEXT = "text"
 _PREDICTION = "prediction"
+_OUTPUT_TEXT = "output"
+_GENERATED = ("generated_text", "summary_text", "translation_text")
 _NAN = float("nan")
 
 
@@ -228,9 +230,24 @@ def _pipeline_rows(schema: Schema, inputs: Any, outputs: Any, jobs: _TextJobs) -
                     jobs.add(row, str(key), value)
         prediction = _top_prediction(out)
         if prediction is not None:
-            _put_prediction(schema, row, prediction)
+            _put_pipeline_prediction(schema, row, prediction, jobs)
         rows.append(row)
     return rows
+
+
+def _put_pipeline_prediction(schema: Schema, row: Row, prediction: Mapping[str, Any], jobs: _TextJobs) -> None:
+    """A pipeline's label and score; generated text (text2text, summaries, translations) as
+    ``output_*`` text columns. Other fields (spans, offsets, words) are not features."""
+    if "label" in prediction:
+        schema.kinds.setdefault(f"{_PREDICTION}_label", "categorical")
+        _put(schema, row, f"{_PREDICTION}_label", prediction["label"])
+    if "score" in prediction:
+        _put(schema, row, f"{_PREDICTION}_score", prediction["score"])
+    for key in _GENERATED:
+        text = prediction.get(key)
+        if isinstance(text, str):
+            jobs.add(row, _OUTPUT_TEXT, text)
+            break
 
 
 def _custom_row(schema: Schema, features: Mapping[str, Any], prediction: Mapping[str, Any] | None,

@@ -96,7 +96,8 @@ class DriftMonitor:
                 tokenizer = getattr(pipeline, "tokenizer", None)
                 if tokenizer is not None and buf.schema.tokenizer is None:
                     buf.schema.tokenizer = tokenizer
-            buf.add(("p", inputs, outputs))
+            # Only text inputs are read later: don't hold images or audio arrays in the buffer.
+            buf.add(("p", inputs if _textual(inputs) else None, outputs))
         except Exception as exc:
             _errors.report("drift.capture", exc)
 
@@ -336,6 +337,14 @@ class DriftMonitor:
             _errors.report(f"drift.{reason}", exc)
         if self.metrics is not None:
             self.metrics.error(model, reason)
+
+
+def _textual(inputs: Any) -> bool:
+    if isinstance(inputs, (str, Mapping)):
+        return True
+    if isinstance(inputs, (list, tuple)):
+        return not inputs or isinstance(inputs[0], (str, Mapping))
+    return False
 
 
 def _needs_tokenizer(raw: list[RawSample]) -> bool:
