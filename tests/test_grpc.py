@@ -473,3 +473,15 @@ def test_example_server_under_grpc_load(tiny_model_dir: Path, tmp_path: Path) ->
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def test_generated_modules_match_the_proto(tmp_path: Path) -> None:
+    """The committed *_pb2*.py are what examples/grpc_server/gen_proto.sh makes of the .proto."""
+    from grpc_tools import protoc
+
+    proto = GRPC_EXAMPLE / "grpc_predict_v2.proto"
+    rc = protoc.main(["protoc", f"-I{GRPC_EXAMPLE}", f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}",
+                      str(proto)])  # fmt: skip
+    assert rc == 0
+    for name in ("grpc_predict_v2_pb2.py", "grpc_predict_v2_pb2_grpc.py"):
+        assert (tmp_path / name).read_text() == (GRPC_EXAMPLE / name).read_text(), f"run gen_proto.sh: {name} is stale"
