@@ -37,3 +37,24 @@ def test_init_starts_and_shutdown_stops_the_monitor(tmp_path: Path) -> None:
     drift.capture("m", {"x": 1.0})  # drift off: a silent no-op
     with pytest.raises(RuntimeError, match="drift=True"):
         drift.set_reference("m", [{"x": 1.0}])
+
+
+def test_after_fork_the_child_starts_empty_with_its_own_thread(tmp_path: Path) -> None:
+    infersight.init(registry=CollectorRegistry(), traces=False, gpu="off", drift=True,
+                    drift_dir=str(tmp_path / "drift"), drift_interval_s=30)  # fmt: skip
+    try:
+        monitor = drift.get_monitor()
+        assert monitor is not None
+        drift.capture("m", {"x": 1.0})
+        monitor.collect()
+        drift.capture("m", {"x": 2.0})
+        parent_thread = monitor._thread
+        monitor.after_fork_in_child()  # what os.register_at_fork runs in a forked worker
+        assert monitor.window_rows("m") == [] and not monitor._buffer("m").pending
+        assert monitor._thread is not None and monitor._thread is not parent_thread
+        assert monitor._thread.is_alive()
+        drift.capture("m", {"x": 3.0})
+        monitor.collect()
+        assert monitor.window_rows("m") == [{"x": 3.0}]
+    finally:
+        infersight.shutdown()
