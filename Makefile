@@ -44,6 +44,7 @@ check-generated:
 	$(PY) tools/gen_metrics_doc.py --check
 
 generate:
+	PATH=$(VENV)/bin:$$PATH sh examples/grpc_server/gen_proto.sh
 	$(PY) tools/gen_rules.py
 	$(PY) grafana-dashboards/generate.py
 	$(PY) tools/gen_metrics_doc.py
