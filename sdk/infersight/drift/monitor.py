@@ -28,6 +28,7 @@ from .exporter import DriftMetrics
 from .features import FeatureKind, RawSample, Row, extract
 from .pages import ModelStatus, ReportPages
 from .reference import (
+    REFERENCE_FILE,
     ReferenceData,
     frame_from_rows,
     kinds_of,
@@ -36,7 +37,7 @@ from .reference import (
     save_reference,
     saved_models,
 )
-from .storage import default_drift_dir
+from .storage import default_drift_dir, model_dir
 
 __all__ = ["DriftMonitor"]
 
@@ -141,7 +142,7 @@ class DriftMonitor:
             ref.loaded_from_disk = True
             self._references[buf.model] = ref
         try:
-            (self.pages.report_file(buf.model).parent / "reference.parquet").unlink(missing_ok=True)
+            (model_dir(self.root, buf.model) / REFERENCE_FILE).unlink(missing_ok=True)
         except OSError as exc:
             _errors.report("drift.reference", exc)
 
