@@ -30,7 +30,7 @@ def synthetic_sentence(rng: random.Random, positive: bool, length: int = 8) -> s
 def build(out_dir: str | Path, seed: int = 0, train_steps: int = 60) -> Path:
     import torch
     from transformers import (
-        BertTokenizerFast,
+        BertTokenizer,
         DistilBertConfig,
         DistilBertForSequenceClassification,
     )
@@ -45,7 +45,8 @@ def build(out_dir: str | Path, seed: int = 0, train_steps: int = 60) -> Path:
         vocab = Path(tmp) / "vocab.txt"
         vocab.write_text("\n".join(SPECIAL + POSITIVE + NEGATIVE + NEUTRAL) + "\n")
         # DistilBERT takes no token_type_ids; saying so keeps transformers 4.4x pipelines happy.
-        tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True,
+        # transformers 5 takes the vocabulary as `vocab` (a `vocab_file` is silently ignored).
+        tokenizer = BertTokenizer(vocab=str(vocab), do_lower_case=True,
                                       model_input_names=["input_ids", "attention_mask"],
                                       model_max_length=512)  # fmt: skip
     config = DistilBertConfig(

@@ -15,7 +15,7 @@ from opentelemetry.trace import SpanKind
 from .. import _errors, _runtime
 from .._records import current_request
 from ..conventions import ATTR, OUTCOME_ERROR, OUTCOME_SUCCESS
-from ..exposition import metrics_payload
+from ..exposition import extra_pages, metrics_payload
 from ._common import extract_remote_parent, unwrap, wrap
 
 __all__ = ["instrument_flask", "uninstrument_flask"]
@@ -44,6 +44,11 @@ def _wsgi_app(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
         content_type, body = metrics_payload(rt.registry, environ.get("HTTP_ACCEPT"))
         start_response("200 OK", [("Content-Type", content_type),
                                   ("Content-Length", str(len(body)))])  # fmt: skip
+        return [body]
+    page = extra_pages.get(path) if rt.config.metrics_path else None
+    if page is not None:  # e.g. /drift, next to /metrics
+        content_type, body = page()
+        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
         return [body]
     method = environ.get("REQUEST_METHOD", "GET")
     parent = extract_remote_parent(environ, _GETTER, "HTTP_TRACEPARENT")
