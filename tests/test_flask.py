@@ -131,3 +131,20 @@ def test_unmatched_routes_collapse_to_one_endpoint_label(served: tuple[str, Capt
         requests.get(f"{url}/random/{i}", timeout=5)
     assert t.value("infersight_request_duration_seconds_count", model="unknown", version="unknown",
                    endpoint="unmatched", outcome="success") == 20.0
+
+
+def test_extra_pages_such_as_drift_are_served_next_to_metrics() -> None:
+    from infersight.exposition import extra_pages
+
+    extra_pages["/drift"] = lambda: ("text/html; charset=utf-8", b"<html>report</html>")
+    try:
+        with capture():
+            instrument_all(["flask"])
+            try:
+                response = make_app().test_client().get("/drift")
+            finally:
+                uninstrument_all()
+    finally:
+        extra_pages.pop("/drift", None)
+    assert response.status_code == 200
+    assert response.data == b"<html>report</html>"
