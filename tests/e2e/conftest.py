@@ -20,10 +20,11 @@ def live(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iter
         yield running
 
 
-# The tests share one stack, so order matters for speed (not for correctness): the alert
-# rules need >= 1 req/s averaged over 5 m, which a fresh Prometheus reaches sooner when the
-# traces and dashboard tests have already sent traffic; drift (shifted inputs) goes last.
-ORDER = ("test_traces_pipeline", "test_dashboards_live", "test_alerts_live", "test_drift_live")
+# The tests share one stack, so order matters: the alert rules need >= 1 req/s averaged over
+# 5 m, which a fresh Prometheus reaches sooner after the dashboard test's traffic; the alert
+# test must come before the traces test, whose deliberately slow requests would otherwise be
+# in its 5 m "before the fault" window; drift (shifted inputs) goes last.
+ORDER = ("test_dashboards_live", "test_alerts_live", "test_traces_pipeline", "test_drift_live")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

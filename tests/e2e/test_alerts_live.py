@@ -17,7 +17,7 @@ ones. Before the fault, neither alert may be firing, so the test fails if they f
 
 Both alerts also need >= 1 req/s averaged over 5 m (rate() divides by the whole 5 m even when
 Prometheus has seen less): on a fresh Prometheus that takes ~300 requests, so this test runs
-after the traces and dashboard tests (conftest.ORDER); alone, it waits ~30 s longer.
+after the dashboard test (conftest.ORDER); alone, it waits ~30 s longer.
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ def test_slow_postprocess_fires_p99_and_stage_alerts(live: LiveStack) -> None:
     live.wait_query(stage_p99, 15, "stage P99 recorded from live traffic")
     before = {"p99": live.value(f'model:infersight_request_duration_seconds:p99_5m{{model="{model}"}}'),
               "stage_p99": live.value(stage_p99)}  # fmt: skip
+    # Neither condition may hold before the fault (the alerts' traffic floor aside).
+    assert before["p99"] is not None and before["p99"] < SENTIMENT_SLO_S, before
+    assert before["stage_p99"] is not None and before["stage_p99"] < 1.5 * yesterday, before
     for name in (P99_ALERT, STAGE_ALERT):
         pending_or_firing = live.alerts(name, "firing") + live.alerts(name, "pending")
         noisy = [a["labels"] for a in pending_or_firing if a["labels"].get("model") == model

@@ -71,9 +71,13 @@ def test_every_panel_has_data(live: LiveStack) -> None:
                              mode="large", large_kb=8, seed=6) as realtime,
     ):  # fmt: skip
         normal = live.load(f"{live.sentiment.url}/predict", duration_s=12, rps=8, concurrency=2, seed=7)
-        for url in (f"{live.multi.url}/predict/realtime", f"{live.sentiment.url}/predict"):
-            for _ in range(3):
-                assert http_post_json(url, bad, timeout=5)[0] == 500, url
+        # Two bursts a few scrapes apart: a counter's first sample shows no increase, so
+        # rate()/increase() need the series to exist before it grows.
+        for burst in (1, 3):
+            for url in (f"{live.multi.url}/predict/realtime", f"{live.sentiment.url}/predict"):
+                for _ in range(burst):
+                    assert http_post_json(url, bad, timeout=5)[0] == 500, url
+            time.sleep(3)
     for result in (normal, *batch, *realtime):
         assert result.requests and not result.errors, result.summary()
 
