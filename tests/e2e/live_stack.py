@@ -47,7 +47,7 @@ EXAMPLES = ROOT / "examples"
 PYTHON = sys.executable
 LOOPBACK = "127.0.0.1"
 
-SENTIMENT_SLO_S = 0.25  # the Flask example's P99 objective in these tests
+SENTIMENT_SLO_S = 0.5  # the Flask example's P99 objective here: well above a loaded 2-core box's P99
 ALERT_FOR = "3s"  # every rule's for: is capped at this in the test copy (production: 10m-6h)
 # ... except where one evaluation is not enough evidence: DriftDetected's 30m spans several
 # drift runs so that one noisy window (a statistical test's false positive on 40 samples)

@@ -1,7 +1,7 @@
 """Alerts end to end: a slow postprocess stage pages through the real Prometheus and Alertmanager.
 
-The Flask example (P99 objective 250 ms here) gets normal load, then the fault switch
-``POST /admin/faults {"slow_postprocess_ms": 400}``. Expected, as a webhook would receive it
+The Flask example (P99 objective 500 ms here) gets normal load, then the fault switch
+``POST /admin/faults {"slow_postprocess_ms": 800}``. Expected, as a webhook would receive it
 from Alertmanager (test copy of alertmanager/alertmanager.yml: same routes, 1 s group waits):
 
 * ``InferenceP99AboveSLO`` with ``model=<model>`` (prometheus-rules/latency.rules.yaml);
@@ -29,7 +29,7 @@ from infersight.conventions import SPAN
 
 from .live_stack import SENTIMENT_SLO_S, LiveStack
 
-FAULT_MS = 400
+FAULT_MS = 800
 P99_ALERT = "InferenceP99AboveSLO"
 STAGE_ALERT = "InferenceStageP99Regression"
 
@@ -71,7 +71,7 @@ def test_slow_postprocess_fires_p99_and_stage_alerts(live: LiveStack) -> None:
     timings: dict[str, float] = {}
     try:
         live.sentiment.set_faults(slow_postprocess_ms=FAULT_MS)
-        with live.background_load(url, max_s=90, rps=10, concurrency=4, seed=4) as result:
+        with live.background_load(url, max_s=90, rps=10, concurrency=8, seed=4) as result:
 
             def both_notified() -> bool:
                 for name, labels in ((P99_ALERT, {"model": model}),
