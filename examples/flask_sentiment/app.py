@@ -21,38 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from flask import Flask, jsonify, request
-from transformers import TextClassificationPipeline, pipeline
 
 EXAMPLES = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(EXAMPLES))
 import faults  # noqa: E402
-
-DEFAULT_MODEL = EXAMPLES / "models" / "tiny-sentiment"
-
-
-class SentimentPipeline(TextClassificationPipeline):
-    """The stock pipeline with the demo's fault switches inside its three stages."""
-
-    def preprocess(self, *args: Any, **kwargs: Any) -> Any:
-        faults.delay("preprocess")
-        return super().preprocess(*args, **kwargs)
-
-    def _forward(self, *args: Any, **kwargs: Any) -> Any:
-        faults.delay("model")
-        return super()._forward(*args, **kwargs)
-
-    def postprocess(self, *args: Any, **kwargs: Any) -> Any:
-        faults.delay("postprocess")
-        return super().postprocess(*args, **kwargs)
-
-
-def load_model(name: str) -> Any:
-    if name == str(DEFAULT_MODEL) and not (DEFAULT_MODEL / "config.json").exists():
-        from build_model import build
-
-        build(DEFAULT_MODEL)
-    return pipeline("text-classification", model=name, pipeline_class=SentimentPipeline)
-
+from sentiment_model import DEFAULT_MODEL, load_model  # noqa: E402
 
 app = Flask(__name__)
 faults.install(app)

@@ -27,7 +27,6 @@ from typing import Any
 
 import grpc
 import numpy as np
-from transformers import TextClassificationPipeline, pipeline
 
 HERE = Path(__file__).resolve().parent
 EXAMPLES = HERE.parent
@@ -36,32 +35,7 @@ import grpc_predict_v2_pb2 as pb  # noqa: E402
 import grpc_predict_v2_pb2_grpc as pb_grpc  # noqa: E402
 
 import faults  # noqa: E402
-
-DEFAULT_MODEL = EXAMPLES / "models" / "tiny-sentiment"
-
-
-class SentimentPipeline(TextClassificationPipeline):
-    """The stock pipeline with the demo's fault switches inside its three stages."""
-
-    def preprocess(self, *args: Any, **kwargs: Any) -> Any:
-        faults.delay("preprocess")
-        return super().preprocess(*args, **kwargs)
-
-    def _forward(self, *args: Any, **kwargs: Any) -> Any:
-        faults.delay("model")
-        return super()._forward(*args, **kwargs)
-
-    def postprocess(self, *args: Any, **kwargs: Any) -> Any:
-        faults.delay("postprocess")
-        return super().postprocess(*args, **kwargs)
-
-
-def load_model(name: str) -> Any:
-    if Path(name) == DEFAULT_MODEL and not (DEFAULT_MODEL / "config.json").exists():
-        from build_model import build
-
-        build(DEFAULT_MODEL)
-    return pipeline("text-classification", model=name, pipeline_class=SentimentPipeline)
+from sentiment_model import DEFAULT_MODEL, load_model  # noqa: E402
 
 
 class BadRequest(Exception):

@@ -35,12 +35,12 @@ from infersight.instrumentation import instrument_all
 EXAMPLES = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(EXAMPLES))
 import faults  # noqa: E402
+from sentiment_model import DEFAULT_MODEL, model_path  # noqa: E402
 
 MODELS = {
     "realtime": {"version": "1", "slo_p99_seconds": 0.1},
     "batch": {"version": "1", "slo_p99_seconds": 2.0},
 }
-DEFAULT_MODEL = EXAMPLES / "models" / "tiny-sentiment"
 
 infersight.init(service="multi-model-server", models=MODELS)
 instrument_all()
@@ -142,10 +142,7 @@ batcher: DynamicBatcher | None = None
 
 def load(path: str, max_batch: int = 8, max_wait_ms: float = 20.0) -> None:
     global realtime, batcher
-    if path == str(DEFAULT_MODEL) and not (DEFAULT_MODEL / "config.json").exists():
-        from build_model import build
-
-        build(DEFAULT_MODEL)
+    path = model_path(path)
     realtime = Classifier("realtime", path)
     batcher = DynamicBatcher(Classifier("batch", path), "batch", max_batch, max_wait_ms / 1000)
 
