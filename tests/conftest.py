@@ -24,7 +24,8 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from build_model import build
 
     cache = Path(os.environ.get("INFERSIGHT_CACHE", Path.home() / ".cache" / "infersight"))
-    return build(cache / "models" / "tiny-sentiment-v4" / "tiny-sentiment")  # v4: real vocabulary, no token_type_ids, max length 512
+    # v4: real vocabulary, no token_type_ids, max length 512
+    return build(cache / "models" / "tiny-sentiment-v4" / "tiny-sentiment")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ from typing import Any
 import pytest
 import requests
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from tests.support.stack import free_port
 
 from infersight.conventions import METRIC, STAGES
 
@@ -27,16 +27,10 @@ MULTI = ROOT / "examples" / "multi_model" / "app.py"
 OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve_example(app: Path, model_dir: Path, workdir: Path, **env: str) -> Iterator[str]:
     """Run an example app on a free loopback port; yield its base URL; always stop it."""
-    port = _free_port()
+    port = free_port()
     full_env = dict(os.environ, MODEL=str(model_dir), OTEL_TRACES_EXPORTER="none", INFERSIGHT_GPU="off",
                     OMP_NUM_THREADS="1", INFERSIGHT_DEMO_FAULTS=str(workdir / "faults.json"),
                     HF_HUB_DISABLE_PROGRESS_BARS="1", **env)  # fmt: skip

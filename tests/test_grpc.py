@@ -39,6 +39,7 @@ for _path in (GRPC_EXAMPLE, LOAD):
 import grpc_load  # noqa: E402
 import grpc_predict_v2_pb2 as pb  # noqa: E402
 import grpc_predict_v2_pb2_grpc as pb_grpc  # noqa: E402
+from tests.support.stack import free_port  # noqa: E402
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_ID = "b7ad6b7169203331"
@@ -398,14 +399,8 @@ def test_aio_model_infer_continues_the_trace_with_stage_children(telemetry: Capt
 # ---- the metrics port --------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_first_server_starts_the_metrics_port_and_a_taken_port_is_reported_once() -> None:
-    port = _free_port()
+    port = free_port()
     with capture(metrics_port=port, metrics_addr="127.0.0.1"):
         instrument_all(["grpc"])
         try:
@@ -438,7 +433,7 @@ def test_first_server_starts_the_metrics_port_and_a_taken_port_is_reported_once(
 
 def test_example_server_under_grpc_load(tiny_model_dir: Path, tmp_path: Path) -> None:
     """server.py as users run it (the default sync server; --aio is covered in-process above)."""
-    grpc_port, metrics_port = _free_port(), _free_port()
+    grpc_port, metrics_port = free_port(), free_port()
     env = dict(os.environ, MODEL=str(tiny_model_dir), OTEL_TRACES_EXPORTER="none", INFERSIGHT_GPU="off",
                INFERSIGHT_METRICS_PORT=str(metrics_port), INFERSIGHT_METRICS_ADDR="127.0.0.1",
                OMP_NUM_THREADS="1", HF_HUB_DISABLE_PROGRESS_BARS="1")  # fmt: skip

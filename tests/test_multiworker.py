@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from tests.support.stack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait(url: str, deadline_s: float) -> None:
@@ -38,7 +32,7 @@ def _wait(url: str, deadline_s: float) -> None:
 def test_counts_aggregate_across_gunicorn_workers(tmp_path: Path, preload: bool) -> None:
     gunicorn = shutil.which("gunicorn", path=os.path.dirname(sys.executable))
     assert gunicorn, "gunicorn is a dev dependency"
-    port = _free_port()
+    port = free_port()
     mp_dir = tmp_path / "prom"
     mp_dir.mkdir()
     env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(mp_dir), OTEL_TRACES_EXPORTER="none",

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+
+from .stack import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFEST = ROOT / "collector-config" / "builder-config.yaml"
@@ -56,13 +57,6 @@ def manifest_modules() -> dict[str, list[str]]:
     manifest = yaml.safe_load(MANIFEST.read_text())
     kinds = ("receivers", "processors", "connectors", "exporters", "extensions")
     return {k: [e["gomod"].split()[0] for e in manifest.get(k) or []] for k in kinds}
-
-
-def free_port() -> int:
-    """A TCP port free on loopback now (bind it soon: the OS may hand it out again)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate: Callable[[], T | None], timeout: float, what: str,
