@@ -33,6 +33,25 @@ TEXTS = ["the movie was good", "awful service and the food was bad",
 ADDED_TARGET_MIB = 30.0
 
 
+def pymalloc_arenas_mib() -> float:
+    """Memory held by Python's small-object allocator (its arenas), from sys._debugmallocstats,
+    which writes to the C stderr: RSS growth here with flat live objects is fragmentation."""
+    with tempfile.TemporaryFile() as tmp:
+        saved = os.dup(2)
+        try:
+            sys.stderr.flush()
+            os.dup2(tmp.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        tmp.seek(0)
+        for line in tmp.read().decode(errors="replace").splitlines():
+            if "bytes/arena" in line:  # "N arenas * 1048576 bytes/arena = ..."
+                return float(line.split("=")[-1].replace(",", "").strip()) / 2**20
+    return float("nan")
+
+
 def child(variant: str, requests: int, checkpoints: list[int]) -> None:
     """Runs in the subprocess: serve ``requests`` through the test client, print RSS at checkpoints."""
     os.environ["BENCH_VARIANT"] = variant
@@ -42,7 +61,8 @@ def child(variant: str, requests: int, checkpoints: list[int]) -> None:
     def report(n: int) -> None:
         gc.collect()
         print(json.dumps({"variant": variant, "requests": n, "rss_mib": rss_mib(os.getpid()),
-                          "py_blocks": sys.getallocatedblocks()}), flush=True)  # fmt: skip
+                          "py_blocks": sys.getallocatedblocks(), "arenas_mib": pymalloc_arenas_mib()}),
+              flush=True)  # fmt: skip
 
     import bench_app
 
@@ -105,6 +125,7 @@ def main() -> int:
                  for v in VARIANTS}  # fmt: skip
         rss: dict[str, dict[int, float]] = {v: {} for v in VARIANTS}
         blocks: dict[str, dict[int, int]] = {v: {} for v in VARIANTS}
+        arenas: dict[str, dict[int, float]] = {v: {} for v in VARIANTS}
         done: dict[str, dict[str, object]] = {}
         for v, proc in procs.items():
             out, err = proc.communicate(timeout=3600)
@@ -120,6 +141,7 @@ def main() -> int:
                 else:
                     rss[v][rec["requests"]] = rec["rss_mib"]
                     blocks[v][rec["requests"]] = rec["py_blocks"]
+                    arenas[v][rec["requests"]] = rec["arenas_mib"]
     elapsed = time.monotonic() - started
 
     points = [0, *checkpoints]
@@ -128,15 +150,16 @@ def main() -> int:
              f"Export: {export}. RSS in MiB after gc.collect(); both variants ran at once, one per core.", "",
              "| variant | " + " | ".join(f"RSS at {n // 1000 if n >= 1000 else n}{'k' if n >= 1000 else ''}"
                                          for n in points)
-             + f" | growth {first}→{last} | bytes/request {mid}→{last} | Python objects {first}→{last} | req/s |",
-             "| --- |" + " ---: |" * (len(points) + 4)]  # fmt: skip
+             + f" | growth {first}→{last} | bytes/request {mid}→{last} | live Python blocks {first}→{last} "
+             f"| pymalloc arenas MiB {first}→{last} | req/s |",
+             "| --- |" + " ---: |" * (len(points) + 5)]  # fmt: skip
     for v in VARIANTS:
         growth = rss[v][last] - rss[v][first]
         per_req = (rss[v][last] - rss[v][mid]) * 2**20 / max(1, last - mid)
         rate = args.requests / float(done[v]["seconds"])  # type: ignore[arg-type]
         lines.append(f"| {v} | " + " | ".join(f"{rss[v][n]:.1f}" for n in points)
                      + f" | {growth:+.1f} | {per_req:.1f} | {blocks[v][last] - blocks[v][first]:+d} "
-                     f"| {rate:.0f} |")  # fmt: skip
+                     f"| {arenas[v][first]:.0f}→{arenas[v][last]:.0f} | {rate:.0f} |")  # fmt: skip
     added = rss["infersight"][first] - rss["bare"][first]
     added_start = rss["infersight"][0] - rss["bare"][0]
     growth_i = rss["infersight"][last] - rss["infersight"][first]

@@ -50,6 +50,9 @@ from bench_support import (
 )
 
 VARIANTS = ("bare", "infersight", "otel-flask")
+# Optional (--variants): infersight with OTEL_TRACES_EXPORTER=none, which splits the SDK's own cost
+# from the cost of encoding and sending its spans over OTLP.
+EXTRA_VARIANTS = {"infersight-noexport": ("infersight", {"OTEL_TRACES_EXPORTER": "none"})}
 SERVER_CPU, LOAD_CPUS = {0}, {1}
 BODY = '{"text": "the movie was good and the service was very fast"}'
 
@@ -102,17 +105,18 @@ def post(url: str, timeout: float = 5.0) -> int:
 
 
 @contextlib.contextmanager
-def servers(tmp: Path, env: dict[str, str], threads: int) -> Any:
-    """The three variants under gunicorn, started together (imports overlap), then pinned."""
+def servers(tmp: Path, env: dict[str, str], threads: int, variants: list[str]) -> Any:
+    """The variants under gunicorn, started together (imports overlap), then pinned."""
     procs: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
     try:
-        for variant in VARIANTS:
+        for variant in variants:
+            app_variant, extra = EXTRA_VARIANTS.get(variant, (variant, {}))
             port = free_port()
             cmd = [sys.executable, "-m", "gunicorn", "-k", "gthread", "-w", "1", "--threads", str(threads),
                    "-b", f"{LOOPBACK}:{port}", "--chdir", str(ROOT / "benchmarks"), "--timeout", "60",
                    "--control-socket", str(tmp / f"{variant}.ctl"), "bench_app:app"]  # fmt: skip
             log = open(tmp / f"{variant}.log", "wb")  # noqa: SIM115 (closed with the process)
-            proc = subprocess.Popen(cmd, env={**env, "BENCH_VARIANT": variant}, stdout=log, stderr=log)
+            proc = subprocess.Popen(cmd, env={**env, **extra, "BENCH_VARIANT": app_variant}, stdout=log, stderr=log)
             log.close()
             procs[variant] = (proc, f"http://{LOOPBACK}:{port}/predict")
         deadline = time.monotonic() + 120
@@ -184,8 +188,14 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=8, help="closed-loop connections at saturation")
     parser.add_argument("--paced-connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=4, help="gunicorn gthread threads")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated; also: {', '.join(EXTRA_VARIANTS)}")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round of 1 s per phase, no warm-up")
     args = parser.parse_args()
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = set(variants) - set(VARIANTS) - set(EXTRA_VARIANTS)
+    if unknown or variants[:1] != ["bare"] or "infersight" not in variants:
+        parser.error(f"--variants must start with bare and include infersight; unknown: {sorted(unknown)}")
     if args.quick:
         args.rounds, args.sat_seconds, args.paced_seconds, args.warmup_seconds = 1, 1, 1, 0
     if not shutil.which("wrk"):
@@ -211,7 +221,7 @@ def main() -> int:
         else:
             env["OTEL_TRACES_EXPORTER"] = "none"
             export = "OTEL_TRACES_EXPORTER=none (no built collector; run tools/build-collector.sh)"
-        targets = stack.enter_context(servers(tmp, env, args.threads))
+        targets = stack.enter_context(servers(tmp, env, args.threads, variants))
         if args.warmup_seconds > 0:
             run_phase(targets, script, 1, args.warmup_seconds, args.connections)  # warm-up, not reported
         sat = run_phase(targets, script, args.rounds, args.sat_seconds, args.connections)
@@ -236,7 +246,7 @@ def main() -> int:
              "| added P50 ms | added P99 ms | errors | worker RSS MiB |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
     ratio = {}
-    for v in VARIANTS:
+    for v in variants:
         # Ratio per round (same minute, same machine state), then the median.
         ratio[v] = statistics.median(s["rps"] / b["rps"] for s, b in zip(sat[v], sat["bare"], strict=True))
         p50, p99 = med(paced[v], "p50_us") / 1e3, med(paced[v], "p99_us") / 1e3
@@ -246,15 +256,16 @@ def main() -> int:
                      f"{med(paced[v], 'rps'):.0f} | {p50:.2f} | {p99:.2f} | {p50 - b50:+.2f} | {p99 - b99:+.2f} | "
                      f"{errors:.0f} | {rss[v]:.0f} |")  # fmt: skip
     cpu_ratio = {v: statistics.median(b["cpu_ms_per_req"] / s["cpu_ms_per_req"]
-                                      for s, b in zip(sat[v], sat["bare"], strict=True)) for v in VARIANTS}  # fmt: skip
+                                      for s, b in zip(sat[v], sat["bare"], strict=True)) for v in variants}  # fmt: skip
     added_p99 = (med(paced["infersight"], "p99_us") - med(paced["bare"], "p99_us")) / 1e3
+    others = [v for v in variants if v not in ("bare", "infersight")]
     lines += ["",
               f"- throughput, infersight / bare: **{ratio['infersight']:.3f}** (target ≥ 0.95: "
-              f"{'met' if ratio['infersight'] >= 0.95 else 'NOT met'})",
-              f"- throughput, otel-flask only / bare: **{ratio['otel-flask']:.3f}** (reference)",
-              "- the same from the worker's CPU time per request (bare / variant; less sensitive to the worker "
-              "being descheduled by other work on the machine): infersight "
-              f"**{cpu_ratio['infersight']:.3f}**, otel-flask {cpu_ratio['otel-flask']:.3f}",
+              f"{'met' if ratio['infersight'] >= 0.95 else 'NOT met'})"]  # fmt: skip
+    lines += [f"- throughput, {v} / bare: **{ratio[v]:.3f}** (reference)" for v in others]
+    lines += ["- the same from the worker's CPU time per request (bare / variant; less sensitive to the worker "
+              "being descheduled by other work on the machine): "
+              + ", ".join(f"{v} **{cpu_ratio[v]:.3f}**" for v in variants[1:]),
               f"- added P99 at 50% load, infersight: **{added_p99:+.2f} ms** (target ≤ 0.5 ms: "
               f"{'met' if added_p99 <= 0.5 else 'NOT met'})"]  # fmt: skip
     if collector:
@@ -263,7 +274,7 @@ def main() -> int:
         lines.append(f"- collector: {accepted:.0f} spans accepted, {refused:.0f} refused, "
                      f"{collector_cpu:.1f} CPU s (on the load generator's core)")  # fmt: skip
     lines.append(f"- wall time {elapsed:.0f} s; per-round saturation req/s: "
-                 + "; ".join(f"{v} " + " ".join(f"{r['rps']:.0f}" for r in sat[v]) for v in VARIANTS))
+                 + "; ".join(f"{v} " + " ".join(f"{r['rps']:.0f}" for r in sat[v]) for v in variants))
     print("\n".join(lines))
     return 0
 
