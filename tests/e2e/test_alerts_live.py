@@ -25,9 +25,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
+
 from infersight.conventions import SPAN
 
 from .live_stack import SENTIMENT_SLO_S, LiveStack
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]  # real binaries, ~100 s for the set
 
 FAULT_MS = 800
 P99_ALERT = "InferenceP99AboveSLO"

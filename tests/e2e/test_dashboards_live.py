@@ -18,10 +18,13 @@ import math
 import time
 from typing import Any
 
+import pytest
 from tests.support.dashboards import load_dashboards, panel_queries, query_range, substitute_variables
 from tests.support.stack import http_post_json
 
 from .live_stack import LiveStack
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]  # real binaries, ~100 s for the set
 
 # (dashboard file, metric in the query) -> why it may be empty here. Anything not listed
 # must have data.

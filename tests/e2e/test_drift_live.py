@@ -17,6 +17,8 @@ import pytest
 
 from .live_stack import LiveStack
 
+pytestmark = [pytest.mark.stack, pytest.mark.slow]  # real binaries, ~100 s for the set
+
 ALERT = "DriftDetected"
 
 

@@ -18,11 +18,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import pytest
 from tests.support.stack import wait_until
 
 from infersight.conventions import ATTR, SPAN
 
 from .live_stack import LiveStack
+
+pytestmark = [pytest.mark.stack, pytest.mark.slow]  # real binaries, ~100 s for the set
 
 STAGES = (SPAN.PREPROCESS, SPAN.MODEL, SPAN.POSTPROCESS)
 SLOW_MS = 600  # > the 500 ms latency policy of tail_sampling in collector-config/otelcol.yaml
