@@ -65,7 +65,7 @@ DRIFT_ENV = {  # small and fast, so a shift shows within seconds
 # Yesterday's baseline of the sentiment model: a steady rate, every observation this long.
 BASELINE_RPS = 8.0
 # Generous (a loaded 2-core machine is noisy): the stage alert needs 1.5x these to fire.
-BASELINE_STAGE_S = {"preprocess": 0.02, "model": 0.05, "postprocess": 0.02}
+BASELINE_STAGE_S = {"preprocess": 0.05, "model": 0.1, "postprocess": 0.05}
 BASELINE_REQUEST_S = 0.1
 
 

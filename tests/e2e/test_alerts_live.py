@@ -55,7 +55,7 @@ def test_slow_postprocess_fires_p99_and_stage_alerts(live: LiveStack) -> None:
 
     # The backfilled baseline is what the stage alert compares with.
     yesterday = live.value(f"{stage_p99} offset 1d")
-    assert yesterday is not None and 0 < yesterday < 0.05, f"no usable baseline yesterday: {yesterday}"
+    assert yesterday is not None and 0 < yesterday < 0.1, f"no usable baseline yesterday: {yesterday}"
 
     normal = live.load(url, duration_s=8, rps=10, concurrency=2, seed=3)
     assert normal.requests >= 50 and normal.errors == 0, normal.summary()
