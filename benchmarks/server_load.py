@@ -57,6 +57,10 @@ VARIANTS = ("bare", "infersight", "otel-flask")
 EXTRA_VARIANTS = {
     "infersight-noexport": ("infersight", {"OTEL_TRACES_EXPORTER": "none"}),
     "infersight-batch64": ("infersight", {"OTEL_BSP_MAX_EXPORT_BATCH_SIZE": "64"}),
+    # Head sampling keeps 10% of traces; metrics still count every request (exemplars only
+    # point at kept traces), so this is the knob for ~2 ms models.
+    "infersight-sampled10": ("infersight", {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                                            "OTEL_TRACES_SAMPLER_ARG": "0.1"}),
 }
 SERVER_CPU, LOAD_CPUS = {0}, {1}
 BODY = '{"text": "the movie was good and the service was very fast"}'

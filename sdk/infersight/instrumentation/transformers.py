@@ -34,7 +34,12 @@ def model_label(pipeline: Any) -> str:
     name = str(name).rstrip("/\\")
     if os.path.isabs(name) or name.startswith("."):
         name = os.path.basename(name)
-    return name or type(pipeline).__name__
+    label = name or type(pipeline).__name__
+    try:
+        pipeline._infersight_model = label  # computed once per pipeline, not per stage call
+    except AttributeError:
+        pass
+    return label
 
 
 def _count_tokens(output: Any) -> int:
