@@ -13,8 +13,9 @@
 * Alertmanager on a copy of alertmanager/alertmanager.yml (receivers point at an in-process
   webhook, group waits of 1 s).
 
-Every process is stopped by ``LiveStack.close`` (the fixture calls it in ``finally``), and
-every wait is bounded in time.
+``live_stack()`` is a context manager: every process and server it started is stopped on exit
+(an ExitStack, so also when start-up fails half-way; the example servers additionally die with
+the test process via ``setpriv --pdeathsig``), and every wait is bounded in time.
 """
 
 from __future__ import annotations
@@ -280,7 +281,8 @@ def backfill_yesterday(data_dir: Path, workdir: Path, model: str, version: str, 
        (model_stage:infersight_stage_duration_seconds:p99_5m, ..._count:rate5m), which
        Prometheus never evaluates for the past, so a throw-away Prometheus serves the raw
        blocks and ``promtool tsdb create-blocks-from rules`` evaluates the shipped
-       latency.rules.yaml over yesterday's window into more blocks.
+       latency.rules.yaml over yesterday's window into more blocks, one pass per dependency
+       level (a quantile rule reads a bucket-rate rule).
     """
     promtool = stack.find_binary("promtool")
     assert promtool, "promtool not found (tools/setup.sh installs the prometheus package)"
