@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export INFERSIGHT_CACHE := $(CACHE)
 export INFERSIGHT_VENV := $(VENV)
 
-.PHONY: help setup collector test test-gpu lint generate check-generated demo bench
+.PHONY: help setup collector test test-e2e test-gpu lint generate check-generated demo bench
 
 help:
 	@echo "make demo       set up, then run the example server under load with the live view"
@@ -34,6 +34,9 @@ demo: setup
 
 bench: setup
 	$(PY) benchmarks/run.py
+
+test-e2e: setup
+	$(PY) -m pytest tests/e2e -q -s
 
 test-gpu: setup
 	$(PY) -m pytest tests/gpu -m gpu -q -rs
