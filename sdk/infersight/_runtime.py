@@ -57,7 +57,7 @@ class Runtime:
                 tracer_provider, self.owns_provider = setup_tracer_provider(config, self._on_export)
             self.provider = tracer_provider
             self.resource = make_resource(config, tracer_provider.resource)
-            emitter = SpanEmitter(tracer_provider, self.resource)
+            emitter = SpanEmitter(tracer_provider, self.resource, self._on_export_queue_full)
             self._always_on = tracer_provider.sampler.get_description().startswith(
                 "ParentBased{root:AlwaysOnSampler"
             )
@@ -79,6 +79,10 @@ class Runtime:
     def _on_export(self, count: int, ok: bool) -> None:
         if not ok and self.metrics is not None:
             self.metrics.spans_dropped.labels("export_failed").inc(count)
+
+    def _on_export_queue_full(self, count: int) -> None:
+        if self.metrics is not None:
+            self.metrics.spans_dropped.labels("export_queue_full").inc(count)
 
     def add_hook(self, hook: StageHook) -> None:
         self.hooks.append(hook)

@@ -8,6 +8,7 @@ provider's span processors, exactly as if they had just ended.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
@@ -41,11 +42,26 @@ def _exception_event(exc: BaseException, at_ns: int) -> Event:
     )
 
 
+def _batch_queues(provider: TracerProvider) -> list[tuple[Any, int]]:
+    """The BatchSpanProcessors' queues: when one is full it drops the oldest span with only a
+    log line, so we count that ourselves (OTel SDK 1.45 internals; empty if they move)."""
+    found = []
+    for processor in getattr(provider._active_span_processor, "_span_processors", ()):
+        batch = getattr(processor, "_batch_processor", None)
+        queue, size = getattr(batch, "_queue", None), getattr(batch, "_max_queue_size", None)
+        if queue is not None and isinstance(size, int):
+            found.append((queue, size))
+    return found
+
+
 class SpanEmitter:
-    def __init__(self, provider: TracerProvider, resource: Resource) -> None:
+    def __init__(self, provider: TracerProvider, resource: Resource,
+                 on_drop: Callable[[int], Any] | None = None) -> None:  # fmt: skip
         self.provider = provider
         self.resource = resource
         self.scope = InstrumentationScope(SPAN.INSTRUMENTATION_SCOPE, __version__)
+        self.on_drop = on_drop
+        self._queues = _batch_queues(provider)
 
     def _ctx(self, trace_id: int, span_id: int, trace_state: Any = None) -> SpanContext:
         return SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED,
@@ -66,6 +82,9 @@ class SpanEmitter:
             events=events, kind=kind, status=status, start_time=wall_ns(start_ns), end_time=end,
             instrumentation_scope=self.scope,
         )  # fmt: skip
+        for queue, size in self._queues:
+            if len(queue) >= size and self.on_drop is not None:
+                self.on_drop(1)
         self.provider._active_span_processor.on_end(span)
 
     def emit(self, rec: RequestRecord, model: str, version: str,

@@ -87,7 +87,8 @@ def setup_tracer_provider(
     existing = trace.get_tracer_provider()
     if isinstance(existing, TracerProvider):
         return existing, False
-    provider = TracerProvider(resource=make_resource(config))
+    # Our own bounded shutdown runs at exit; the SDK's would wait out the exporter's retries.
+    provider = TracerProvider(resource=make_resource(config), shutdown_on_exit=False)
     exporter = _make_exporter(config)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(CountingExporter(exporter, on_export)))

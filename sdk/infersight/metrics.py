@@ -103,7 +103,7 @@ class InferenceMetrics:
             if model.slo_p99_seconds is not None:
                 self.slo.labels(name).set(model.slo_p99_seconds)
         # Pre-create the SDK-health series so alerts and dashboards see zeros, not absence.
-        for reason in ("queue_full", "export_failed"):
+        for reason in ("queue_full", "export_queue_full", "export_failed"):
             self.spans_dropped.labels(reason)
 
     def _child(self, metric: Any, *labels: str) -> Any:
