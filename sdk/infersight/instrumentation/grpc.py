@@ -238,34 +238,26 @@ def _wrap_handler(handler: Any, call: _Call) -> Any:
         return handler
 
 
-def _should_wrap(handler: Any) -> bool:
-    return handler is not None and _runtime.get_runtime() is not None
+def _instrumented(handler: Any, handler_call_details: Any) -> Any:
+    """The handler wrapped to record its RPC; unchanged when infersight is off or fails."""
+    if handler is None or _runtime.get_runtime() is None:
+        return handler
+    try:
+        call = _Call(handler_call_details)
+    except Exception as exc:
+        _errors.report("grpc", exc)
+        return handler
+    return _wrap_handler(handler, call)
 
 
 class _ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
-        handler = continuation(handler_call_details)
-        if not _should_wrap(handler):
-            return handler
-        try:
-            call = _Call(handler_call_details)
-        except Exception as exc:
-            _errors.report("grpc", exc)
-            return handler
-        return _wrap_handler(handler, call)
+        return _instrumented(continuation(handler_call_details), handler_call_details)
 
 
 class _AioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     async def intercept_service(self, continuation: Callable[[Any], Any], handler_call_details: Any) -> Any:
-        handler = await continuation(handler_call_details)
-        if not _should_wrap(handler):
-            return handler
-        try:
-            call = _Call(handler_call_details)
-        except Exception as exc:
-            _errors.report("grpc", exc)
-            return handler
-        return _wrap_handler(handler, call)
+        return _instrumented(await continuation(handler_call_details), handler_call_details)
 
 
 # ---- Server factories ---------------------------------------------------------------------
