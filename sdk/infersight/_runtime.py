@@ -5,6 +5,7 @@ primitives every instrumentation uses (``start_request``/``finish_request``/``st
 from __future__ import annotations
 
 import atexit
+import contextvars
 import logging
 import os
 import threading
@@ -348,6 +349,18 @@ def start_stage(name: str, model: str | None = None) -> tuple[StageRecord | None
         return None, (None, None)
 
 
+def _reset(token: Any) -> None:
+    """``ContextVar.reset`` without OTel's ``detach``, which logs an ERROR when a generator is
+    finalised in another context (another thread, or asyncio's finaliser task)."""
+    if not isinstance(token, contextvars.Token):
+        otel_context.detach(token)  # a non-contextvars OTel runtime context
+        return
+    try:
+        token.var.reset(token)
+    except (ValueError, RuntimeError):
+        pass  # made in another context: nothing of ours to undo in this one
+
+
 def end_stage(st: StageRecord | None, tokens: Tokens, error: BaseException | None = None) -> None:
     if st is None:
         return
@@ -362,16 +375,12 @@ def end_stage(st: StageRecord | None, tokens: Tokens, error: BaseException | Non
                 except Exception as exc:
                     _errors.report(f"hook.{type(hook).__name__}", exc)
         stage_token, otel_token = tokens
-        if otel_token is not None:
-            try:
-                otel_context.detach(otel_token)
-            except Exception:
-                pass  # an abandoned generator may end in another context
-        if stage_token is not None:
-            try:
-                current_stage.reset(stage_token)
-            except ValueError:
-                pass
+        # Undo only what is still ours on top. A generator closed after its request ended would
+        # otherwise restore that request's context, and later requests would join its trace.
+        if otel_token is not None and trace.get_current_span().get_span_context().span_id == st.span_id:
+            _reset(otel_token)
+        if stage_token is not None and current_stage.get() is st:
+            _reset(stage_token)
         rec = st.request
         if rec is not None and not rec.end_ns:
             rec.stages.append(st)

@@ -29,12 +29,20 @@ _ERROR = Status(StatusCode.ERROR)
 _KINDS = {k.value: k for k in SpanKind}
 
 
+def _message(exc: BaseException) -> str:
+    # A user's exception whose __str__ raises would otherwise lose the whole request's spans.
+    try:
+        return str(exc)
+    except Exception:
+        return f"<unprintable {type(exc).__qualname__}>"
+
+
 def _exception_event(exc: BaseException, at_ns: int) -> Event:
     return Event(
         "exception",
         {
             "exception.type": type(exc).__qualname__,
-            "exception.message": str(exc),
+            "exception.message": _message(exc),
             "exception.stacktrace": "".join(traceback.format_exception(exc)),
             "exception.escaped": True,
         },
@@ -74,7 +82,7 @@ class SpanEmitter:
         events = (_exception_event(error, end),) if error is not None else ()
         if error is not None:
             attrs.setdefault(ATTR.ERROR_TYPE, type(error).__qualname__)
-            status = Status(StatusCode.ERROR, f"{type(error).__qualname__}: {error}")
+            status = Status(StatusCode.ERROR, f"{type(error).__qualname__}: {_message(error)}")
         else:
             status = _ERROR if error_status else _UNSET
         span = ReadableSpan(

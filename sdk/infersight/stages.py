@@ -2,14 +2,17 @@
 
 ``stage("name")`` works as ``with``, ``async with`` and as a decorator on sync and async
 functions, generators and async generators. The user's exceptions are recorded on the span
-and re-raised unchanged.
+and re-raised unchanged. A decorated generator runs in a context of its own, so its stage is
+not current in the consumer's code between items, nor left behind when it is abandoned.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import inspect
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Generator
 from types import TracebackType
 from typing import Any, TypeVar, overload
 
@@ -31,6 +34,31 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _steps_in(ctx: contextvars.Context, it: Any) -> Generator[Any, Any, Any]:
+    """Drive ``it`` (a generator, or an awaitable's iterator) one step at a time inside ``ctx``:
+    the context it changes is its own, whichever thread or task resumes or finalises it."""
+    step, value = it.send, None
+    while True:
+        try:
+            item = ctx.run(step, value)
+        except StopIteration as stop:
+            return stop.value
+        try:
+            value = yield item
+        except GeneratorExit:
+            ctx.run(it.close)
+            raise
+        except BaseException as exc:
+            step, value = it.throw, exc
+        else:
+            step = it.send
+
+
+@types.coroutine
+def _await_in(ctx: contextvars.Context, awaitable: Any) -> Generator[Any, Any, Any]:
+    return (yield from _steps_in(ctx, awaitable.__await__()))
 
 
 class _Scope:
@@ -65,11 +93,30 @@ class _Scope:
         clone = self._clone
         if inspect.isasyncgenfunction(fn):
 
-            @functools.wraps(fn)
-            async def agen_wrapper(*args: Any, **kwargs: Any) -> Any:
+            async def agen_staged(*args: Any, **kwargs: Any) -> Any:
                 with clone():
                     async for item in fn(*args, **kwargs):
                         yield item
+
+            @functools.wraps(fn)
+            async def agen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                ctx = contextvars.copy_context()
+                inner = agen_staged(*args, **kwargs)
+                step, value = inner.asend, None
+                while True:
+                    try:
+                        item = await _await_in(ctx, step(value))
+                    except StopAsyncIteration:
+                        return
+                    try:
+                        value = yield item
+                    except GeneratorExit:
+                        await _await_in(ctx, inner.aclose())
+                        raise
+                    except BaseException as exc:
+                        step, value = inner.athrow, exc
+                    else:
+                        step = inner.asend
 
             return agen_wrapper  # type: ignore[return-value]
         if inspect.iscoroutinefunction(fn):
@@ -82,10 +129,13 @@ class _Scope:
             return async_wrapper  # type: ignore[return-value]
         if inspect.isgeneratorfunction(fn):
 
-            @functools.wraps(fn)
-            def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+            def gen_staged(*args: Any, **kwargs: Any) -> Any:
                 with clone():
                     return (yield from fn(*args, **kwargs))
+
+            @functools.wraps(fn)
+            def gen_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return (yield from _steps_in(contextvars.copy_context(), gen_staged(*args, **kwargs)))
 
             return gen_wrapper  # type: ignore[return-value]
 
