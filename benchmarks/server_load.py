@@ -61,6 +61,8 @@ EXTRA_VARIANTS = {
     # point at kept traces), so this is the knob for ~2 ms models.
     "infersight-sampled10": ("infersight", {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
                                             "OTEL_TRACES_SAMPLER_ARG": "0.1"}),
+    # Tail keep: every error and slow trace, 10% of the rest, decided after the request ended.
+    "infersight-keep10": ("infersight", {"INFERSIGHT_TRACES_KEEP_RATIO": "0.1"}),
 }
 SERVER_CPU, LOAD_CPUS = {0}, {1}
 BODY = '{"text": "the movie was good and the service was very fast"}'

@@ -305,7 +305,8 @@ def overview() -> Iterable[Any]:
         "Records processed",
         "Is the telemetry pipeline keeping up with traffic?",
         "ops",
-        target(rate(METRIC.RECORDS_PROCESSED.sample_name, INST, "instance"), "{{instance}}"),
+        target(rate(METRIC.RECORDS_PROCESSED.sample_name, INST, "instance"), "records: {{instance}}"),
+        target(rate(METRIC.SPANS_EXPORTED.sample_name, INST, "instance"), "spans exported: {{instance}}"),
     )
 
 

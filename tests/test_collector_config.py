@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import re
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import yaml
 from tests.support.collector import (
     LOOPBACK,
     ROOT,
+    OtlpSink,
     ensure_collector,
     free_port,
     http_get,
@@ -142,39 +141,9 @@ def test_tempo_queue_is_persistent(config: dict[str, Any]) -> None:
 # ---- the real run -------------------------------------------------------------------
 
 
-class _Sink:
-    """An OTLP gRPC trace endpoint standing in for Tempo: remembers spans by trace id."""
-
-    def __init__(self, port: int | None = None) -> None:
-        import grpc
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
-
-        self.spans: dict[str, list[Any]] = {}
-        self._lock = threading.Lock()
-        sink = self
-
-        class Service(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(self, request: Any, context: Any) -> Any:
-                with sink._lock:
-                    for rs in request.resource_spans:
-                        for ss in rs.scope_spans:
-                            for span in ss.spans:
-                                sink.spans.setdefault(span.trace_id.hex(), []).append(span)
-                return trace_service_pb2.ExportTraceServiceResponse()
-
-        self.port = port or free_port()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)  # type: ignore[no-untyped-call]
-        self.server.add_insecure_port(f"{LOOPBACK}:{self.port}")
-
-    def trace_ids(self) -> set[str]:
-        with self._lock:
-            return set(self.spans)
-
-
 @pytest.fixture
-def sink() -> Iterator[_Sink]:
-    s = _Sink()
+def sink() -> Iterator[OtlpSink]:
+    s = OtlpSink()
     s.server.start()
     try:
         yield s
@@ -222,7 +191,7 @@ def _send_spans(otlp_port: int, model: str) -> dict[str, list[str]]:
 
 
 def test_real_run_samples_and_exports_span_metrics(collector: Path, config: dict[str, Any],
-                                                   sink: _Sink, tmp_path: Path) -> None:  # fmt: skip
+                                                   sink: OtlpSink, tmp_path: Path) -> None:  # fmt: skip
     cfg, ports = loopback_config(config, tmp_path, f"{LOOPBACK}:{sink.port}")
     cfg_path = tmp_path / "otelcol-test.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
@@ -292,7 +261,7 @@ def test_persistent_queue_survives_a_restart(collector: Path, config: dict[str, 
     queue_files = [p for p in (tmp_path / "queue").iterdir() if p.is_file()]
     assert queue_files, "file_storage wrote no queue file"
 
-    sink = _Sink(tempo_port)
+    sink = OtlpSink(tempo_port)
     sink.server.start()
     try:
         with run_collector(collector, cfg_path, tmp_path / "run2.log", health_url=health):

@@ -8,6 +8,7 @@ from collections import deque
 from typing import Any
 
 from . import _errors
+from ._keep import TailKeep
 from ._records import RequestRecord, StageRecord, refresh_epoch_offset
 from ._spans import SpanEmitter
 from .conventions import ATTR, UNKNOWN
@@ -19,9 +20,11 @@ __all__ = ["Worker"]
 
 class Worker:
     def __init__(self, metrics: InferenceMetrics | None, emitter: SpanEmitter | None,
-                 hooks: list[StageHook], queue_size: int, interval_s: float) -> None:  # fmt: skip
+                 hooks: list[StageHook], queue_size: int, interval_s: float,
+                 keep: TailKeep | None = None) -> None:  # fmt: skip
         self.metrics = metrics
         self.emitter = emitter
+        self.keep = keep
         self.hooks = hooks
         self._max = queue_size
         self._interval = interval_s
@@ -69,6 +72,8 @@ class Worker:
                     if isinstance(rec, RequestRecord):
                         self._process_request(rec)
                     else:
+                        if self.keep is not None:
+                            self.keep.apply_stage(rec)
                         self._process_stage(rec, None)
                 except Exception as exc:
                     _errors.report("worker", exc)
@@ -121,6 +126,8 @@ class Worker:
         return attrs
 
     def _process_request(self, rec: RequestRecord) -> None:
+        if self.keep is not None:
+            self.keep.apply(rec)  # before the metrics, so exemplars only name exported traces
         if self.metrics is not None:
             model, version = self.metrics.model_labels(rec.model, rec.version)
             self.metrics.observe_request(rec, model, version)

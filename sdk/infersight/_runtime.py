@@ -18,6 +18,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from . import _errors
+from ._keep import TailKeep
 from ._pipeline import Worker
 from ._records import (
     RequestRecord,
@@ -62,8 +63,9 @@ class Runtime:
             self._always_on = tracer_provider.sampler.get_description().startswith(
                 "ParentBased{root:AlwaysOnSampler"
             )
+        keep = TailKeep(config) if emitter is not None and config.traces_keep_ratio < 1 else None
         self.worker = Worker(self.metrics, emitter, self.hooks, config.queue_size,
-                             config.flush_interval_s)  # fmt: skip
+                             config.flush_interval_s, keep)  # fmt: skip
         self.extras: dict[str, Any] = {}  # gpu sampler, drift monitor, metrics server
         self.closed = False
 
@@ -78,7 +80,11 @@ class Runtime:
             _owned.setdefault(id(self), []).append(collector)
 
     def _on_export(self, count: int, ok: bool) -> None:
-        if not ok and self.metrics is not None:
+        if self.metrics is None:
+            return
+        if ok:
+            self.metrics.spans_exported.inc(count)
+        else:
             self.metrics.spans_dropped.labels("export_failed").inc(count)
 
     def _on_export_queue_full(self, count: int) -> None:

@@ -67,6 +67,10 @@ class Config:
     ``INFERSIGHT_METRICS_PATH``               route added to Flask apps (``/metrics``; empty: off)
     ``INFERSIGHT_EXEMPLARS``                  attach trace exemplars to histograms (true)
     ``INFERSIGHT_TRACES``                     emit spans (true)
+    ``INFERSIGHT_TRACES_KEEP_RATIO``          share of fast, successful requests whose spans are
+                                              exported (1.0); errors and slow ones always are
+    ``INFERSIGHT_TRACES_KEEP_SLOWER_THAN``    seconds over which a request's spans are always
+                                              exported (0.5), as is any over its model's P99 SLO
     ``INFERSIGHT_MAX_LABEL_VALUES``           distinct values per traffic label before ``other`` (100)
     ``INFERSIGHT_QUEUE_SIZE``                 request records buffered for the background worker (20000)
     ``INFERSIGHT_FLUSH_INTERVAL``             seconds between background flushes (0.1)
@@ -89,6 +93,8 @@ class Config:
     service: str = "inference-server"
     models: Mapping[str, ModelConfig] = field(default_factory=dict)
     traces: bool = True
+    traces_keep_ratio: float = 1.0
+    traces_keep_slower_than_s: float = 0.5
     traces_exporter: str = "otlp"
     otlp_protocol: str = "grpc"
     metrics: bool = True
@@ -132,6 +138,8 @@ class Config:
             _check_positive(name, getattr(self, name))
         _check_range("shutdown_timeout_s", self.shutdown_timeout_s, 0, 300)
         _check_range("drift_sample_rate", self.drift_sample_rate, 0, 1)
+        _check_range("traces_keep_ratio", self.traces_keep_ratio, 0, 1)
+        _check_positive("traces_keep_slower_than_s", self.traces_keep_slower_than_s)
         _check_range("drift_threshold", self.drift_threshold, 0, 1)
         if self.metrics_path and not self.metrics_path.startswith("/"):
             raise ConfigError("metrics_path", f"must start with '/', got {self.metrics_path!r}")
@@ -234,6 +242,8 @@ _ENV: dict[str, tuple[str, Any]] = {
     "otlp_protocol": ("OTEL_EXPORTER_OTLP_PROTOCOL", str),
     "models": ("INFERSIGHT_MODELS", _parse_models),
     "traces": ("INFERSIGHT_TRACES", _parse_bool),
+    "traces_keep_ratio": ("INFERSIGHT_TRACES_KEEP_RATIO", _parse_float),
+    "traces_keep_slower_than_s": ("INFERSIGHT_TRACES_KEEP_SLOWER_THAN", _parse_float),
     "metrics": ("INFERSIGHT_METRICS", _parse_bool),
     "metrics_port": ("INFERSIGHT_METRICS_PORT", int),
     "metrics_addr": ("INFERSIGHT_METRICS_ADDR", str),

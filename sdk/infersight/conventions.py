@@ -110,6 +110,9 @@ class METRIC:
     SPANS_DROPPED = _m(
         "spans_dropped", "counter",
         "Spans or request records dropped by infersight before export.", ("reason",))
+    SPANS_EXPORTED = _m(
+        "spans_exported", "counter",
+        "Spans the exporter delivered (the backend acknowledged them).", ())
     RECORDS_PROCESSED = _m(
         "records_processed", "counter",
         "Request and stage records turned into spans and metrics.", ())

@@ -91,6 +91,7 @@ class InferenceMetrics:
         self.model_info = make_metric(METRIC.MODEL_INFO, registry, **latest)
         self.sdk_errors = make_metric(METRIC.SDK_ERRORS, registry)
         self.spans_dropped = make_metric(METRIC.SPANS_DROPPED, registry)
+        self.spans_exported = make_metric(METRIC.SPANS_EXPORTED, registry)
         self.records = make_metric(METRIC.RECORDS_PROCESSED, registry)
         self.label_overflow = make_metric(METRIC.LABEL_OVERFLOW, registry)
         self.limiter = LabelLimiter(config.max_label_values, self._overflow)

@@ -22,6 +22,17 @@ def work() -> str:
         return "ok"
 
 
+@app.get("/unavailable")
+def unavailable() -> tuple[str, int]:
+    """A 503: its trace is an error trace, which the collector's tail sampling always keeps."""
+    with infersight.preprocess(model="m"):
+        pass
+    with infersight.model():
+        pass
+    with infersight.postprocess():
+        return "busy", 503
+
+
 if __name__ == "__main__":
     server = make_server("127.0.0.1", int(sys.argv[1]), app, threaded=True)
     import signal

@@ -11,10 +11,12 @@ import contextlib
 import hashlib
 import os
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -162,3 +164,39 @@ def run_collector(binary: Path, config_path: Path, log_path: Path,
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
+
+
+class OtlpSink:
+    """An OTLP gRPC trace endpoint standing in for Tempo: remembers spans by trace id."""
+
+    def __init__(self, port: int | None = None) -> None:
+        import grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+        self.spans: dict[str, list[Any]] = {}
+        self.received = 0  # span count, duplicates included
+        self._lock = threading.Lock()
+        sink = self
+
+        class Service(trace_service_pb2_grpc.TraceServiceServicer):
+            def Export(self, request: Any, context: Any) -> Any:
+                with sink._lock:
+                    for rs in request.resource_spans:
+                        for ss in rs.scope_spans:
+                            for span in ss.spans:
+                                sink.spans.setdefault(span.trace_id.hex(), []).append(span)
+                                sink.received += 1
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        self.port = port or free_port()
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)  # type: ignore[no-untyped-call]
+        self.server.add_insecure_port(f"{LOOPBACK}:{self.port}")
+
+    def trace_ids(self) -> set[str]:
+        with self._lock:
+            return set(self.spans)
+
+    def span_ids(self) -> set[bytes]:
+        with self._lock:
+            return {span.span_id for spans in self.spans.values() for span in spans}
