@@ -98,3 +98,129 @@ def test_slo_values(slo: object) -> None:
     else:
         with pytest.raises(ConfigError):
             ModelConfig(slo_p99_seconds=slo)  # type: ignore[arg-type]
+
+
+# ---- every environment variable: a good value round-trips, a bad one names its variable -----
+
+from hypothesis import example  # noqa: E402
+
+from infersight.config import _ENV  # noqa: E402
+
+TRACES_PROTOCOL_VAR = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"  # read besides _ENV: beats the generic one
+ALL_VARS = sorted({var for var, _ in _ENV.values()} | {TRACES_PROTOCOL_VAR})
+
+
+def _spaced(s: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+    """Surrounding whitespace, as shells and YAML leave it, is ignored."""
+    return st.tuples(st.sampled_from(["", " ", "\t", "  \n"]), s, st.sampled_from(["", " ", "\n"])).map("".join)
+
+
+def _ints(low: int, high: int) -> st.SearchStrategy[tuple[str, object]]:
+    return st.integers(low, high).flatmap(lambda i: _spaced(st.just(str(i))).map(lambda raw: (raw, i)))
+
+
+def _floats(low: float | None, high: float | None, positive: bool = False) -> st.SearchStrategy[tuple[str, object]]:
+    values = st.floats(low, high, allow_nan=False, allow_infinity=False).filter(lambda x: x > 0 or not positive)
+    return values.flatmap(lambda x: _spaced(st.sampled_from([repr(x), f"{x:.17g}"])).map(lambda raw: (raw, x)))
+
+
+def _choices(*values: str, fold_case: bool = True) -> st.SearchStrategy[tuple[str, object]]:
+    def variants(value: str) -> st.SearchStrategy[tuple[str, object]]:
+        spellings = [value, value.upper(), value.capitalize()] if fold_case else [value]
+        return _spaced(st.sampled_from(spellings)).map(lambda raw: (raw, value))
+
+    return st.sampled_from(values).flatmap(variants)
+
+
+_BOOLS = st.sampled_from([("true", True), ("1", True), ("yes", True), ("on", True), ("false", False),
+                          ("0", False), ("no", False), ("off", False)]).flatmap(
+    lambda pair: _spaced(st.sampled_from([pair[0], pair[0].upper()])).map(lambda raw: (raw, pair[1])))  # fmt: skip
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40).map(str.strip).filter(bool)
+_MODEL = st.fixed_dictionaries(
+    {}, optional={"version": st.one_of(st.none(), _TEXT, st.integers(0, 99)), "slo_p99_seconds": st.floats(1e-6, 1e3)}
+)
+
+
+def _expected_models(models: dict[str, dict[str, object]]) -> dict[str, ModelConfig]:
+    """JSON null or no version: no version; numbers are kept as text."""
+    return {name: ModelConfig(version="" if m.get("version") is None else str(m["version"]),
+                              slo_p99_seconds=m.get("slo_p99_seconds"))  # type: ignore[arg-type]
+            for name, m in models.items()}  # fmt: skip
+
+
+_MODELS = st.dictionaries(_TEXT, _MODEL, max_size=4).map(lambda m: (json.dumps(m), _expected_models(m)))
+
+# setting -> strategy of (what the variable says, what the setting must then be)
+VALID: dict[str, st.SearchStrategy[tuple[str, object]]] = {
+    "service": _TEXT.map(lambda s: (s, s)),
+    "traces_exporter": _choices("otlp", "console", "none"),
+    "otlp_protocol": _choices("grpc", "http/protobuf", fold_case=False),
+    "models": _MODELS,
+    "traces": _BOOLS,
+    "traces_keep_ratio": _floats(0, 1),
+    "traces_keep_slower_than_s": _floats(0, 1e6, positive=True),
+    "metrics": _BOOLS,
+    "metrics_port": _ints(0, 65535),
+    "metrics_addr": _TEXT.map(lambda s: (s, s)),
+    "metrics_path": st.one_of(_TEXT.map(lambda s: "/" + s).map(lambda s: (s, s)), st.just(("", ""))),
+    "exemplars": _BOOLS,
+    "max_label_values": _ints(1, 100_000),
+    "queue_size": _ints(1, 10_000_000),
+    "flush_interval_s": _floats(0, 1e6, positive=True),
+    "shutdown_timeout_s": _floats(0, 300),
+    "gpu": _choices("auto", "on", "off"),
+    "gpu_interval_s": _floats(0, 1e6, positive=True),
+    "gpu_span_snapshots": _BOOLS,
+    "cuda_events": _BOOLS,
+    "nvtx": _BOOLS,
+    "drift": _BOOLS,
+    "drift_interval_s": _floats(0, 1e6, positive=True),
+    "drift_window": _ints(2, 10_000_000),
+    "drift_sample_rate": _floats(0, 1),
+    "drift_reference_size": _ints(2, 10_000_000),
+    "drift_dir": _TEXT.map(lambda s: (s, s)),
+    "drift_threshold": _floats(0, 1),
+}
+
+# Values that are wrong for a kind of setting, beyond random text.
+_BAD_NUMBERS = ["abc", "1.5.2", "nan", "inf", "-inf", "1e999", "-1", "0x10", "", "--1", "1 2", "true"]
+_BAD_MODELS = ['{"m": {"slo_p99_seconds": -1}}', '{"m": {"slo_p99_seconds": "fast"}}', '{"m": 3}',
+               '{"m": {"slo": 1}}', '{"": {}}', "[]", '"m"', "{not json", "[" * 5_000]  # fmt: skip
+
+
+def test_every_variable_has_a_valid_value_strategy() -> None:
+    assert set(_ENV) <= set(VALID), f"add a strategy to VALID for {sorted(set(_ENV) - set(VALID))}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_a_good_value_in_any_variable_round_trips(data: st.DataObject) -> None:
+    setting = data.draw(st.sampled_from(sorted(_ENV)), label="setting")
+    var = _ENV[setting][0]
+    raw, expected = data.draw(VALID[setting], label="value")
+    cfg = Config.from_env({var: raw})
+    assert getattr(cfg, setting) == expected
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.data())
+def test_the_traces_protocol_variable_round_trips(data: st.DataObject) -> None:
+    raw, expected = data.draw(VALID["otlp_protocol"])
+    assert Config.from_env({TRACES_PROTOCOL_VAR: raw, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}).otlp_protocol == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(var=st.sampled_from(ALL_VARS),
+       raw=st.one_of(st.text(max_size=30), st.sampled_from(_BAD_NUMBERS + _BAD_MODELS)))  # fmt: skip
+@example(var="INFERSIGHT_MODELS", raw='{"m": {"slo_p99_seconds": -1}}')
+@example(var="INFERSIGHT_MODELS", raw='{"m": 3}')
+@example(var="INFERSIGHT_MODELS", raw="[" * 5_000)
+@example(var=TRACES_PROTOCOL_VAR, raw="http/json")
+def test_a_bad_value_in_any_variable_names_it(var: str, raw: str) -> None:
+    """Whatever a variable holds, parsing gives a config or a ConfigError naming that variable;
+    the other variables are set to good values, so they can't be the ones blamed."""
+    try:
+        Config.from_env({var: raw})
+    except ConfigError as exc:
+        assert exc.source == var, (str(exc), exc.source)
+        assert f"${var}" in str(exc)

@@ -155,26 +155,32 @@ class Config:
         if unknown:
             raise ConfigError(sorted(unknown)[0], f"unknown setting; known: {', '.join(sorted(known))}")
         values: dict[str, Any] = {}
+        sources: dict[str, str] = {}  # setting -> the variable its value came from
         for name, (var, parse) in _ENV.items():
             raw = env.get(var)
-            if raw is None or raw.strip() == "":
+            # Empty means unset (the OTel convention), except where empty is a documented value.
+            if raw is None or (raw.strip() == "" and name not in _EMPTY_IS_A_VALUE):
                 continue
+            sources[name] = var
             try:
                 values[name] = parse(raw.strip())
             except ConfigError:
                 raise
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, RecursionError) as exc:  # RecursionError: deeply nested JSON
                 raise ConfigError(name, f"{raw!r} is not valid: {exc}", var) from None
         protocol_var = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
-        if env.get(protocol_var):
+        if env.get(protocol_var, "").strip():
             values["otlp_protocol"] = env[protocol_var].strip()
+            sources["otlp_protocol"] = protocol_var
         values.update(overrides)
         try:
             return cls(**values)
         except ConfigError as exc:
-            # Name the env var the bad value came from, when it did.
-            if exc.source is None and exc.setting in _ENV and exc.setting not in overrides:
-                raise ConfigError(exc.setting, str(exc).split(": ", 2)[-1], _ENV[exc.setting][0]) from None
+            # Name the env var the bad value came from, when it did ("models.m.slo_p99_seconds"
+            # came from INFERSIGHT_MODELS).
+            setting = exc.setting.split(".", 1)[0]
+            if exc.source is None and setting in sources and setting not in overrides:
+                raise ConfigError(exc.setting, str(exc).split(": ", 2)[-1], sources[setting]) from None
             raise
 
     def with_overrides(self, **overrides: Any) -> Config:
@@ -193,7 +199,9 @@ def _model_config(name: str, value: Any) -> ModelConfig:
     if extra:
         raise ConfigError(f"models.{name}", f"unknown keys {sorted(extra)}; allowed: version, slo_p99_seconds")
     try:
-        return ModelConfig(version=str(value.get("version", "")), slo_p99_seconds=value.get("slo_p99_seconds"))
+        version = value.get("version")
+        return ModelConfig(version="" if version is None else str(version),  # JSON null: no version
+                           slo_p99_seconds=value.get("slo_p99_seconds"))  # fmt: skip
     except ConfigError as exc:
         raise ConfigError(f"models.{name}.{exc.setting}", str(exc).split(": ", 2)[-1]) from None
 
@@ -235,6 +243,9 @@ def _check_positive(name: str, value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ConfigError(name, f"must be a positive number, got {value!r}")
 
+
+# INFERSIGHT_METRICS_PATH="" turns the Flask route off (README), so empty is not "unset" there.
+_EMPTY_IS_A_VALUE = frozenset({"metrics_path"})
 
 _ENV: dict[str, tuple[str, Any]] = {
     "service": ("OTEL_SERVICE_NAME", str),
