@@ -152,7 +152,8 @@ def sink() -> Iterator[OtlpSink]:
 
 
 def _send_spans(otlp_port: int, model: str) -> dict[str, list[str]]:
-    """One error trace, one slow trace, 20 fast OK traces; returns trace ids by kind."""
+    """One error trace, one slow trace, 20 fast OK traces, 10 fast traces the SDK kept; returns
+    trace ids by kind."""
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -163,12 +164,14 @@ def _send_spans(otlp_port: int, model: str) -> dict[str, list[str]]:
     exporter = OTLPSpanExporter(endpoint=f"{LOOPBACK}:{otlp_port}", insecure=True, timeout=5)
     provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=100))
     tracer = provider.get_tracer("collector-test")
-    ids: dict[str, list[str]] = {"error": [], "slow": [], "fast": []}
+    ids: dict[str, list[str]] = {"error": [], "slow": [], "fast": [], "kept": []}
 
     def trace(kind: str, duration_ns: int = 0, error: bool = False) -> None:
         start = time.time_ns() - duration_ns
-        with tracer.start_as_current_span(SPAN.REQUEST, start_time=start,
-                                          attributes={ATTR.MODEL_NAME: model},
+        attrs = {ATTR.MODEL_NAME: model}
+        if kind == "kept":
+            attrs[ATTR.TRACE_KEPT] = "ratio"  # the SDK's tail keep already chose it
+        with tracer.start_as_current_span(SPAN.REQUEST, start_time=start, attributes=attrs,
                                           end_on_exit=False) as root:  # fmt: skip
             with tracer.start_as_current_span(SPAN.MODEL, start_time=start,
                                               attributes={ATTR.MODEL_NAME: model,
@@ -184,6 +187,8 @@ def _send_spans(otlp_port: int, model: str) -> dict[str, list[str]]:
         trace("slow", duration_ns=800_000_000)  # over the 500 ms latency policy
         for _ in range(20):
             trace("fast")
+        for _ in range(10):
+            trace("kept")
         assert provider.force_flush(10_000), "SDK could not flush spans to the collector"
     finally:
         provider.shutdown()
@@ -232,8 +237,8 @@ def test_real_run_samples_and_exports_span_metrics(collector: Path, config: dict
         assert exemplar_ids <= sent, "exemplars point at traces we did not send"
         assert "# EOF" in text  # it really was OpenMetrics
 
-        # Tail sampling: the error and the slow trace reach "Tempo", with both spans.
-        keep = set(ids["error"] + ids["slow"])
+        # Tail sampling: the error, the slow and the SDK-kept traces reach "Tempo", whole.
+        keep = set(ids["error"] + ids["slow"] + ids["kept"])
         wait_for(lambda: keep <= sink.trace_ids(), 30, "error and slow traces exported")
         for trace_id in keep:
             assert len(sink.spans[trace_id]) == 2, trace_id

@@ -17,12 +17,13 @@ def traces(t: object) -> set[int]:
     return {s.context.trace_id for s in t.spans()}  # type: ignore[attr-defined]
 
 
-def test_default_keeps_every_trace() -> None:
-    with capture() as t:
+def test_keep_ratio_1_keeps_every_trace_unmarked() -> None:
+    with capture(traces_keep_ratio=1.0) as t:
         for _ in range(50):
             with infersight.request(model="m"), infersight.model():
                 pass
         assert len(traces(t)) == 50
+        assert not any("infersight.trace.kept" in (s.attributes or {}) for s in t.spans())
 
 
 def test_errors_and_slow_requests_are_kept_and_the_rest_at_the_ratio() -> None:
@@ -52,7 +53,11 @@ def test_errors_and_slow_requests_are_kept_and_the_rest_at_the_ratio() -> None:
         fast_kept = len(spans) - 26
         assert 120 <= fast_kept <= 290, fast_kept  # 10% of 2000, binomial sd 13
         # Every request span has its stage: a trace is kept or dropped whole.
-        assert len(t.spans("inference")) == len(spans)
+        requests = t.spans("inference")
+        assert len(requests) == len(spans)
+        reasons = [s.attributes.get("infersight.trace.kept") for s in requests]  # type: ignore[union-attr]
+        assert reasons.count("error") == 20 and reasons.count("slow") == 6
+        assert reasons.count("ratio") == fast_kept
         # Metrics count every request, kept or not.
         assert t.value("infersight_request_duration_seconds_count", model="m", version="unknown",
                        endpoint="inference", outcome="success") == 2003  # fmt: skip

@@ -6,12 +6,16 @@ collector's tail sampler would wait for: the outcome and the duration. Errors an
 ``traces_keep_ratio``, decided on the trace id as OTel's TraceIdRatioBased sampler does, so services
 with the same ratio keep the same traces. Metrics still count every request; exemplars are only
 attached for kept traces, so every exemplar links to a trace that was exported.
+
+A kept request span carries ``infersight.trace.kept`` (why), so the shipped collector config
+keeps those traces whole instead of sampling them a second time.
 """
 
 from __future__ import annotations
 
 from ._records import RequestRecord, StageRecord
 from .config import Config
+from .conventions import ATTR
 
 __all__ = ["TailKeep"]
 
@@ -36,22 +40,29 @@ class TailKeep:
 
     def apply(self, rec: RequestRecord) -> None:
         """Unsample a request and its stages unless it is an error, slow, or in the ratio."""
-        if not rec.sampled or self._by_ratio(rec.trace_id):
+        if not rec.sampled:
             return
-        if rec.error is not None or rec.outcome == "error" or (rec.status_code or 0) >= 500:
-            return
-        if self._slow(rec.end_ns - rec.start_ns, rec.model):
-            return
-        if any(stage.error is not None for stage in rec.stages):
+        reason = self._reason(rec)
+        if reason is not None:
+            rec.set_attr(ATTR.TRACE_KEPT, reason)
             return
         rec.sampled = False
         for stage in rec.stages:
             stage.sampled = False
 
+    def _reason(self, rec: RequestRecord) -> str | None:
+        if rec.error is not None or rec.outcome == "error" or (rec.status_code or 0) >= 500:
+            return "error"
+        if any(stage.error is not None for stage in rec.stages):
+            return "error"
+        if self._slow(rec.end_ns - rec.start_ns, rec.model):
+            return "slow"
+        return "ratio" if self._by_ratio(rec.trace_id) else None
+
     def apply_stage(self, stage: StageRecord) -> None:
         """The same for a stage recorded outside any request."""
-        if not stage.sampled or self._by_ratio(stage.trace_id) or stage.error is not None:
+        if not stage.sampled or stage.error is not None:
             return
-        if self._slow(stage.end_ns - stage.start_ns, stage.model):
+        if self._slow(stage.end_ns - stage.start_ns, stage.model) or self._by_ratio(stage.trace_id):
             return
         stage.sampled = False

@@ -267,6 +267,7 @@ class ATTR:
     PAYLOAD_SIZE = "infersight.payload.size"
     INPUT_TOKENS = "infersight.input.tokens"
     PIPELINE_TASK = "infersight.pipeline.task"
+    TRACE_KEPT = "infersight.trace.kept"  # why tail keep exported it: "error" | "slow" | "ratio"
     GPU_UUID = "infersight.gpu.uuid"
     GPU_BUSY_SECONDS = "infersight.gpu.busy_s"
     GPU_WALL_SECONDS = "infersight.gpu.wall_s"
