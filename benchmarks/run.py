@@ -17,7 +17,8 @@ BENCHES = [
     ("Request path (issue: SDK core, performance)", ["benchmarks/request_path.py"]),
     ("GPU sampler and stage-boundary snapshots", ["benchmarks/gpu_bench.py"]),
     ("Drift capture and window computation", ["benchmarks/drift_bench.py"]),
-    ("Real server under load", ["benchmarks/server_load.py"]),
+    ("Real server under load",
+     ["benchmarks/server_load.py", "--variants", "bare,infersight,otel-flask,infersight-keep10"]),
     ("Server memory", ["benchmarks/memory.py"]),
     ("Collector capacity", ["benchmarks/collector_load.py"]),
 ]
