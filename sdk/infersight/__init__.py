@@ -23,6 +23,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from . import _forksafe  # noqa: F401  (fork handlers, registered before _runtime's)
 from ._records import RequestRecord
 from ._runtime import get_runtime, shutdown
 from ._runtime import init as _init

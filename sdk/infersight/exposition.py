@@ -22,10 +22,11 @@ extra_pages: dict[str, Callable[[], tuple[str, bytes]]] = {}
 
 def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
     if multiprocess_mode():
-        from prometheus_client import multiprocess
+        from .multiprocess import LockedMultiProcessCollector
 
         mp = CollectorRegistry()
-        multiprocess.MultiProcessCollector(mp)  # type: ignore[no-untyped-call]
+        # Locked: dead workers' files are merged and deleted while scrapes may be reading.
+        LockedMultiProcessCollector(mp)  # type: ignore[no-untyped-call]
         # Custom collectors have no files: add this process's GPU readings (a scrape reads them,
         # it makes no NVML call).
         from ._runtime import get_runtime

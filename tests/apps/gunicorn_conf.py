@@ -1,1 +1,0 @@
-from infersight.multiprocess import child_exit  # noqa: F401
