@@ -72,3 +72,25 @@ def test_without_init_the_api_is_a_no_op() -> None:
 
     with infersight.request(model="m"):
         assert f(1) == 2
+
+
+def test_worker_hands_the_gil_to_request_threads_while_draining_a_backlog(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long drain must not hold the GIL for a whole switch interval (5 ms): request threads
+    would wait it out. The worker calls sleep(0) at least every millisecond of work."""
+    from infersight import _pipeline
+
+    yields: list[float] = []
+    real_sleep = _pipeline.time.sleep
+    monkeypatch.setattr(_pipeline.time, "sleep", lambda s: (yields.append(s), real_sleep(s)))
+    with capture(flush_interval_s=60) as t:
+        for _ in range(3000):
+            with infersight.request(model="m"), infersight.model():
+                pass
+        rt = infersight.get_runtime()
+        assert rt is not None
+        start = _pipeline.time.perf_counter()
+        rt.worker.drain()
+        took = _pipeline.time.perf_counter() - start
+        assert t.value("infersight_records_processed_total") == 3000.0
+    assert took > 0.005, "the backlog drained too fast to test"
+    assert yields.count(0) >= int(took / 0.001) // 2, (len(yields), took)
