@@ -3,7 +3,7 @@
     python benchmarks/collector_load.py [--rate 10000] [--seconds 45] [--procs 2] [--quick]
 
 The collector runs collector-config/otelcol.yaml as shipped (memory_limiter, batch, span_metrics,
-tail_sampling with its 10 s decision wait, the Tempo exporter's persistent queue), rewritten only
+tail_sampling with its decision wait, the Tempo exporter's persistent queue), rewritten only
 to loopback ports with the Tempo exporter pointed at a second collector that counts and drops.
 ``--procs`` load processes send pre-built OTLP ExportTraceServiceRequests over gRPC, paced to
 ``--rate`` spans/s in all. Each request is ``--batch`` spans shaped like infersight's traces (a
@@ -133,7 +133,7 @@ def counter(rows: list[tuple[str, str, float]], name: str, label: str = "") -> f
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=RATE_TARGET, help="spans/s offered, all processes together")
-    parser.add_argument("--seconds", type=float, default=45, help="load duration (covers the 10 s decision wait "
+    parser.add_argument("--seconds", type=float, default=45, help="load duration (covers the decision wait "
                         "and the 15 s span-metrics flush a few times)")  # fmt: skip
     parser.add_argument("--warmup", type=float, default=5)
     parser.add_argument("--procs", type=int, default=2)
