@@ -1,4 +1,4 @@
-"""Shared fixtures: a locally built tiny model, a fresh infersight runtime with in-memory exporters."""
+"""Shared fixtures: a locally built tiny model, an OTLP trace sink."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.support.collector import OtlpSink, running_sink
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "examples"))
@@ -35,3 +36,10 @@ def telemetry() -> Iterator[object]:
 
     with capture() as captured:
         yield captured
+
+
+@pytest.fixture
+def sink() -> Iterator[OtlpSink]:
+    """An OTLP gRPC trace endpoint on loopback, standing in for Tempo or a collector."""
+    with running_sink() as s:
+        yield s

@@ -11,7 +11,6 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -141,15 +140,6 @@ def test_tempo_queue_is_persistent(config: dict[str, Any]) -> None:
 # ---- the real run -------------------------------------------------------------------
 
 
-@pytest.fixture
-def sink() -> Iterator[OtlpSink]:
-    s = OtlpSink()
-    s.server.start()
-    try:
-        yield s
-    finally:
-        s.server.stop(grace=None)
-
 
 def _send_spans(otlp_port: int, model: str) -> dict[str, list[str]]:
     """One error trace, one slow trace, 20 fast OK traces, 10 fast traces the SDK kept; returns
@@ -267,9 +257,9 @@ def test_persistent_queue_survives_a_restart(collector: Path, config: dict[str, 
     assert queue_files, "file_storage wrote no queue file"
 
     sink = OtlpSink(tempo_port)
-    sink.server.start()
+    sink.start()
     try:
         with run_collector(collector, cfg_path, tmp_path / "run2.log", health_url=health):
             wait_for(lambda: set(ids["error"]) <= sink.trace_ids(), 30, "queued error trace delivered")
     finally:
-        sink.server.stop(grace=None)
+        sink.stop()

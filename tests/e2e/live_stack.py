@@ -31,7 +31,6 @@ import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from typing import Any
 import yaml
 from prometheus_client.utils import floatToGoString
 from tests.support import stack
-from tests.support.collector import ensure_collector, loopback_config, run_collector
+from tests.support.collector import OtlpSink, ensure_collector, loopback_config, run_collector
 
 from infersight.conventions import LATENCY_BUCKETS, METRIC
 
@@ -78,40 +77,16 @@ def _duration_s(text: str) -> float:
     raise ValueError(f"not a duration: {text!r}")
 
 
-class TraceSink:
-    """An OTLP gRPC trace endpoint standing in for Tempo: keeps every span it gets, by trace id."""
+class TraceSink(OtlpSink):
+    """The OTLP sink standing in for Tempo, started at once; spans are read with their service name."""
 
     def __init__(self) -> None:
-        import grpc
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+        super().__init__()
+        self.start()
 
-        self.spans: dict[str, list[Any]] = {}
-        self._lock = threading.Lock()
-        sink = self
-
-        class Service(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(self, request: Any, context: Any) -> Any:
-                with sink._lock:
-                    for rs in request.resource_spans:
-                        service = next((a.value.string_value for a in rs.resource.attributes
-                                        if a.key == "service.name"), "")  # fmt: skip
-                        for ss in rs.scope_spans:
-                            for span in ss.spans:
-                                sink.spans.setdefault(span.trace_id.hex(), []).append((service, span))
-                return trace_service_pb2.ExportTraceServiceResponse()
-
-        self.port = stack.free_port()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)  # type: ignore[no-untyped-call]
-        self.server.add_insecure_port(f"{LOOPBACK}:{self.port}")
-        self.server.start()
-
-    def traces(self) -> dict[str, list[tuple[str, Any]]]:
-        with self._lock:
-            return {k: list(v) for k, v in self.spans.items()}
-
-    def stop(self) -> None:
-        self.server.stop(grace=None)
+    def traces(self) -> dict[str, list[tuple[str, Any]]]:  # type: ignore[override]
+        return {trace_id: [(resource.get("service.name", ""), span) for resource, span in spans]
+                for trace_id, spans in super().traces().items()}  # fmt: skip
 
 
 @dataclass

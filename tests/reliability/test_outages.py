@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,15 +76,6 @@ def collector_counter(port: int, name: str, **labels: str) -> float:
             total += float(match.group(2))
     return total
 
-
-@pytest.fixture
-def sink() -> Iterator[OtlpSink]:
-    s = OtlpSink()
-    s.server.start()
-    try:
-        yield s
-    finally:
-        s.server.stop(grace=None)
 
 
 def write_config(cfg: dict[str, Any], tmp: Path) -> Path:
@@ -192,7 +182,7 @@ def test_backend_down_for_minutes_loses_nothing(collector: Path, shipped: dict[s
             accepted = collector_counter(ports["telemetry"], "otelcol_receiver_accepted_spans")
             assert not sink.received
             back_at = time.monotonic()
-            sink.server.start()
+            sink.start()
             # The exporter retries with backoff (max_interval 30 s): delivery resumes within that.
             wait_for(lambda: len(sink.span_ids()) >= sent, 120, f"{sent:.0f} spans delivered after the outage",
                      interval=1)  # fmt: skip
@@ -202,7 +192,7 @@ def test_backend_down_for_minutes_loses_nothing(collector: Path, shipped: dict[s
             failed = collector_counter(ports["telemetry"], "otelcol_exporter_send_failed_spans")
     finally:
         stop(app)
-        sink.server.stop(grace=None)
+        sink.stop()
 
     unique = len(sink.span_ids())
     print(f"\n[Tempo down {down_for:.0f} s] requests {len(load.latencies)}, failed {load.failures}; spans produced "

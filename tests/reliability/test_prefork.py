@@ -25,7 +25,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
+from tests.support.collector import OtlpSink
 from tests.support.stack import free_port
 
 from infersight import _errors
@@ -45,45 +45,27 @@ ROOT = Path(__file__).resolve().parents[2]
 DEAD_PID = 5_000_000
 
 
-class Sink:
-    """An OTLP gRPC trace endpoint: spans by trace id, with their resource's instance id."""
+class Sink(OtlpSink):
+    """The OTLP sink, read as spans per trace with the instance id of the process that sent them."""
 
     def __init__(self) -> None:
-        import grpc
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+        super().__init__(workers=4)
 
-        self.spans: dict[str, list[tuple[str, str]]] = {}  # trace id -> [(instance id, name)]
-        self.per_instance: dict[str, int] = {}
-        self._lock = threading.Lock()
-        sink = self
-
-        class Service(trace_service_pb2_grpc.TraceServiceServicer):
-            def Export(self, request: Any, context: Any) -> Any:
-                with sink._lock:
-                    for rs in request.resource_spans:
-                        attrs = {a.key: a.value.string_value for a in rs.resource.attributes}
-                        instance = attrs.get(ATTR.SERVICE_INSTANCE_ID, "")
-                        for ss in rs.scope_spans:
-                            for span in ss.spans:
-                                sink.spans.setdefault(span.trace_id.hex(), []).append((instance, span.name))
-                                sink.per_instance[instance] = sink.per_instance.get(instance, 0) + 1
-                return trace_service_pb2.ExportTraceServiceResponse()
-
-        self.port = free_port()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)  # type: ignore[no-untyped-call]
-        self.server.add_insecure_port(f"127.0.0.1:{self.port}")
-
-    def env(self) -> dict[str, str]:
-        return {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.port}",
-                "OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_BSP_SCHEDULE_DELAY": "200"}  # fmt: skip
+    @property
+    def per_instance(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for spans in self.traces().values():
+            for resource, _ in spans:
+                instance = resource.get(ATTR.SERVICE_INSTANCE_ID, "")
+                counts[instance] = counts.get(instance, 0) + 1
+        return counts
 
     def wait_for(self, trace_ids: list[str], per_trace: int, timeout_s: float) -> int:
         """Spans received for ``trace_ids``, once each has ``per_trace`` or the time is up."""
         deadline = time.monotonic() + timeout_s
         while True:
-            with self._lock:
-                got = [len(self.spans.get(t, ())) for t in trace_ids]
+            traces = self.traces()
+            got = [len(traces.get(t, ())) for t in trace_ids]
             if all(n >= per_trace for n in got) or time.monotonic() > deadline:
                 return sum(got)
             time.sleep(0.1)
@@ -91,12 +73,11 @@ class Sink:
 
 @pytest.fixture
 def sink() -> Iterator[Sink]:
-    s = Sink()
-    s.server.start()
+    s = Sink().start()
     try:
         yield s
     finally:
-        s.server.stop(grace=None)
+        s.stop()
 
 
 @dataclass
@@ -177,8 +158,10 @@ def _check_spans(sink: Sink, served: list[dict[str, Any]], master: dict[str, Any
     received = sink.wait_for(trace_ids, 2, timeout_s=20)
     pids = {r["pid"] for r in served}
     ids_by_pid: dict[int, set[str]] = {}
+    traces = sink.traces()
     for r in served:
-        ids_by_pid.setdefault(r["pid"], set()).update(i for i, _ in sink.spans.get(r["trace_id"], ()))
+        ids_by_pid.setdefault(r["pid"], set()).update(
+            resource.get(ATTR.SERVICE_INSTANCE_ID, "") for resource, _ in traces.get(r["trace_id"], ()))
         ids_by_pid[r["pid"]].add(r["instance_id"])
     distinct = {i for ids in ids_by_pid.values() for i in ids}
     print(f"{label}: spans expected {2 * len(served)} received {received}; worker pids {len(pids)}, "
@@ -278,8 +261,7 @@ def test_1000_fork_cycles_no_deadlock_no_lost_span(tmp_path: Path, sink: Sink) -
     parent_id, cycles, parent_requests = fig["parent_instance_id"], fig["cycles"], fig["parent_requests"]
     deadline = time.monotonic() + 20
     while True:  # children flushed before exiting; the parent's last spans may still be on the way
-        with sink._lock:
-            per = dict(sink.per_instance)
+        per = sink.per_instance
         child_spans = sum(per.get(i, 0) for i in child_ids.values())
         parent_spans = per.get(parent_id, 0)
         if child_spans >= 2 * cycles and parent_spans >= 2 * parent_requests - dropped:

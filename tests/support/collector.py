@@ -167,13 +167,15 @@ def run_collector(binary: Path, config_path: Path, log_path: Path,
 
 
 class OtlpSink:
-    """An OTLP gRPC trace endpoint standing in for Tempo: remembers spans by trace id."""
+    """An OTLP gRPC trace endpoint standing in for Tempo or a collector: remembers every span it
+    gets, with its resource's attributes, by trace id. ``start()``/``stop()``; ``env()`` points an
+    SDK at it."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, workers: int = 2) -> None:
         import grpc
         from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-        self.spans: dict[str, list[Any]] = {}
+        self.spans: dict[str, list[tuple[dict[str, str], Any]]] = {}  # trace id -> [(resource, span)]
         self.received = 0  # span count, duplicates included
         self._lock = threading.Lock()
         sink = self
@@ -182,16 +184,32 @@ class OtlpSink:
             def Export(self, request: Any, context: Any) -> Any:
                 with sink._lock:
                     for rs in request.resource_spans:
+                        resource = {a.key: a.value.string_value for a in rs.resource.attributes}
                         for ss in rs.scope_spans:
                             for span in ss.spans:
-                                sink.spans.setdefault(span.trace_id.hex(), []).append(span)
+                                sink.spans.setdefault(span.trace_id.hex(), []).append((resource, span))
                                 sink.received += 1
                 return trace_service_pb2.ExportTraceServiceResponse()
 
         self.port = port or free_port()
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Service(), self.server)  # type: ignore[no-untyped-call]
         self.server.add_insecure_port(f"{LOOPBACK}:{self.port}")
+
+    def start(self) -> OtlpSink:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop(grace=None)
+
+    def env(self) -> dict[str, str]:
+        return {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{LOOPBACK}:{self.port}",
+                "OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_BSP_SCHEDULE_DELAY": "200"}  # fmt: skip
+
+    def traces(self) -> dict[str, list[tuple[dict[str, str], Any]]]:
+        with self._lock:
+            return {k: list(v) for k, v in self.spans.items()}
 
     def trace_ids(self) -> set[str]:
         with self._lock:
@@ -199,4 +217,13 @@ class OtlpSink:
 
     def span_ids(self) -> set[bytes]:
         with self._lock:
-            return {span.span_id for spans in self.spans.values() for span in spans}
+            return {span.span_id for spans in self.spans.values() for _, span in spans}
+
+
+@contextlib.contextmanager
+def running_sink(port: int | None = None, workers: int = 2) -> Iterator[OtlpSink]:
+    sink = OtlpSink(port, workers).start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
