@@ -139,7 +139,9 @@ def test_collector_down_for_a_minute_then_back(collector: Path, shipped: dict[st
     assert drops_during.get("export_failed", 0) + drops_during.get("export_queue_full", 0) > 0
     # What waited in the SDK's queue when the collector came back is delivered, not dropped.
     assert delivered_from_queue >= SDK_QUEUE / 2
-    assert down.p99() < up.p99() * 3 + 0.005  # generous: noise on a shared 2-core box, not a target
+    # The ratio is reported above (1.06 on a quiet box, 5.8 with a second test suite on the same
+    # 2 cores); the bound catches a request path waiting on the exporter (its timeout is 5 s).
+    assert down.p99() < up.p99() + 0.5
     assert max(rss) - min(rss) < 50
     rules = (ROOT / "prometheus-rules" / "telemetry.rules.yaml").read_text()
     assert re.search(r"alert: TelemetrySpansDropped\n\s+expr: .*infersight_spans_dropped_total", rules)
