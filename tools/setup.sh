@@ -33,8 +33,10 @@ if [ ! -f "$stamp" ]; then
 else
   # The editable install points at this checkout; re-point it when the checkout moved.
   "$VENV/bin/python" - <<'PY' || "$VENV/bin/pip" install -q --no-deps -e .
-import pathlib, sys, infersight
-sys.exit(0 if pathlib.Path(infersight.__file__).resolve().is_relative_to(pathlib.Path.cwd().resolve()) else 1)
+import importlib.util, pathlib, sys
+spec = importlib.util.find_spec("infersight")
+here = pathlib.Path.cwd().resolve()
+sys.exit(0 if spec and spec.origin and pathlib.Path(spec.origin).resolve().is_relative_to(here) else 1)
 PY
 fi
 

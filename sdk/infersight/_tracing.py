@@ -67,9 +67,9 @@ def _make_exporter(config: Config) -> SpanExporter | None:
     timeout = float(os.environ.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
                     or os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT") or 5)  # fmt: skip
     if config.otlp_protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+        from ._otlp import FastOTLPSpanExporter
 
-        return OTLPSpanExporter(timeout=timeout)
+        return FastOTLPSpanExporter(timeout=timeout)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HTTPSpanExporter,
     )

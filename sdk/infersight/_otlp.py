@@ -1,0 +1,181 @@
+"""OTLP/gRPC span export with a cheaper encoder for the spans infersight builds.
+
+The stock encoder builds a protobuf object per span, attribute and value: 30-35 µs per span of
+ours on a 2-core box, and it runs holding the GIL that request threads wait for. Our spans are
+simple (scalar attributes, no links, rarely events), and their resource, scope, names and
+attributes repeat, so their wire bytes are written directly from cached pieces (about 6x
+cheaper, see benchmarks/request_path.py). Any span this encoder does not cover (events, links,
+non-scalar or out-of-range attribute values, dropped counts) is encoded by the stock encoder, and
+tests/test_otlp.py checks the output equals the stock encoder's for random spans.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.trace import SpanContext
+
+__all__ = ["FastOTLPSpanExporter", "encode_request"]
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_FLAGS_HAS_IS_REMOTE, _FLAGS_IS_REMOTE = 0x100, 0x200
+_pack_u64 = struct.Struct("<Q").pack
+_pack_f64 = struct.Struct("<d").pack
+_pack_u32 = struct.Struct("<I").pack
+_CACHE_MAX = 4096  # distinct (key, value) pairs kept; cleared when full (cardinality floods)
+
+
+def _varint(value: int) -> bytes:
+    if value < 0:
+        value += 1 << 64  # int64 two's complement, as protobuf writes negative ints
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _field(tag: int, payload: bytes) -> bytes:
+    return bytes((tag,)) + _varint(len(payload)) + payload
+
+
+_str_cache: dict[tuple[int, str], bytes] = {}
+_kv_cache: dict[tuple[str, Any, type], bytes] = {}
+
+
+def _str_field(tag: int, text: str) -> bytes:
+    key = (tag, text)
+    hit = _str_cache.get(key)
+    if hit is None:
+        if len(_str_cache) >= _CACHE_MAX:
+            _str_cache.clear()
+        hit = _str_cache[key] = _field(tag, text.encode("utf-8"))
+    return hit
+
+
+def _any_value(value: Any) -> bytes | None:
+    kind = type(value)
+    if kind is str:
+        return _field(0x0A, value.encode("utf-8"))
+    if kind is bool:
+        return b"\x10\x01" if value else b"\x10\x00"
+    if kind is int:
+        return b"\x18" + _varint(value) if _INT64_MIN <= value <= _INT64_MAX else None
+    if kind is float:
+        return b"\x21" + _pack_f64(value)
+    return None  # bytes, sequences, mappings, subclasses: the stock encoder's job
+
+
+def _attributes(attrs: Any) -> bytes | None:
+    parts = []
+    for key, value in attrs.items():
+        kind = type(value)
+        cacheable = kind is str or kind is int or kind is bool  # floats rarely repeat
+        encoded = _kv_cache.get((key, value, kind)) if cacheable else None
+        if encoded is None:
+            any_value = _any_value(value)
+            if any_value is None or type(key) is not str:
+                return None
+            encoded = _field(0x4A, _str_field(0x0A, key) + _field(0x12, any_value))
+            if cacheable:
+                if len(_kv_cache) >= _CACHE_MAX:
+                    _kv_cache.clear()
+                _kv_cache[(key, value, kind)] = encoded
+        parts.append(encoded)
+    return b"".join(parts)
+
+
+def _encode_span(span: ReadableSpan) -> bytes | None:
+    """The Span message's bytes, or None where the stock encoder must do it."""
+    if span.events or span.links or span.dropped_attributes:
+        return None
+    attrs = _attributes(span.attributes) if span.attributes else b""
+    if attrs is None:
+        return None
+    ctx = span.context
+    assert ctx is not None
+    parts = [b"\x0a\x10", ctx.trace_id.to_bytes(16, "big"), b"\x12\x08", ctx.span_id.to_bytes(8, "big")]
+    if ctx.trace_state:
+        parts.append(_str_field(0x1A, ",".join(f"{k}={v}" for k, v in ctx.trace_state.items())))
+    parent = span.parent
+    flags = _FLAGS_HAS_IS_REMOTE
+    if parent is not None:
+        parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
+        if parent.is_remote:
+            flags |= _FLAGS_IS_REMOTE
+    parts += (_str_field(0x2A, span.name), bytes((0x30, span.kind.value + 1)),
+              b"\x39", _pack_u64(span.start_time or 0), b"\x41", _pack_u64(span.end_time or 0), attrs)  # fmt: skip
+    status = span.status
+    inner = b""
+    if status.description:
+        inner = _str_field(0x12, status.description)
+    if status.status_code.value:
+        inner += bytes((0x18, status.status_code.value))
+    parts += (_field(0x7A, inner), b"\x85\x01", _pack_u32(flags))
+    return b"".join(parts)
+
+
+_NONE = object()
+_envelopes: dict[tuple[Any, Any], tuple[bytes, bytes, bytes, bytes]] = {}
+
+
+def _envelope(resource: Any, scope: Any) -> tuple[bytes, bytes, bytes, bytes]:
+    """Resource and scope bytes, and their schema URL fields, from the stock encoder once."""
+    key = (resource, scope)
+    hit = _envelopes.get(key)
+    if hit is None:
+        probe = ReadableSpan("probe", context=SpanContext(1, 1, False), resource=resource,
+                             instrumentation_scope=scope)  # fmt: skip
+        rs = encode_spans([probe]).resource_spans[0]
+        ss = rs.scope_spans[0]
+        rs_schema = _str_field(0x1A, rs.schema_url) if rs.schema_url else b""
+        ss_schema = _str_field(0x1A, ss.schema_url) if ss.schema_url else b""
+        scope_bytes = _field(0x0A, ss.scope.SerializeToString()) if ss.HasField("scope") else b""
+        hit = (_field(0x0A, rs.resource.SerializeToString()), rs_schema, scope_bytes, ss_schema)
+        if len(_envelopes) >= 64:
+            _envelopes.clear()
+        _envelopes[key] = hit
+    return hit
+
+
+def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
+    """An ExportTraceServiceRequest's bytes, grouped by resource then scope as the stock encoder."""
+    groups: dict[Any, dict[Any, list[bytes]]] = {}
+    last_resource: Any = _NONE
+    last_scope: Any = _NONE
+    bucket: list[bytes] = []
+    for span in spans:
+        encoded = _encode_span(span)
+        if encoded is None:
+            encoded = encode_spans([span]).resource_spans[0].scope_spans[0].spans[0].SerializeToString()
+        resource, scope = span.resource, span.instrumentation_scope or None
+        if resource is not last_resource or scope is not last_scope:  # hashing a Resource is dear
+            bucket = groups.setdefault(resource, {}).setdefault(scope, [])
+            last_resource, last_scope = resource, scope
+        bucket.append(_field(0x12, encoded))
+    out = []
+    for resource, by_scope in groups.items():
+        resource_parts = []
+        for scope, encoded_spans in by_scope.items():
+            resource_bytes, rs_schema, scope_bytes, ss_schema = _envelope(resource, scope)
+            resource_parts.append(_field(0x12, scope_bytes + b"".join(encoded_spans) + ss_schema))
+        out.append(_field(0x0A, resource_bytes + b"".join(resource_parts) + rs_schema))
+    return b"".join(out)
+
+
+class FastOTLPSpanExporter(OTLPSpanExporter):
+    """The stock OTLP/gRPC span exporter (retries, timeouts, TLS, headers, compression) with
+    the cheaper encoder; gRPC parses and re-serialises the bytes in C."""
+
+    def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
+        request: ExportTraceServiceRequest = ExportTraceServiceRequest.FromString(encode_request(data))
+        return request

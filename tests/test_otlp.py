@@ -1,0 +1,129 @@
+"""The cheaper OTLP span encoder: its output parses to exactly what the stock encoder builds."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import Event, ReadableSpan
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
+from tests.support.collector import LOOPBACK
+
+import infersight
+from infersight._otlp import FastOTLPSpanExporter, encode_request
+from infersight._tracing import _make_exporter
+from infersight.config import Config
+from infersight.testing import capture
+
+RESOURCES = [Resource.create({"service.name": "a"}),
+             Resource({"service.name": "b", "n": 3}, schema_url="https://opentelemetry.io/schemas/1.26.0")]  # fmt: skip
+SCOPES = [InstrumentationScope("infersight", "0.1.0"), None,
+          InstrumentationScope("user", None, "https://example.com/schema")]  # fmt: skip
+
+scalars = st.one_of(
+    st.text(max_size=20),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False),
+    st.sampled_from(["preprocess", "model", ""]),  # repeats, so the caches are hit
+)
+values = st.one_of(scalars, st.lists(st.integers(0, 9), max_size=3).map(tuple), st.binary(max_size=4))
+attributes = st.dictionaries(st.sampled_from(["k", "infersight.stage", "http.route", "é", "n"]) | st.text(max_size=8),
+                             values, max_size=6)  # fmt: skip
+ids = st.integers(min_value=1, max_value=2**64 - 1)
+
+
+@st.composite
+def spans(draw: Any) -> ReadableSpan:
+    trace_id = draw(st.integers(min_value=1, max_value=2**128 - 1))
+    state = draw(st.sampled_from([None, TraceState([("vendor", "x1")]), TraceState([("a", "1"), ("b", "2")])]))
+    ctx = SpanContext(trace_id, draw(ids), False, trace_state=state)
+    parent = draw(st.one_of(st.none(), st.builds(lambda s, r: SpanContext(trace_id, s, r), ids, st.booleans())))
+    code = draw(st.sampled_from(list(StatusCode)))
+    description = draw(st.one_of(st.none(), st.text(max_size=10))) if code is StatusCode.ERROR else None
+    events = draw(st.sampled_from([(), (Event("exception", {"exception.type": "ValueError"}, timestamp=5),)]))
+    links = draw(st.sampled_from([(), (Link(SpanContext(7, 8, True), {"l": 1}),)]))
+    start = draw(st.integers(min_value=0, max_value=2**63))
+    return ReadableSpan(
+        draw(st.text(min_size=1, max_size=12)), context=ctx, parent=parent,
+        resource=draw(st.sampled_from(RESOURCES)), attributes=draw(attributes), events=events, links=links,
+        kind=draw(st.sampled_from(list(SpanKind))), status=Status(code, description),
+        start_time=start, end_time=start + draw(st.integers(0, 10**9)),
+        instrumentation_scope=draw(st.sampled_from(SCOPES)),
+    )  # fmt: skip
+
+
+def canonical(request: ExportTraceServiceRequest) -> bytes:
+    return request.SerializeToString(deterministic=True)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(spans(), min_size=1, max_size=12))
+def test_encodes_exactly_what_the_stock_encoder_encodes(batch: list[ReadableSpan]) -> None:
+    fast = ExportTraceServiceRequest.FromString(encode_request(batch))
+    assert canonical(fast) == canonical(encode_spans(batch))
+
+
+def test_infersight_spans_take_the_fast_path_and_match() -> None:
+    with capture() as telemetry:
+        for i in range(20):
+            with infersight.request(model=f"m{i % 3}", endpoint="/predict"):
+                with infersight.preprocess():
+                    pass
+                with pytest.raises(KeyError), infersight.model():
+                    raise KeyError("x")  # an exception event: the stock encoder's path
+        batch = telemetry.spans()
+    assert len(batch) == 60
+    from infersight import _otlp
+
+    fast_path = [s for s in batch if _otlp._encode_span(s) is not None]
+    assert len(fast_path) == 40  # requests and preprocess; the failed stages carry an event
+    assert canonical(ExportTraceServiceRequest.FromString(encode_request(batch))) == canonical(encode_spans(batch))
+
+
+def test_floats_and_extreme_values_survive() -> None:
+    ctx = SpanContext(2**128 - 1, 2**64 - 1, False)
+    span = ReadableSpan("s", context=ctx, resource=RESOURCES[0], attributes={
+        "inf": math.inf, "neg": -(2**63), "big": 2**63 - 1, "nan": math.nan, "uni": "ü\u2603"})  # fmt: skip
+    decoded = ExportTraceServiceRequest.FromString(encode_request([span]))
+    values = {kv.key: kv.value for kv in decoded.resource_spans[0].scope_spans[0].spans[0].attributes}
+    assert values["inf"].double_value == math.inf and math.isnan(values["nan"].double_value)
+    assert values["neg"].int_value == -(2**63) and values["big"].int_value == 2**63 - 1
+    assert values["uni"].string_value == "ü\u2603"
+
+
+def test_out_of_range_int_is_dropped_like_the_stock_encoder_does() -> None:
+    span = ReadableSpan("s", context=SpanContext(1, 1, False), resource=RESOURCES[0],
+                        attributes={"x": 2**64, "y": 1})  # fmt: skip
+    fast = ExportTraceServiceRequest.FromString(encode_request([span]))
+    assert canonical(fast) == canonical(encode_spans([span]))
+    assert [kv.key for kv in fast.resource_spans[0].scope_spans[0].spans[0].attributes] == ["y"]
+
+
+def test_grpc_is_the_fast_exporter() -> None:
+    exporter = _make_exporter(Config.from_env(traces_exporter="otlp", otlp_protocol="grpc"))
+    try:
+        assert isinstance(exporter, FastOTLPSpanExporter)
+    finally:
+        assert exporter is not None
+        exporter.shutdown()
+
+
+def test_fast_exporter_delivers_to_an_otlp_receiver(sink: Any) -> None:
+    exporter = FastOTLPSpanExporter(endpoint=f"{LOOPBACK}:{sink.port}", insecure=True, timeout=5)
+    batch = [ReadableSpan(f"s{i}", context=SpanContext(9, i + 1, False), resource=RESOURCES[1],
+                          attributes={"i": i}, instrumentation_scope=SCOPES[0]) for i in range(5)]  # fmt: skip
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    assert exporter.export(batch) is SpanExportResult.SUCCESS
+    exporter.shutdown()
+    ((_, received),) = [(tid, spans) for tid, spans in sink.traces().items()]
+    assert sorted(span.name for _, span in received) == [f"s{i}" for i in range(5)]
+    assert {resource["service.name"] for resource, _ in received} == {"b"}
