@@ -127,3 +127,19 @@ def test_fast_exporter_delivers_to_an_otlp_receiver(sink: Any) -> None:
     ((_, received),) = [(tid, spans) for tid, spans in sink.traces().items()]
     assert sorted(span.name for _, span in received) == [f"s{i}" for i in range(5)]
     assert {resource["service.name"] for resource, _ in received} == {"b"}
+
+
+def test_a_big_batch_hands_the_gil_over_while_encoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The export thread must not hold the GIL for a whole batch: request threads would wait."""
+    from infersight import _otlp
+
+    yields: list[float] = []
+    real_sleep = _otlp.time.sleep
+    monkeypatch.setattr(_otlp.time, "sleep", lambda s: (yields.append(s), real_sleep(s)))
+    batch = [ReadableSpan(f"s{i}", context=SpanContext(9, i + 1, False), resource=RESOURCES[0],
+                          attributes={"i": i, "k": "v"}) for i in range(4000)]  # fmt: skip
+    start = _otlp.time.perf_counter()
+    encode_request(batch)
+    took = _otlp.time.perf_counter() - start
+    assert took > 0.005, "encoded too fast to test"
+    assert yields.count(0) >= int(took / 0.001) // 3, (len(yields), took)

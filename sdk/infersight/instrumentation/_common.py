@@ -46,14 +46,20 @@ def unwrap(module: str, path: str) -> None:
         setattr(owner, attr, current.__wrapped__)
 
 
+_checked: tuple[Any, bool] = (None, False)  # (global propagator, whether W3C-only): one per process
+
+
 def _is_tracecontext_only() -> bool:
+    global _checked
     prop = propagate.get_global_textmap()
-    if isinstance(prop, TraceContextTextMapPropagator):
-        return True
+    if prop is _checked[0]:
+        return _checked[1]
+    w3c_only = isinstance(prop, TraceContextTextMapPropagator)
     if isinstance(prop, CompositePropagator):
         names = {type(p).__name__ for p in prop._propagators}
-        return names <= {"TraceContextTextMapPropagator", "W3CBaggagePropagator"}
-    return False
+        w3c_only = names <= {"TraceContextTextMapPropagator", "W3CBaggagePropagator"}
+    _checked = (prop, w3c_only)
+    return w3c_only
 
 
 def extract_remote_parent(carrier: Any, getter: Any, traceparent_key: str) -> SpanContext | None:
