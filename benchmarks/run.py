@@ -17,6 +17,7 @@ BENCHES = [
     ("Request path (issue: SDK core, performance)", ["benchmarks/request_path.py"]),
     ("GPU sampler and stage-boundary snapshots", ["benchmarks/gpu_bench.py"]),
     ("Drift capture and window computation", ["benchmarks/drift_bench.py"]),
+    ("CPU per request by thread", ["benchmarks/cpu_split.py"]),
     ("Real server under load",
      ["benchmarks/server_load.py", "--variants", "bare,infersight,otel-flask,infersight-keep10"]),
     ("Server memory", ["benchmarks/memory.py"]),

@@ -1,6 +1,6 @@
 """The server benchmarks run end to end (--quick) and print their tables.
 
-No timing is asserted: the figures belong to `make bench` (docs/benchmarks.md). The three
+No timing is asserted: the figures belong to `make bench` (docs/benchmarks.md). The four
 scripts run at once so the test stays within about a minute on 2 cores; each is bounded by
 a timeout and killed if it overruns.
 """
@@ -34,6 +34,14 @@ EXPECTED = {
         "| infersight |",
         "added RSS in steady state",
         "growth",
+    ],
+    "benchmarks/cpu_split.py": [
+        "| variant | request path | worker | export |",
+        "| bare |",
+        "| infersight |",
+        "| stock encoder |",
+        "| keep 0.1 |",
+        "request path added, paired over rounds:",
     ],
     "benchmarks/collector_load.py": ["| t s | RSS MiB | anonymous MiB |", "accepted rate:", "collector RSS: **max"],
 }
