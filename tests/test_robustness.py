@@ -88,9 +88,9 @@ def test_worker_hands_the_gil_to_request_threads_while_draining_a_backlog(monkey
                 pass
         rt = infersight.get_runtime()
         assert rt is not None
-        start = _pipeline.time.perf_counter()
+        start = _pipeline.time.thread_time()  # CPU time: a busy box descheduling us adds no work
         rt.worker.drain()
-        took = _pipeline.time.perf_counter() - start
+        took = _pipeline.time.thread_time() - start
         assert t.value("infersight_records_processed_total") == 3000.0
     assert took > 0.005, "the backlog drained too fast to test"
     assert yields.count(0) >= int(took / 0.001) // 2, (len(yields), took)

@@ -68,6 +68,15 @@ def _attach_span(span_ctx: SpanContext) -> Any:
     return var.set(Context({**var.get(), _SPAN_KEY: span}))
 
 
+def _current_span() -> Any:
+    """The active OTel span, or None when there is none (the common case, read in one lookup)."""
+    var = _OTEL_VAR
+    if var is None:
+        span = trace.get_current_span()
+        return span if span is not trace.INVALID_SPAN else None
+    return var.get().get(_SPAN_KEY)
+
+
 def _is_current_span(span_id: int) -> bool:
     var = _OTEL_VAR
     if var is None:
@@ -280,8 +289,8 @@ def start_request(name: str, kind: SpanKind = SpanKind.SERVER, endpoint: str = "
         return None, (None, None)
     try:
         emit_span = True
-        if parent is None:
-            active = trace.get_current_span()
+        active = _current_span() if parent is None else None
+        if active is not None:
             if active.is_recording():
                 # Another instrumentation (e.g. opentelemetry-instrumentation-flask) owns the
                 # server span; our stages become its children.
