@@ -1,6 +1,6 @@
 """Where a request's CPU goes, by thread: request path, infersight worker, span export.
 
-    python benchmarks/cpu_split.py [--rounds 20] [--requests 100] [--quick]
+    python benchmarks/cpu_split.py [--rounds 40] [--requests 100] [--quick]
 
 Throughput at saturation of a CPU-bound server is its CPU per request, so the added CPU per
 request predicts the throughput ratio (bare / instrumented) without the load generator's noise:
@@ -11,7 +11,10 @@ driven by Flask's test client, variants switched in place and interleaved (paire
   infersight      on, spans exported over OTLP/gRPC (our encoder)
   stock encoder   on, the OTel exporter's own encoder (what the export cost was)
   keep 0.1        on, INFERSIGHT_TRACES_KEEP_RATIO=0.1 (errors and slow traces kept, 10% of the rest)
-Spans go to our built collector (shipped config on loopback) when it is built, else nowhere
+The process is pinned to CPU 0 and the collector to CPU 1, as in server_load.py: a server
+saturating its cores leaves no idle core for the background threads, and on SMT siblings a
+concurrent thread would slow the request path's own instructions (measured here: ~+100 µs per
+request unpinned). Spans go to our built collector (shipped config on loopback) when it is built, else nowhere
 (OTEL_TRACES_EXPORTER=none, export column empty). Each block drains the worker and flushes the
 exporter before its CPU is read, so background work lands in the block that caused it.
 """
@@ -120,7 +123,7 @@ def measure(rounds: int, per_block: int) -> dict[str, dict[str, list[float]]]:
 
 def main() -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--requests", type=int, default=100, help="requests per variant per round")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds of 20 requests")
     args = parser.parse_args()
@@ -139,6 +142,8 @@ def main() -> list[str]:
         else:
             os.environ["OTEL_TRACES_EXPORTER"] = "none"
             export = "OTEL_TRACES_EXPORTER=none (no built collector; run tools/build-collector.sh)"
+        if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
+            os.sched_setaffinity(0, {0})  # threads started after this inherit it
         per_req = measure(args.rounds, args.requests)
     med = {v: {t: statistics.median(xs) for t, xs in threads.items()} for v, threads in per_req.items()}
     total = {v: sum(m.values()) for v, m in med.items()}
