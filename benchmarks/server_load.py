@@ -65,6 +65,7 @@ EXTRA_VARIANTS = {
     "infersight-keep10": ("infersight", {"INFERSIGHT_TRACES_KEEP_RATIO": "0.1"}),
 }
 SERVER_CPU, LOAD_CPUS = {0}, {1}
+P99_TARGET_MS = 0.5
 BODY = '{"text": "the movie was good and the service was very fast"}'
 
 WRK_LUA = """
@@ -269,6 +270,14 @@ def main() -> int:
     cpu_ratio = {v: statistics.median(b["cpu_ms_per_req"] / s["cpu_ms_per_req"]
                                       for s, b in zip(sat[v], sat["bare"], strict=True)) for v in variants}  # fmt: skip
     added_p99 = (med(paced["infersight"], "p99_us") - med(paced["bare"], "p99_us")) / 1e3
+    bare_p99s = [r["p99_us"] / 1e3 for r in paced["bare"]]
+    # A difference smaller than the bare server's own round-to-round P99 swing is noise, not a result.
+    swing = max(bare_p99s) - min(bare_p99s)
+    if len(bare_p99s) > 1 and swing > 4 * P99_TARGET_MS:
+        p99_verdict = (f"not resolvable on this machine: the bare server's own P99 ranged "
+                       f"{min(bare_p99s):.1f}-{max(bare_p99s):.1f} ms across rounds")  # fmt: skip
+    else:
+        p99_verdict = "met" if added_p99 <= P99_TARGET_MS else "NOT met"
     others = [v for v in variants if v not in ("bare", "infersight")]
     lines += ["",
               f"- throughput, infersight / bare: **{ratio['infersight']:.3f}** (target ≥ 0.95: "
@@ -277,8 +286,8 @@ def main() -> int:
     lines += ["- the same from the worker's CPU time per request (bare / variant; less sensitive to the worker "
               "being descheduled by other work on the machine): "
               + ", ".join(f"{v} **{cpu_ratio[v]:.3f}**" for v in variants[1:]),
-              f"- added P99 at 50% load, infersight: **{added_p99:+.2f} ms** (target ≤ 0.5 ms: "
-              f"{'met' if added_p99 <= 0.5 else 'NOT met'})"]  # fmt: skip
+              f"- added P99 at 50% load, infersight: **{added_p99:+.2f} ms** (target ≤ {P99_TARGET_MS} ms: "
+              f"{p99_verdict})"]  # fmt: skip
     if collector:
         accepted = spans.get("otelcol_receiver_accepted_spans", 0)
         refused = spans.get("otelcol_receiver_refused_spans", 0)
