@@ -1,14 +1,16 @@
 """GPU telemetry cost: the sampler's CPU per second at 1 Hz, a scrape, and each stage-boundary
 hook call (GPM snapshot on and off), on FakeNVML and, where a GPU is present, on real NVML.
 
-    python benchmarks/gpu_bench.py [--seconds 3] [--stages 5000]
+    python benchmarks/gpu_bench.py [--seconds 3] [--stages 5000] [--cuda]
 
 The sampler's thread CPU time (time.thread_time, read in the thread) is measured twice: per
 tick over a 10 Hz run, and per wall second over a run at the default 1 Hz (``--seconds``
 each; the 1 Hz figure is a few ticks, so per tick is the steadier number).
 FakeNVML measures infersight's own overhead (a real NVML call costs more: microseconds to
 milliseconds; PCIe counters block ~20 ms each, which is why GPM mode skips them). Hook costs
-are per call (a stage has two boundaries), in the request thread.
+are per call (a stage has two boundaries), in the request thread. With ``--cuda`` (torch with
+CUDA) a further row records a CUDA event at each boundary, as a ``model`` stage does in an app
+that runs torch on the GPU; its enrich waits for the event and reads the GPU busy time.
 """
 
 from __future__ import annotations
@@ -109,11 +111,16 @@ def span_hooks(nvml: NVML, stages: int) -> list[tuple[str, float, float]]:
         time.sleep(0.1)
         sampler.sample_once()  # a GPM delta in the ring, for window lookups
         rows.append(("empty hook (loop + clock baseline)", *hook_cost(_NoHook(), stages)))
-        for snapshots in (False, True):
+        torch = sys.modules.get("torch")
+        cuda_on = bool(torch is not None and torch.cuda.is_initialized())
+        variants = [(False, False), (True, False)] + ([(False, True)] if cuda_on else [])
+        for snapshots, cuda_events in variants:
             rt = types.SimpleNamespace(metrics=None, config=Config(
-                traces_exporter="none", gpu_span_snapshots=snapshots))  # fmt: skip
+                traces_exporter="none", gpu_span_snapshots=snapshots, cuda_events=cuda_events))  # fmt: skip
             hook = SpanCounters(sampler, rt)
             label = "GPM snapshot on" if snapshots else "GPM snapshot off"
+            if cuda_events:
+                label += ", CUDA events"
             rows.append((f"SpanCounters, model stage, {label}", *hook_cost(hook, stages)))
         hook = SpanCounters(sampler, types.SimpleNamespace(metrics=None, config=Config(
             traces_exporter="none")))  # fmt: skip
@@ -127,7 +134,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--stages", type=int, default=5000)
+    parser.add_argument("--cuda", action="store_true", help="initialise CUDA through torch first")
     args = parser.parse_args()
+    if args.cuda:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.init()  # type: ignore[no-untyped-call]
+        else:
+            print("(--cuda: torch sees no CUDA device)\n")
     backends: list[tuple[str, Any]] = [("FakeNVML", lambda: FakeNVML(1))]
     try:
         real = PyNVML()

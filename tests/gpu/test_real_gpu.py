@@ -190,3 +190,37 @@ def test_nvtx_ranges_with_cuda(torch: Any) -> None:
         assert ranges[0].depth() == 0
         assert len(t.spans("model")) == 1
 
+
+def test_transformers_pipeline_on_cuda_gets_gpu_counters(torch: Any, tiny_model_dir: Any) -> None:
+    """The auto-instrumented pipeline, placed on the GPU: its model spans carry the GPU's figures."""
+    from transformers import pipeline
+
+    from infersight.instrumentation import instrument_all, uninstrument_all
+
+    with capture(gpu="on", gpu_interval_s=0.2, models={"tiny-sentiment": {"slo_p99_seconds": 1.0}}) as t:
+        instrument_all(["transformers"])
+        try:
+            clf = pipeline("sentiment-analysis", model=str(tiny_model_dir), device=0)
+            assert next(clf.model.parameters()).is_cuda
+            clf("warm up")
+            time.sleep(0.45)  # sampler readings around the requests: the window source
+            for _ in range(3):
+                with infersight.request(endpoint="/predict"):
+                    out = clf("great excellent movie")
+                assert out[0]["label"] in {"POSITIVE", "NEGATIVE"}
+            time.sleep(0.25)
+        finally:
+            uninstrument_all()
+        rt = infersight.get_runtime()
+        assert rt is not None
+        uuid = rt.extras["gpu"].gpu(rt.extras["gpu"].nvml_index(torch.cuda.current_device())).uuid
+        spans = [s for s in t.spans("model") if s.parent is not None and s.attributes]
+        assert len(spans) >= 3
+        for span in spans[-3:]:
+            attrs: Any = span.attributes
+            assert attrs[ATTR.GPU_UUID] == uuid
+            wall, gpu_busy = attrs[ATTR.GPU_WALL_SECONDS], attrs[ATTR.GPU_BUSY_SECONDS]
+            assert 0 < gpu_busy <= wall * 1.02 + 0.002, (gpu_busy, wall)
+            assert attrs[ATTR.GPU_COUNTER_SOURCE] in ("sampler_window", "gpm_delta")
+        count = t.value(METRIC.STAGE_GPU_BUSY.name + "_count", model="tiny-sentiment", stage="model")
+        assert count is not None and count >= 3
