@@ -42,6 +42,7 @@ def gpu_telemetry(fake: FakeNVML) -> StartGpu:
     def start(**settings: Any) -> Iterator[Captured]:
         settings.setdefault("gpu", "on")
         settings.setdefault("gpu_interval_s", 60.0)
+        settings.setdefault("gpu_span_snapshots", True)  # off by default; these tests cover it
         with use_fake_nvml(fake), capture(**settings) as captured:
             yield captured
 

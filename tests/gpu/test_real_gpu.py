@@ -143,7 +143,7 @@ def test_cuda_event_timing_and_counters_on_the_model_span(torch: Any) -> None:
     with torch.no_grad():
         model(x)  # warm-up: cuBLAS handles, kernels loaded
     torch.cuda.synchronize()
-    with capture(gpu="on", gpu_interval_s=0.2) as t:
+    with capture(gpu="on", gpu_interval_s=0.2, gpu_span_snapshots=True) as t:
         time.sleep(0.25)  # two sampler ticks: the ring holds a GPM delta
         with infersight.request(model="mlp"), infersight.model(), torch.no_grad():
             end = time.perf_counter() + LOAD_S

@@ -25,7 +25,7 @@ from infersight.conventions import ATTR, METRIC
 from infersight.gpu.sampler import Sampler
 from infersight.gpu.spans import SpanCounters
 from infersight.gpu.testing import GPM_SM_UTIL, FakeDevice, FakeNVML, use_fake_nvml
-from infersight.testing import Captured
+from infersight.testing import Captured, capture
 
 StartGpu = Callable[..., Any]
 SAMPLER_PERIOD_S = 0.1  # GPM needs samples >= 100 ms apart
@@ -45,7 +45,10 @@ def warm_sampler(sampler: Sampler) -> None:
 
 
 def test_long_stage_gets_gpm_delta_over_the_span(gpu_telemetry: StartGpu, fake: FakeNVML,
-                                                 current_sampler: Callable[[], Sampler]) -> None:  # fmt: skip
+                                                 current_sampler: Callable[[], Sampler],
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    # As in a process without torch, also after a real-GPU test initialised CUDA in this one.
+    monkeypatch.setitem(sys.modules, "torch", None)
     with gpu_telemetry() as t:
         warm_sampler(current_sampler())
         with infersight.request(model="ranker"), infersight.model():
@@ -83,10 +86,9 @@ def test_short_stage_gets_the_sampler_window(gpu_telemetry: StartGpu, fake: Fake
         assert pool._out == 0
 
 
-def test_no_nvml_call_on_the_request_path_without_snapshots(
-    gpu_telemetry: StartGpu, fake: FakeNVML
-) -> None:
-    with gpu_telemetry(gpu_span_snapshots=False) as t:
+def test_no_nvml_call_on_the_request_path_by_default(fake: FakeNVML) -> None:
+    # Default settings (snapshots off), not the fixture's.
+    with use_fake_nvml(fake), capture(gpu="on", gpu_interval_s=60.0) as t:
         before = fake.calls.copy()
         with infersight.request(model="m"), infersight.model():
             pass
@@ -169,9 +171,7 @@ def test_cuda_events_time_the_stage_on_the_device_torch_uses(
     # CUDA device 0 is NVML GPU 1 (CUDA_VISIBLE_DEVICES=1, or fastest-first ordering).
     monkeypatch.setitem(sys.modules, "torch", fake_torch(fake.devices[1].uuid.removeprefix("GPU-")))
     FakeEvent.created = 0
-    from infersight.testing import capture
-
-    with use_fake_nvml(fake), capture(gpu="on", gpu_interval_s=60.0) as t:
+    with use_fake_nvml(fake), capture(gpu="on", gpu_interval_s=60.0, gpu_span_snapshots=True) as t:
         with infersight.request(model="m"), infersight.model():
             time.sleep(LONG_STAGE_S)
         span = model_span(t)
@@ -196,7 +196,7 @@ def test_unsampled_stage_is_observed_without_exemplar(fake: FakeNVML) -> None:
     registry = CollectorRegistry()
     with use_fake_nvml(fake):
         infersight.init(registry=registry, tracer_provider=TracerProvider(sampler=ALWAYS_OFF),
-                        gpu="on", gpu_interval_s=60.0)  # fmt: skip
+                        gpu="on", gpu_interval_s=60.0, gpu_span_snapshots=True)  # fmt: skip
         try:
             with infersight.request(model="m"), infersight.model():
                 time.sleep(LONG_STAGE_S)
@@ -217,7 +217,7 @@ def test_a_dropped_stage_record_returns_its_gpm_samples(fake: FakeNVML) -> None:
     sampler = Sampler(fake, interval_s=60.0)
     assert sampler.start()
     try:
-        rt = types.SimpleNamespace(config=Config(traces_exporter="none"), metrics=None)
+        rt = types.SimpleNamespace(config=Config(traces_exporter="none", gpu_span_snapshots=True), metrics=None)
         hook = SpanCounters(sampler, rt)
         free = sampler.pool.free_count()
         stage = StageRecord("model", "m", None, 0, 1, True)
