@@ -86,6 +86,9 @@ def test_device_metrics_are_real(sampler: Sampler, torch: Any) -> None:
     assert value(METRIC.GPU_ENERGY.sample_name, labels) > 0
     assert 0 < value(METRIC.GPU_TEMPERATURE.name, labels) < 120
     assert 0.0 <= value(METRIC.GPU_UTILIZATION.name, labels) <= 1.0
+    # torch holds a context here: either NVML attributes memory to this PID, or the series is absent.
+    mine = value(METRIC.GPU_PROCESS_MEMORY.name, {"gpu": labels["gpu"], "uuid": gpu.uuid})
+    assert mine is None or mine > 0, mine
     throttle = [value(METRIC.GPU_THROTTLE.name, {"gpu": labels["gpu"], "uuid": gpu.uuid,
                                                  "reason": r}) for r in ("gpu_idle", "sw_power_cap")]  # fmt: skip
     assert all(v in (0.0, 1.0) for v in throttle)

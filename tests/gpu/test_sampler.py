@@ -155,6 +155,25 @@ def test_process_memory_counts_only_this_process_and_is_read_every_n_samples() -
         sampler.stop()
 
 
+
+@pytest.mark.parametrize("processes", [[], [(1, 3 * GIB)]], ids=["empty list", "other PIDs only"])
+def test_process_memory_is_left_out_when_nvml_lists_no_process_with_this_pid(
+    processes: list[tuple[int, int]],
+) -> None:
+    # Not 0: NVML may list the PIDs of another namespace (containers, VMs) or none at all.
+    fake = FakeNVML([FakeDevice(processes=processes)])
+    sampler = Sampler(fake, interval_s=60.0, process_memory_every=1)
+    assert sampler.start()
+    try:
+        sampler.sample_once()
+        registry = CollectorRegistry()
+        registry.register(GpuCollector(sampler))
+        labels = {"gpu": "0", "uuid": fake.devices[0].uuid}
+        assert registry.get_sample_value(METRIC.GPU_PROCESS_MEMORY.name, labels) is None
+        assert registry.get_sample_value(METRIC.GPU_UP.name, {**labels, "name": fake.devices[0].name}) == 1.0
+    finally:
+        sampler.stop()
+
 def test_ecc_and_xid_errors_are_counters() -> None:
     fake = FakeNVML([FakeDevice(ecc_corrected=4, ecc_uncorrected=1)])
     sampler = Sampler(fake, interval_s=60.0)

@@ -356,7 +356,10 @@ class Sampler:
             procs = self._call(gpu, "process_memory", nvml.nvmlDeviceGetComputeRunningProcesses)
             if procs is not None:
                 pid = os.getpid()
-                gpu.process_memory = float(sum(p.usedGpuMemory or 0 for p in procs if p.pid == pid))
+                mine = [p.usedGpuMemory or 0 for p in procs if p.pid == pid]
+                # No entry with our PID: no context here, or NVML sees other PIDs (a container's PID
+                # namespace, a VM): unknowable, so left out rather than exported as 0.
+                gpu.process_memory = float(sum(mine)) if mine else None
         if gpu.process_memory is not None and "process_memory" not in gpu.disabled:
             values[METRIC.GPU_PROCESS_MEMORY] = gpu.process_memory
         if gpu.tick_failed and not gpu.tick_ok:
