@@ -13,6 +13,7 @@ Variants, chosen by ``BENCH_VARIANT`` before anything else is imported:
 
 The model (a 1-layer DistilBERT, random weights) costs about 1.5 ms per request on one CPU
 thread; with tokenization and softmax the pipeline is about 2-3 ms, a small real model's cost.
+``BENCH_DEVICE=cuda`` puts the model on the GPU (the pipeline's ``device``).
 """
 
 import os
@@ -51,7 +52,8 @@ def build_pipeline() -> Any:
                               label2id={"NEGATIVE": 0, "POSITIVE": 1})  # fmt: skip
     config.name_or_path = MODEL_NAME  # the model label infersight puts on its metrics
     model = DistilBertForSequenceClassification(config).eval()
-    return pipeline("text-classification", model=model, tokenizer=tokenizer)
+    return pipeline("text-classification", model=model, tokenizer=tokenizer,
+                    device=os.environ.get("BENCH_DEVICE", "cpu"))
 
 
 app = Flask(__name__)

@@ -1,6 +1,6 @@
 """A real server under load: throughput at saturation and P99 at half load, three variants side by side.
 
-    python benchmarks/server_load.py [--rounds 3] [--sat-seconds 6] [--paced-seconds 10] [--quick]
+    python benchmarks/server_load.py [--rounds 3] [--sat-seconds 6] [--paced-seconds 10] [--device cuda] [--quick]
 
 The server is benchmarks/bench_app.py (Flask + a ~2-3 ms transformers pipeline) under gunicorn:
 one gthread worker with 4 threads, pinned to CPU 0 once started. One worker because the GIL lets
@@ -202,6 +202,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4, help="gunicorn gthread threads")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated; also: {', '.join(EXTRA_VARIANTS)}")  # fmt: skip
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the model runs; cuda also turns infersight's GPU telemetry on")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round of 1 s per phase, no warm-up")
     args = parser.parse_args()
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
@@ -223,7 +225,9 @@ def main() -> int:
         env = {**os.environ, "INFERSIGHT_METRICS_PORT": "0", "INFERSIGHT_GPU": "off",
                "INFERSIGHT_MODELS": '{"bench-sentiment": {"version": "1", "slo_p99_seconds": 0.1}}',
                "OTEL_SERVICE_NAME": "bench-server", "TOKENIZERS_PARALLELISM": "false",
-               "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}  # fmt: skip
+               "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "BENCH_DEVICE": args.device}  # fmt: skip
+        if args.device == "cuda":
+            env["INFERSIGHT_GPU"] = "auto"  # the NVML sampler and CUDA events on model spans: the GPU cost too
         collector = None
         if binary is not None:
             collector = stack.enter_context(shipped_collector(tmp, binary, cpus=LOAD_CPUS))
@@ -248,7 +252,7 @@ def main() -> int:
     elapsed = time.monotonic() - started
 
     lines = ["### Real server under load (gunicorn gthread, 1 worker x "
-             f"{args.threads} threads on 1 core; wrk on loopback)", "",
+             f"{args.threads} threads on 1 core; model on {args.device}; wrk on loopback)", "",
              f"Export: {export}. Rounds: {args.rounds} (variants interleaved, order rotated); "
              f"saturation {args.sat_seconds:g} s x "
              f"{args.connections} connections; half load {args.paced_seconds:g} s at {target_rps:.0f} req/s "
