@@ -20,6 +20,7 @@ BENCHES = [
     ("CPU per request by thread", ["benchmarks/cpu_split.py"]),
     ("Real server under load",
      ["benchmarks/server_load.py", "--variants", "bare,infersight,otel-flask,infersight-keep10"]),
+    ("Queueing alone: why added CPU is added P99 at a fixed load", ["benchmarks/queueing.py"]),
     ("Server memory", ["benchmarks/memory.py"]),
     ("Collector capacity", ["benchmarks/collector_load.py"]),
 ]
