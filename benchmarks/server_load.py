@@ -66,6 +66,7 @@ EXTRA_VARIANTS = {
 }
 SERVER_CPU, LOAD_CPUS = {0}, {1}
 P99_TARGET_MS = 0.5
+THROUGHPUT_TARGET = 0.95
 BODY = '{"text": "the movie was good and the service was very fast"}'
 
 WRK_LUA = """
@@ -286,18 +287,34 @@ def main() -> int:
     added_p99 = (med(paced["infersight"], "p99_us") - med(paced["bare"], "p99_us")) / 1e3
     bare_p99s = [r["p99_us"] / 1e3 for r in paced["bare"]]
     # Paired by round (same minute, same machine state): a verdict only where every round agrees.
+    # "Met" also needs the bare server's own P99 to hold still at the target's scale: otherwise
+    # rounds where infersight looks faster than bare (seen here) are noise, not a result.
     paired = [(s["p99_us"] - b["p99_us"]) / 1e3 for s, b in zip(paced["infersight"], paced["bare"], strict=True)]
+    bare_steady = max(bare_p99s) - min(bare_p99s) <= 4 * P99_TARGET_MS
     if min(paired) > P99_TARGET_MS:
         p99_verdict = f"NOT met in any round: added {min(paired):+.1f} to {max(paired):+.1f} ms"
-    elif max(paired) <= P99_TARGET_MS:
+    elif max(paired) <= P99_TARGET_MS and bare_steady:
         p99_verdict = f"met in every round: added {min(paired):+.1f} to {max(paired):+.1f} ms"
     else:
         p99_verdict = (f"not resolvable on this machine: added {min(paired):+.1f} to {max(paired):+.1f} ms "
                        f"by round, the bare server's own P99 {min(bare_p99s):.1f}-{max(bare_p99s):.1f} ms")  # fmt: skip
     others = [v for v in variants if v not in ("bare", "infersight")]
+    # The verdict rests on the CPU per request, round by round: wrk's req/s also moves with
+    # whatever else the machine runs, so one lucky round can't pass it and one unlucky can't fail it.
+    cpu_rounds = [b["cpu_ms_per_req"] / s["cpu_ms_per_req"]
+                  for s, b in zip(sat["infersight"], sat["bare"], strict=True)]  # fmt: skip
+    rps_rounds = [s["rps"] / b["rps"] for s, b in zip(sat["infersight"], sat["bare"], strict=True)]
+    spread = (f"by CPU per request {min(cpu_rounds):.3f}-{max(cpu_rounds):.3f} by round, "
+              f"by req/s {min(rps_rounds):.3f}-{max(rps_rounds):.3f}")  # fmt: skip
+    if min(cpu_rounds) >= THROUGHPUT_TARGET:
+        throughput_verdict = f"met in every round: {spread}"
+    elif max(cpu_rounds) < THROUGHPUT_TARGET:
+        throughput_verdict = f"NOT met in any round: {spread}"
+    else:
+        throughput_verdict = f"not resolvable on this machine: {spread}"
     lines += ["",
-              f"- throughput, infersight / bare: **{ratio['infersight']:.3f}** (target ≥ 0.95: "
-              f"{'met' if ratio['infersight'] >= 0.95 else 'NOT met'})"]  # fmt: skip
+              f"- throughput, infersight / bare: **{ratio['infersight']:.3f}** (target ≥ {THROUGHPUT_TARGET}: "
+              f"{throughput_verdict})"]  # fmt: skip
     lines += [f"- throughput, {v} / bare: **{ratio[v]:.3f}** (reference)" for v in others]
     lines += ["- the same from the worker's CPU time per request (bare / variant; less sensitive to the worker "
               "being descheduled by other work on the machine): "
