@@ -194,6 +194,35 @@ def med(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
+Run = dict[str, float]
+
+
+def by_round(phase: dict[str, list[Run]], variant: str, measure: Any) -> list[float]:
+    """``measure(variant's run, bare's run)`` for each round: paired within the same minute."""
+    return [measure(s, b) for s, b in zip(phase[variant], phase["bare"], strict=True)]
+
+
+def round_verdict(values: list[float], meets: Any, fails: Any, spread: str) -> str:
+    """A verdict only where every round agrees; otherwise the machine cannot tell."""
+    if all(fails(v) for v in values):
+        return f"NOT met in any round: {spread}"
+    if all(meets(v) for v in values):
+        return f"met in every round: {spread}"
+    return f"not resolvable on this machine: {spread}"
+
+
+def rps_ratio(s: Run, b: Run) -> float:
+    return s["rps"] / b["rps"]
+
+
+def cpu_ratio_of(s: Run, b: Run) -> float:
+    return b["cpu_ms_per_req"] / s["cpu_ms_per_req"]
+
+
+def added_p99_ms(s: Run, b: Run) -> float:
+    return (s["p99_us"] - b["p99_us"]) / 1e3
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -275,43 +304,31 @@ def main() -> int:
     ratio = {}
     for v in variants:
         # Ratio per round (same minute, same machine state), then the median.
-        ratio[v] = statistics.median(s["rps"] / b["rps"] for s, b in zip(sat[v], sat["bare"], strict=True))
+        ratio[v] = statistics.median(by_round(sat, v, rps_ratio))
         p50, p99 = med(paced[v], "p50_us") / 1e3, med(paced[v], "p99_us") / 1e3
         b50, b99 = med(paced["bare"], "p50_us") / 1e3, med(paced["bare"], "p99_us") / 1e3
         errors = sum(r["errors"] for r in sat[v] + paced[v])
         lines.append(f"| {v} | {med(sat[v], 'rps'):.0f} | {ratio[v]:.3f} | {med(sat[v], 'cpu_ms_per_req'):.2f} | "
                      f"{med(paced[v], 'rps'):.0f} | {p50:.2f} | {p99:.2f} | {p50 - b50:+.2f} | {p99 - b99:+.2f} | "
                      f"{errors:.0f} | {rss[v]:.0f} |")  # fmt: skip
-    cpu_ratio = {v: statistics.median(b["cpu_ms_per_req"] / s["cpu_ms_per_req"]
-                                      for s, b in zip(sat[v], sat["bare"], strict=True)) for v in variants}  # fmt: skip
+    cpu_ratio = {v: statistics.median(by_round(sat, v, cpu_ratio_of)) for v in variants}
     added_p99 = (med(paced["infersight"], "p99_us") - med(paced["bare"], "p99_us")) / 1e3
     bare_p99s = [r["p99_us"] / 1e3 for r in paced["bare"]]
     # Paired by round (same minute, same machine state): a verdict only where every round agrees.
     # "Met" also needs the bare server's own P99 to hold still at the target's scale: otherwise
     # rounds where infersight looks faster than bare (seen here) are noise, not a result.
-    paired = [(s["p99_us"] - b["p99_us"]) / 1e3 for s, b in zip(paced["infersight"], paced["bare"], strict=True)]
+    paired = by_round(paced, "infersight", added_p99_ms)
     bare_steady = max(bare_p99s) - min(bare_p99s) <= 4 * P99_TARGET_MS
-    if min(paired) > P99_TARGET_MS:
-        p99_verdict = f"NOT met in any round: added {min(paired):+.1f} to {max(paired):+.1f} ms"
-    elif max(paired) <= P99_TARGET_MS and bare_steady:
-        p99_verdict = f"met in every round: added {min(paired):+.1f} to {max(paired):+.1f} ms"
-    else:
-        p99_verdict = (f"not resolvable on this machine: added {min(paired):+.1f} to {max(paired):+.1f} ms "
-                       f"by round, the bare server's own P99 {min(bare_p99s):.1f}-{max(bare_p99s):.1f} ms")  # fmt: skip
+    p99_verdict = round_verdict(paired, lambda d: d <= P99_TARGET_MS and bare_steady, lambda d: d > P99_TARGET_MS,
+                                f"added {min(paired):+.1f} to {max(paired):+.1f} ms by round, the bare server's "
+                                f"own P99 {min(bare_p99s):.1f}-{max(bare_p99s):.1f} ms")  # fmt: skip
     others = [v for v in variants if v not in ("bare", "infersight")]
     # The verdict rests on the CPU per request, round by round: wrk's req/s also moves with
     # whatever else the machine runs, so one lucky round can't pass it and one unlucky can't fail it.
-    cpu_rounds = [b["cpu_ms_per_req"] / s["cpu_ms_per_req"]
-                  for s, b in zip(sat["infersight"], sat["bare"], strict=True)]  # fmt: skip
-    rps_rounds = [s["rps"] / b["rps"] for s, b in zip(sat["infersight"], sat["bare"], strict=True)]
-    spread = (f"by CPU per request {min(cpu_rounds):.3f}-{max(cpu_rounds):.3f} by round, "
-              f"by req/s {min(rps_rounds):.3f}-{max(rps_rounds):.3f}")  # fmt: skip
-    if min(cpu_rounds) >= THROUGHPUT_TARGET:
-        throughput_verdict = f"met in every round: {spread}"
-    elif max(cpu_rounds) < THROUGHPUT_TARGET:
-        throughput_verdict = f"NOT met in any round: {spread}"
-    else:
-        throughput_verdict = f"not resolvable on this machine: {spread}"
+    cpu_rounds, rps_rounds = by_round(sat, "infersight", cpu_ratio_of), by_round(sat, "infersight", rps_ratio)
+    throughput_verdict = round_verdict(cpu_rounds, lambda r: r >= THROUGHPUT_TARGET, lambda r: r < THROUGHPUT_TARGET,
+                                       f"by CPU per request {min(cpu_rounds):.3f}-{max(cpu_rounds):.3f} by round, "
+                                       f"by req/s {min(rps_rounds):.3f}-{max(rps_rounds):.3f}")  # fmt: skip
     lines += ["",
               f"- throughput, infersight / bare: **{ratio['infersight']:.3f}** (target ≥ {THROUGHPUT_TARGET}: "
               f"{throughput_verdict})"]  # fmt: skip
@@ -321,7 +338,7 @@ def main() -> int:
               + ", ".join(f"{v} **{cpu_ratio[v]:.3f}**" for v in variants[1:]),
               f"- added P99 at 50% load, infersight: **{added_p99:+.2f} ms** (target ≤ {P99_TARGET_MS} ms: "
               f"{p99_verdict})"]  # fmt: skip
-    own_added = [(s["p99_us"] - b["p99_us"]) / 1e3 for s, b in zip(own["infersight"], own["bare"], strict=True)]
+    own_added = by_round(own, "infersight", added_p99_ms)
     lines += ["", "At 50% of each variant's own saturation rate (the same utilisation for each):", "",
               "| variant | req/s | P50 ms | P99 ms | added P50 ms | added P99 ms |",
               "| --- | ---: | ---: | ---: | ---: | ---: |"]

@@ -92,3 +92,22 @@ def test_benchmarks_run_quick() -> None:
         pytest.skip("collector not built (tools/build-collector.sh): ran with OTEL_TRACES_EXPORTER=none")
     if not have_wrk:
         pytest.skip("wrk not installed (tools/setup.sh installs it): server_load.py not run")
+
+
+def test_server_load_verdicts_need_every_round_to_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # its modules, for this test only
+    import server_load
+
+    def phase(**p99s: list[float]) -> dict[str, list[dict[str, float]]]:
+        return {v: [{"p99_us": ms * 1e3} for ms in values] for v, values in p99s.items()}
+
+    def verdict(values: list[float]) -> str:
+        return server_load.round_verdict(values, lambda d: d <= 0.5, lambda d: d > 0.5, "")
+
+    worse = server_load.by_round(phase(bare=[10, 40, 20], infersight=[11, 42, 20.6]), "infersight",
+                                 server_load.added_p99_ms)  # fmt: skip
+    assert worse == pytest.approx([1.0, 2.0, 0.6])
+    assert verdict(worse).startswith("NOT met in any round")
+    assert verdict([0.1, -3.0, 0.5]).startswith("met in every round")
+    # One round each way: the median (0.4) would pass, the machine can't tell.
+    assert verdict([0.4, 0.2, 0.9]).startswith("not resolvable")

@@ -108,7 +108,7 @@ class Config:
     shutdown_timeout_s: float = 3.0
     gpu: str = "auto"
     gpu_interval_s: float = 1.0
-    # Off by default: two NVML calls per model stage on the request path (41.5 us each on an H200).
+    # Off by default: two NVML calls per model stage on the request path (41-51 us each on an H200).
     gpu_span_snapshots: bool = False
     cuda_events: bool = True
     nvtx: bool = False

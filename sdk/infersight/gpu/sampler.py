@@ -357,8 +357,8 @@ class Sampler:
             if procs is not None:
                 pid = os.getpid()
                 mine = [p.usedGpuMemory or 0 for p in procs if p.pid == pid]
-                # No entry with our PID: no context here, or NVML sees other PIDs (a container's PID
-                # namespace, a VM): unknowable, so left out rather than exported as 0.
+                # No entry with our PID: no context here, or NVML sees the PIDs of another namespace
+                # (a container without hostPID): unknowable, so left out rather than exported as 0.
                 gpu.process_memory = float(sum(mine)) if mine else None
         if gpu.process_memory is not None and "process_memory" not in gpu.disabled:
             values[METRIC.GPU_PROCESS_MEMORY] = gpu.process_memory
