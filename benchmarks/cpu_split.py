@@ -8,8 +8,14 @@ server_load.py's saturation figures vary +-30% between rounds on a shared 2-core
 per thread much less. One process, benchmarks/bench_app.py (Flask + a transformers pipeline)
 driven by Flask's test client, variants switched in place and interleaved (paired rounds):
   bare            instrumentation off
-  infersight      on, spans exported over OTLP/gRPC (our encoder)
-  stock encoder   on, the OTel exporter's own encoder (what the export cost was)
+  floor           no infersight: a bare function at each of the 6 points infersight hooks (WSGI
+                  app, route dispatch, pipeline call, preprocess / _forward / postprocess) that
+                  reads the clock twice and appends to a list. No design that times the stages
+                  from Python can cost less on the request path.
+  metrics only    infersight on, spans not exported (the worker observes metrics only)
+  infersight      on, spans encoded by the worker straight from its records, exported over OTLP/gRPC
+  readable spans  on, spans built as OTel ReadableSpans first, then our encoder (the way spans went before)
+  stock encoder   on, ReadableSpans and the OTel exporter's own encoder (what plain OTel costs)
   keep 0.1        on, INFERSIGHT_TRACES_KEEP_RATIO=0.1 (errors and slow traces kept, 10% of the rest)
 The process is pinned to CPU 0 and the collector to CPU 1, as in server_load.py: a server
 saturating its cores leaves no idle core for the background threads, and on SMT siblings a
@@ -34,7 +40,7 @@ from typing import Any
 
 from bench_support import binary_or_none, shipped_collector
 
-VARIANTS = ("bare", "infersight", "stock encoder", "keep 0.1")
+VARIANTS = ("bare", "floor", "metrics only", "infersight", "readable spans", "stock encoder", "keep 0.1")
 THREADS = {"MainThread": "request path", "infersight-worker": "worker", "OtelBatchSpanRecordProcessor": "export"}
 BODY = {"text": "the movie was good and the service was very fast"}
 
@@ -66,6 +72,28 @@ def cpu_in_thread(fn: Any) -> float:
     return spent[0]
 
 
+def timed(fn: Any, log: list[tuple[int, int]]) -> Any:
+    """The floor's hook: two clock reads and an append around the hooked function."""
+    clock = time.perf_counter_ns
+
+    def hook(*args: Any, **kwargs: Any) -> Any:
+        start = clock()
+        result = fn(*args, **kwargs)
+        log.append((start, clock()))
+        return result
+
+    return hook
+
+
+def floor_hooks(app_class: type, pipeline_class: type) -> list[tuple[type, str, Any]]:
+    """(owner, attribute, original) for the 6 points infersight hooks in bench_app."""
+    from transformers.pipelines.base import Pipeline
+
+    points = [(app_class, "wsgi_app"), (app_class, "dispatch_request"), (Pipeline, "__call__")]
+    points += [(pipeline_class, name) for name in ("preprocess", "_forward", "postprocess")]
+    return [(owner, name, vars(owner)[name]) for owner, name in points]
+
+
 def measure(rounds: int, per_block: int) -> dict[str, dict[str, list[float]]]:
     os.environ["BENCH_VARIANT"] = "infersight"
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -80,15 +108,26 @@ def measure(rounds: int, per_block: int) -> dict[str, dict[str, list[float]]]:
 
     rt = infersight.get_runtime()
     assert rt is not None
+    uninstrument_all()
+    floor_log: list[tuple[int, int]] = []
+    floor_points = floor_hooks(type(bench_app.app), type(bench_app.classifier))
+    emitter = rt.worker.emitter
     keep10 = TailKeep(Config.from_env(traces_keep_ratio=0.1))
     fast_translate = _otlp.FastOTLPSpanExporter._translate_data
 
     def switch(variant: str) -> None:
         uninstrument_all()
-        if variant != "bare":
+        for owner, name, original in floor_points:
+            setattr(owner, name, timed(original, floor_log) if variant == "floor" else original)
+        floor_log.clear()
+        if variant not in ("bare", "floor"):
             instrument_all()
+        rt.worker.emitter = None if variant == "metrics only" else emitter
         rt.worker.keep = keep10 if variant == "keep 0.1" else None
         stock = variant == "stock encoder"
+        _otlp.FastOTLPSpanExporter.accepts_encoded_spans = variant not in ("readable spans", "stock encoder")
+        if emitter is not None:
+            emitter._checked = None  # re-read which spans the exporter takes
         _otlp.FastOTLPSpanExporter._translate_data = (  # type: ignore[method-assign]
             OTLPSpanExporter._translate_data if stock else fast_translate)  # fmt: skip
 
@@ -156,13 +195,25 @@ def main() -> list[str]:
         m = med[v]
         lines.append(f"| {v} | {m['request path']:.0f} | {m['worker']:.0f} | {m['export']:.0f} | {total[v]:.0f} | "
                      f"{total[v] - total['bare']:+.0f} | {total['bare'] / total[v]:.3f} |")  # fmt: skip
-    # Paired per-round differences: the added request-path CPU with its spread.
-    added = [a - b for a, b in zip(per_req["infersight"]["request path"], per_req["bare"]["request path"], strict=True)]
-    spread = statistics.stdev(added) / len(added) ** 0.5 if len(added) > 1 else float("nan")
-    lines += ["", f"- request path added, paired over rounds: {statistics.fmean(added):.0f} ± {spread:.0f} µs "
-              "(mean ± s.e.)",
-              f"- export thread, our encoder vs the stock one: {med['infersight']['export']:.0f} vs "
-              f"{med['stock encoder']['export']:.0f} µs per request"]  # fmt: skip
+    def paired(variant: str, base: str, thread: str | None = None) -> str:
+        """Mean ± s.e. of the per-round difference (one thread's CPU, or all of them)."""
+        def cpu(v: str, r: int) -> float:
+            return per_req[v][thread][r] if thread else sum(per_req[v][t][r] for t in THREADS.values())
+
+        diffs = [cpu(variant, r) - cpu(base, r) for r in range(len(per_req[base]["worker"]))]
+        spread = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+        return f"{statistics.fmean(diffs):+.0f} ± {spread:.0f} µs"
+
+    budget = total["bare"] * (1 / 0.95 - 1)
+    lines += ["", f"Paired over rounds (mean ± s.e.), against a 0.95 throughput budget of {budget:.0f} µs "
+              "per request:",
+              f"- request path added: {paired('infersight', 'bare', 'request path')}; of which the floor "
+              f"(6 hooks, clock + append): {paired('floor', 'bare', 'request path')}",
+              f"- metrics only, all threads: {paired('metrics only', 'bare')}; spans on top of that "
+              f"(worker + export): {paired('infersight', 'metrics only')}",
+              f"- spans straight from records vs ReadableSpans first: {paired('infersight', 'readable spans')}",
+              "- worker + export threads, µs per request: " + ", ".join(
+                  f"{v} {med[v]['worker'] + med[v]['export']:.0f}" for v in ("infersight", "readable spans", "stock encoder"))]  # fmt: skip
     print("\n".join(lines))
     return lines
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from opentelemetry.trace import StatusCode
+from opentelemetry import context, propagate, trace
+from opentelemetry.trace import NonRecordingSpan, SpanContext, StatusCode, TraceFlags, TraceState
 
 import infersight
 from infersight.testing import Captured
@@ -74,6 +75,40 @@ def test_nested_stage_parents_to_enclosing_stage(telemetry: Captured) -> None:
         pass
     spans = by_name(telemetry)
     assert spans["kernel"].parent.span_id == spans["model"].context.span_id  # type: ignore[attr-defined]
+
+
+def test_other_instrumentations_parent_to_the_current_stage(telemetry: Captured) -> None:
+    # A client span made by another instrumentation inside a stage, and what it propagates.
+    tracer = telemetry.provider.get_tracer("client")
+    with infersight.request(model="m"):
+        with infersight.preprocess():
+            pass
+        with infersight.model(), tracer.start_as_current_span("http client"), infersight.stage("inside client"):
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+        after = trace.get_current_span().get_span_context()
+    assert not trace.get_current_span().get_span_context().is_valid  # nothing left behind
+    spans = by_name(telemetry)
+    assert spans["http client"].parent.span_id == spans["model"].context.span_id  # type: ignore[attr-defined]
+    inner = spans["inside client"]
+    assert inner.parent.span_id == spans["model"].context.span_id  # type: ignore[attr-defined]
+    assert carrier["traceparent"].split("-")[2] == f"{inner.context.span_id:016x}"  # type: ignore[attr-defined]
+    assert after.span_id == spans["inference"].context.span_id  # type: ignore[attr-defined]
+
+
+def test_stage_context_carries_the_incoming_tracestate(telemetry: Captured) -> None:
+    parent = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED),
+                         trace_state=TraceState([("vendor", "x1")]))  # fmt: skip
+    token = context.attach(trace.set_span_in_context(NonRecordingSpan(parent)))
+    try:
+        with infersight.request(model="m"), infersight.model():
+            carrier: dict[str, str] = {}
+            propagate.inject(carrier)
+    finally:
+        context.detach(token)
+    model = by_name(telemetry)["model"]
+    assert carrier["traceparent"] == f"00-{0xABC:032x}-{model.context.span_id:016x}-01"  # type: ignore[attr-defined]
+    assert carrier["tracestate"] == "vendor=x1"
 
 
 def test_async_function_and_async_generator(telemetry: Captured) -> None:
@@ -171,3 +206,14 @@ def test_slo_metric_and_requests_over_slo() -> None:
         assert t.value("infersight_requests_over_slo_total", model="fast") == 1.0
         assert t.value("infersight_request_duration_seconds_count", model="fast", version="2",
                        endpoint="inference", outcome="success") == 2.0
+
+
+def test_requests_in_flight_counts_requests_being_served(telemetry: Captured) -> None:
+    inside: list[float | None] = []
+    with pytest.raises(Boom), infersight.request(model="m"):
+        with infersight.request(model="m"):
+            inside.append(telemetry.registry.get_sample_value("infersight_requests_in_flight"))
+        inside.append(telemetry.registry.get_sample_value("infersight_requests_in_flight"))
+        raise Boom("the user's")
+    assert inside == [2.0, 1.0]
+    assert telemetry.value("infersight_requests_in_flight") == 0.0

@@ -107,7 +107,9 @@ class Worker:
         self.start()
 
     def _stage_attrs(self, stage: StageRecord, model: str, version: str) -> dict[str, Any]:
-        attrs: dict[str, Any] = dict(stage.attrs) if stage.attrs else {}
+        attrs: dict[str, Any] = dict(stage.base_attrs) if stage.base_attrs else {}
+        if stage.attrs:
+            attrs.update(stage.attrs)
         attrs[ATTR.STAGE] = stage.name
         attrs[ATTR.MODEL_NAME] = model
         attrs[ATTR.MODEL_VERSION] = version

@@ -39,6 +39,7 @@ def new_trace_id() -> int:
 class StageRecord:
     __slots__ = (
         "attrs",
+        "base_attrs",
         "batch_size",
         "end_ns",
         "error",
@@ -66,6 +67,7 @@ class StageRecord:
         self.end_ns = 0
         self.error: BaseException | None = None
         self.attrs: dict[str, Any] | None = None
+        self.base_attrs: dict[str, Any] | None = None  # shared by many stages: never written to
         # Filled by stage hooks (GPU counters, CUDA events); read by the worker.
         self.extras: dict[str, Any] | None = None
         self.batch_size = 0
@@ -85,6 +87,7 @@ class RequestRecord:
         "endpoint",
         "error",
         "kind",
+        "live_span",
         "model",
         "name",
         "outcome",
@@ -115,6 +118,7 @@ class RequestRecord:
         self.parent_remote = False
         self.sampled = sampled
         self.trace_state: Any = None
+        self.live_span: Any = None  # the OTel span current while it is served (see _runtime)
         self.span_id = new_span_id()
         self.emit_span = True  # False when an existing OTel span already covers the request
         self.start_ns = now_ns()

@@ -58,14 +58,43 @@ _OTEL_VAR = _otel_context_var()
 _SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
 
 
-def _attach_span(span_ctx: SpanContext) -> Any:
-    """``context.attach(trace.set_span_in_context(...))`` in one dict copy and one ContextVar
-    set, instead of five calls through the API (it runs for the request and for every stage)."""
-    span = NonRecordingSpan(span_ctx)
+class _LiveSpan(NonRecordingSpan):
+    """The OTel span current while infersight serves a request. Its context is read when asked:
+    the innermost stage of this request that is current, else the request itself. Stages then
+    set one ContextVar of ours, not OTel's context (a dict copy, a Context, a SpanContext and a
+    NonRecordingSpan each), and other instrumentations still parent to the right stage."""
+
+    def __init__(self, rec: RequestRecord, flags: TraceFlags) -> None:  # no SpanContext up front
+        self._rec = rec
+        self._flags = flags
+        self._last: tuple[Any, SpanContext | None] = (None, None)
+
+    def get_span_context(self) -> SpanContext:
+        rec = self._rec
+        stage = current_stage.get()
+        owner = stage if stage is not None and stage.request is rec else rec
+        last_owner, ctx = self._last
+        if last_owner is owner and ctx is not None:
+            return ctx
+        ctx = SpanContext(rec.trace_id, owner.span_id, False, self._flags, rec.trace_state)
+        self._last = (owner, ctx)
+        return ctx
+
+    def __repr__(self) -> str:
+        return f"_LiveSpan({self.get_span_context()!r})"
+
+
+def _attach(span: Any) -> Any:
+    """``context.attach(trace.set_span_in_context(span))`` in one dict copy and one ContextVar
+    set, instead of five calls through the API."""
     var = _OTEL_VAR
     if var is None:
         return otel_context.attach(trace.set_span_in_context(span))
     return var.set(Context({**var.get(), _SPAN_KEY: span}))
+
+
+def _attach_span(span_ctx: SpanContext) -> Any:
+    return _attach(NonRecordingSpan(span_ctx))
 
 
 def _current_span() -> Any:
@@ -312,11 +341,10 @@ def start_request(name: str, kind: SpanKind = SpanKind.SERVER, endpoint: str = "
         req_token = current_request.set(rec)
         otel_token = None
         if emit_span and rt.provider is not None:
-            span_ctx = SpanContext(trace_id, rec.span_id, False,
-                                   _SAMPLED if sampled else _UNSAMPLED, rec.trace_state)  # fmt: skip
-            otel_token = _attach_span(span_ctx)
+            rec.live_span = _LiveSpan(rec, _SAMPLED if sampled else _UNSAMPLED)
+            otel_token = _attach(rec.live_span)
         if rt.metrics is not None:
-            rt.metrics.in_flight.inc()
+            rt.metrics.request_started(rec)
         return rec, (req_token, otel_token)
     except Exception as exc:
         _errors.report("request", exc)
@@ -335,6 +363,7 @@ def finish_request(rec: RequestRecord | None, tokens: Tokens, error: BaseExcepti
             rec.outcome = outcome
         elif rec.outcome is None:
             rec.outcome = OUTCOME_ERROR if error is not None else OUTCOME_SUCCESS
+        rec.live_span = None  # it refers to the record: no cycle left for the GC
         req_token, otel_token = tokens
         if otel_token is not None:
             _reset(otel_token)
@@ -345,7 +374,7 @@ def finish_request(rec: RequestRecord | None, tokens: Tokens, error: BaseExcepti
     if rt is not None:
         try:
             if rt.metrics is not None:
-                rt.metrics.in_flight.dec()
+                rt.metrics.request_finished(rec)
             rt.worker.submit(rec)
         except Exception as exc:
             _errors.report("request", exc)
@@ -379,7 +408,8 @@ def start_stage(name: str, model: str | None = None) -> tuple[StageRecord | None
                                  rt.sample(None, trace_id, name, SpanKind.INTERNAL))  # fmt: skip
         stage_token = current_stage.set(st)
         otel_token = None
-        if rt.provider is not None:
+        # Inside a request whose live span is current, that span already answers for the stage.
+        if rt.provider is not None and (rec is None or rec.live_span is None or _current_span() is not rec.live_span):
             span_ctx = SpanContext(st.trace_id, st.span_id, False,
                                    _SAMPLED if st.sampled else _UNSAMPLED)  # fmt: skip
             otel_token = _attach_span(span_ctx)

@@ -77,9 +77,7 @@ def _dispatch_request(wrapped: Callable[..., Any], instance: Any, args: tuple[An
     rec = current_request.get()
     if rec is not None:
         try:
-            from flask import request
-
-            rule = request.url_rule
+            rule = _flask_request.url_rule
             if rule is not None:
                 rec.endpoint = rule.rule
         except Exception as exc:
@@ -143,7 +141,14 @@ def _finish(rec: Any, tokens: Any, environ: dict[str, Any], status_holder: list[
     _runtime.finish_request(rec, tokens, error)
 
 
+_flask_request: Any = None  # flask.request, imported once rather than per request
+
+
 def instrument_flask() -> None:
+    global _flask_request
+    from flask import request
+
+    _flask_request = request
     wrap("flask", "Flask.wsgi_app", _wsgi_app)
     wrap("flask", "Flask.dispatch_request", _dispatch_request)
 

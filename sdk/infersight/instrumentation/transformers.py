@@ -42,6 +42,20 @@ def model_label(pipeline: Any) -> str:
     return label
 
 
+def _pipeline_attrs(pipeline: Any) -> dict[str, Any] | None:
+    """The attributes every stage of this pipeline carries, built once per pipeline."""
+    cached: Any = getattr(pipeline, "_infersight_attrs", False)
+    if cached is not False:
+        return cached  # type: ignore[no-any-return]
+    task = getattr(pipeline, "task", None)
+    attrs = {ATTR.PIPELINE_TASK: str(task)} if task else None
+    try:
+        pipeline._infersight_attrs = attrs
+    except AttributeError:
+        pass
+    return attrs
+
+
 def _count_tokens(output: Any) -> int:
     ids = output.get("input_ids") if isinstance(output, dict) or hasattr(output, "get") else None
     shape = getattr(ids, "shape", None)
@@ -58,9 +72,7 @@ def _stage_wrapper(stage_name: str) -> Any:
         model = model_label(instance)
         st, tokens = _runtime.start_stage(stage_name, model)
         if st is not None:
-            task = getattr(instance, "task", None)
-            if task:
-                st.set_attr(ATTR.PIPELINE_TASK, str(task))
+            st.base_attrs = _pipeline_attrs(instance)
         try:
             result = wrapped(*args, **kwargs)
         except BaseException as exc:
