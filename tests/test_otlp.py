@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -12,23 +11,14 @@ from hypothesis import strategies as st
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    SimpleSpanProcessor,
-    SpanExporter,
-    SpanExportResult,
-)
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
 from tests.support.collector import LOOPBACK
 
 import infersight
-from infersight._otlp import EncodedSpan, FastOTLPSpanExporter, encode_request
-from infersight._records import RequestRecord, StageRecord
-from infersight._spans import SpanEmitter
-from infersight._tracing import CountingExporter, _make_exporter
+from infersight._otlp import FastOTLPSpanExporter, encode_request
+from infersight._tracing import _make_exporter
 from infersight.config import Config
 from infersight.testing import capture
 
@@ -130,6 +120,8 @@ def test_fast_exporter_delivers_to_an_otlp_receiver(sink: Any) -> None:
     exporter = FastOTLPSpanExporter(endpoint=f"{LOOPBACK}:{sink.port}", insecure=True, timeout=5)
     batch = [ReadableSpan(f"s{i}", context=SpanContext(9, i + 1, False), resource=RESOURCES[1],
                           attributes={"i": i}, instrumentation_scope=SCOPES[0]) for i in range(5)]  # fmt: skip
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
     assert exporter.export(batch) is SpanExportResult.SUCCESS
     exporter.shutdown()
     ((_, received),) = [(tid, spans) for tid, spans in sink.traces().items()]
@@ -153,84 +145,3 @@ def test_a_big_batch_hands_the_gil_over_while_encoding(monkeypatch: pytest.Monke
     assert len(decoded.resource_spans[0].scope_spans[0].spans) == 6400
     # 100 clock checks of 0.1 ms each: a hand-off on about every 10th (once past 1 ms).
     assert 5 <= yields.count(0) <= 15, len(yields)
-
-
-class _BatchesExporter(SpanExporter):
-    """Stands in for FastOTLPSpanExporter behind the BatchSpanProcessor: keeps the batches."""
-
-    accepts_encoded_spans = True
-
-    def __init__(self) -> None:
-        self.batches: list[Sequence[Any]] = []
-
-    def export(self, spans: Sequence[Any]) -> SpanExportResult:
-        self.batches.append(spans)
-        return SpanExportResult.SUCCESS
-
-
-def _records() -> list[RequestRecord]:
-    """Finished requests as the request path leaves them: plain, failed, remote parent and
-    tracestate, a 5xx, attributes of every scalar type."""
-    out = []
-    for i in range(6):
-        rec = RequestRecord(f"POST /r{i % 2}", SpanKind.SERVER.value, "/r", trace_id=10**30 + i,
-                            parent_span_id=77 if i % 3 == 0 else 0, sampled=True)  # fmt: skip
-        rec.parent_remote = i % 3 == 0
-        rec.trace_state = TraceState([("vendor", f"x{i}")]) if i % 3 == 0 else None
-        rec.status_code = 503 if i == 4 else 200
-        rec.attrs = {"http.route": "/r", "n": i, "f": i / 3, "b": i % 2 == 0}
-        for name in ("preprocess", "model"):
-            stage = StageRecord(name, "m", rec, rec.span_id, rec.trace_id, True)
-            stage.end_ns = stage.start_ns + 1000
-            if i == 2 and name == "model":
-                stage.error = ValueError("bad")  # an exception event: the stock encoder's path
-            rec.stages.append(stage)
-        rec.end_ns = rec.start_ns + 5000
-        out.append(rec)
-    return out
-
-
-def test_spans_encoded_straight_from_records_match_the_stock_encoding() -> None:
-    resource = RESOURCES[0]
-    fast_exporter = _BatchesExporter()
-    fast_provider = TracerProvider(resource=resource)
-    fast_provider.add_span_processor(BatchSpanProcessor(CountingExporter(fast_exporter, lambda n, ok: None)))
-    readable = InMemorySpanExporter()
-    slow_provider = TracerProvider(resource=resource)
-    slow_provider.add_span_processor(SimpleSpanProcessor(readable))
-    fast, slow = SpanEmitter(fast_provider, resource), SpanEmitter(slow_provider, resource)
-    for rec in _records():
-        stage_attrs = [{"infersight.stage": st.name} for st in rec.stages]
-        fast.emit(rec, "m", "1", [dict(a) for a in stage_attrs])
-        slow.emit(rec, "m", "1", stage_attrs)
-    fast_provider.force_flush()
-    sent = [span for batch in fast_exporter.batches for span in batch]
-    assert len(sent) == len(readable.get_finished_spans()) == 18
-    assert sum(type(span) is EncodedSpan for span in sent) == 17  # all but the failed stage
-    stock = encode_spans(readable.get_finished_spans())
-    fast_request = ExportTraceServiceRequest.FromString(encode_request(sent))
-    def each_span(request: ExportTraceServiceRequest) -> list[bytes]:
-        # Same spans, same bytes each (the batch processor may reorder them).
-        return sorted(s.SerializeToString(deterministic=True) for s in request.resource_spans[0].scope_spans[0].spans)
-
-    assert each_span(fast_request) == each_span(stock)
-    assert fast_request.resource_spans[0].resource == stock.resource_spans[0].resource
-    fast_provider.shutdown()
-
-
-def test_a_processor_added_later_gets_readable_spans_again() -> None:
-    exporter = _BatchesExporter()
-    provider = TracerProvider(resource=RESOURCES[0])
-    provider.add_span_processor(BatchSpanProcessor(exporter))
-    emitter = SpanEmitter(provider, RESOURCES[0])
-    first, second = _records()[1:3]
-    emitter.emit(first, "m", "1", [{} for _ in first.stages])
-    added = InMemorySpanExporter()
-    provider.add_span_processor(SimpleSpanProcessor(added))  # e.g. the app's own console exporter
-    emitter.emit(second, "m", "1", [{} for _ in second.stages])
-    provider.force_flush()
-    sent = [span for batch in exporter.batches for span in batch]
-    assert [type(s) is EncodedSpan for s in sent].count(True) == 3  # the first request's spans
-    assert len(added.get_finished_spans()) == 3
-    assert all(isinstance(s, ReadableSpan) for s in added.get_finished_spans())
-    provider.shutdown()

@@ -21,9 +21,9 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanContext, TraceFlags
+from opentelemetry.trace import SpanContext
 
-__all__ = ["EncodedSpan", "FastOTLPSpanExporter", "encode_request", "encode_span"]
+__all__ = ["FastOTLPSpanExporter", "encode_request"]
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _FLAGS_HAS_IS_REMOTE, _FLAGS_IS_REMOTE = 0x100, 0x200
@@ -98,60 +98,36 @@ def _attributes(attrs: Any) -> bytes | None:
     return b"".join(parts)
 
 
-def encode_span(trace_id: int, span_id: int, trace_state: Any, parent_id: int | None,
-                parent_remote: bool, name: str, kind: int, start: int, end: int, attrs: Any,
-                status_code: int, description: str | None) -> bytes | None:  # fmt: skip
-    """A Span message's bytes from its fields (``kind``: the OTel SpanKind value), or None where
-    an attribute value needs the stock encoder."""
-    encoded_attrs = _attributes(attrs) if attrs else b""
-    if encoded_attrs is None:
-        return None
-    parts = [b"\x0a\x10", trace_id.to_bytes(16, "big"), b"\x12\x08", span_id.to_bytes(8, "big")]
-    if trace_state:
-        # Per request, not repeated: not cached (it would evict the names and keys that repeat).
-        parts.append(_field(0x1A, ",".join(f"{k}={v}" for k, v in trace_state.items()).encode("utf-8")))
-    flags = _FLAGS_HAS_IS_REMOTE
-    if parent_id is not None:
-        parts += (b"\x22\x08", parent_id.to_bytes(8, "big"))
-        if parent_remote:
-            flags |= _FLAGS_IS_REMOTE
-    parts += (_str_field(0x2A, name), bytes((0x30, kind + 1)),
-              b"\x39", _pack_u64(start), b"\x41", _pack_u64(end), encoded_attrs)  # fmt: skip
-    inner = _field(0x12, description.encode("utf-8")) if description else b""
-    if status_code:
-        inner += bytes((0x18, status_code))
-    parts += (_field(0x7A, inner), b"\x85\x01", _pack_u32(flags))
-    return b"".join(parts)
-
-
 def _encode_span(span: ReadableSpan) -> bytes | None:
     """The Span message's bytes, or None where the stock encoder must do it."""
     if span.events or span.links or span.dropped_attributes:
         return None
+    attrs = _attributes(span.attributes) if span.attributes else b""
+    if attrs is None:
+        return None
     ctx = span.context
     if ctx is None:
         return None
+    parts = [b"\x0a\x10", ctx.trace_id.to_bytes(16, "big"), b"\x12\x08", ctx.span_id.to_bytes(8, "big")]
+    if ctx.trace_state:
+        # Per request, not repeated: not cached (it would evict the names and keys that repeat).
+        parts.append(_field(0x1A, ",".join(f"{k}={v}" for k, v in ctx.trace_state.items()).encode("utf-8")))
     parent = span.parent
+    flags = _FLAGS_HAS_IS_REMOTE
+    if parent is not None:
+        parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
+        if parent.is_remote:
+            flags |= _FLAGS_IS_REMOTE
+    parts += (_str_field(0x2A, span.name), bytes((0x30, span.kind.value + 1)),
+              b"\x39", _pack_u64(span.start_time or 0), b"\x41", _pack_u64(span.end_time or 0), attrs)  # fmt: skip
     status = span.status
-    return encode_span(ctx.trace_id, ctx.span_id, ctx.trace_state,
-                       parent.span_id if parent is not None else None,
-                       parent is not None and parent.is_remote, span.name, span.kind.value,
-                       span.start_time or 0, span.end_time or 0, span.attributes,
-                       status.status_code.value, status.description)  # fmt: skip
-
-
-class EncodedSpan:
-    """A span already in its wire form, encoded by the worker straight from a record (no
-    ReadableSpan). Only handed to a BatchSpanProcessor whose exporter is ours: it reads
-    ``context`` (sampled), ``resource`` and ``instrumentation_scope``, and ``data``."""
-
-    __slots__ = ("data", "instrumentation_scope", "resource")
-    context = SpanContext(1, 1, False, TraceFlags(TraceFlags.SAMPLED))  # what the processor checks
-
-    def __init__(self, data: bytes, resource: Any, scope: Any) -> None:
-        self.data = data
-        self.resource = resource
-        self.instrumentation_scope = scope
+    inner = b""
+    if status.description:
+        inner = _field(0x12, status.description.encode("utf-8"))
+    if status.status_code.value:
+        inner += bytes((0x18, status.status_code.value))
+    parts += (_field(0x7A, inner), b"\x85\x01", _pack_u32(flags))
+    return b"".join(parts)
 
 
 _NONE = object()
@@ -177,7 +153,7 @@ def _envelope(resource: Any, scope: Any) -> tuple[bytes, bytes, bytes, bytes]:
     return hit
 
 
-def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
+def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
     """An ExportTraceServiceRequest's bytes, grouped by resource then scope as the stock encoder."""
     groups: dict[Any, dict[Any, list[bytes]]] = {}
     last_resource: Any = _NONE
@@ -188,11 +164,9 @@ def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
         if index & 63 == 63 and _clock() - held_since > _HOLD_S:
             time.sleep(0)  # let request threads run: a 512-span batch would hold the GIL ~4 ms
             held_since = _clock()
-        if isinstance(span, EncodedSpan):
-            encoded = span.data
-        else:  # never empty when encoded: it holds the ids
-            encoded = _encode_span(span) or \
-                encode_spans([span]).resource_spans[0].scope_spans[0].spans[0].SerializeToString()
+        encoded = _encode_span(span)
+        if encoded is None:
+            encoded = encode_spans([span]).resource_spans[0].scope_spans[0].spans[0].SerializeToString()
         resource, scope = span.resource, span.instrumentation_scope or None
         if resource is not last_resource or scope is not last_scope:  # hashing a Resource is dear
             bucket = groups.setdefault(resource, {}).setdefault(scope, [])
@@ -211,8 +185,6 @@ def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
 class FastOTLPSpanExporter(OTLPSpanExporter):
     """The stock OTLP/gRPC span exporter (retries, timeouts, TLS, headers, compression) with
     the cheaper encoder; gRPC parses and re-serialises the bytes in C."""
-
-    accepts_encoded_spans = True  # SpanEmitter may hand it EncodedSpans
 
     def _translate_data(self, data: Sequence[ReadableSpan]) -> ExportTraceServiceRequest:
         request: ExportTraceServiceRequest = ExportTraceServiceRequest.FromString(encode_request(data))

@@ -14,7 +14,6 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
@@ -63,15 +62,6 @@ def _batch_queues(provider: TracerProvider) -> list[tuple[Any, int]]:
     return found
 
 
-def _only_our_exporter(processors: Any) -> bool:
-    """One BatchSpanProcessor whose exporter (through CountingExporter) takes EncodedSpans."""
-    if not processors or len(processors) != 1 or not isinstance(processors[0], BatchSpanProcessor):
-        return False
-    exporter = getattr(getattr(processors[0], "_batch_processor", None), "_exporter", None)
-    exporter = getattr(exporter, "inner", exporter)
-    return bool(getattr(exporter, "accepts_encoded_spans", False))
-
-
 class _HashOnceResource(Resource):
     """The OTLP encoder groups spans by resource, hashing it per span, and Resource.__hash__
     JSON-encodes every attribute each time: a quarter of the encoding cost of our small spans."""
@@ -95,8 +85,6 @@ class SpanEmitter:
         self.scope = InstrumentationScope(SPAN.INSTRUMENTATION_SCOPE, __version__)
         self.on_drop = on_drop
         self._queues = _batch_queues(provider)
-        self._checked: Any = None
-        self._direct = False
 
     @property
     def resource(self) -> Resource:
@@ -106,15 +94,6 @@ class SpanEmitter:
     def resource(self, resource: Resource) -> None:  # set again after a fork (new instance id)
         self._resource = _HashOnceResource(resource)
 
-    def _direct_export(self) -> bool:
-        """Whether spans may reach the processor already encoded (re-checked when the
-        provider's processors change: one added later gets ReadableSpans again)."""
-        processors = getattr(self.provider._active_span_processor, "_span_processors", None)
-        if processors is not self._checked:
-            self._checked = processors
-            self._direct = _only_our_exporter(processors)
-        return self._direct
-
     def _ctx(self, trace_id: int, span_id: int, trace_state: Any = None) -> SpanContext:
         return SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED,
                            trace_state=trace_state)  # fmt: skip
@@ -123,37 +102,21 @@ class SpanEmitter:
               attrs: dict[str, Any], start_ns: int, end_ns: int,
               error: BaseException | None, error_status: bool) -> None:  # fmt: skip
         end = wall_ns(end_ns)
-        span: Any = None
-        if error is None and self._direct_export():
-            from ._otlp import EncodedSpan, encode_span  # loaded already: the exporter is its
-
-            data = encode_span(ctx.trace_id, ctx.span_id, ctx.trace_state,
-                               parent.span_id if parent is not None else None,
-                               parent is not None and parent.is_remote, name, kind.value,
-                               wall_ns(start_ns), end, attrs, 2 if error_status else 0, None)  # fmt: skip
-            if data is not None:
-                span = EncodedSpan(data, self.resource, self.scope)
-        if span is None:
-            span = self._readable(name, kind, ctx, parent, attrs, start_ns, end, error, error_status)
-        for queue, size in self._queues:
-            if len(queue) >= size and self.on_drop is not None:
-                self.on_drop(1)
-        self.provider._active_span_processor.on_end(span)
-
-    def _readable(self, name: str, kind: SpanKind, ctx: SpanContext, parent: SpanContext | None,
-                  attrs: dict[str, Any], start_ns: int, end: int, error: BaseException | None,
-                  error_status: bool) -> ReadableSpan:  # fmt: skip
         events = (_exception_event(error, end),) if error is not None else ()
         if error is not None:
             attrs.setdefault(ATTR.ERROR_TYPE, type(error).__qualname__)
             status = Status(StatusCode.ERROR, f"{type(error).__qualname__}: {_message(error)}")
         else:
             status = _ERROR if error_status else _UNSET
-        return ReadableSpan(
+        span = ReadableSpan(
             name, context=ctx, parent=parent, resource=self.resource, attributes=attrs,
             events=events, kind=kind, status=status, start_time=wall_ns(start_ns), end_time=end,
             instrumentation_scope=self.scope,
         )  # fmt: skip
+        for queue, size in self._queues:
+            if len(queue) >= size and self.on_drop is not None:
+                self.on_drop(1)
+        self.provider._active_span_processor.on_end(span)
 
     def emit(self, rec: RequestRecord, model: str, version: str,
              stage_attrs: list[dict[str, Any]]) -> None:  # fmt: skip
