@@ -95,3 +95,17 @@ def test_worker_hands_the_gil_to_request_threads_while_draining_a_backlog(monkey
         assert t.value("infersight_records_processed_total") == 3000.0
     # Each record reads the clock once, each hand-off once more: one hand-off per 4 records.
     assert 3000 // 5 <= yields.count(0) <= 3000 // 3, len(yields)
+
+
+def test_a_scrape_counts_every_request_finished_before_it() -> None:
+    """The worker drains once a second; a scrape processes what is pending first."""
+    from infersight.exposition import metrics_payload
+
+    with capture(flush_interval_s=60) as t:
+        for _ in range(3):
+            with infersight.request(model="m", endpoint="/x"), infersight.model():
+                pass
+        _, body = metrics_payload(t.registry, None)
+        line = next(ln for ln in body.decode().splitlines()
+                    if ln.startswith("infersight_request_duration_seconds_count{"))  # fmt: skip
+        assert line.endswith(" 3.0"), line

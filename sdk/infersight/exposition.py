@@ -12,6 +12,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 from prometheus_client import REGISTRY, CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from . import _errors
 from .metrics import multiprocess_mode
 
 __all__ = ["MetricsServer", "extra_pages", "metrics_payload", "wsgi_metrics_app"]
@@ -40,7 +41,21 @@ def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
     return registry if registry is not None else REGISTRY
 
 
+def _observe_pending() -> None:
+    """Process what this process recorded since the worker's last drain (it drains once a
+    second), so a scrape counts every request that finished before it."""
+    from ._runtime import get_runtime
+
+    rt = get_runtime()
+    if rt is not None:
+        try:
+            rt.worker.drain()
+        except Exception as exc:
+            _errors.report("scrape", exc)
+
+
 def metrics_payload(registry: CollectorRegistry | None, accept: str | None) -> tuple[str, bytes]:
+    _observe_pending()
     encoder, content_type = choose_encoder(accept or "")
     return content_type, encoder(_registry(registry))
 
