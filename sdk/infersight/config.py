@@ -73,7 +73,7 @@ class Config:
                                               exported (0.5), as is any over its model's P99 SLO
     ``INFERSIGHT_MAX_LABEL_VALUES``           distinct values per traffic label before ``other`` (100)
     ``INFERSIGHT_QUEUE_SIZE``                 request records buffered for the background worker (20000)
-    ``INFERSIGHT_FLUSH_INTERVAL``             seconds between background flushes (1)
+    ``INFERSIGHT_FLUSH_INTERVAL``             seconds between background flushes (0.1)
     ``INFERSIGHT_SHUTDOWN_TIMEOUT``           seconds shutdown may spend flushing (3)
     ``INFERSIGHT_GPU``                        ``auto`` (default), ``on`` or ``off``
     ``INFERSIGHT_GPU_INTERVAL``               GPU sampler period in seconds (1.0)
@@ -104,9 +104,9 @@ class Config:
     exemplars: bool = True
     max_label_values: int = 100
     queue_size: int = 20000
-    # One drain a second, not ten: fewer, bigger batches cost less CPU per request in a busy
-    # server (benchmarks/server_load.py, variant infersight-flush0.1; docs/benchmarks-gpu.md).
-    flush_interval_s: float = 1.0
+    # 1 s saved CPU in a busy server (server_load.py's infersight-flush1) but added ~16 MiB of
+    # RSS (memory.py), past the 30 MB budget: docs/benchmarks-gpu.md.
+    flush_interval_s: float = 0.1
     shutdown_timeout_s: float = 3.0
     gpu: str = "auto"
     gpu_interval_s: float = 1.0
