@@ -5,7 +5,9 @@ measured side by side in one run (interleaved rounds, so machine noise hits all 
 
 Variants: uninstrumented; infersight; the hand-written OTel SDK + prometheus_client version
 (root + 3 stage spans via start_as_current_span, BatchSpanProcessor, histograms with
-exemplars); and, for a Flask app (test client), opentelemetry-instrumentation-flask alone.
+exemplars). Then the same through a Flask app (test client): an uninstrumented view,
+infersight's Flask instrumentation and stages, the hand-written version as the view's body
+(the baseline of the targets), and opentelemetry-instrumentation-flask alone (a reference).
 "Added" = variant minus uninstrumented, at the same percentile. CPU per request counts every
 thread of the process (background export included), flushed inside the measured window.
 """
