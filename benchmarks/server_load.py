@@ -196,6 +196,11 @@ def med(runs: list[dict[str, float]], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
 
+def p50_p99_ms(runs: list[dict[str, float]]) -> tuple[float, float]:
+    """Median over rounds of each round's P50 and P99, in ms."""
+    return med(runs, "p50_us") / 1e3, med(runs, "p99_us") / 1e3
+
+
 Run = dict[str, float]
 
 
@@ -307,8 +312,7 @@ def main() -> int:
     for v in variants:
         # Ratio per round (same minute, same machine state), then the median.
         ratio[v] = statistics.median(by_round(sat, v, rps_ratio))
-        p50, p99 = med(paced[v], "p50_us") / 1e3, med(paced[v], "p99_us") / 1e3
-        b50, b99 = med(paced["bare"], "p50_us") / 1e3, med(paced["bare"], "p99_us") / 1e3
+        (p50, p99), (b50, b99) = p50_p99_ms(paced[v]), p50_p99_ms(paced["bare"])
         errors = sum(r["errors"] for r in sat[v] + paced[v])
         lines.append(f"| {v} | {med(sat[v], 'rps'):.0f} | {ratio[v]:.3f} | {med(sat[v], 'cpu_ms_per_req'):.2f} | "
                      f"{med(paced[v], 'rps'):.0f} | {p50:.2f} | {p99:.2f} | {p50 - b50:+.2f} | {p99 - b99:+.2f} | "
@@ -345,8 +349,7 @@ def main() -> int:
               "| variant | req/s | P50 ms | P99 ms | added P50 ms | added P99 ms |",
               "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for v in variants:
-        p50, p99 = med(own[v], "p50_us") / 1e3, med(own[v], "p99_us") / 1e3
-        b50, b99 = med(own["bare"], "p50_us") / 1e3, med(own["bare"], "p99_us") / 1e3
+        (p50, p99), (b50, b99) = p50_p99_ms(own[v]), p50_p99_ms(own["bare"])
         lines.append(f"| {v} | {med(own[v], 'rps'):.0f} | {p50:.2f} | {p99:.2f} | {p50 - b50:+.2f} "
                      f"| {p99 - b99:+.2f} |")
     lines += ["", f"- added P99 at the same utilisation, infersight: by round {min(own_added):+.2f} to "
