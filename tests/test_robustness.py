@@ -97,6 +97,31 @@ def test_worker_hands_the_gil_to_request_threads_while_draining_a_backlog(monkey
     assert 3000 // 5 <= yields.count(0) <= 3000 // 3, len(yields)
 
 
+def test_a_drain_that_never_empties_still_writes_its_metrics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker sums observations and writes them when the queue empties; under a load that
+    keeps it full, it writes them every _FLUSH_EVERY records as well."""
+    from infersight import _pipeline
+
+    monkeypatch.setattr(_pipeline, "_FLUSH_EVERY", 100)
+    with capture(flush_interval_s=60) as t:
+        for _ in range(250):
+            with infersight.request(model="m"), infersight.model():
+                pass
+        rt = infersight.get_runtime()
+        assert rt is not None and rt.metrics is not None
+        seen: list[float | None] = []
+        real_flush = rt.metrics.flush
+
+        def spy() -> None:
+            real_flush()
+            seen.append(t.registry.get_sample_value("infersight_records_processed_total"))
+
+        monkeypatch.setattr(rt.metrics, "flush", spy)
+        rt.worker.drain()
+        assert seen == [100.0, 200.0, 250.0]
+        assert t.value("infersight_stage_duration_seconds_count", model="m", stage="model") == 250
+
+
 def test_a_scrape_counts_every_request_finished_before_it() -> None:
     """The worker drains once a second; a scrape processes what is pending first."""
     from infersight.exposition import metrics_payload

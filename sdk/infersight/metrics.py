@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.samples import Exemplar
 
 from ._cardinality import LabelLimiter
+from ._observations import ExemplarIds, ObservationBatch, exemplar_labels
 from ._records import RequestRecord, StageRecord
 from .config import Config
 from .conventions import METRIC, OUTCOME_ERROR, OUTCOME_SUCCESS, UNKNOWN, MetricSpec
@@ -49,28 +48,13 @@ def owned_collectors(registry: CollectorRegistry) -> list[Any]:
 
 
 def exemplar_for(trace_id: int, span_id: int) -> dict[str, str]:
-    return {"trace_id": f"{trace_id:032x}", "span_id": f"{span_id:016x}"}
-
-
-def observe(child: Any, amount: float, exemplar: dict[str, str] | None) -> None:
-    """``Histogram.observe`` without re-validating an exemplar we built ourselves (two hex ids):
-    the validation was a third of the worker's time. Falls back to the public call."""
-    buckets = getattr(child, "_buckets", None)
-    if exemplar is None or buckets is None:
-        child.observe(amount, exemplar)
-        return
-    child._sum.inc(amount)
-    for i, bound in enumerate(child._upper_bounds):
-        if amount <= bound:
-            buckets[i].inc(1)
-            buckets[i].set_exemplar(Exemplar(exemplar, amount, time.time()))
-            break
+    return exemplar_labels((trace_id, span_id))
 
 
 class InferenceMetrics:
     """The request/stage metrics of one process. Tests pass a fresh ``registry``."""
 
-    def __init__(self, config: Config, registry: CollectorRegistry | None) -> None:
+    def __init__(self, config: Config, registry: CollectorRegistry | None, serving: Collection[Any]) -> None:
         self.config = config
         self.registry = registry
         mp = multiprocess_mode()
@@ -80,17 +64,14 @@ class InferenceMetrics:
         self.request_duration = make_metric(METRIC.REQUEST_DURATION, registry)
         self.stage_duration = make_metric(METRIC.STAGE_DURATION, registry)
         self.in_flight = make_metric(METRIC.REQUESTS_IN_FLIGHT, registry, **livesum)
-        # The request path's two calls. One process: a set read at scrape time (add and discard
-        # are single GIL-held calls, no lock). Multiprocess mode: the gauge's own file-backed value.
-        self.request_started: Callable[[Any], Any]
-        self.request_finished: Callable[[Any], Any]
+        # One process: the gauge reads the request gate's set at scrape time (nothing to do on
+        # the request path). Multiprocess mode: the gauge's own file-backed value, kept by these.
+        self.request_started: Callable[[], Any] | None = None
+        self.request_finished: Callable[[], Any] | None = None
         if mp:
-            self.request_started = lambda rec: self.in_flight.inc()
-            self.request_finished = lambda rec: self.in_flight.dec()
+            self.request_started, self.request_finished = self.in_flight.inc, self.in_flight.dec
         else:
-            serving: set[Any] = set()
             self.in_flight.set_function(serving.__len__)
-            self.request_started, self.request_finished = serving.add, serving.discard
         self.queue_wait = make_metric(METRIC.QUEUE_WAIT, registry)
         self.batch_size = make_metric(METRIC.BATCH_SIZE, registry)
         self.payload = make_metric(METRIC.PAYLOAD_SIZE, registry)
@@ -109,7 +90,8 @@ class InferenceMetrics:
         self.limiter = LabelLimiter(config.max_label_values, self._overflow)
         self._first_seen: set[str] = set()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
-        self._last_trace: tuple[int, str] = (0, "")
+        self._batch = ObservationBatch()
+        self._observe = self._batch.observe
         for name, model in config.models.items():
             self.limiter.preload("model", name)
             self.model_info.labels(name, model.version or UNKNOWN).set(1)
@@ -118,6 +100,10 @@ class InferenceMetrics:
         # Pre-create the SDK-health series so alerts and dashboards see zeros, not absence.
         for reason in ("queue_full", "export_queue_full", "export_failed"):
             self.spans_dropped.labels(reason)
+
+    def flush(self) -> None:
+        """Write the observations summed since the last flush (the worker calls it per drain)."""
+        self._batch.flush()
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(...)`` with a cache: the lookup dominated the worker's profile."""
@@ -130,12 +116,8 @@ class InferenceMetrics:
     def _overflow(self, label: str) -> None:
         self.label_overflow.labels(label).inc()
 
-    def _exemplar(self, sampled: bool, trace_id: int, span_id: int) -> dict[str, str] | None:
-        if not (self.exemplars and sampled):
-            return None
-        if trace_id != self._last_trace[0]:
-            self._last_trace = (trace_id, f"{trace_id:032x}")  # a request's stages share it
-        return {"trace_id": self._last_trace[1], "span_id": f"{span_id:016x}"}
+    def _exemplar(self, sampled: bool, trace_id: int, span_id: int) -> ExemplarIds | None:
+        return (trace_id, span_id) if self.exemplars and sampled else None
 
     def model_labels(self, model: str | None, version: str | None) -> tuple[str, str]:
         name = self.limiter.bound("model", model) if model else UNKNOWN
@@ -150,37 +132,35 @@ class InferenceMetrics:
         outcome = rec.outcome or (OUTCOME_ERROR if rec.error is not None else OUTCOME_SUCCESS)
         seconds = (rec.end_ns - rec.start_ns) / 1e9
         ex = self._exemplar(rec.sampled, rec.trace_id, rec.span_id)
-        observe(self._child(self.request_duration, model, version, endpoint, outcome), seconds, ex)
+        self._observe(self._child(self.request_duration, model, version, endpoint, outcome), seconds, ex)
         configured = self.config.model(model)
         if configured and configured.slo_p99_seconds is not None:
-            over = self._child(self.over_slo, model)
+            over = self._child(self.over_slo, model)  # the series exists from the first request
             if seconds > configured.slo_p99_seconds:
-                over.inc(exemplar=ex)
-            else:
-                over.inc(0)
+                self._batch.count(over, ex)
         if model not in self._first_seen:
             self._first_seen.add(model)
             self._child(self.model_info, model, version).set(1)
             self._child(self.first_request, model, version).set(seconds)
         if rec.payload_in >= 0:
-            observe(self._child(self.payload, model, "request"), rec.payload_in, ex)
+            self._observe(self._child(self.payload, model, "request"), rec.payload_in, ex)
         if rec.payload_out >= 0:
-            observe(self._child(self.payload, model, "response"), rec.payload_out, ex)
+            self._observe(self._child(self.payload, model, "response"), rec.payload_out, ex)
         if rec.tokens >= 0:
-            observe(self._child(self.tokens, model), rec.tokens, ex)
+            self._observe(self._child(self.tokens, model), rec.tokens, ex)
         if rec.queue_wait_s >= 0:
-            observe(self._child(self.queue_wait, model), rec.queue_wait_s, ex)
-        self.records.inc()
+            self._observe(self._child(self.queue_wait, model), rec.queue_wait_s, ex)
+        self._batch.count(self.records, None)
 
     def observe_stage(self, stage: StageRecord, model: str) -> None:
         name = self.limiter.bound("stage", stage.name)
         ex = self._exemplar(stage.sampled, stage.trace_id, stage.span_id)
-        observe(self._child(self.stage_duration, model, name), (stage.end_ns - stage.start_ns) / 1e9, ex)
+        self._observe(self._child(self.stage_duration, model, name), (stage.end_ns - stage.start_ns) / 1e9, ex)
         if stage.error is not None:
             exc_type = self.limiter.bound("exception_type", type(stage.error).__qualname__)
             self._child(self.errors, model, name, exc_type).inc()
         if stage.batch_size > 0:
-            observe(self._child(self.batch_size, model), stage.batch_size, ex)
+            self._observe(self._child(self.batch_size, model), stage.batch_size, ex)
 
     def record_model_load(self, model: str, version: str | None, seconds: float) -> None:
         name, ver = self.model_labels(model, version)
