@@ -155,3 +155,12 @@ def scrape(url: str) -> dict[str, float]:
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else float("nan")
+
+
+def round_verdict(values: list[float], meets: Any, fails: Any, spread: str) -> str:
+    """A verdict only where every round agrees; otherwise the machine cannot tell."""
+    if all(fails(v) for v in values):
+        return f"NOT met in any round: {spread}"
+    if all(meets(v) for v in values):
+        return f"met in every round: {spread}"
+    return f"not resolvable on this machine: {spread}"

@@ -21,6 +21,7 @@ BENCHES = [
     ("Real server under load",
      ["benchmarks/server_load.py", "--variants", "bare,infersight,otel-flask,infersight-keep10"]),
     ("Queueing alone: why added CPU is added P99 at a fixed load", ["benchmarks/queueing.py"]),
+    ("P99 at half load in one process", ["benchmarks/paced_load.py"]),
     ("Server memory", ["benchmarks/memory.py"]),
     ("Collector capacity", ["benchmarks/collector_load.py"]),
 ]

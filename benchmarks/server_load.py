@@ -44,6 +44,7 @@ from bench_support import (
     cpu_seconds,
     free_port,
     raise_priority,
+    round_verdict,
     rss_mib,
     scrape,
     shipped_collector,
@@ -207,15 +208,6 @@ Run = dict[str, float]
 def by_round(phase: dict[str, list[Run]], variant: str, measure: Any) -> list[float]:
     """``measure(variant's run, bare's run)`` for each round: paired within the same minute."""
     return [measure(s, b) for s, b in zip(phase[variant], phase["bare"], strict=True)]
-
-
-def round_verdict(values: list[float], meets: Any, fails: Any, spread: str) -> str:
-    """A verdict only where every round agrees; otherwise the machine cannot tell."""
-    if all(fails(v) for v in values):
-        return f"NOT met in any round: {spread}"
-    if all(meets(v) for v in values):
-        return f"met in every round: {spread}"
-    return f"not resolvable on this machine: {spread}"
 
 
 def rps_ratio(s: Run, b: Run) -> float:

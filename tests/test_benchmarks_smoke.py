@@ -50,6 +50,8 @@ EXPECTED = {
         "export thread, our encoder vs the stock one:",
     ],
     "benchmarks/queueing.py": ["| round | P50 ms | P99 ms |", "more CPU per request adds"],
+    "benchmarks/paced_load.py": ["| variant | requests | P50 ms | P99 ms |", "| bare |", "| infersight |",
+                                 "added P99 at 50% load, infersight:"],
     "benchmarks/collector_load.py": ["| t s | RSS MiB | anonymous MiB |", "accepted rate:", "collector RSS: **max"],
 }
 
