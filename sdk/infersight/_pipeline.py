@@ -8,7 +8,6 @@ from collections import deque
 from typing import Any
 
 from . import _errors
-from ._gate import RequestGate
 from ._keep import TailKeep
 from ._records import RequestRecord, StageRecord, refresh_epoch_offset
 from ._spans import SpanEmitter
@@ -24,9 +23,6 @@ __all__ = ["Worker"]
 # starve the worker behind a CPU-bound request loop: it gets the GIL back only after the 5 ms
 # switch interval, so with 0.2 ms holds it drained ~10% of the records it was given.
 _HOLD_S = 0.001
-# While no request is in flight (see _gate): short holds, as a request may arrive at any time
-# and cannot even mark itself in flight before it has the GIL.
-_IDLE_HOLD_S = 0.0002
 _FLUSH_EVERY = 512  # records between metric writes when the queue does not empty
 _clock = time.perf_counter  # a module alias, so tests can drive the hand-off with a fake clock
 
@@ -34,11 +30,10 @@ _clock = time.perf_counter  # a module alias, so tests can drive the hand-off wi
 class Worker:
     def __init__(self, metrics: InferenceMetrics | None, emitter: SpanEmitter | None,
                  hooks: list[StageHook], queue_size: int, interval_s: float,
-                 keep: TailKeep | None = None, gate: RequestGate | None = None) -> None:  # fmt: skip
+                 keep: TailKeep | None = None) -> None:  # fmt: skip
         self.metrics = metrics
         self.emitter = emitter
         self.keep = keep
-        self.gate = gate
         self.hooks = hooks
         self._max = queue_size
         self._interval = interval_s
@@ -69,50 +64,39 @@ class Worker:
         while not self._stopping:
             self._wake.wait(self._interval)
             self._wake.clear()
-            self.drain(patient=True)
+            self.drain()
             if time.monotonic() - last_clock > 60:
                 refresh_epoch_offset()
                 last_clock = time.monotonic()
 
-    def drain(self, patient: bool = False) -> int:
-        """Process every queued record. ``patient`` (the worker's own drains): step aside while
-        requests are in flight, for up to one flush interval; then drain regardless."""
+    def drain(self) -> int:
         processed = 0
-        gate = self.gate if patient else None
-        deadline = _clock() + self._interval
-        while True:
-            overdue = gate is None or not gate.wait_for_idle(deadline - _clock(), self._half_full)
-            hold = _HOLD_S if overdue else _IDLE_HOLD_S
-            with self._drain_lock:
-                held_since = _clock()
-                while True:
-                    try:
-                        rec = self._queue.popleft()
-                    except IndexError:
-                        self._flush_metrics()
-                        return processed
-                    try:
-                        if isinstance(rec, RequestRecord):
-                            self._process_request(rec)
-                        else:
-                            if self.keep is not None:
-                                self.keep.apply_stage(rec)
-                            self._process_stage(rec, None)
-                    except Exception as exc:
-                        _errors.report("worker", exc)
-                    processed += 1
-                    if processed % _FLUSH_EVERY == 0:
-                        self._flush_metrics()  # a drain that never empties the queue still shows up
-                    if not overdue and gate is not None and gate.serving:
-                        break  # a request started: step aside (outside the lock, so a scrape can drain)
-                    if _clock() - held_since > hold:
-                        # Hand the GIL to request threads now: otherwise one waits out the whole
-                        # switch interval (5 ms) while this thread drains a backlog.
-                        time.sleep(0)
-                        held_since = _clock()
-
-    def _half_full(self) -> bool:
-        return len(self._queue) >= self._max // 2
+        held_since = _clock()
+        with self._drain_lock:
+            while True:
+                try:
+                    rec = self._queue.popleft()
+                except IndexError:
+                    self._flush_metrics()
+                    return processed
+                try:
+                    if isinstance(rec, RequestRecord):
+                        self._process_request(rec)
+                    else:
+                        if self.keep is not None:
+                            self.keep.apply_stage(rec)
+                        self._process_stage(rec, None)
+                except Exception as exc:
+                    _errors.report("worker", exc)
+                processed += 1
+                if processed % _FLUSH_EVERY == 0:
+                    self._flush_metrics()  # a drain that never empties the queue still shows up
+                now = _clock()
+                if now - held_since > _HOLD_S:
+                    # Hand the GIL to request threads now: otherwise one waits out the whole
+                    # switch interval (5 ms) while this thread drains a backlog.
+                    time.sleep(0)
+                    held_since = _clock()
 
     def _flush_metrics(self) -> None:
         if self.metrics is not None:

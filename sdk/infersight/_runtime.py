@@ -20,7 +20,6 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from . import _errors
-from ._gate import RequestGate
 from ._keep import TailKeep
 from ._pipeline import Worker
 from ._records import (
@@ -117,9 +116,8 @@ class Runtime:
                  tracer_provider: TracerProvider | None) -> None:  # fmt: skip
         self.config = config
         self.registry = registry
-        self.gate = RequestGate()
         self.metrics: InferenceMetrics | None = (
-            InferenceMetrics(config, registry, self.gate.serving) if config.metrics else None
+            InferenceMetrics(config, registry) if config.metrics else None
         )
         self.hooks: list[StageHook] = []
         self.owns_provider = False
@@ -127,7 +125,7 @@ class Runtime:
         emitter = None
         if config.traces:
             if tracer_provider is None:
-                tracer_provider, self.owns_provider = setup_tracer_provider(config, self._on_export, self.gate)
+                tracer_provider, self.owns_provider = setup_tracer_provider(config, self._on_export)
             self.provider = tracer_provider
             self.resource = make_resource(config, tracer_provider.resource)
             emitter = SpanEmitter(tracer_provider, self.resource, self._on_export_queue_full)
@@ -136,7 +134,7 @@ class Runtime:
             )
         keep = TailKeep(config) if emitter is not None and config.traces_keep_ratio < 1 else None
         self.worker = Worker(self.metrics, emitter, self.hooks, config.queue_size,
-                             config.flush_interval_s, keep, self.gate)  # fmt: skip
+                             config.flush_interval_s, keep)  # fmt: skip
         self.extras: dict[str, Any] = {}  # gpu sampler, drift monitor, metrics server
         self.closed = False
 
@@ -179,7 +177,6 @@ class Runtime:
             self.resource = make_resource(self.config, self.provider.resource)
             if self.worker.emitter is not None:
                 self.worker.emitter.resource = self.resource
-        self.gate.after_fork_in_child()
         self.worker.after_fork_in_child()
         for name in ("gpu", "drift"):
             part = self.extras.get(name)
@@ -346,9 +343,8 @@ def start_request(name: str, kind: SpanKind = SpanKind.SERVER, endpoint: str = "
         if emit_span and rt.provider is not None:
             rec.live_span = _LiveSpan(rec, _SAMPLED if sampled else _UNSAMPLED)
             otel_token = _attach(rec.live_span)
-        rt.gate.started(rec)
-        if rt.metrics is not None and rt.metrics.request_started is not None:
-            rt.metrics.request_started()
+        if rt.metrics is not None:
+            rt.metrics.request_started(rec)
         return rec, (req_token, otel_token)
     except Exception as exc:
         _errors.report("request", exc)
@@ -377,10 +373,9 @@ def finish_request(rec: RequestRecord | None, tokens: Tokens, error: BaseExcepti
         _errors.report("request", exc)
     if rt is not None:
         try:
-            if rt.metrics is not None and rt.metrics.request_finished is not None:
-                rt.metrics.request_finished()
+            if rt.metrics is not None:
+                rt.metrics.request_finished(rec)
             rt.worker.submit(rec)
-            rt.gate.finished(rec)  # after the submit: a worker it wakes finds the record queued
         except Exception as exc:
             _errors.report("request", exc)
 

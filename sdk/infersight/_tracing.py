@@ -17,16 +17,10 @@ from opentelemetry.sdk.trace.export import (
     SpanExportResult,
 )
 
-from ._gate import RequestGate
-from ._records import current_request
 from .config import Config
 from .conventions import ATTR
 
 __all__ = ["CountingExporter", "make_resource", "setup_tracer_provider"]
-
-# Longest an export waits for the requests in flight to finish: the batch processor's queue
-# (2048 spans) fills meanwhile, so this stays short of that at thousands of spans a second.
-_EXPORT_MAX_WAIT_S = 0.1
 
 
 def make_resource(config: Config, base: Resource | None = None) -> Resource:
@@ -44,17 +38,11 @@ def make_resource(config: Config, base: Resource | None = None) -> Resource:
 class CountingExporter(SpanExporter):
     """Counts what an exporter sent and what it failed to send, for the telemetry-health alerts."""
 
-    def __init__(self, inner: SpanExporter, on_result: Callable[[int, bool], Any],
-                 gate: RequestGate | None = None) -> None:  # fmt: skip
+    def __init__(self, inner: SpanExporter, on_result: Callable[[int, bool], Any]) -> None:
         self.inner = inner
         self.on_result = on_result
-        self.gate = gate
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        if self.gate is not None and current_request.get() is None:
-            # Encode between requests, as the worker drains (see _gate); a flush from inside a
-            # request (the user's own force_flush) does not wait for itself.
-            self.gate.wait_for_idle(_EXPORT_MAX_WAIT_S)
         try:
             result = self.inner.export(spans)
         except Exception:
@@ -90,7 +78,7 @@ def _make_exporter(config: Config) -> SpanExporter | None:
 
 
 def setup_tracer_provider(
-    config: Config, on_export: Callable[[int, bool], Any], gate: RequestGate | None = None
+    config: Config, on_export: Callable[[int, bool], Any]
 ) -> tuple[TracerProvider, bool]:
     """Keep an SDK provider the app already set; otherwise build one from OTEL_* variables.
 
@@ -103,7 +91,7 @@ def setup_tracer_provider(
     provider = TracerProvider(resource=make_resource(config), shutdown_on_exit=False)
     exporter = _make_exporter(config)
     if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(CountingExporter(exporter, on_export, gate)))
+        provider.add_span_processor(BatchSpanProcessor(CountingExporter(exporter, on_export)))
     trace.set_tracer_provider(provider)
     # set_tracer_provider refuses a second time (another library won the race): use theirs.
     current = trace.get_tracer_provider()

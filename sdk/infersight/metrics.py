@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -54,7 +54,7 @@ def exemplar_for(trace_id: int, span_id: int) -> dict[str, str]:
 class InferenceMetrics:
     """The request/stage metrics of one process. Tests pass a fresh ``registry``."""
 
-    def __init__(self, config: Config, registry: CollectorRegistry | None, serving: Collection[Any]) -> None:
+    def __init__(self, config: Config, registry: CollectorRegistry | None) -> None:
         self.config = config
         self.registry = registry
         mp = multiprocess_mode()
@@ -64,14 +64,17 @@ class InferenceMetrics:
         self.request_duration = make_metric(METRIC.REQUEST_DURATION, registry)
         self.stage_duration = make_metric(METRIC.STAGE_DURATION, registry)
         self.in_flight = make_metric(METRIC.REQUESTS_IN_FLIGHT, registry, **livesum)
-        # One process: the gauge reads the request gate's set at scrape time (nothing to do on
-        # the request path). Multiprocess mode: the gauge's own file-backed value, kept by these.
-        self.request_started: Callable[[], Any] | None = None
-        self.request_finished: Callable[[], Any] | None = None
+        # The request path's two calls. One process: a set read at scrape time (add and discard
+        # are single GIL-held calls, no lock). Multiprocess mode: the gauge's own file-backed value.
+        self.request_started: Callable[[Any], Any]
+        self.request_finished: Callable[[Any], Any]
         if mp:
-            self.request_started, self.request_finished = self.in_flight.inc, self.in_flight.dec
+            self.request_started = lambda rec: self.in_flight.inc()
+            self.request_finished = lambda rec: self.in_flight.dec()
         else:
+            serving: set[Any] = set()
             self.in_flight.set_function(serving.__len__)
+            self.request_started, self.request_finished = serving.add, serving.discard
         self.queue_wait = make_metric(METRIC.QUEUE_WAIT, registry)
         self.batch_size = make_metric(METRIC.BATCH_SIZE, registry)
         self.payload = make_metric(METRIC.PAYLOAD_SIZE, registry)
