@@ -164,3 +164,17 @@ def round_verdict(values: list[float], meets: Any, fails: Any, spread: str) -> s
     if all(meets(v) for v in values):
         return f"met in every round: {spread}"
     return f"not resolvable on this machine: {spread}"
+
+
+def export_to_shipped_collector(stack: contextlib.ExitStack, tmp: Path, cpus: set[int]) -> str:
+    """Point this process's OTLP exporter (and its children's) at our built collector running the
+    shipped config, started on ``stack``; without a built one, turn trace export off. Returns
+    the line the benchmarks print about it."""
+    binary = binary_or_none()
+    if binary is None:
+        os.environ["OTEL_TRACES_EXPORTER"] = "none"
+        return "OTEL_TRACES_EXPORTER=none (no built collector; run tools/build-collector.sh)"
+    collector = stack.enter_context(shipped_collector(tmp, binary, cpus=cpus))
+    os.environ |= {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{collector.otlp_grpc}",
+                   "OTEL_EXPORTER_OTLP_INSECURE": "true"}  # fmt: skip
+    return "OTLP/gRPC to our built collector (shipped config on loopback)"

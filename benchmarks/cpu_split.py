@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_support import binary_or_none, shipped_collector
+from bench_support import export_to_shipped_collector
 
 VARIANTS = ("bare", "floor", "metrics only", "infersight", "stock encoder", "keep 0.1")
 THREADS = {"MainThread": "request path", "infersight-worker": "worker", "OtelBatchSpanRecordProcessor": "export"}
@@ -167,16 +167,8 @@ def main() -> list[str]:
     os.environ |= {"INFERSIGHT_GPU": "off", "INFERSIGHT_METRICS_PORT": "0", "HF_HUB_OFFLINE": "1",
                    "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
                    "OTEL_BSP_SCHEDULE_DELAY": "60000"}  # fmt: skip
-    binary = binary_or_none()
     with tempfile.TemporaryDirectory(prefix="infersight-cpu-") as tmp, contextlib.ExitStack() as stack:
-        if binary is not None:
-            collector = stack.enter_context(shipped_collector(Path(tmp), binary, cpus={1}))
-            os.environ |= {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{collector.otlp_grpc}",
-                           "OTEL_EXPORTER_OTLP_INSECURE": "true"}  # fmt: skip
-            export = "OTLP/gRPC to our built collector (shipped config on loopback)"
-        else:
-            os.environ["OTEL_TRACES_EXPORTER"] = "none"
-            export = "OTEL_TRACES_EXPORTER=none (no built collector; run tools/build-collector.sh)"
+        export = export_to_shipped_collector(stack, Path(tmp), cpus={1})
         if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
             os.sched_setaffinity(0, {0})  # threads started after this inherit it
         per_req = measure(args.rounds, args.requests)

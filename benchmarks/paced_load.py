@@ -31,18 +31,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench_support import binary_or_none, round_verdict, shipped_collector
+from bench_support import export_to_shipped_collector, round_verdict
+from queueing import burn, quantile
 
 SERVER_CPUS, COLLECTOR_CPUS = {0}, {1}
 P99_TARGET_MS = 0.5
-
-
-def burn(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    x = 0
-    while time.perf_counter() < end:
-        for i in range(50):
-            x += i
 
 
 def child(args: argparse.Namespace) -> None:
@@ -108,11 +101,6 @@ def run_child(variant: str, sdk: str | None, extra: list[str]) -> dict[str, Any]
     return result
 
 
-def quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=4)
@@ -138,17 +126,9 @@ def main() -> int:
             parser.error(f"--compare {spec!r}: want NAME=DIR with DIR/infersight (a checkout's sdk/)")
         variants[name] = str(Path(sdk).resolve())
     model = ["--model-ms", str(args.model_ms)]
-    binary = binary_or_none()
     with contextlib.ExitStack() as stack:
-        if binary is not None:
-            tmp = stack.enter_context(tempfile.TemporaryDirectory())
-            collector = stack.enter_context(shipped_collector(Path(tmp), binary, cpus=COLLECTOR_CPUS))
-            os.environ |= {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{collector.otlp_grpc}",
-                           "OTEL_EXPORTER_OTLP_INSECURE": "true"}  # fmt: skip
-            export = "OTLP/gRPC to our built collector (shipped config, on the other core)"
-        else:
-            os.environ["OTEL_TRACES_EXPORTER"] = "none"
-            export = "OTEL_TRACES_EXPORTER=none (no built collector; run tools/build-collector.sh)"
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="infersight-paced-"))
+        export = export_to_shipped_collector(stack, Path(tmp), cpus=COLLECTOR_CPUS)
         os.environ.setdefault("OTEL_SERVICE_NAME", "paced-load")
         service_s = run_child("bare", None, [*model, "--calibrate"])["service_s"]
         rate = 0.5 / service_s
