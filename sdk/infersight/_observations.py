@@ -43,10 +43,9 @@ class ObservationBatch:
 
     def observe(self, child: Any, amount: float, exemplar: ExemplarIds | None) -> None:
         entry = self._histograms.get(id(child))
-        if entry is None or amount != amount:
+        if entry is None or amount != amount:  # NaN: prometheus_client counts it in no bucket
             bounds = getattr(child, "_upper_bounds", None)
-            if bounds is None or getattr(child, "_buckets", None) is None or amount != amount:
-                # NaN (prometheus_client counts it in no bucket), or not a histogram child
+            if amount != amount or bounds is None or getattr(child, "_buckets", None) is None:
                 child.observe(amount, exemplar_labels(exemplar) if exemplar else None)
                 return
             entry = self._histograms[id(child)] = (child, _Histogram(bounds))
