@@ -242,10 +242,10 @@ def test_datasources_link_exemplars_to_tempo_and_spans_to_gpu_metrics() -> None:
 
 
 def test_exemplar_label_matches_the_sdk() -> None:
-    from infersight.metrics import exemplar_for
+    from infersight._observations import exemplar_labels
 
     names = {d["name"] for d in _datasources()["prometheus"]["jsonData"]["exemplarTraceIdDestinations"]}
-    assert names <= set(exemplar_for(1, 2))
+    assert names <= set(exemplar_labels((1, 2)))
 
 
 def test_dashboard_provider_points_at_the_mounted_folder() -> None:

@@ -42,8 +42,8 @@ def _registry(registry: CollectorRegistry | None) -> CollectorRegistry:
 
 
 def _observe_pending() -> None:
-    """Process what this process recorded since the worker's last drain (it drains once a
-    second), so a scrape counts every request that finished before it."""
+    """Process what this process recorded since the worker's last drain (every
+    INFERSIGHT_FLUSH_INTERVAL), so a scrape counts every request that finished before it."""
     from ._runtime import get_runtime
 
     rt = get_runtime()

@@ -9,7 +9,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ._cardinality import LabelLimiter
-from ._observations import ExemplarIds, ObservationBatch, exemplar_labels
+from ._observations import ExemplarIds, ObservationBatch
 from ._records import RequestRecord, StageRecord
 from .config import Config
 from .conventions import METRIC, OUTCOME_ERROR, OUTCOME_SUCCESS, UNKNOWN, MetricSpec
@@ -45,10 +45,6 @@ def make_metric(spec: MetricSpec, registry: CollectorRegistry | None, **kwargs: 
 def owned_collectors(registry: CollectorRegistry) -> list[Any]:
     """The metrics ``make_metric`` put in ``registry`` (and forgets them)."""
     return _created.pop(id(registry), [])
-
-
-def exemplar_for(trace_id: int, span_id: int) -> dict[str, str]:
-    return exemplar_labels((trace_id, span_id))
 
 
 class InferenceMetrics:

@@ -13,8 +13,8 @@ import sys
 import time
 from typing import Any
 
+from .._observations import exemplar_labels
 from ..conventions import ATTR, METRIC, SPAN, UNKNOWN
-from ..metrics import exemplar_for
 from .gpm import GPM_METRICS, MIN_INTERVAL_NS, SamplePool, metrics_between
 from .sampler import Sampler
 
@@ -167,7 +167,7 @@ class SpanCounters:
             attributes[ATTR.GPU_BUSY_SECONDS] = busy
             attributes[ATTR.GPU_WALL_SECONDS] = wall_ns / 1e9
         model = str(attributes.get(ATTR.MODEL_NAME) or UNKNOWN)
-        ex = exemplar_for(stage.trace_id, stage.span_id) if self.exemplars and stage.sampled else None
+        ex = exemplar_labels((stage.trace_id, stage.span_id)) if self.exemplars and stage.sampled else None
         if busy is not None and self.busy_hist is not None:
             self.busy_hist.labels(model, stage.name).observe(busy, ex)
         sm_active = counters.get("sm_active")
