@@ -15,6 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCHES = [
     ("Request path (issue: SDK core, performance)", ["benchmarks/request_path.py"]),
+    ("Instructions per request (callgrind)", ["benchmarks/instructions.py"]),
     ("GPU sampler and stage-boundary snapshots", ["benchmarks/gpu_bench.py"]),
     ("Drift capture and window computation", ["benchmarks/drift_bench.py"]),
     ("CPU per request by thread", ["benchmarks/cpu_split.py"]),

@@ -117,3 +117,21 @@ def test_server_load_verdicts_need_every_round_to_agree(monkeypatch: pytest.Monk
     assert verdict([0.1, -3.0, 0.5]).startswith("met in every round")
     # One round each way: the median (0.4) would pass, the machine can't tell.
     assert verdict([0.4, 0.2, 0.9]).startswith("not resolvable")
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed (tools/setup.sh installs it)")
+def test_instruction_counts_quick() -> None:
+    """Alone, not beside the others: six callgrind runs take about a minute on 2 cores."""
+    proc = subprocess.run([sys.executable, "benchmarks/instructions.py", "--quick"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=2 * TIMEOUT_S)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {}
+    for line in proc.stdout.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 5 and cells[1].replace(".", "").isdigit():
+            rows[cells[0]] = float(cells[1]), float(cells[2])
+    assert set(rows) == {"uninstrumented", "infersight", "hand-written OTel + prometheus_client"}, proc.stdout
+    # The counts separate the threads: infersight's worker and export run beside the request.
+    assert rows["infersight"][0] > rows["uninstrumented"][0]
+    assert rows["infersight"][1] > rows["uninstrumented"][1] + 50  # thousands
+    assert "all threads: **" in proc.stdout

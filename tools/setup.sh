@@ -14,6 +14,7 @@ command -v prometheus >/dev/null || need_apt+=(prometheus)
 command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v prometheus-alertmanager >/dev/null || need_apt+=(prometheus-alertmanager)
 command -v wrk >/dev/null || need_apt+=(wrk)
+command -v valgrind >/dev/null || need_apt+=(valgrind)  # benchmarks/instructions.py
 if ((${#need_apt[@]})); then
   echo "setup: installing OS packages: ${need_apt[*]}"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

@@ -21,7 +21,7 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
 __all__ = ["FastOTLPSpanExporter", "encode_request"]
 
@@ -98,36 +98,64 @@ def _attributes(attrs: Any) -> bytes | None:
     return b"".join(parts)
 
 
+_ids = struct.Struct(">HQQHQ").pack  # trace_id (two halves) and span_id, with their tags
+_parent_id = struct.Struct(">HQ").pack
+_times = struct.Struct("<BQBQ").pack  # start and end time, fixed64
+_kind_bytes = {id(kind): bytes((0x30, kind.value + 1)) for kind in SpanKind}  # enums hash in Python
+_status_code = {id(code): code.value for code in StatusCode}
+_M64 = (1 << 64) - 1
+_head_cache: dict[tuple[str, int], bytes] = {}
+_tail_cache: dict[tuple[int, int], bytes] = {}
+
+
+def _head(name: str, kind: SpanKind) -> bytes:
+    """The name and kind fields, cached: both repeat across spans."""
+    key = (name, id(kind))
+    hit = _head_cache.get(key)
+    if hit is None:
+        if len(_head_cache) >= _CACHE_MAX:
+            _head_cache.clear()
+        hit = _head_cache[key] = _str_field(0x2A, name) + _kind_bytes[id(kind)]
+    return hit
+
+
+def _tail(status: Any, flags: int) -> bytes:
+    """The status and flags fields; without a description they come from a handful of values."""
+    code = _status_code[id(status.status_code)]
+    if status.description:
+        inner = _field(0x12, status.description.encode("utf-8")) + (bytes((0x18, code)) if code else b"")
+        return _field(0x7A, inner) + b"\x85\x01" + _pack_u32(flags)
+    key = (code, flags)
+    hit = _tail_cache.get(key)
+    if hit is None:
+        hit = _tail_cache[key] = _field(0x7A, bytes((0x18, code)) if code else b"") + b"\x85\x01" + _pack_u32(flags)
+    return hit
+
+
 def _encode_span(span: ReadableSpan) -> bytes | None:
     """The Span message's bytes, or None where the stock encoder must do it."""
     if span.events or span.links or span.dropped_attributes:
         return None
-    attrs = _attributes(span.attributes) if span.attributes else b""
+    attributes = span.attributes
+    attrs = _attributes(attributes) if attributes else b""
     if attrs is None:
         return None
     ctx = span.context
     if ctx is None:
         return None
-    parts = [b"\x0a\x10", ctx.trace_id.to_bytes(16, "big"), b"\x12\x08", ctx.span_id.to_bytes(8, "big")]
+    trace_id = ctx.trace_id
+    head = _ids(0x0A10, trace_id >> 64, trace_id & _M64, 0x1208, ctx.span_id)
     if ctx.trace_state:
         # Per request, not repeated: not cached (it would evict the names and keys that repeat).
-        parts.append(_field(0x1A, ",".join(f"{k}={v}" for k, v in ctx.trace_state.items()).encode("utf-8")))
+        head += _field(0x1A, ",".join(f"{k}={v}" for k, v in ctx.trace_state.items()).encode("utf-8"))
     parent = span.parent
     flags = _FLAGS_HAS_IS_REMOTE
     if parent is not None:
-        parts += (b"\x22\x08", parent.span_id.to_bytes(8, "big"))
+        head += _parent_id(0x2208, parent.span_id)
         if parent.is_remote:
             flags |= _FLAGS_IS_REMOTE
-    parts += (_str_field(0x2A, span.name), bytes((0x30, span.kind.value + 1)),
-              b"\x39", _pack_u64(span.start_time or 0), b"\x41", _pack_u64(span.end_time or 0), attrs)  # fmt: skip
-    status = span.status
-    inner = b""
-    if status.description:
-        inner = _field(0x12, status.description.encode("utf-8"))
-    if status.status_code.value:
-        inner += bytes((0x18, status.status_code.value))
-    parts += (_field(0x7A, inner), b"\x85\x01", _pack_u32(flags))
-    return b"".join(parts)
+    return b"".join((head, _head(span.name, span.kind), _times(0x39, span.start_time or 0, 0x41, span.end_time or 0),
+                     attrs, _tail(span.status, flags)))  # fmt: skip
 
 
 _NONE = object()
@@ -171,7 +199,14 @@ def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
         if resource is not last_resource or scope is not last_scope:  # hashing a Resource is dear
             bucket = groups.setdefault(resource, {}).setdefault(scope, [])
             last_resource, last_scope = resource, scope
-        bucket.append(_field(0x12, encoded))
+        size = len(encoded)  # the Span field's tag and length, inline for the usual sizes
+        if size < 0x80:
+            bucket.append(bytes((0x12, size)))
+        elif size < 0x4000:
+            bucket.append(bytes((0x12, (size & 0x7F) | 0x80, size >> 7)))
+        else:
+            bucket.append(b"\x12" + _varint(size))
+        bucket.append(encoded)
     out = []
     for resource, by_scope in groups.items():
         resource_parts = []

@@ -1,0 +1,181 @@
+"""Instructions per request, by thread, counted under valgrind: figures a noisy machine can't move.
+
+    python benchmarks/instructions.py [--requests 200] [--variants a,b,...] [--quick]
+
+Time on a shared 2-core box moves by tens of percent between runs (docs/worker.md), so CPU
+differences of a few percent per request can't be resolved from timings there. Valgrind's
+callgrind counts the instructions each thread executes; they don't depend on the machine's other
+load. Each variant of request_path.py's request (explicit API and Flask test client) runs in its
+own process under callgrind twice, with a warm-up and then 20 or 20 + ``--requests`` requests;
+the difference, divided by ``--requests``, is the instructions one request costs:
+  request thread  the request path itself (infersight: clock reads, ids, records, hooks)
+  background      every other thread: infersight's worker (metrics, spans), span export
+                  (encoding to OTLP protobuf bytes; nothing is sent), the final drain.
+                  The hand-written baseline's spans go through the same encoder, cheaper than
+                  the stock one it would use: its figures here are a lower bound too.
+
+Instructions are not time: a cache miss or a GIL hand-over between threads costs time without
+instructions, so these figures are a lower bound on the CPU cost, and the ratios are the ones to
+quote. Needs valgrind (Debian package ``valgrind``); prints a line and exits 0 without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+EXPLICIT = ("uninstrumented", "infersight", "hand-written OTel + prometheus_client")
+FLASK = ("flask uninstrumented", "flask + infersight", "flask + hand-written OTel + prometheus_client",
+         "flask + otel-flask only")  # fmt: skip
+WARM_UP = 20
+
+
+class EncodingExporter:
+    """Encodes each batch as infersight's OTLP exporter would, then drops it: export CPU
+    without a network or a collector (``request_path.NullExporter`` encodes nothing)."""
+
+    def export(self, spans: Sequence[Any]) -> Any:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
+        from infersight._otlp import encode_request
+
+        encode_request(spans)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+
+def in_thread(fn: Callable[[], Any]) -> None:
+    """Run a flush off the request thread, so its instructions count as background."""
+    helper = threading.Thread(target=fn)
+    helper.start()
+    helper.join()
+
+
+def child(variant: str, requests: int) -> None:
+    """Serve ``WARM_UP + requests`` requests of one variant (run under valgrind by main)."""
+    sys.path.insert(0, str(HERE))
+    import request_path
+
+    request_path.NullExporter = EncodingExporter  # type: ignore[misc,assignment]
+    ours, ours_flush = request_path.make_infersight()
+    hand, hand_flush = request_path.make_handwritten()
+    calls: dict[str, Callable[[], Any]] = {"uninstrumented": request_path.uninstrumented,
+                                           "infersight": ours, EXPLICIT[2]: hand}  # fmt: skip
+    flushes: dict[str, Callable[[], Any]] = {"infersight": ours_flush, EXPLICIT[2]: hand_flush}
+    setup: Callable[[], Any] = lambda: None  # noqa: E731
+    if variant in FLASK:
+        fv, ff, fs = request_path.flask_variants(hand)
+        calls, setup = fv, fs[variant]
+        flushes = {**ff, FLASK[1]: ours_flush, FLASK[2]: hand_flush}
+    call, flush = calls[variant], flushes.get(variant, lambda: None)
+    setup()
+    for _ in range(WARM_UP):
+        call()
+    in_thread(flush)
+    for _ in range(requests):
+        call()
+    in_thread(flush)
+    request_path.backlog_at_block_end.clear()
+
+
+def thread_totals(out_dir: Path, stem: str) -> dict[int, int]:
+    """Instructions by thread number (1 is the main thread) from callgrind's per-thread files."""
+    totals: dict[int, int] = {}
+    for path in out_dir.glob(f"{stem}*"):
+        match = re.search(r"-(\d+)$", path.name)
+        text = path.read_text(errors="replace")
+        found = re.search(r"^(?:summary|totals): (\d+)", text, re.M)
+        if match and found:
+            totals[int(match.group(1))] = totals.get(int(match.group(1)), 0) + int(found.group(1))
+    return totals
+
+
+def count(variant: str, requests: int, out_dir: Path) -> tuple[int, int]:
+    """(request thread, background) instructions of one run of ``requests`` timed requests."""
+    stem = f"cg.{re.sub(r'[^a-z]+', '-', variant)}.{requests}"
+    cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes", "--dump-instr=no",
+           f"--callgrind-out-file={out_dir / stem}", sys.executable, __file__, "--child", variant,
+           "--requests", str(requests)]  # fmt: skip
+    env = os.environ | {"PYTHONHASHSEED": "0", "OTEL_TRACES_EXPORTER": "none"}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
+    if result.returncode != 0:
+        raise SystemExit(f"{variant}: valgrind run failed:\n{result.stderr[-2000:]}")
+    totals = thread_totals(out_dir, stem)
+    return totals.pop(1, 0), sum(totals.values())
+
+
+def main() -> list[str]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--variants", default=",".join(EXPLICIT + FLASK))
+    parser.add_argument("--quick", action="store_true", help="smoke run: the explicit API, 10 requests")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.requests)
+        return []
+    if args.quick:
+        args.requests, args.variants = 10, ",".join(EXPLICIT)
+    if shutil.which("valgrind") is None:
+        print("valgrind not installed: no instruction counts (apt-get install valgrind)")
+        return []
+    variants = [v for v in args.variants.split(",") if v]
+    unknown = set(variants) - set(EXPLICIT + FLASK)
+    if unknown:
+        raise SystemExit(f"--variants: unknown {sorted(unknown)}; known: {', '.join(EXPLICIT + FLASK)}")
+    per_request: dict[str, tuple[float, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="infersight-instr-") as tmp, \
+            ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # counts don't depend on load
+        runs = {(v, n): pool.submit(count, v, n, Path(tmp)) for v in variants for n in (0, args.requests)}
+        for variant in variants:
+            short, long = runs[variant, 0].result(), runs[variant, args.requests].result()
+            per_request[variant] = ((long[0] - short[0]) / args.requests, (long[1] - short[1]) / args.requests)
+    lines = ["### Instructions per request, by thread (callgrind)", "",
+             f"{args.requests} requests per variant, less a run of none; thousands of instructions.", "",
+             "| variant | request thread | background | total | added total |",
+             "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for group in (EXPLICIT, FLASK):
+        base = per_request.get(group[0])
+        for variant in group:
+            if variant not in per_request:
+                continue
+            req, bg = per_request[variant]
+            added = f"{(req + bg - sum(base)) / 1e3:+.1f}" if base else ""
+            lines.append(f"| {variant} | {req / 1e3:.1f} | {bg / 1e3:.1f} | {(req + bg) / 1e3:.1f} | {added} |")
+    lines += ["", *ratio_lines(per_request)]
+    print("\n".join(lines))
+    return lines
+
+
+def ratio_lines(per_request: dict[str, tuple[float, float]]) -> list[str]:
+    """infersight's added instructions over the hand-written baseline's, as in part 1's targets."""
+    out = []
+    for base, ours, hand in ((EXPLICIT[0], EXPLICIT[1], EXPLICIT[2]), (FLASK[0], FLASK[1], FLASK[2])):
+        if not {base, ours, hand} <= per_request.keys():
+            continue
+        b, o, h = per_request[base], per_request[ours], per_request[hand]
+        for label, pick in (("request thread", lambda x: x[0]), ("all threads", lambda x: x[0] + x[1])):
+            added_ours, added_hand = pick(o) - pick(b), pick(h) - pick(b)
+            out.append(f"- {ours}, added instructions / {hand}'s, {label}: **{added_ours / added_hand:.2f}** "
+                       f"({added_ours / 1e3:.1f}k / {added_hand / 1e3:.1f}k)")  # fmt: skip
+    return out
+
+
+if __name__ == "__main__":
+    main()
