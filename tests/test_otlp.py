@@ -117,12 +117,22 @@ def test_grpc_is_the_fast_exporter() -> None:
 
 
 def test_fast_exporter_delivers_to_an_otlp_receiver(sink: Any) -> None:
+    """Its bytes go out as they are; an exporter whose stub is the stock one (an SDK that
+    builds it elsewhere) gets a message instead, and delivers too."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+    from opentelemetry.sdk.trace.export import SpanExportResult
+
+    from infersight._otlp import _BytesTraceClient
+
     exporter = FastOTLPSpanExporter(endpoint=f"{LOOPBACK}:{sink.port}", insecure=True, timeout=5)
     batch = [ReadableSpan(f"s{i}", context=SpanContext(9, i + 1, False), resource=RESOURCES[1],
                           attributes={"i": i}, instrumentation_scope=SCOPES[0]) for i in range(5)]  # fmt: skip
-    from opentelemetry.sdk.trace.export import SpanExportResult
-
-    assert exporter.export(batch) is SpanExportResult.SUCCESS
+    assert isinstance(exporter._client, _BytesTraceClient)
+    assert isinstance(exporter._translate_data(batch), bytes)
+    assert exporter.export(batch[:3]) is SpanExportResult.SUCCESS
+    exporter._client = TraceServiceStub(exporter._channel)
+    assert isinstance(exporter._translate_data(batch), ExportTraceServiceRequest)
+    assert exporter.export(batch[3:]) is SpanExportResult.SUCCESS
     exporter.shutdown()
     ((_, received),) = [(tid, spans) for tid, spans in sink.traces().items()]
     assert sorted(span.name for _, span in received) == [f"s{i}" for i in range(5)]
