@@ -5,10 +5,9 @@ ours on a 2-core box, and it runs holding the GIL that request threads wait for.
 simple (scalar attributes, no links, rarely events), and their resource, scope, names and
 attributes repeat, so their wire bytes are written directly from packed or cached pieces and
 handed to gRPC as they are: the export thread costs about a quarter of the stock encoder's per
-request (benchmarks/cpu_split.py prints both). Any span
-this encoder does not cover (events, links, non-scalar or out-of-range attribute values, dropped
-counts) is encoded by the stock encoder, and tests/test_otlp.py checks the output equals the
-stock encoder's for random spans.
+request (benchmarks/cpu_split.py prints both). Any span this encoder does not cover (events,
+links, non-scalar or out-of-range attribute values, dropped counts) is encoded by the stock
+encoder, and tests/test_otlp.py checks the output equals the stock encoder's for random spans.
 """
 
 from __future__ import annotations
