@@ -10,9 +10,8 @@ own process under callgrind twice, with a warm-up and then 20 or 20 + ``--reques
 the difference, divided by ``--requests``, is the instructions one request costs:
   request thread  the request path itself (infersight: clock reads, ids, records, hooks)
   background      every other thread: infersight's worker (metrics, spans), span export
-                  (encoding to OTLP protobuf bytes; nothing is sent), the final drain.
-                  The hand-written baseline's spans go through the same encoder, cheaper than
-                  the stock one it would use: its figures here are a lower bound too.
+                  (encoding to OTLP protobuf bytes, nothing is sent: infersight's spans with its
+                  own encoder, the baselines' with the OTel exporter's), the final drain
 
 Instructions are not time: a cache miss or a GIL hand-over between threads costs time without
 instructions, so these figures are a lower bound on the CPU cost, and the ratios are the ones to
@@ -35,29 +34,32 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans  # noqa: E402
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult  # noqa: E402
+
+from infersight._otlp import encode_request  # noqa: E402
+
 EXPLICIT = ("uninstrumented", "infersight", "hand-written OTel + prometheus_client")
 FLASK = ("flask uninstrumented", "flask + infersight", "flask + hand-written OTel + prometheus_client",
          "flask + otel-flask only")  # fmt: skip
 WARM_UP = 20
 
 
-class EncodingExporter:
-    """Encodes each batch as infersight's OTLP exporter would, then drops it: export CPU
-    without a network or a collector (``request_path.NullExporter`` encodes nothing)."""
+class EncodingExporter(SpanExporter):
+    """Encodes each batch as an OTLP exporter would, then drops it: export CPU without a network
+    or a collector. ``stock``: the OTel exporter's own encoder (what the baselines get)."""
 
-    def export(self, spans: Sequence[Any]) -> Any:
-        from opentelemetry.sdk.trace.export import SpanExportResult
+    def __init__(self, stock: bool) -> None:
+        self.stock = stock
 
-        from infersight._otlp import encode_request
-
-        encode_request(spans)
+    def export(self, spans: Sequence[Any]) -> SpanExportResult:
+        if self.stock:
+            encode_spans(spans).SerializeToString()
+        else:
+            encode_request(spans)
         return SpanExportResult.SUCCESS
-
-    def shutdown(self) -> None:
-        pass
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
 
 
 def in_thread(fn: Callable[[], Any]) -> None:
@@ -69,18 +71,16 @@ def in_thread(fn: Callable[[], Any]) -> None:
 
 def child(variant: str, requests: int) -> None:
     """Serve ``WARM_UP + requests`` requests of one variant (run under valgrind by main)."""
-    sys.path.insert(0, str(HERE))
     import request_path
 
-    request_path.NullExporter = EncodingExporter  # type: ignore[misc,assignment]
-    ours, ours_flush = request_path.make_infersight()
-    hand, hand_flush = request_path.make_handwritten()
+    ours, ours_flush = request_path.make_infersight(EncodingExporter(stock=False))
+    hand, hand_flush = request_path.make_handwritten(EncodingExporter(stock=True))
     calls: dict[str, Callable[[], Any]] = {"uninstrumented": request_path.uninstrumented,
                                            "infersight": ours, EXPLICIT[2]: hand}  # fmt: skip
     flushes: dict[str, Callable[[], Any]] = {"infersight": ours_flush, EXPLICIT[2]: hand_flush}
     setup: Callable[[], Any] = lambda: None  # noqa: E731
     if variant in FLASK:
-        fv, ff, fs = request_path.flask_variants(hand)
+        fv, ff, fs = request_path.flask_variants(hand, EncodingExporter(stock=True))
         calls, setup = fv, fs[variant]
         flushes = {**ff, FLASK[1]: ours_flush, FLASK[2]: hand_flush}
     call, flush = calls[variant], flushes.get(variant, lambda: None)

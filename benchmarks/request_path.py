@@ -55,9 +55,9 @@ def uninstrumented() -> None:
 backlog_at_block_end: list[int] = []
 
 
-def make_infersight() -> tuple[Callable[[], None], Callable[[], None]]:
+def make_infersight(exporter: SpanExporter | None = None) -> tuple[Callable[[], None], Callable[[], None]]:
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(NullExporter()))
+    provider.add_span_processor(BatchSpanProcessor(exporter or NullExporter()))
     infersight.init(registry=CollectorRegistry(), tracer_provider=provider, gpu="off",
                     models={"m": {"version": "1", "slo_p99_seconds": 0.1}})  # fmt: skip
     request, pre, model, post = (infersight.request, infersight.preprocess, infersight.model,
@@ -82,11 +82,11 @@ def make_infersight() -> tuple[Callable[[], None], Callable[[], None]]:
     return run, flush
 
 
-def make_handwritten() -> tuple[Callable[[], None], Callable[[], None]]:
+def make_handwritten(exporter: SpanExporter | None = None) -> tuple[Callable[[], None], Callable[[], None]]:
     """The baseline users would write: OTel spans by hand, prometheus_client histograms with
     exemplars (also the body of the hand-written Flask view)."""
     provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(NullExporter()))
+    provider.add_span_processor(BatchSpanProcessor(exporter or NullExporter()))
     tracer = provider.get_tracer("handwritten")
     registry = CollectorRegistry()
     req_hist = Histogram("hw_request_seconds", "", ["model", "endpoint", "outcome"],
@@ -147,9 +147,11 @@ def measure(variants: dict[str, Callable[[], None]], flushes: dict[str, Callable
     return out
 
 
-def flask_variants(hand: Callable[[], None]) -> tuple[dict[str, Callable[[], Any]],
-                                                       dict[str, Callable[[], Any]],
-                                                       dict[str, Callable[[], None]]]:  # fmt: skip
+Variants = dict[str, Callable[[], Any]]
+
+
+def flask_variants(hand: Callable[[], None], exporter: SpanExporter | None = None,
+                   ) -> tuple[Variants, Variants, dict[str, Callable[[], None]]]:  # fmt: skip
     """The same request through Flask's test client: uninstrumented, infersight (its Flask
     instrumentation and stages), the hand-written view (``hand``: server and stage spans by hand,
     histograms with exemplars), and opentelemetry-instrumentation-flask's server span only."""
@@ -178,7 +180,7 @@ def flask_variants(hand: Callable[[], None]) -> tuple[dict[str, Callable[[], Any
     from infersight.instrumentation.flask import instrument_flask, uninstrument_flask
 
     otel_provider = TracerProvider()
-    otel_provider.add_span_processor(BatchSpanProcessor(NullExporter()))
+    otel_provider.add_span_processor(BatchSpanProcessor(exporter or NullExporter()))
     otel_app = make_app(uninstrumented)
     FlaskInstrumentor.instrument_app(otel_app, tracer_provider=otel_provider)
     clients = {
