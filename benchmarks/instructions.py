@@ -2,12 +2,17 @@
 
     python benchmarks/instructions.py [--requests 200] [--variants a,b,...] [--quick]
 
+About 30 minutes on 2 cores: valgrind runs ~50x slower, and the server variants import torch.
+
 Time on a shared 2-core box moves by tens of percent between runs (docs/worker.md), so CPU
 differences of a few percent per request can't be resolved from timings there. Valgrind's
 callgrind counts the instructions each thread executes; they don't depend on the machine's other
-load. Each variant of request_path.py's request (explicit API and Flask test client) runs in its
-own process under callgrind twice, with a warm-up and then 20 or 20 + ``--requests`` requests;
-the difference, divided by ``--requests``, is the instructions one request costs:
+load. Each variant runs in its own process under callgrind twice, 20 warm-up requests and then
+none or ``--requests``; the difference, divided by ``--requests``, is what one request costs.
+Variants: request_path.py's request (explicit API, then its Flask app), and bench_app.py's
+server (Flask + a transformers pipeline; part 2's server, whose saturation throughput is its CPU
+per request: bare / instrumented instructions is that ratio at equal instructions per cycle).
+Columns:
   request thread  the request path itself (infersight: clock reads, ids, records, hooks)
   background      every other thread: infersight's worker (metrics, spans), span export
                   (encoding to OTLP protobuf bytes, nothing is sent: infersight's spans with its
@@ -44,6 +49,16 @@ from infersight._otlp import encode_request  # noqa: E402
 EXPLICIT = ("uninstrumented", "infersight", "hand-written OTel + prometheus_client")
 FLASK = ("flask uninstrumented", "flask + infersight", "flask + hand-written OTel + prometheus_client",
          "flask + otel-flask only")  # fmt: skip
+# bench_app.py (Flask + a transformers pipeline, ~1.5 ms model) through its test client: the
+# server of part 2, whose throughput at saturation is its CPU per request.
+SERVER_ENV = {
+    "server bare": {"BENCH_VARIANT": "bare"},
+    "server + infersight": {"BENCH_VARIANT": "infersight"},
+    "server + otel-flask": {"BENCH_VARIANT": "otel-flask"},
+    "server + infersight keep 0.1": {"BENCH_VARIANT": "infersight", "INFERSIGHT_TRACES_KEEP_RATIO": "0.1"},
+    "server + infersight metrics only": {"BENCH_VARIANT": "infersight", "INFERSIGHT_TRACES": "false"},
+}
+SERVER = tuple(SERVER_ENV)
 WARM_UP = 20
 
 
@@ -69,8 +84,54 @@ def in_thread(fn: Callable[[], Any]) -> None:
     helper.join()
 
 
+def server_call(variant: str) -> Callable[[], Any]:
+    """bench_app as its variant, spans encoded as in the explicit-API variants."""
+    os.environ |= SERVER_ENV[variant] | {"INFERSIGHT_GPU": "off", "INFERSIGHT_METRICS_PORT": "0",
+                                         "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                                         "OMP_NUM_THREADS": "1"}  # fmt: skip
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    import bench_app
+
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.add_span_processor(BatchSpanProcessor(EncodingExporter(stock=variant == SERVER[2])))
+    client = bench_app.app.test_client()
+    body = {"text": "the movie was good and the service was very fast"}
+
+    def call() -> None:
+        if client.post("/predict", json=body).status_code != 200:
+            raise SystemExit("request failed")
+
+    return call
+
+
+def server_flush() -> None:
+    from opentelemetry import trace
+
+    import infersight
+
+    rt = infersight.get_runtime()
+    if rt is not None:
+        rt.worker.drain()
+    flush = getattr(trace.get_tracer_provider(), "force_flush", None)
+    if flush is not None:
+        flush()
+
+
 def child(variant: str, requests: int) -> None:
     """Serve ``WARM_UP + requests`` requests of one variant (run under valgrind by main)."""
+    if variant in SERVER:
+        call = server_call(variant)
+        for _ in range(WARM_UP):
+            call()
+        in_thread(server_flush)
+        for _ in range(requests):
+            call()
+        in_thread(server_flush)
+        return
     import request_path
 
     ours, ours_flush = request_path.make_infersight(EncodingExporter(stock=False))
@@ -123,7 +184,8 @@ def count(variant: str, requests: int, out_dir: Path) -> tuple[int, int]:
 def main() -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--variants", default=",".join(EXPLICIT + FLASK))
+    parser.add_argument("--variants", default=",".join(EXPLICIT + FLASK + SERVER[:3]),
+                        help=f"comma-separated; also: {', '.join(SERVER[3:])} (each server run takes minutes)")
     parser.add_argument("--quick", action="store_true", help="smoke run: the explicit API, 10 requests")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -136,9 +198,9 @@ def main() -> list[str]:
         print("valgrind not installed: no instruction counts (apt-get install valgrind)")
         return []
     variants = [v for v in args.variants.split(",") if v]
-    unknown = set(variants) - set(EXPLICIT + FLASK)
+    unknown = set(variants) - set(EXPLICIT + FLASK + SERVER)
     if unknown:
-        raise SystemExit(f"--variants: unknown {sorted(unknown)}; known: {', '.join(EXPLICIT + FLASK)}")
+        raise SystemExit(f"--variants: unknown {sorted(unknown)}; known: {', '.join(EXPLICIT + FLASK + SERVER)}")
     per_request: dict[str, tuple[float, float]] = {}
     with tempfile.TemporaryDirectory(prefix="infersight-instr-") as tmp, \
             ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # counts don't depend on load
@@ -150,7 +212,7 @@ def main() -> list[str]:
              f"{args.requests} requests per variant, less a run of none; thousands of instructions.", "",
              "| variant | request thread | background | total | added total |",
              "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    for group in (EXPLICIT, FLASK):
+    for group in (EXPLICIT, FLASK, SERVER):
         base = per_request.get(group[0])
         for variant in group:
             if variant not in per_request:
@@ -174,6 +236,12 @@ def ratio_lines(per_request: dict[str, tuple[float, float]]) -> list[str]:
             added_ours, added_hand = pick(o) - pick(b), pick(h) - pick(b)
             out.append(f"- {ours}, added instructions / {hand}'s, {label}: **{added_ours / added_hand:.2f}** "
                        f"({added_ours / 1e3:.1f}k / {added_hand / 1e3:.1f}k)")  # fmt: skip
+    bare = per_request.get(SERVER[0])
+    for variant in SERVER[1:]:
+        if bare is not None and variant in per_request:
+            ratio = sum(bare) / sum(per_request[variant])
+            out.append(f"- {variant}: bare's instructions / its own, all threads: **{ratio:.3f}** (the throughput "
+                       "ratio of a CPU-bound server if both ran at the same instructions per cycle; target ≥ 0.95)")
     return out
 
 
