@@ -26,6 +26,7 @@ quote. Needs valgrind (Debian package ``valgrind``); prints a line and exits 0 w
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import shutil
@@ -84,6 +85,14 @@ def in_thread(fn: Callable[[], Any]) -> None:
     helper.join()
 
 
+def settle_gc() -> None:
+    """Collect, then move the start-up heap out of the collector's reach (as pre-fork servers
+    do): a full collection over torch's objects, landing in one run and not the other, would
+    otherwise bill millions of instructions to whichever thread triggered it."""
+    gc.collect()
+    gc.freeze()
+
+
 def server_call(variant: str) -> Callable[[], Any]:
     """bench_app as its variant, spans encoded as in the explicit-API variants."""
     os.environ |= SERVER_ENV[variant] | {"INFERSIGHT_GPU": "off", "INFERSIGHT_METRICS_PORT": "0",
@@ -128,6 +137,7 @@ def child(variant: str, requests: int) -> None:
         for _ in range(WARM_UP):
             call()
         in_thread(server_flush)
+        settle_gc()
         for _ in range(requests):
             call()
         in_thread(server_flush)
@@ -149,6 +159,7 @@ def child(variant: str, requests: int) -> None:
     for _ in range(WARM_UP):
         call()
     in_thread(flush)
+    settle_gc()
     for _ in range(requests):
         call()
     in_thread(flush)
