@@ -130,18 +130,8 @@ def server_flush() -> None:
         flush()
 
 
-def child(variant: str, requests: int) -> None:
-    """Serve ``WARM_UP + requests`` requests of one variant (run under valgrind by main)."""
-    if variant in SERVER:
-        call = server_call(variant)
-        for _ in range(WARM_UP):
-            call()
-        in_thread(server_flush)
-        settle_gc()
-        for _ in range(requests):
-            call()
-        in_thread(server_flush)
-        return
+def request_path_call(variant: str) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """request_path.py's request as ``variant`` (explicit API or Flask), and its flush."""
     import request_path
 
     ours, ours_flush = request_path.make_infersight(EncodingExporter(stock=False))
@@ -149,13 +139,20 @@ def child(variant: str, requests: int) -> None:
     calls: dict[str, Callable[[], Any]] = {"uninstrumented": request_path.uninstrumented,
                                            "infersight": ours, EXPLICIT[2]: hand}  # fmt: skip
     flushes: dict[str, Callable[[], Any]] = {"infersight": ours_flush, EXPLICIT[2]: hand_flush}
-    setup: Callable[[], Any] = lambda: None  # noqa: E731
     if variant in FLASK:
         fv, ff, fs = request_path.flask_variants(hand, EncodingExporter(stock=True))
-        calls, setup = fv, fs[variant]
+        calls = fv
         flushes = {**ff, FLASK[1]: ours_flush, FLASK[2]: hand_flush}
-    call, flush = calls[variant], flushes.get(variant, lambda: None)
-    setup()
+        fs[variant]()  # our Flask patch is class-wide: on for its own variant only
+    return calls[variant], flushes.get(variant, lambda: None)
+
+
+def child(variant: str, requests: int) -> None:
+    """Serve ``WARM_UP + requests`` requests of one variant (run under valgrind by main)."""
+    if variant in SERVER:
+        call, flush = server_call(variant), server_flush
+    else:
+        call, flush = request_path_call(variant)
     for _ in range(WARM_UP):
         call()
     in_thread(flush)
@@ -163,7 +160,6 @@ def child(variant: str, requests: int) -> None:
     for _ in range(requests):
         call()
     in_thread(flush)
-    request_path.backlog_at_block_end.clear()
 
 
 def thread_totals(out_dir: Path, stem: str) -> dict[int, int]:
