@@ -30,7 +30,6 @@ __all__ = ["FastOTLPSpanExporter", "encode_request"]
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _FLAGS_HAS_IS_REMOTE, _FLAGS_IS_REMOTE = 0x100, 0x200
-_pack_u64 = struct.Struct("<Q").pack
 _pack_f64 = struct.Struct("<d").pack
 _pack_u32 = struct.Struct("<I").pack
 _HOLD_S = 0.001  # longest stretch of encoding before handing the GIL over (as the worker does)
@@ -44,6 +43,8 @@ def _varint(value: int) -> bytes:
         value += 1 << 64  # int64 two's complement, as protobuf writes negative ints
     if value < 0x80:
         return bytes((value,))
+    if value < 0x4000:  # lengths of most spans and attribute values
+        return bytes(((value & 0x7F) | 0x80, value >> 7))
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
@@ -126,13 +127,14 @@ def _head(name: str, kind: SpanKind) -> bytes:
 def _tail(status: Any, flags: int) -> bytes:
     """The status and flags fields; without a description they come from a handful of values."""
     code = _status_code[id(status.status_code)]
-    if status.description:
-        inner = _field(0x12, status.description.encode("utf-8")) + (bytes((0x18, code)) if code else b"")
-        return _field(0x7A, inner) + b"\x85\x01" + _pack_u32(flags)
+    description = status.description
     key = (code, flags)
-    hit = _tail_cache.get(key)
+    hit = None if description else _tail_cache.get(key)
     if hit is None:
-        hit = _tail_cache[key] = _field(0x7A, bytes((0x18, code)) if code else b"") + b"\x85\x01" + _pack_u32(flags)
+        inner = _field(0x12, description.encode("utf-8")) if description else b""
+        hit = _field(0x7A, inner + (bytes((0x18, code)) if code else b"")) + b"\x85\x01" + _pack_u32(flags)
+        if not description:
+            _tail_cache[key] = hit
     return hit
 
 
@@ -203,14 +205,7 @@ def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
         if resource is not last_resource or scope is not last_scope:  # hashing a Resource is dear
             bucket = groups.setdefault(resource, {}).setdefault(scope, [])
             last_resource, last_scope = resource, scope
-        size = len(encoded)  # the Span field's tag and length, inline for the usual sizes
-        if size < 0x80:
-            bucket.append(bytes((0x12, size)))
-        elif size < 0x4000:
-            bucket.append(bytes((0x12, (size & 0x7F) | 0x80, size >> 7)))
-        else:
-            bucket.append(b"\x12" + _varint(size))
-        bucket.append(encoded)
+        bucket += (b"\x12" + _varint(len(encoded)), encoded)  # the Span field, without copying it
     out = []
     for resource, by_scope in groups.items():
         resource_parts = []
