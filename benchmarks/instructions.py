@@ -103,15 +103,15 @@ def server_call(variant: str) -> Callable[[], Any]:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     import bench_app
+    from cpu_split import BODY
 
     provider = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider):
         provider.add_span_processor(BatchSpanProcessor(EncodingExporter(stock=variant == SERVER[2])))
     client = bench_app.app.test_client()
-    body = {"text": "the movie was good and the service was very fast"}
 
     def call() -> None:
-        if client.post("/predict", json=body).status_code != 200:
+        if client.post("/predict", json=BODY).status_code != 200:
             raise SystemExit("request failed")
 
     return call
