@@ -33,7 +33,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -45,6 +44,7 @@ sys.path.insert(0, str(HERE))
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans  # noqa: E402
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult  # noqa: E402
 
+from cpu_split import BODY, cpu_in_thread  # noqa: E402  (a flush off the request thread: background)
 from infersight._otlp import encode_request  # noqa: E402
 
 EXPLICIT = ("uninstrumented", "infersight", "hand-written OTel + prometheus_client")
@@ -78,13 +78,6 @@ class EncodingExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
-def in_thread(fn: Callable[[], Any]) -> None:
-    """Run a flush off the request thread, so its instructions count as background."""
-    helper = threading.Thread(target=fn)
-    helper.start()
-    helper.join()
-
-
 def settle_gc() -> None:
     """Collect, then move the start-up heap out of the collector's reach (as pre-fork servers
     do): a full collection over torch's objects, landing in one run and not the other, would
@@ -103,7 +96,6 @@ def server_call(variant: str) -> Callable[[], Any]:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     import bench_app
-    from cpu_split import BODY
 
     provider = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider):
@@ -155,11 +147,11 @@ def child(variant: str, requests: int) -> None:
         call, flush = request_path_call(variant)
     for _ in range(WARM_UP):
         call()
-    in_thread(flush)
+    cpu_in_thread(flush)
     settle_gc()
     for _ in range(requests):
         call()
-    in_thread(flush)
+    cpu_in_thread(flush)
 
 
 def thread_totals(out_dir: Path, stem: str) -> dict[int, int]:
