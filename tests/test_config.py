@@ -155,6 +155,7 @@ VALID: dict[str, st.SearchStrategy[tuple[str, object]]] = {
     "service": _TEXT.map(lambda s: (s, s)),
     "traces_exporter": _choices("otlp", "console", "none"),
     "otlp_protocol": _choices("grpc", "http/protobuf", fold_case=False),
+    "otlp_encoder": _choices("fast", "stock"),
     "models": _MODELS,
     "traces": _BOOLS,
     "traces_keep_ratio": _floats(0, 1),

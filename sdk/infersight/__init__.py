@@ -17,8 +17,6 @@ The one line: ``import infersight.auto``. For custom code::
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -29,6 +27,7 @@ from ._runtime import get_runtime, shutdown
 from ._runtime import init as _init
 from .batching import Batch, batch, record_queue_wait
 from .config import Config, ConfigError, ModelConfig
+from ._version import __version__
 from .stages import (
     Request,
     Stage,

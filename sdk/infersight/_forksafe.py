@@ -27,35 +27,12 @@ import sys
 import threading
 from typing import Any
 
-from . import _errors
+from . import _compat, _errors
 
 __all__ = ["FORK_WAIT_S"]
 
 FORK_WAIT_S = 1.0
-_LOCK_TYPE = type(threading.Lock())
 _held: list[Any] = []
-
-
-def _export_locks(provider: Any) -> list[Any]:
-    """The BatchSpanProcessors' export locks (OTel SDK 1.45 internals; empty if they move)."""
-    found = []
-    for processor in getattr(getattr(provider, "_active_span_processor", None), "_span_processors", ()):
-        lock = getattr(getattr(processor, "_batch_processor", None), "_export_lock", None)
-        if lock is not None and hasattr(lock, "acquire"):
-            found.append(lock)
-    return found
-
-
-def _prometheus_lock() -> Any:
-    """The lock that prometheus_client's multiprocess values share (a closure cell of theirs)."""
-    values = sys.modules.get("prometheus_client.values")
-    cls = getattr(values, "ValueClass", None)
-    if not getattr(cls, "_multiprocess", False):
-        return None  # per-value locks, held only for one addition without a Python call
-    for cell in getattr(getattr(cls, "inc", None), "__closure__", None) or ():
-        if isinstance(cell.cell_contents, _LOCK_TYPE):
-            return cell.cell_contents
-    return None
 
 
 def _locks() -> list[Any]:
@@ -64,11 +41,11 @@ def _locks() -> list[Any]:
     rt = runtime.get_runtime() if runtime is not None else None
     if rt is not None and not rt.closed:
         if rt.provider is not None:
-            found.extend(_export_locks(rt.provider))
+            found.extend(_compat.batch_export_locks(rt.provider))
         worker_thread = getattr(rt.worker, "_thread", None)
         if worker_thread is not threading.current_thread():  # a hook forking from the worker
             found.append(rt.worker._drain_lock)
-    prom = _prometheus_lock()
+    prom = _compat.multiprocess_values_lock()
     if prom is not None:
         found.append(prom)  # last: its holders take no other lock, the others' holders take it
     return found

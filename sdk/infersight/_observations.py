@@ -15,6 +15,8 @@ from typing import Any
 
 from prometheus_client.samples import Exemplar
 
+from . import _compat
+
 __all__ = ["ExemplarIds", "ObservationBatch", "exemplar_labels"]
 
 ExemplarIds = tuple[int, int]  # (trace id, span id)
@@ -38,18 +40,18 @@ class ObservationBatch:
     """Not thread-safe: one worker drain at a time calls ``observe``, ``count`` and ``flush``."""
 
     def __init__(self) -> None:
-        self._histograms: dict[int, tuple[Any, _Histogram]] = {}
+        self._histograms: dict[int, tuple[Any, Any, _Histogram]] = {}  # id -> (child, its parts, pending)
         self._counters: dict[int, list[Any]] = {}  # id -> [child, amount, last exemplar ids]
 
     def observe(self, child: Any, amount: float, exemplar: ExemplarIds | None) -> None:
         entry = self._histograms.get(id(child))
         if entry is None or amount != amount:  # NaN: prometheus_client counts it in no bucket
-            bounds = getattr(child, "_upper_bounds", None)
-            if amount != amount or bounds is None or getattr(child, "_buckets", None) is None:
+            parts = _compat.histogram_parts(child) if amount == amount else None
+            if parts is None:
                 child.observe(amount, exemplar_labels(exemplar) if exemplar else None)
                 return
-            entry = self._histograms[id(child)] = (child, _Histogram(bounds))
-        pending = entry[1]
+            entry = self._histograms[id(child)] = (child, parts, _Histogram(list(parts[0])))
+        pending = entry[2]
         i = bisect_left(pending.bounds, amount)  # the first bucket with amount <= bound
         pending.total += amount
         pending.counts[i] += 1
@@ -68,9 +70,8 @@ class ObservationBatch:
         if self._histograms:
             histograms, self._histograms = self._histograms, {}
             now = time.time()
-            for child, h in histograms.values():
-                child._sum.inc(h.total)
-                buckets = child._buckets
+            for _child, (_bounds, total, buckets), h in histograms.values():
+                total.inc(h.total)
                 for i, n in enumerate(h.counts):
                     if n:
                         buckets[i].inc(n)

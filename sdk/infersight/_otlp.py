@@ -18,15 +18,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode
 
-__all__ = ["FastOTLPSpanExporter", "encode_request"]
+__all__ = ["encode_request"]
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _FLAGS_HAS_IS_REMOTE, _FLAGS_IS_REMOTE = 0x100, 0x200
@@ -34,7 +29,6 @@ _pack_f64 = struct.Struct("<d").pack
 _pack_u32 = struct.Struct("<I").pack
 _HOLD_S = 0.001  # longest stretch of encoding before handing the GIL over (as the worker does)
 _clock = time.perf_counter  # a module alias, so tests can drive the hand-off with a fake clock
-_EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 _CACHE_MAX = 4096  # distinct (key, value) pairs kept; cleared when full (cardinality floods)
 
 
@@ -214,29 +208,3 @@ def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
             resource_parts.append(_field(0x12, scope_bytes + b"".join(encoded_spans) + ss_schema))
         out.append(_field(0x0A, resource_bytes + b"".join(resource_parts) + rs_schema))
     return b"".join(out)
-
-
-class _BytesTraceClient:
-    """The trace service's Export method taking the request's bytes as they are: the stock stub
-    would have them parsed into a message only to serialise it again (~1 µs per span)."""
-
-    def __init__(self, channel: Any) -> None:
-        self.Export = channel.unary_unary(_EXPORT_METHOD, request_serializer=None,
-                                          response_deserializer=ExportTraceServiceResponse.FromString)  # fmt: skip
-
-
-class FastOTLPSpanExporter(OTLPSpanExporter):
-    """The stock OTLP/gRPC span exporter (retries, timeouts, TLS, headers, compression) with
-    the cheaper encoder, its bytes sent as they are."""
-
-    def _initialize_channel_and_stub(self) -> None:  # also called to reconnect
-        super()._initialize_channel_and_stub()  # type: ignore[no-untyped-call]
-        if self._channel is not None:
-            self._client = _BytesTraceClient(self._channel)
-
-    def _translate_data(self, data: Sequence[ReadableSpan]) -> Any:
-        encoded = encode_request(data)
-        if isinstance(self._client, _BytesTraceClient):
-            return encoded
-        # An SDK version that builds its stub elsewhere gets a message its stub can serialise.
-        return ExportTraceServiceRequest.FromString(encoded)

@@ -14,12 +14,11 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from . import _errors
+from . import _compat, _errors
 from ._keep import TailKeep
 from ._pipeline import Worker
 from ._records import (
@@ -44,18 +43,8 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
 
-def _otel_context_var() -> contextvars.ContextVar[Context] | None:
-    """The ContextVar behind OTel's default runtime context, or None for another runtime."""
-    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
-    if isinstance(runtime, ContextVarsRuntimeContext):
-        var = getattr(runtime, "_current_context", None)
-        if isinstance(var, contextvars.ContextVar):
-            return var
-    return None
-
-
-_OTEL_VAR = _otel_context_var()
-_SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
+_OTEL_VAR = _compat.otel_context_var()
+_SPAN_KEY = _compat.SPAN_KEY
 
 
 class _LiveSpan(NonRecordingSpan):

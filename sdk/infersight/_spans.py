@@ -11,14 +11,14 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from . import __version__
+from . import _compat, _errors
 from ._records import RequestRecord, StageRecord, wall_ns
+from ._version import __version__
 from .conventions import ATTR, SPAN
 
 __all__ = ["SpanEmitter"]
@@ -50,18 +50,6 @@ def _exception_event(exc: BaseException, at_ns: int) -> Event:
     )
 
 
-def _batch_queues(provider: TracerProvider) -> list[tuple[Any, int]]:
-    """The BatchSpanProcessors' queues: when one is full it drops the oldest span with only a
-    log line, so we count that ourselves (OTel SDK 1.45 internals; empty if they move)."""
-    found = []
-    for processor in getattr(provider._active_span_processor, "_span_processors", ()):
-        batch = getattr(processor, "_batch_processor", None)
-        queue, size = getattr(batch, "_queue", None), getattr(batch, "_max_queue_size", None)
-        if queue is not None and isinstance(size, int):
-            found.append((queue, size))
-    return found
-
-
 class _HashOnceResource(Resource):
     """The OTLP encoder groups spans by resource, hashing it per span, and Resource.__hash__
     JSON-encodes every attribute each time: a quarter of the encoding cost of our small spans."""
@@ -84,7 +72,9 @@ class SpanEmitter:
         self.resource = resource
         self.scope = InstrumentationScope(SPAN.INSTRUMENTATION_SCOPE, __version__)
         self.on_drop = on_drop
-        self._queues = _batch_queues(provider)
+        self._queues = _compat.batch_queues(provider)
+        processor = _compat.span_processor(provider)
+        self._on_end = processor.on_end if processor is not None else None
 
     @property
     def resource(self) -> Resource:
@@ -116,7 +106,10 @@ class SpanEmitter:
         for queue, size in self._queues:
             if len(queue) >= size and self.on_drop is not None:
                 self.on_drop(1)
-        self.provider._active_span_processor.on_end(span)
+        if self._on_end is None:
+            _errors.report("compat.span_processor")  # the SDK moved it: no span can be handed over
+            return
+        self._on_end(span)
 
     def emit(self, rec: RequestRecord, model: str, version: str,
              stage_attrs: list[dict[str, Any]]) -> None:  # fmt: skip
@@ -157,8 +150,3 @@ class SpanEmitter:
         self._emit(stage.name, SpanKind.INTERNAL, self._ctx(stage.trace_id, stage.span_id),
                    parent, attrs, stage.start_ns, stage.end_ns, stage.error, False)  # fmt: skip
 
-
-def current_span_context() -> SpanContext | None:
-    """The active OTel span's context, if another instrumentation made one."""
-    ctx = trace.get_current_span().get_span_context()
-    return ctx if ctx.is_valid else None

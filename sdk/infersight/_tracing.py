@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Callable, Sequence
@@ -21,6 +22,8 @@ from .config import Config
 from .conventions import ATTR
 
 __all__ = ["CountingExporter", "make_resource", "setup_tracer_provider"]
+
+logger = logging.getLogger("infersight")
 
 
 def make_resource(config: Config, base: Resource | None = None) -> Resource:
@@ -67,9 +70,21 @@ def _make_exporter(config: Config) -> SpanExporter | None:
     timeout = float(os.environ.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
                     or os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT") or 5)  # fmt: skip
     if config.otlp_protocol == "grpc":
-        from ._otlp import FastOTLPSpanExporter
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        return FastOTLPSpanExporter(timeout=timeout)
+        from . import _compat
+
+        if config.otlp_encoder == "stock":
+            return OTLPSpanExporter(timeout=timeout)
+        if not _compat.PROBES["otel.exporter_hooks"]():
+            logger.warning(
+                "infersight: this opentelemetry-exporter-otlp-proto-grpc has no hook for our encoder; "
+                "using its own (INFERSIGHT_OTLP_ENCODER=stock)."
+            )
+            return OTLPSpanExporter(timeout=timeout)
+        from ._otlp import encode_request
+
+        return _compat.FastOTLPSpanExporter(encode_request, timeout=timeout)
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HTTPSpanExporter,
     )

@@ -20,6 +20,7 @@ _FALSE = {"0", "false", "no", "off"}
 _GPU_MODES = ("auto", "on", "off")
 _TRACES_EXPORTERS = ("otlp", "console", "none")
 _OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+_OTLP_ENCODERS = ("fast", "stock")
 
 
 class ConfigError(ValueError):
@@ -59,6 +60,8 @@ class Config:
     ``OTEL_TRACES_EXPORTER``                  ``otlp`` (default), ``console`` or ``none``
     ``OTEL_EXPORTER_OTLP_PROTOCOL``           ``grpc`` (default) or ``http/protobuf``
     ``OTEL_EXPORTER_OTLP_ENDPOINT``           read by the OTLP exporter itself
+    ``INFERSIGHT_OTLP_ENCODER``               ``fast`` (default): infersight's OTLP/gRPC span encoder;
+                                              ``stock``: the OTel exporter's own
     ``OTEL_TRACES_SAMPLER`` / ``_ARG``        read by the OTel SDK's tracer provider
     ``INFERSIGHT_MODELS``                     JSON: ``{"name": {"version": "2", "slo_p99_seconds": 0.1}}``
     ``INFERSIGHT_METRICS``                    expose Prometheus metrics (default true)
@@ -97,6 +100,7 @@ class Config:
     traces_keep_slower_than_s: float = 0.5
     traces_exporter: str = "otlp"
     otlp_protocol: str = "grpc"
+    otlp_encoder: str = "fast"
     metrics: bool = True
     metrics_port: int = 9464
     metrics_addr: str = "0.0.0.0"
@@ -131,6 +135,7 @@ class Config:
         object.__setattr__(self, "models", models)
         _check_choice("traces_exporter", self.traces_exporter, _TRACES_EXPORTERS)
         _check_choice("otlp_protocol", self.otlp_protocol, _OTLP_PROTOCOLS)
+        _check_choice("otlp_encoder", self.otlp_encoder, _OTLP_ENCODERS)
         _check_choice("gpu", self.gpu, _GPU_MODES)
         _check_range("metrics_port", self.metrics_port, 0, 65535)
         _check_range("max_label_values", self.max_label_values, 1, 100_000)
@@ -254,6 +259,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "service": ("OTEL_SERVICE_NAME", str),
     "traces_exporter": ("OTEL_TRACES_EXPORTER", lambda s: s.lower()),
     "otlp_protocol": ("OTEL_EXPORTER_OTLP_PROTOCOL", str),
+    "otlp_encoder": ("INFERSIGHT_OTLP_ENCODER", lambda s: s.strip().lower()),
     "models": ("INFERSIGHT_MODELS", _parse_models),
     "traces": ("INFERSIGHT_TRACES", _parse_bool),
     "traces_keep_ratio": ("INFERSIGHT_TRACES_KEEP_RATIO", _parse_float),

@@ -34,10 +34,9 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from . import _errors
+from . import _compat, _errors
 
 __all__ = ["LockedMultiProcessCollector", "child_exit", "mark_process_dead"]
 
@@ -47,7 +46,7 @@ ARCHIVE = "archive"
 MERGE_LOCK_WAIT_S = 1.0
 SCRAPE_LOCK_WAIT_S = 5.0
 
-Value = tuple[float, float]  # (value, timestamp), as MmapedDict stores them
+Value = tuple[float, float]  # (value, timestamp), as prometheus_client's files store them
 
 
 def _sum(old: Value, new: Value) -> Value:
@@ -134,18 +133,13 @@ def _merge(path: str, prefix: str, files: Iterable[str]) -> None:
     merged: dict[str, Value] = {}
     sources = [archive, *files] if os.path.exists(archive) else list(files)
     for source in sources:
-        for key, value, timestamp, _pos in MmapedDict.read_all_values_from_file(source):  # type: ignore[no-untyped-call]
+        for key, value, timestamp in _compat.read_mmap_values(source):
             old = merged.get(key)
             merged[key] = (value, timestamp) if old is None else combine(old, (value, timestamp))
     tmp = os.path.join(path, f".{prefix}_{ARCHIVE}.tmp")
     if os.path.exists(tmp):
         os.remove(tmp)
-    out = MmapedDict(tmp)  # type: ignore[no-untyped-call]
-    try:
-        for key, (value, timestamp) in merged.items():
-            out.write_value(key, value, timestamp)  # type: ignore[no-untyped-call]
-    finally:
-        out.close()  # type: ignore[no-untyped-call]
+    _compat.write_mmap_values(tmp, ((key, value, timestamp) for key, (value, timestamp) in merged.items()))
     os.replace(tmp, archive)
 
 
@@ -203,7 +197,10 @@ class LockedMultiProcessCollector(MultiProcessCollector):  # type: ignore[misc]
     """prometheus_client's collector, reading the files under the directory's shared lock."""
 
     def collect(self) -> list[Any]:
-        path: str = self._path
+        path = _compat.multiprocess_collector_path(self)
+        if path is None:  # prometheus_client moved it: read unlocked rather than fail the scrape
+            _errors.report("compat.multiprocess_collector_path")
+            return list(super().collect())  # type: ignore[no-untyped-call]
         with _flock(path, exclusive=False, wait_s=SCRAPE_LOCK_WAIT_S) as locked:
             if not locked:  # a merge stuck for seconds: read anyway rather than fail the scrape
                 _errors.report("multiprocess.scrape")

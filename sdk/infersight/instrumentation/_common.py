@@ -11,7 +11,7 @@ from opentelemetry.propagators.composite import CompositePropagator
 from opentelemetry.trace import SpanContext
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from .. import _errors
+from .. import _compat, _errors
 
 __all__ = ["extract_remote_parent", "is_wrapped", "unwrap", "wrap"]
 
@@ -25,8 +25,7 @@ def _resolve(module: str, path: str) -> tuple[Any, str]:
 
 
 def is_wrapped(obj: Any) -> bool:
-    # wrapt 2's C FunctionWrapper isn't an instance of the public wrapt.ObjectProxy.
-    return isinstance(obj, wrapt.FunctionWrapper) or hasattr(obj, "_self_wrapper")
+    return _compat.is_wrapt_wrapper(obj)
 
 
 def wrap(module: str, path: str, wrapper: Any) -> None:
@@ -56,7 +55,7 @@ def _is_tracecontext_only() -> bool:
         return _checked[1]
     w3c_only = isinstance(prop, TraceContextTextMapPropagator)
     if isinstance(prop, CompositePropagator):
-        names = {type(p).__name__ for p in prop._propagators}
+        names = {type(p).__name__ for p in _compat.composite_propagators(prop)}
         w3c_only = names <= {"TraceContextTextMapPropagator", "W3CBaggagePropagator"}
     _checked = (prop, w3c_only)
     return w3c_only

@@ -1,0 +1,308 @@
+"""Every touch of another library's private internals, in one place.
+
+infersight needs a few things the OpenTelemetry SDK and prometheus_client don't expose: the
+provider's span processors (to count what a full BatchSpanProcessor queue drops, and to hold
+its export lock across a fork), OTel's context variable (one ContextVar set per request instead
+of five API calls), prometheus_client's multiprocess lock, its histogram buckets (to write a
+drain's observations once) and its mmap files (to merge dead workers' files), and the OTLP
+exporter's channel set-up (to hand gRPC bytes we encoded). Each is reached here and nowhere
+else. When a pinned upgrade moves a target, its probe answers None or empty, the feature that
+needs it turns itself off (falling back to the public path where there is one), and
+``tests/test_compat.py`` fails, since it asserts that every probe in ``PROBES`` finds its
+target on the installed versions.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+
+__all__ = [
+    "PROBES",
+    "SPAN_KEY",
+    "FastOTLPSpanExporter",
+    "batch_export_locks",
+    "batch_queues",
+    "composite_propagators",
+    "histogram_parts",
+    "is_wrapt_wrapper",
+    "multiprocess_collector_path",
+    "multiprocess_values_lock",
+    "otel_context_var",
+    "read_mmap_values",
+    "span_processor",
+    "span_processors",
+    "write_mmap_values",
+]
+
+_LOCK_TYPE = type(threading.Lock())
+
+# ---- OpenTelemetry SDK --------------------------------------------------------------------
+
+
+def span_processor(provider: TracerProvider) -> Any:
+    """The provider's composite processor, whose ``on_end`` takes our finished spans (the
+    public API starts spans; we hand over spans that already ended)."""
+    return getattr(provider, "_active_span_processor", None)
+
+
+def span_processors(provider: Any) -> tuple[Any, ...]:
+    """The processors an SDK provider fans out to (empty when they moved)."""
+    return tuple(getattr(span_processor(provider), "_span_processors", ()))
+
+
+def _batch_core(processor: Any) -> Any:
+    return getattr(processor, "_batch_processor", None)
+
+
+def batch_queues(provider: Any) -> list[tuple[Any, int]]:
+    """Each BatchSpanProcessor's queue and capacity: when one is full it drops the oldest span
+    with only a log line, so infersight counts that itself."""
+    found = []
+    for processor in span_processors(provider):
+        core = _batch_core(processor)
+        queue, size = getattr(core, "_queue", None), getattr(core, "_max_queue_size", None)
+        if queue is not None and isinstance(size, int):
+            found.append((queue, size))
+    return found
+
+
+def batch_export_locks(provider: Any) -> list[Any]:
+    """Each BatchSpanProcessor's export lock, held while its thread calls the exporter."""
+    found = []
+    for processor in span_processors(provider):
+        lock = getattr(_batch_core(processor), "_export_lock", None)
+        if lock is not None and hasattr(lock, "acquire"):
+            found.append(lock)
+    return found
+
+
+def otel_context_var() -> contextvars.ContextVar[Context] | None:
+    """The ContextVar behind OTel's default runtime context, or None for another runtime."""
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    if isinstance(runtime, ContextVarsRuntimeContext):
+        var = getattr(runtime, "_current_context", None)
+        if isinstance(var, contextvars.ContextVar):
+            return var
+    return None
+
+
+# The key under which OTel's context holds the current span (found through the public API).
+SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
+
+_EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+class _BytesTraceClient:
+    """The trace service's Export method taking the request's bytes as they are: the stock stub
+    would have them parsed into a message only to serialise it again (~1 µs per span)."""
+
+    def __init__(self, channel: Any) -> None:
+        self.Export = channel.unary_unary(
+            _EXPORT_METHOD,
+            request_serializer=None,
+            response_deserializer=ExportTraceServiceResponse.FromString,
+        )
+
+
+def _exporter_hooks_present() -> bool:
+    return all(
+        callable(getattr(OTLPSpanExporter, name, None))
+        for name in ("_initialize_channel_and_stub", "_translate_data")
+    )
+
+
+class FastOTLPSpanExporter(OTLPSpanExporter):
+    """The stock OTLP/gRPC span exporter (retries, timeouts, TLS, headers, compression) with
+    infersight's encoder (``_otlp.encode_request``), its bytes sent as they are."""
+
+    def __init__(self, encode: Callable[[Sequence[ReadableSpan]], bytes], **kwargs: Any) -> None:
+        self._encode = encode
+        super().__init__(**kwargs)
+
+    def _initialize_channel_and_stub(self) -> None:  # also called to reconnect
+        super()._initialize_channel_and_stub()  # type: ignore[no-untyped-call]
+        if getattr(self, "_channel", None) is not None:
+            self._client = _BytesTraceClient(self._channel)
+
+    def _translate_data(self, data: Sequence[ReadableSpan]) -> Any:
+        encoded = self._encode(data)
+        if isinstance(getattr(self, "_client", None), _BytesTraceClient):
+            return encoded
+        # An SDK version that builds its stub elsewhere gets a message its stub can serialise.
+        return ExportTraceServiceRequest.FromString(encoded)
+
+
+def composite_propagators(propagator: Any) -> tuple[Any, ...]:
+    """The propagators inside a ``CompositePropagator`` (None found: treated as unknown ones)."""
+    return tuple(getattr(propagator, "_propagators", None) or (propagator,))
+
+
+# ---- wrapt --------------------------------------------------------------------------------
+
+
+def is_wrapt_wrapper(obj: Any) -> bool:
+    """Whether ``obj`` is a wrapt function wrapper: wrapt 2's C ``FunctionWrapper`` isn't an
+    instance of the public ``wrapt.ObjectProxy``, but every wrapper has ``_self_wrapper``."""
+    import wrapt
+
+    return isinstance(obj, wrapt.FunctionWrapper) or hasattr(obj, "_self_wrapper")
+
+
+# ---- prometheus_client --------------------------------------------------------------------
+
+
+def multiprocess_values_lock() -> Any:
+    """The one lock prometheus_client's multiprocess values share (a closure cell of
+    ``ValueClass.inc``); None outside multiprocess mode, where locks are per value and held
+    only for one addition."""
+    values = sys.modules.get("prometheus_client.values")
+    cls = getattr(values, "ValueClass", None)
+    if not getattr(cls, "_multiprocess", False):
+        return None
+    for cell in getattr(getattr(cls, "inc", None), "__closure__", None) or ():
+        if isinstance(cell.cell_contents, _LOCK_TYPE):
+            return cell.cell_contents
+    return None
+
+
+def histogram_parts(child: Any) -> tuple[Sequence[float], Any, Sequence[Any]] | None:
+    """A labelled histogram's upper bounds, sum value and per-bucket values (non-cumulative,
+    each with ``inc`` and ``set_exemplar``), or None when they moved."""
+    bounds = getattr(child, "_upper_bounds", None)
+    total = getattr(child, "_sum", None)
+    buckets = getattr(child, "_buckets", None)
+    if bounds is None or total is None or buckets is None or len(buckets) != len(bounds):
+        return None
+    if not all(hasattr(b, "set_exemplar") for b in buckets[:1]):
+        return None
+    return bounds, total, buckets
+
+
+def _mmap_dict() -> Any:
+    from prometheus_client import mmap_dict
+
+    return getattr(mmap_dict, "MmapedDict", None)
+
+
+def read_mmap_values(path: str) -> Iterator[tuple[str, float, float]]:
+    """(key, value, timestamp) of each sample in one multiprocess ``.db`` file."""
+    for key, value, timestamp, _pos in _mmap_dict().read_all_values_from_file(path):
+        yield key, value, timestamp
+
+
+def write_mmap_values(path: str, items: Iterator[tuple[str, float, float]]) -> None:
+    """Write a multiprocess ``.db`` file that prometheus_client's collector reads."""
+    out = _mmap_dict()(path)
+    try:
+        for key, value, timestamp in items:
+            out.write_value(key, value, timestamp)
+    finally:
+        out.close()
+
+
+def multiprocess_collector_path(collector: Any) -> str | None:
+    """The directory a ``MultiProcessCollector`` reads."""
+    path = getattr(collector, "_path", None)
+    return path if isinstance(path, str) else None
+
+
+# ---- Probes -------------------------------------------------------------------------------
+
+
+def _probe_span_processor() -> bool:
+    return span_processor(TracerProvider()) is not None
+
+
+def _batch_processor_fixture() -> Any:
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    provider = TracerProvider()
+    processor = BatchSpanProcessor(InMemorySpanExporter())
+    provider.add_span_processor(processor)
+    return provider, processor
+
+
+def _probe_batch(find: Callable[[Any], list[Any]]) -> bool:
+    provider, processor = _batch_processor_fixture()
+    try:
+        return len(find(provider)) == 1
+    finally:
+        processor.shutdown()
+
+
+def _probe_histogram() -> bool:
+    from prometheus_client import CollectorRegistry, Histogram
+
+    child = Histogram("probe_seconds", "probe", ["l"], registry=CollectorRegistry()).labels("x")
+    return histogram_parts(child) is not None
+
+
+def _probe_mmap(tmp_dir: str | None = None) -> bool:
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=tmp_dir) as tmp:
+        path = os.path.join(tmp, "counter_1.db")
+        write_mmap_values(path, iter([("k", 2.0, 3.0)]))
+        return list(read_mmap_values(path)) == [("k", 2.0, 3.0)]
+
+
+def _probe_multiprocess_collector() -> bool:
+    import tempfile
+
+    from prometheus_client import CollectorRegistry
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return multiprocess_collector_path(MultiProcessCollector(CollectorRegistry(), tmp)) == tmp
+
+
+def _probe_composite() -> bool:
+    from opentelemetry.propagators.composite import CompositePropagator
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    inner = TraceContextTextMapPropagator()
+    return composite_propagators(CompositePropagator([inner])) == (inner,)
+
+
+def _probe_wrapt() -> bool:
+    import wrapt
+
+    class Owner:
+        def method(self) -> None: ...
+
+    wrapt.wrap_function_wrapper(Owner, "method", lambda wrapped, instance, args, kwargs: wrapped(*args, **kwargs))
+    return is_wrapt_wrapper(Owner.__dict__["method"]) and not is_wrapt_wrapper(lambda: None)
+
+
+# Name -> a check that the internal is where this module looks for it, on the installed versions.
+# ``multiprocess_values_lock`` is probed in a process started in multiprocess mode (the mode is
+# chosen when prometheus_client is imported): see tests/test_compat.py.
+PROBES: dict[str, Callable[[], bool]] = {
+    "otel.span_processor": _probe_span_processor,
+    "otel.batch_queues": lambda: _probe_batch(batch_queues),
+    "otel.batch_export_locks": lambda: _probe_batch(batch_export_locks),
+    "otel.context_var": lambda: otel_context_var() is not None,
+    "otel.exporter_hooks": _exporter_hooks_present,
+    "otel.composite_propagators": lambda: _probe_composite(),
+    "wrapt.wrapper": lambda: _probe_wrapt(),
+    "prometheus.histogram_parts": _probe_histogram,
+    "prometheus.mmap_dict": _probe_mmap,
+    "prometheus.multiprocess_collector_path": _probe_multiprocess_collector,
+}
