@@ -67,7 +67,7 @@ def _rename_instance_attribute(monkeypatch: pytest.MonkeyPatch, cls: type, name:
 
 
 def test_a_renamed_batch_processor_internal_fails_its_probe(monkeypatch: pytest.MonkeyPatch) -> None:
-    provider, processor = _compat._batch_processor_fixture()
+    _provider, processor = _compat._batch_processor_fixture()
     core_type = type(processor._batch_processor)
     processor.shutdown()
     assert _compat.PROBES["otel.batch_export_locks"]() and _compat.PROBES["otel.batch_queues"]()

@@ -134,17 +134,14 @@ def test_unmatched_routes_collapse_to_one_endpoint_label(served: tuple[str, Capt
 
 
 def test_extra_pages_such_as_drift_are_served_next_to_metrics() -> None:
-    from infersight.exposition import extra_pages
-
-    extra_pages["/drift"] = lambda: ("text/html; charset=utf-8", b"<html>report</html>")
-    try:
-        with capture():
-            instrument_all(["flask"])
-            try:
-                response = make_app().test_client().get("/drift")
-            finally:
-                uninstrument_all()
-    finally:
-        extra_pages.pop("/drift", None)
+    with capture():
+        rt = infersight.get_runtime()
+        assert rt is not None
+        rt.exposition.pages["/drift"] = lambda: ("text/html; charset=utf-8", b"<html>report</html>")
+        instrument_all(["flask"])
+        try:
+            response = make_app().test_client().get("/drift")
+        finally:
+            uninstrument_all()
     assert response.status_code == 200
     assert response.data == b"<html>report</html>"

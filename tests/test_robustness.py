@@ -124,13 +124,13 @@ def test_a_drain_that_never_empties_still_writes_its_metrics(monkeypatch: pytest
 
 def test_a_scrape_counts_every_request_finished_before_it() -> None:
     """The worker drains once a second; a scrape processes what is pending first."""
-    from infersight.exposition import metrics_payload
-
-    with capture(flush_interval_s=60) as t:
+    with capture(flush_interval_s=60):
         for _ in range(3):
             with infersight.request(model="m", endpoint="/x"), infersight.model():
                 pass
-        _, body = metrics_payload(t.registry, None)
+        rt = infersight.get_runtime()
+        assert rt is not None
+        _, body = rt.exposition.metrics(None)
         line = next(ln for ln in body.decode().splitlines()
                     if ln.startswith("infersight_request_duration_seconds_count{"))  # fmt: skip
         assert line.endswith(" 3.0"), line

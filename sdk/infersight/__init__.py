@@ -24,10 +24,10 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from . import _forksafe  # noqa: F401  (fork handlers, registered before _runtime's)
 from ._records import RequestRecord
 from ._runtime import get_runtime, shutdown
-from ._runtime import init as _init
+from ._startup import init as _init
+from ._version import __version__
 from .batching import Batch, batch, record_queue_wait
 from .config import Config, ConfigError, ModelConfig
-from ._version import __version__
 from .stages import (
     Request,
     Stage,
@@ -94,15 +94,7 @@ def record_model_load(model: str, seconds: float, version: str | None = None) ->
 
 def start_metrics_server(port: int | None = None, addr: str | None = None) -> int:
     """Serve /metrics on its own port (for servers that aren't Flask). Returns the bound port."""
-    from .exposition import MetricsServer
-
     rt = get_runtime()
     if rt is None:
         raise RuntimeError("infersight.init() first")
-    server = rt.extras.get("metrics_server")
-    if server is None:
-        server = MetricsServer(rt.registry, addr or rt.config.metrics_addr,
-                               rt.config.metrics_port if port is None else port,
-                               rt.config.metrics_path)  # fmt: skip
-        rt.extras["metrics_server"] = server
-    return int(server.port)
+    return int(rt.start_metrics_server(port, addr).port)

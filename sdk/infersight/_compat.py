@@ -137,7 +137,7 @@ class FastOTLPSpanExporter(OTLPSpanExporter):
     def _initialize_channel_and_stub(self) -> None:  # also called to reconnect
         super()._initialize_channel_and_stub()  # type: ignore[no-untyped-call]
         if getattr(self, "_channel", None) is not None:
-            self._client = _BytesTraceClient(self._channel)
+            self._client = _BytesTraceClient(self._channel)  # type: ignore[assignment]
 
     def _translate_data(self, data: Sequence[ReadableSpan]) -> Any:
         encoded = self._encode(data)
@@ -270,7 +270,8 @@ def _probe_multiprocess_collector() -> bool:
     from prometheus_client.multiprocess import MultiProcessCollector
 
     with tempfile.TemporaryDirectory() as tmp:
-        return multiprocess_collector_path(MultiProcessCollector(CollectorRegistry(), tmp)) == tmp
+        collector = MultiProcessCollector(CollectorRegistry(), tmp)  # type: ignore[no-untyped-call]
+        return multiprocess_collector_path(collector) == tmp
 
 
 def _probe_composite() -> bool:

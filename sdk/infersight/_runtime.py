@@ -9,7 +9,8 @@ import contextvars
 import logging
 import os
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -33,8 +34,13 @@ from ._spans import SpanEmitter
 from ._tracing import make_resource, setup_tracer_provider
 from .config import Config
 from .conventions import OUTCOME_ERROR, OUTCOME_SUCCESS, MetricSpec
+from .exposition import Exposition, MetricsServer
 from .hooks import StageHook
-from .metrics import InferenceMetrics, make_metric, owned_collectors
+from .metrics import InferenceMetrics, Ledger
+
+if TYPE_CHECKING:  # the parts' modules import the runtime's users, not the runtime
+    from .drift.monitor import DriftMonitor
+    from .gpu.sampler import Sampler
 
 __all__ = ["Runtime", "get_runtime", "init", "shutdown"]
 
@@ -101,13 +107,20 @@ def _is_current_span(span_id: int) -> bool:
 
 
 class Runtime:
+    """infersight in one process: its config and the parts it started, each typed and owned here.
+
+    The request path reads the running runtime through ``get_runtime()``; the optional parts
+    (GPU sampler, drift monitor, metrics server) are None until started, and ``close`` stops
+    whatever was started. Everything this runtime put in the registry is in ``ledger``.
+    """
+
     def __init__(self, config: Config, registry: CollectorRegistry | None,
                  tracer_provider: TracerProvider | None) -> None:  # fmt: skip
         self.config = config
         self.registry = registry
-        self.metrics: InferenceMetrics | None = (
-            InferenceMetrics(config, registry) if config.metrics else None
-        )
+        self.ledger = Ledger(registry)
+        self.errors = _errors.ERRORS
+        self.metrics: InferenceMetrics | None = InferenceMetrics(config, self.ledger) if config.metrics else None
         self.hooks: list[StageHook] = []
         self.owns_provider = False
         self.provider: TracerProvider | None = None
@@ -124,18 +137,28 @@ class Runtime:
         keep = TailKeep(config) if emitter is not None and config.traces_keep_ratio < 1 else None
         self.worker = Worker(self.metrics, emitter, self.hooks, config.queue_size,
                              config.flush_interval_s, keep)  # fmt: skip
-        self.extras: dict[str, Any] = {}  # gpu sampler, drift monitor, metrics server
+        self.exposition = Exposition(registry, drain=self.worker.drain)
+        self.gpu: Sampler | None = None
+        self.drift: DriftMonitor | None = None
+        self.metrics_server: MetricsServer | None = None
         self.closed = False
 
     def make_metric(self, spec: MetricSpec, **kwargs: Any) -> Any:
         """A metric in this runtime's registry, unregistered again on re-init/shutdown."""
-        return make_metric(spec, self.registry, **kwargs)
+        return self.ledger.metric(spec, **kwargs)
 
     def register(self, collector: Any) -> None:
         """Register a custom collector (``collect() -> Iterable[Metric]``) owned by this runtime."""
-        if self.registry is not None:
-            self.registry.register(collector)
-            _owned.setdefault(id(self), []).append(collector)
+        self.ledger.register(collector)
+
+    def start_metrics_server(self, port: int | None = None, addr: str | None = None) -> MetricsServer:
+        """Serve this runtime's metrics on their own port (once; later calls return that server)."""
+        if self.metrics_server is None:
+            cfg = self.config
+            self.metrics_server = MetricsServer(self.exposition, addr or cfg.metrics_addr,
+                                                cfg.metrics_port if port is None else port,
+                                                cfg.metrics_path)  # fmt: skip
+        return self.metrics_server
 
     def _on_export(self, count: int, ok: bool) -> None:
         if self.metrics is None:
@@ -167,9 +190,8 @@ class Runtime:
             if self.worker.emitter is not None:
                 self.worker.emitter.resource = self.resource
         self.worker.after_fork_in_child()
-        for name in ("gpu", "drift"):
-            part = self.extras.get(name)
-            if part is not None and hasattr(part, "after_fork_in_child"):
+        for part in (self.gpu, self.drift):
+            if part is not None:
                 part.after_fork_in_child()
 
     def close(self, timeout_s: float | None = None) -> None:
@@ -177,7 +199,9 @@ class Runtime:
             return
         self.closed = True
         timeout = self.config.shutdown_timeout_s if timeout_s is None else timeout_s
-        for part in self.extras.values():
+        for part in (self.gpu, self.drift, self.metrics_server):
+            if part is None:
+                continue
             try:
                 part.stop()
             except Exception as exc:
@@ -192,6 +216,8 @@ class Runtime:
                     self.provider.force_flush(int(timeout * 1000))
             except Exception as exc:
                 _errors.report("shutdown", exc)
+        if self.metrics is not None and self.errors.counting_into(self.metrics.sdk_errors):
+            self.errors.count_into(None)
 
 
 def _bounded(fn: Any, timeout_s: float) -> None:
@@ -209,9 +235,10 @@ def get_runtime() -> Runtime | None:
 
 
 def init(config: Config | None = None, *, registry: CollectorRegistry | None = REGISTRY,
-         tracer_provider: TracerProvider | None = None, hooks: bool = True,
-         **overrides: Any) -> Runtime:  # fmt: skip
-    """Start infersight (idempotent per config). See ``infersight.init`` for the public docs."""
+         tracer_provider: TracerProvider | None = None,
+         start_parts: Callable[[Runtime], Any] | None = None, **overrides: Any) -> Runtime:  # fmt: skip
+    """Start infersight (idempotent per config). See ``infersight.init`` for the public docs.
+    ``start_parts`` starts the optional parts (``_startup``: GPU, drift) before the worker."""
     global _runtime
     cfg = (config.with_overrides(**overrides) if overrides else config) if config else Config.from_env(**overrides)
     with _init_lock:
@@ -219,52 +246,15 @@ def init(config: Config | None = None, *, registry: CollectorRegistry | None = R
             if _runtime.config == cfg and tracer_provider in (None, _runtime.provider):
                 return _runtime
             _runtime.close()
-            _unregister(_runtime)
+            _runtime.ledger.unregister_all()
         rt = Runtime(cfg, registry, tracer_provider)
         if rt.metrics is not None:
-            metrics = rt.metrics
-            _errors.on_error = lambda component: metrics.sdk_errors.labels(component).inc()
-        if hooks:
-            _start_optional_parts(rt)
+            rt.errors.count_into(rt.metrics.sdk_errors)
+        if start_parts is not None:
+            start_parts(rt)
         rt.worker.start()
         _runtime = rt
     return rt
-
-
-def _start_optional_parts(rt: Runtime) -> None:
-    """GPU sampler, NVTX and drift are optional: a missing extra or a failure disables just it."""
-    cfg = rt.config
-    if cfg.gpu != "off":
-        try:
-            from .gpu import setup_gpu
-
-            setup_gpu(rt)
-        except ImportError as exc:
-            if cfg.gpu == "on":
-                logger.warning("infersight: INFERSIGHT_GPU=on but GPU support is unavailable: %s", exc)
-        except Exception as exc:
-            _errors.report("gpu", exc)
-    if cfg.drift:
-        try:
-            from .drift import setup_drift
-
-            setup_drift(rt)
-        except Exception as exc:
-            _errors.report("drift", exc)
-
-
-_owned: dict[int, list[Any]] = {}
-
-
-def _unregister(rt: Runtime) -> None:
-    """Remove only what infersight registered: the registry may be the app's global one."""
-    if rt.registry is None:
-        return
-    for collector in owned_collectors(rt.registry) + _owned.pop(id(rt), []):
-        try:
-            rt.registry.unregister(collector)
-        except Exception:
-            pass
 
 
 def shutdown(timeout_s: float | None = None) -> None:
@@ -274,7 +264,7 @@ def shutdown(timeout_s: float | None = None) -> None:
         rt, _runtime = _runtime, None
     if rt is not None:
         rt.close(timeout_s)
-        _unregister(rt)
+        rt.ledger.unregister_all()
 
 
 def _after_fork_in_child() -> None:

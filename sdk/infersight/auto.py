@@ -6,7 +6,7 @@ Invalid settings raise ``ConfigError`` here, at start-up, naming the variable.
 
 from __future__ import annotations
 
-from ._runtime import init
+from ._startup import init
 from .instrumentation import instrument_all
 
 __all__: list[str] = []

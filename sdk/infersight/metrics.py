@@ -14,7 +14,7 @@ from ._records import RequestRecord, StageRecord
 from .config import Config
 from .conventions import METRIC, OUTCOME_ERROR, OUTCOME_SUCCESS, UNKNOWN, MetricSpec
 
-__all__ = ["InferenceMetrics", "make_metric", "multiprocess_mode"]
+__all__ = ["InferenceMetrics", "Ledger", "make_metric", "multiprocess_mode"]
 
 
 def multiprocess_mode() -> bool:
@@ -22,44 +22,61 @@ def multiprocess_mode() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
 
-_created: dict[int, list[Any]] = {}
-
-
 def make_metric(spec: MetricSpec, registry: CollectorRegistry | None, **kwargs: Any) -> Any:
     """Create the prometheus_client object for a spec from ``conventions``."""
     common: dict[str, Any] = {"labelnames": spec.labels, "registry": registry}
-    metric: Any
     if spec.type == "histogram":
-        metric = Histogram(spec.name, spec.help, buckets=spec.buckets, **common, **kwargs)
-    elif spec.type == "counter":
-        metric = Counter(spec.name, spec.help, **common, **kwargs)
-    elif spec.type == "gauge":
-        metric = Gauge(spec.name, spec.help, **common, **kwargs)
-    else:
-        raise ValueError(f"no prometheus_client type for {spec.type}")
-    if registry is not None:
-        _created.setdefault(id(registry), []).append(metric)
-    return metric
+        return Histogram(spec.name, spec.help, buckets=spec.buckets, **common, **kwargs)
+    if spec.type == "counter":
+        return Counter(spec.name, spec.help, **common, **kwargs)
+    if spec.type == "gauge":
+        return Gauge(spec.name, spec.help, **common, **kwargs)
+    raise ValueError(f"no prometheus_client type for {spec.type}")
 
 
-def owned_collectors(registry: CollectorRegistry) -> list[Any]:
-    """The metrics ``make_metric`` put in ``registry`` (and forgets them)."""
-    return _created.pop(id(registry), [])
+class Ledger:
+    """What one runtime put in a registry, so that a re-init or shutdown removes exactly that:
+    the registry may be the app's global one, with the app's own metrics in it."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.registry = registry
+        self._owned: list[Any] = []
+
+    def metric(self, spec: MetricSpec, **kwargs: Any) -> Any:
+        metric = make_metric(spec, self.registry, **kwargs)
+        if self.registry is not None:
+            self._owned.append(metric)
+        return metric
+
+    def register(self, collector: Any) -> None:
+        """Register a custom collector (``collect() -> Iterable[Metric]``)."""
+        if self.registry is not None:
+            self.registry.register(collector)
+            self._owned.append(collector)
+
+    def unregister_all(self) -> None:
+        owned, self._owned = self._owned, []
+        for collector in owned:
+            try:
+                self.registry.unregister(collector)  # type: ignore[union-attr]
+            except Exception:
+                pass
 
 
 class InferenceMetrics:
     """The request/stage metrics of one process. Tests pass a fresh ``registry``."""
 
-    def __init__(self, config: Config, registry: CollectorRegistry | None) -> None:
+    def __init__(self, config: Config, ledger: Ledger) -> None:
         self.config = config
-        self.registry = registry
+        self.registry = ledger.registry
+        make = ledger.metric
         mp = multiprocess_mode()
         self.exemplars = config.exemplars and not mp  # prometheus_client drops them in mp mode
         livesum = {"multiprocess_mode": "livesum"} if mp else {}
         latest = {"multiprocess_mode": "mostrecent"} if mp else {}
-        self.request_duration = make_metric(METRIC.REQUEST_DURATION, registry)
-        self.stage_duration = make_metric(METRIC.STAGE_DURATION, registry)
-        self.in_flight = make_metric(METRIC.REQUESTS_IN_FLIGHT, registry, **livesum)
+        self.request_duration = make(METRIC.REQUEST_DURATION)
+        self.stage_duration = make(METRIC.STAGE_DURATION)
+        self.in_flight = make(METRIC.REQUESTS_IN_FLIGHT, **livesum)
         # The request path's two calls. One process: a set read at scrape time (add and discard
         # are single GIL-held calls, no lock). Multiprocess mode: the gauge's own file-backed value.
         self.request_started: Callable[[Any], Any]
@@ -71,21 +88,21 @@ class InferenceMetrics:
             serving: set[Any] = set()
             self.in_flight.set_function(serving.__len__)
             self.request_started, self.request_finished = serving.add, serving.discard
-        self.queue_wait = make_metric(METRIC.QUEUE_WAIT, registry)
-        self.batch_size = make_metric(METRIC.BATCH_SIZE, registry)
-        self.payload = make_metric(METRIC.PAYLOAD_SIZE, registry)
-        self.tokens = make_metric(METRIC.INPUT_TOKENS, registry)
-        self.errors = make_metric(METRIC.ERRORS, registry)
-        self.model_load = make_metric(METRIC.MODEL_LOAD_DURATION, registry, **latest)
-        self.first_request = make_metric(METRIC.FIRST_REQUEST_DURATION, registry, **latest)
-        self.slo = make_metric(METRIC.MODEL_SLO_P99, registry, **latest)
-        self.over_slo = make_metric(METRIC.REQUESTS_OVER_SLO, registry)
-        self.model_info = make_metric(METRIC.MODEL_INFO, registry, **latest)
-        self.sdk_errors = make_metric(METRIC.SDK_ERRORS, registry)
-        self.spans_dropped = make_metric(METRIC.SPANS_DROPPED, registry)
-        self.spans_exported = make_metric(METRIC.SPANS_EXPORTED, registry)
-        self.records = make_metric(METRIC.RECORDS_PROCESSED, registry)
-        self.label_overflow = make_metric(METRIC.LABEL_OVERFLOW, registry)
+        self.queue_wait = make(METRIC.QUEUE_WAIT)
+        self.batch_size = make(METRIC.BATCH_SIZE)
+        self.payload = make(METRIC.PAYLOAD_SIZE)
+        self.tokens = make(METRIC.INPUT_TOKENS)
+        self.errors = make(METRIC.ERRORS)
+        self.model_load = make(METRIC.MODEL_LOAD_DURATION, **latest)
+        self.first_request = make(METRIC.FIRST_REQUEST_DURATION, **latest)
+        self.slo = make(METRIC.MODEL_SLO_P99, **latest)
+        self.over_slo = make(METRIC.REQUESTS_OVER_SLO)
+        self.model_info = make(METRIC.MODEL_INFO, **latest)
+        self.sdk_errors = make(METRIC.SDK_ERRORS)
+        self.spans_dropped = make(METRIC.SPANS_DROPPED)
+        self.spans_exported = make(METRIC.SPANS_EXPORTED)
+        self.records = make(METRIC.RECORDS_PROCESSED)
+        self.label_overflow = make(METRIC.LABEL_OVERFLOW)
         self.limiter = LabelLimiter(config.max_label_values, self._overflow)
         self._first_seen: set[str] = set()
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}

@@ -22,7 +22,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from prometheus_client import CollectorRegistry
 from prometheus_client.openmetrics.exposition import generate_latest
 
-from . import _runtime
+from . import _runtime, _startup
 
 __all__ = ["Captured", "capture"]
 
@@ -63,7 +63,7 @@ def capture(**settings: Any) -> Iterator[Captured]:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     settings.setdefault("gpu", "off")
-    _runtime.init(registry=registry, tracer_provider=provider, **settings)
+    _startup.init(registry=registry, tracer_provider=provider, **settings)
     try:
         yield Captured(registry, exporter, provider)
     finally:

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from infersight.config import Config
 from infersight.drift import DriftMonitor
 from infersight.drift.exporter import DriftMetrics
+from infersight.exposition import Exposition
 from infersight.metrics import make_metric
 
 
@@ -30,6 +31,7 @@ class Harness:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
         self.registry = CollectorRegistry()
+        self.exposition = Exposition(self.registry)
         self.monitors: list[DriftMonitor] = []
 
     def monitor(self, html: bool = False, **settings: Any) -> DriftMonitor:
@@ -38,7 +40,8 @@ class Harness:
         settings.setdefault("drift_window", 200)
         cfg = Config(drift=True, traces=False, **settings)
         self.registry = CollectorRegistry()
-        mon = DriftMonitor(cfg, metrics=DriftMetrics(_Rt(self.registry)), html=html)
+        self.exposition = Exposition(self.registry)
+        mon = DriftMonitor(cfg, metrics=DriftMetrics(_Rt(self.registry)), html=html, pages=self.exposition.pages)
         self.monitors.append(mon)
         return mon
 

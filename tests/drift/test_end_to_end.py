@@ -14,7 +14,6 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import infersight
-from infersight import exposition
 from infersight.drift import get_monitor
 from infersight.instrumentation import instrument_all, uninstrument_all
 
@@ -58,7 +57,7 @@ def _wait(check: Callable[[], bool], what: str) -> None:
 def test_shifted_texts_are_reported_as_drift(served: tuple[Any, CollectorRegistry]) -> None:
     from build_model import synthetic_sentence  # type: ignore[import-not-found]
 
-    client, registry = served
+    client, _registry = served
     rng = random.Random(0)
     for _ in range(40):
         resp = client.post("/predict", json={"text": synthetic_sentence(rng, rng.random() < 0.5)})
@@ -95,7 +94,9 @@ def test_shifted_texts_are_reported_as_drift(served: tuple[Any, CollectorRegistr
         assert re.search(pattern, body), feature
 
     # The /drift pages, as served next to /metrics by the metrics server's WSGI app.
-    app = exposition.wsgi_metrics_app(registry)
+    rt = infersight.get_runtime()
+    assert rt is not None
+    app = rt.exposition.wsgi_app()
 
     def get(path: str) -> tuple[str, bytes]:
         status: list[str] = []

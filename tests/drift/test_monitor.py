@@ -8,7 +8,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from infersight import exposition
 from infersight.drift import is_drifted
 
 from .conftest import Feed, Harness
@@ -174,20 +173,20 @@ def test_report_pages_are_served_and_removed_on_stop(harness: Harness, feed: Fee
         mon.collect()
         feed(mon, "team/model:1", 200, seed=14, shifted=True)
         mon.run_once()
-        content_type, index = exposition.extra_pages["/drift"]()
+        content_type, index = harness.exposition.pages["/drift"]()
         assert content_type.startswith("text/html")
         text = index.decode()
         assert "team/model:1" in text and "DRIFT" in text
         page = mon.pages.path_of("team/model:1")
         assert f'href="{page}"' in text and "/" not in page[len("/drift/") :]
-        _, report = exposition.extra_pages[page]()
+        _, report = harness.exposition.pages[page]()
         assert report.lstrip().startswith(b"<!DOCTYPE html>") and len(report) > 100_000
         assert list((tmp_path / "drift").glob("*/report.html"))
         # The standalone metrics server (non-Flask apps) serves the same pages.
-        app = exposition.wsgi_metrics_app(harness.registry)
+        app = harness.exposition.wsgi_app()
         statuses: list[str] = []
         body = b"".join(app({"PATH_INFO": "/drift"}, lambda s, h: statuses.append(s)))
         assert statuses == ["200 OK"] and b"team/model:1" in body
     finally:
         mon.stop()
-    assert "/drift" not in exposition.extra_pages and page not in exposition.extra_pages
+    assert "/drift" not in harness.exposition.pages and page not in harness.exposition.pages

@@ -9,7 +9,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import infersight
-from infersight import drift, exposition
+from infersight import drift
 
 
 def test_init_starts_and_shutdown_stops_the_monitor(tmp_path: Path) -> None:
@@ -20,7 +20,10 @@ def test_init_starts_and_shutdown_stops_the_monitor(tmp_path: Path) -> None:
         try:
             monitor = drift.get_monitor()
             assert monitor is not None and monitor._thread is not None and monitor._thread.is_alive()
-            assert "/drift" in exposition.extra_pages
+            rt = infersight.get_runtime()
+            assert rt is not None and rt.drift is monitor
+            pages = rt.exposition.pages
+            assert "/drift" in pages
             drift.declare("m", numeric=["x"])
             drift.capture("m", {"x": 1.0}, {"label": "a"})
             monitor.collect()
@@ -31,7 +34,7 @@ def test_init_starts_and_shutdown_stops_the_monitor(tmp_path: Path) -> None:
             infersight.shutdown()
         thread.join(5)
         assert not thread.is_alive(), f"round {round_}: drift thread still running"
-        assert "/drift" not in exposition.extra_pages
+        assert "/drift" not in pages
         assert registry.get_sample_value("infersight_drift_samples_captured_total", {"model": "m"}) is None
     assert drift.get_monitor() is None
     drift.capture("m", {"x": 1.0})  # drift off: a silent no-op

@@ -56,7 +56,7 @@ def current_sampler() -> Callable[[], Sampler]:
     def get() -> Sampler:
         rt = get_runtime()
         assert rt is not None
-        sampler = rt.extras.get("gpu")
+        sampler = rt.gpu
         assert isinstance(sampler, Sampler)
         return sampler
 

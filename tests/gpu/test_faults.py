@@ -66,7 +66,7 @@ def test_no_driver_logs_once_starts_nothing_and_requests_work(
     with caplog.at_level("INFO", logger="infersight"), use_fake_nvml(fake):
         for _ in range(2):  # re-initialising does not repeat the message
             with capture(gpu=mode) as t:
-                assert "gpu" not in get_runtime().extras  # type: ignore[union-attr]
+                assert get_runtime().gpu is None  # type: ignore[union-attr]
                 assert not gpu_threads()
                 serve_one(t)
                 assert t.value(METRIC.GPU_UP.name, gpu="0", uuid="", name="") is None

@@ -165,7 +165,7 @@ def test_cuda_event_timing_and_counters_on_the_model_span(torch: Any) -> None:
         assert 0.5 * wall < gpu_busy <= wall * 1.02 + 0.002, (gpu_busy, wall)
         rt = infersight.get_runtime()
         assert rt is not None
-        sampler = rt.extras["gpu"]
+        sampler = rt.gpu
         index = sampler.nvml_index(torch.cuda.current_device())
         assert attrs[ATTR.GPU_UUID] == sampler.gpu(index).uuid
         if gpm_supported(sampler, index):
@@ -216,7 +216,7 @@ def test_transformers_pipeline_on_cuda_gets_gpu_counters(torch: Any, tiny_model_
             uninstrument_all()
         rt = infersight.get_runtime()
         assert rt is not None
-        uuid = rt.extras["gpu"].gpu(rt.extras["gpu"].nvml_index(torch.cuda.current_device())).uuid
+        uuid = rt.gpu.gpu(rt.gpu.nvml_index(torch.cuda.current_device())).uuid
         spans = [s for s in t.spans("model") if s.parent is not None and s.attributes]
         assert len(spans) >= 3
         for span in spans[-3:]:

@@ -20,7 +20,6 @@ import time
 import infersight
 from infersight import multiprocess
 from infersight.conventions import ATTR
-from infersight.exposition import metrics_payload
 
 CHILD_DEADLINE_S = 10.0
 
@@ -119,7 +118,7 @@ def main() -> None:
     mp_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     files = sorted(os.listdir(mp_dir)) if mp_dir else []
     t0 = time.monotonic()
-    _, body = metrics_payload(None, None)
+    _, body = infersight.get_runtime().exposition.metrics(None)  # type: ignore[union-attr]
     scrape_s = time.monotonic() - t0
     infersight.shutdown(timeout_s=5)  # the parent's spans too
     print(json.dumps({

@@ -44,8 +44,7 @@ def get_monitor() -> DriftMonitor | None:
     from .._runtime import get_runtime
 
     rt = get_runtime()
-    monitor = rt.extras.get("drift") if rt is not None else None
-    return monitor if isinstance(monitor, DriftMonitor) else None
+    return rt.drift if rt is not None else None
 
 
 def _require() -> DriftMonitor:
@@ -89,7 +88,7 @@ def setup_drift(rt: Any) -> DriftMonitor:
     config = rt.config
     metrics = DriftMetrics(rt) if config.metrics else None
     limiter = rt.metrics.limiter if rt.metrics is not None else None
-    monitor = DriftMonitor(config, metrics=metrics, limiter=limiter)
-    rt.extras["drift"] = monitor
+    monitor = DriftMonitor(config, metrics=metrics, limiter=limiter, pages=rt.exposition.pages)
+    rt.drift = monitor
     monitor.start()
     return monitor

@@ -26,7 +26,7 @@ from .analysis import DriftResult, InsufficientData, analyze
 from .buffer import SampleBuffer
 from .exporter import DriftMetrics
 from .features import FeatureKind, RawSample, Row, extract
-from .pages import ModelStatus, ReportPages
+from .pages import ModelStatus, Page, ReportPages
 from .reference import (
     REFERENCE_FILE,
     ReferenceData,
@@ -49,17 +49,18 @@ class DriftMonitor:
     """Owns the buffers, references, the thread, the metrics and the ``/drift`` pages.
 
     ``metrics`` may be None (metrics off); ``html=False`` skips the HTML report (faster runs).
+    ``pages`` is where the ``/drift`` pages go (the runtime's ``Exposition.pages``).
     Tests call ``run_once()`` instead of starting the thread.
     """
 
-    def __init__(self, config: Config, *, metrics: DriftMetrics | None = None,
-                 limiter: LabelLimiter | None = None, html: bool = True) -> None:  # fmt: skip
+    def __init__(self, config: Config, *, metrics: DriftMetrics | None = None, limiter: LabelLimiter | None = None,
+                 html: bool = True, pages: dict[str, Page] | None = None) -> None:  # fmt: skip
         self.config = config
         self.root = Path(config.drift_dir).expanduser() if config.drift_dir \
             else default_drift_dir(config.service)  # fmt: skip
         self.metrics = metrics
         self.html = html
-        self.pages = ReportPages(self.root)
+        self.pages = ReportPages(self.root, {} if pages is None else pages)
         self._rate = config.drift_sample_rate
         self._limiter = limiter or LabelLimiter(config.max_label_values)
         self._buffers: dict[str, SampleBuffer] = {}  # by bounded model label

@@ -1,7 +1,7 @@
 """The ``/drift`` pages: an index of the monitored models with their last verdict, and each
 model's latest evidently report at ``/drift/<model>``, read from ``<drift_dir>/<model>/report.html``.
 
-Pages are registered in ``exposition.extra_pages``, so they are served wherever ``/metrics`` is.
+Pages go into the runtime's ``Exposition.pages``, so they are served wherever ``/metrics`` is.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import exposition
 from .storage import model_dir, model_slug, write_atomic
 
-__all__ = ["INDEX_PATH", "REPORT_FILE", "ModelStatus", "ReportPages"]
+__all__ = ["INDEX_PATH", "REPORT_FILE", "ModelStatus", "Page", "ReportPages"]
+
+Page = Callable[[], tuple[str, bytes]]  # as ``exposition.Page``
 
 INDEX_PATH = "/drift"
 REPORT_FILE = "report.html"
@@ -35,11 +36,12 @@ class ModelStatus:
 
 
 class ReportPages:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, served: dict[str, Page]) -> None:
         self.root = root
+        self._served = served  # path -> page, served next to /metrics
         self._status: dict[str, ModelStatus] = {}
         self._lock = threading.Lock()
-        self._installed: dict[str, Callable[[], tuple[str, bytes]]] = {}
+        self._installed: dict[str, Page] = {}
 
     def after_fork(self) -> None:
         self._lock = threading.Lock()
@@ -50,12 +52,12 @@ class ReportPages:
     def uninstall(self) -> None:
         """Remove only the pages this instance registered (a newer monitor may own the path)."""
         for path, page in self._installed.items():
-            if exposition.extra_pages.get(path) is page:
-                del exposition.extra_pages[path]
+            if self._served.get(path) is page:
+                del self._served[path]
         self._installed.clear()
 
-    def _register(self, path: str, page: Callable[[], tuple[str, bytes]]) -> None:
-        exposition.extra_pages[path] = page
+    def _register(self, path: str, page: Page) -> None:
+        self._served[path] = page
         self._installed[path] = page
 
     def path_of(self, model: str) -> str:

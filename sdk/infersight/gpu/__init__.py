@@ -46,10 +46,11 @@ def setup_gpu(rt: Any, nvml: _nvml.NVML | None = None) -> Sampler | None:
     try:
         if rt.metrics is not None:  # metrics off: the sampler still serves span counters
             rt.register(GpuCollector(sampler))
+            rt.exposition.multiprocess_collectors.append(GpuCollector(sampler))
         hook = SpanCounters(sampler, rt)
     except Exception:
         sampler.stop()  # no thread left behind; the runtime counts the error
         raise
     rt.add_hook(hook)
-    rt.extras["gpu"] = sampler
+    rt.gpu = sampler
     return sampler

@@ -91,7 +91,7 @@ class InfersightInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         return ()  # each library is optional and patched only if the app imports it
 
     def _instrument(self, **kwargs: Any) -> None:
-        from .._runtime import init
+        from .._startup import init
 
         init(tracer_provider=kwargs.get("tracer_provider"))
         instrument_all(kwargs.get("libraries"))

@@ -15,7 +15,6 @@ from opentelemetry.trace import SpanKind
 from .. import _errors, _runtime
 from .._records import current_request
 from ..conventions import ATTR, OUTCOME_ERROR, OUTCOME_SUCCESS
-from ..exposition import extra_pages, metrics_payload
 from ._common import extract_remote_parent, unwrap, wrap
 
 __all__ = ["instrument_flask", "uninstrument_flask"]
@@ -41,11 +40,11 @@ def _wsgi_app(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
     environ, start_response = args[0], args[1]
     path = environ.get("PATH_INFO", "")
     if rt.config.metrics and rt.config.metrics_path and path == rt.config.metrics_path:
-        content_type, body = metrics_payload(rt.registry, environ.get("HTTP_ACCEPT"))
+        content_type, body = rt.exposition.metrics(environ.get("HTTP_ACCEPT"))
         start_response("200 OK", [("Content-Type", content_type),
                                   ("Content-Length", str(len(body)))])  # fmt: skip
         return [body]
-    page = extra_pages.get(path) if rt.config.metrics_path else None
+    page = rt.exposition.pages.get(path) if rt.config.metrics_path else None
     if page is not None:  # e.g. /drift, next to /metrics
         content_type, body = page()
         start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])

@@ -272,12 +272,10 @@ def _start_metrics_server() -> None:
     if rt is None or rt in _metrics_tried:
         return
     _metrics_tried.add(rt)
-    if not rt.config.metrics or rt.config.metrics_port == 0 or "metrics_server" in rt.extras:
+    if not rt.config.metrics or rt.config.metrics_port == 0 or rt.metrics_server is not None:
         return
     try:
-        from .. import start_metrics_server
-
-        start_metrics_server()
+        rt.start_metrics_server()
     except Exception as exc:
         _errors.report("metrics_server", exc)
 

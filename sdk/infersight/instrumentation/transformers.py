@@ -145,7 +145,7 @@ def _call_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: di
         raise
     if tokens is not None:
         _runtime.finish_request(rec, tokens, None)
-    drift = rt.extras.get("drift")
+    drift = rt.drift
     if drift is not None:
         try:
             drift.capture_pipeline(model, instance, args[0] if args else kwargs.get("inputs"), result)
