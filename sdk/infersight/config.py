@@ -109,7 +109,7 @@ class Config:
     max_label_values: int = 100
     queue_size: int = 20000
     # 1 s saved CPU in a busy server (server_load.py's infersight-flush1) but added ~16 MiB of
-    # RSS (memory.py), past the 30 MB budget: docs/benchmarks-gpu.md.
+    # RSS (memory.py), past the 30 MB budget: docs/worker.md.
     flush_interval_s: float = 0.1
     shutdown_timeout_s: float = 3.0
     gpu: str = "auto"
