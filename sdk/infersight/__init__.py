@@ -22,7 +22,7 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from . import _forksafe  # noqa: F401  (fork handlers, registered before _runtime's)
-from ._records import RequestRecord
+from ._records import RequestRecord, current_request
 from ._runtime import get_runtime, shutdown
 from ._startup import init as _init
 from ._version import __version__
@@ -78,8 +78,6 @@ def init(config: Config | None = None, *, registry: CollectorRegistry | None = R
 
 def set_model(name: str, version: str | None = None) -> None:
     """Label the current request with a model (the first name set wins)."""
-    from ._records import current_request
-
     rec = current_request.get()
     if rec is not None:
         rec.set_model(name, version)

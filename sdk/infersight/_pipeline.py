@@ -42,12 +42,10 @@ class Worker:
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self.dropped = 0
 
     # Request path: one length check and one append.
     def submit(self, rec: RequestRecord | StageRecord) -> None:
         if len(self._queue) >= self._max:
-            self.dropped += 1
             if self.metrics is not None:
                 n = 1 + len(rec.stages) if isinstance(rec, RequestRecord) else 1
                 self.metrics.spans_dropped.labels("queue_full").inc(n)

@@ -33,7 +33,7 @@ PAYLOAD_BYTES_BUCKETS = (64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 419
 TOKEN_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 RATIO_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
-MetricType = Literal["counter", "gauge", "histogram", "info"]
+MetricType = Literal["counter", "gauge", "histogram"]
 
 
 @dataclass(frozen=True)
