@@ -25,7 +25,7 @@ from .. import _errors, _runtime
 from ..conventions import ATTR, OUTCOME_ERROR, OUTCOME_SUCCESS
 from ._common import extract_remote_parent, unwrap, wrap
 
-__all__ = ["instrument_grpc", "uninstrument_grpc"]
+__all__ = ["instrument", "uninstrument"]
 
 _OK = grpc.StatusCode.OK
 _UNKNOWN = grpc.StatusCode.UNKNOWN
@@ -320,11 +320,11 @@ def _aio_server(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...
     return wrapped(*args, **kwargs)
 
 
-def instrument_grpc() -> None:
+def instrument() -> None:
     wrap("grpc", "server", _server)
     wrap("grpc.aio", "server", _aio_server)
 
 
-def uninstrument_grpc() -> None:
+def uninstrument() -> None:
     unwrap("grpc", "server")
     unwrap("grpc.aio", "server")
