@@ -7,7 +7,7 @@ from types import TracebackType
 
 from . import _errors, _runtime
 from ._records import RequestRecord, StageRecord, current_request, now_ns
-from .conventions import SPAN
+from .conventions import ATTR, SPAN
 from .hooks import call_hooks
 
 __all__ = ["Batch", "batch", "record_queue_wait"]
@@ -48,7 +48,7 @@ class Batch:
                 st.start_ns = start
                 # One batch-size observation per batch, not per request.
                 st.batch_size = self._size if i == 0 else 0
-                st.set_attr("infersight.batch.size", self._size)
+                st.set_attr(ATTR.BATCH_SIZE, self._size)
                 if self._model:
                     rec.set_model(self._model)
                 if rec.queue_wait_s < 0:

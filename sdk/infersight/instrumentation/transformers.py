@@ -133,8 +133,8 @@ def _call_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: di
     rec = current_request.get()
     tokens = None
     if rec is None and current_stage.get() is None:
-        rec, tokens = _runtime.start_request(f"pipeline {getattr(instance, 'task', '')}".strip(),
-                                             endpoint="pipeline")  # fmt: skip
+        name = f"{SPAN.PIPELINE} {getattr(instance, 'task', '')}".strip()
+        rec, tokens = _runtime.start_request(name, endpoint=SPAN.PIPELINE)
     if rec is not None:
         rec.set_model(model)
     try:
