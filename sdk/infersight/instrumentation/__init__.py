@@ -29,7 +29,7 @@ LIBRARIES: tuple[Library, ...] = (
     ),
 )
 
-_active: set[str] = set()
+_active: dict[str, Library] = {}  # by name: what uninstrument_all undoes
 
 
 def _by_name() -> dict[str, Library]:
@@ -61,7 +61,7 @@ def instrument_all(libraries: Collection[str] | None = None) -> None:
         library = known.get(name)
         if library is None or name in _active:
             continue
-        _active.add(name)
+        _active[name] = library
         if library.module in sys.modules:
             _on_import(library)(sys.modules[library.module])  # already imported: patch now
         else:
@@ -69,11 +69,10 @@ def instrument_all(libraries: Collection[str] | None = None) -> None:
 
 
 def uninstrument_all() -> None:
-    known = _by_name()
-    for name in list(_active):
-        _active.discard(name)
+    for name, library in list(_active.items()):
+        del _active[name]
         try:
-            known[name].uninstrument()
+            library.uninstrument()
         except ImportError:
             pass
         except Exception as exc:
