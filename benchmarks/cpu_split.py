@@ -112,7 +112,7 @@ def measure(rounds: int, per_block: int) -> dict[str, dict[str, list[float]]]:
     floor_points = floor_hooks(type(bench_app.app), type(bench_app.classifier))
     emitter = rt.worker.emitter
     keep10 = TailKeep(Config.from_env(traces_keep_ratio=0.1))
-    fast_translate = _compat.FastOTLPSpanExporter._translate_data
+    fast_translate = _compat.fast_otlp_exporter_class()._translate_data
 
     def switch(variant: str) -> None:
         uninstrument_all()
@@ -124,7 +124,7 @@ def measure(rounds: int, per_block: int) -> dict[str, dict[str, list[float]]]:
         rt.worker.emitter = None if variant == "metrics only" else emitter
         rt.worker.keep = keep10 if variant == "keep 0.1" else None
         stock = variant == "stock encoder"
-        _compat.FastOTLPSpanExporter._translate_data = (  # type: ignore[method-assign]
+        _compat.fast_otlp_exporter_class()._translate_data = (  # type: ignore[method-assign]
             OTLPSpanExporter._translate_data if stock else fast_translate)  # fmt: skip
 
     def settle() -> dict[str, float]:

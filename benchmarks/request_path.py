@@ -177,7 +177,7 @@ def flask_variants(hand: Callable[[], None], exporter: SpanExporter | None = Non
 
     from opentelemetry.instrumentation.flask import FlaskInstrumentor
 
-    from infersight.instrumentation.flask import instrument_flask, uninstrument_flask
+    from infersight.instrumentation import flask as infersight_flask
 
     otel_provider = TracerProvider()
     otel_provider.add_span_processor(BatchSpanProcessor(exporter or NullExporter()))
@@ -191,7 +191,10 @@ def flask_variants(hand: Callable[[], None], exporter: SpanExporter | None = Non
     }
     variants = {name: (lambda c=client: c.post("/predict")) for name, client in clients.items()}
     # Our patch is class-wide, so it is switched on only for its own block of requests.
-    setups = {name: instrument_flask if name == "flask + infersight" else uninstrument_flask for name in clients}
+    setups = {
+        name: infersight_flask.instrument if name == "flask + infersight" else infersight_flask.uninstrument
+        for name in clients
+    }
     return variants, {"flask + otel-flask only": otel_provider.force_flush}, setups
 
 

@@ -152,3 +152,12 @@ def _own_private_names() -> set[str]:
             elif isinstance(node, ast.alias):
                 names.add(node.asname or node.name.split(".")[0])
     return {n for n in names if n.startswith("_")}
+
+
+def test_importing_infersight_imports_no_grpc() -> None:
+    """A Flask app that exports over HTTP never pays for importing grpc (the gRPC exporter
+    is reached only when it is used)."""
+    code = "import sys, infersight, infersight.auto; print('grpc' in sys.modules)"
+    env = {"PATH": "/usr/bin:/bin", "OTEL_TRACES_EXPORTER": "none", "INFERSIGHT_METRICS_PORT": "0", **_pythonpath()}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]

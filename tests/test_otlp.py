@@ -17,11 +17,14 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from tests.support.collector import LOOPBACK
 
 import infersight
-from infersight._compat import FastOTLPSpanExporter
+from infersight._compat import fast_otlp_exporter_class
 from infersight._otlp import encode_request
+
 from infersight._tracing import _make_exporter
 from infersight.config import Config
 from infersight.testing import capture
+
+FastOTLPSpanExporter = fast_otlp_exporter_class()
 
 RESOURCES = [Resource.create({"service.name": "a"}),
              Resource({"service.name": "b", "n": 3}, schema_url="https://opentelemetry.io/schemas/1.26.0")]  # fmt: skip
@@ -123,12 +126,10 @@ def test_fast_exporter_delivers_to_an_otlp_receiver(sink: Any) -> None:
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
     from opentelemetry.sdk.trace.export import SpanExportResult
 
-    from infersight._compat import _BytesTraceClient
-
     exporter = FastOTLPSpanExporter(encode_request, endpoint=f"{LOOPBACK}:{sink.port}", insecure=True, timeout=5)
     batch = [ReadableSpan(f"s{i}", context=SpanContext(9, i + 1, False), resource=RESOURCES[1],
                           attributes={"i": i}, instrumentation_scope=SCOPES[0]) for i in range(5)]  # fmt: skip
-    assert isinstance(exporter._client, _BytesTraceClient)
+    assert isinstance(exporter._client, FastOTLPSpanExporter.bytes_client)
     assert isinstance(exporter._translate_data(batch), bytes)
     assert exporter.export(batch[:3]) is SpanExportResult.SUCCESS
     exporter._client = TraceServiceStub(exporter._channel)

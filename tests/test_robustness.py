@@ -39,6 +39,29 @@ def test_internal_errors_are_swallowed_counted_and_logged_once(caplog: pytest.Lo
     assert len(logged) == 1
 
 
+def test_a_failing_hook_loses_nothing_of_a_batch() -> None:
+    _errors.reset()
+    with capture() as t:
+        infersight.get_runtime().add_hook(ExplodingHook())  # type: ignore[attr-defined]
+        requests = [infersight.request(model="b") for _ in range(3)]
+        handles = []
+        for r in requests:
+            r.__enter__()
+            handles.append(infersight.current_request_handle())
+        with infersight.batch(handles, model="b"):
+            result = 42
+        for r in reversed(requests):
+            r.__exit__(None, None, None)
+        assert result == 42
+        assert len(t.spans("model")) == 3
+        assert t.value("infersight_stage_duration_seconds_count", model="b", stage="model") == 3.0
+        assert t.value("infersight_batch_size_count", model="b") == 1.0
+        assert t.value("infersight_queue_wait_seconds_count", model="b") == 3.0
+        # one start and one end for the batch, one enrich per request's stage
+        assert t.value("infersight_sdk_errors_total", component="hook.ExplodingHook") == 5.0
+        assert t.value("infersight_sdk_errors_total", component="batch") is None
+
+
 def test_cardinality_flood_is_bounded_and_counted() -> None:
     with capture(max_label_values=20, traces=False) as t:
         for i in range(5000):

@@ -15,6 +15,7 @@ target on the installed versions.
 from __future__ import annotations
 
 import contextvars
+import functools
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -24,20 +25,15 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
-from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
 __all__ = [
     "PROBES",
     "SPAN_KEY",
-    "FastOTLPSpanExporter",
     "batch_export_locks",
     "batch_queues",
     "composite_propagators",
+    "fast_otlp_exporter_class",
     "histogram_parts",
     "is_wrapt_wrapper",
     "multiprocess_collector_path",
@@ -107,44 +103,57 @@ SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
 _EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
-class _BytesTraceClient:
-    """The trace service's Export method taking the request's bytes as they are: the stock stub
-    would have them parsed into a message only to serialise it again (~1 µs per span)."""
-
-    def __init__(self, channel: Any) -> None:
-        self.Export = channel.unary_unary(
-            _EXPORT_METHOD,
-            request_serializer=None,
-            response_deserializer=ExportTraceServiceResponse.FromString,
-        )
-
-
 def _exporter_hooks_present() -> bool:
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
     return all(
         callable(getattr(OTLPSpanExporter, name, None))
         for name in ("_initialize_channel_and_stub", "_translate_data")
     )
 
 
-class FastOTLPSpanExporter(OTLPSpanExporter):
+@functools.cache
+def fast_otlp_exporter_class() -> type[Any]:
     """The stock OTLP/gRPC span exporter (retries, timeouts, TLS, headers, compression) with
-    infersight's encoder (``_otlp.encode_request``), its bytes sent as they are."""
+    infersight's encoder (``_otlp.encode_request``), its bytes sent as they are. Built on first
+    use: importing the gRPC exporter imports grpc, which a Flask app may never need."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+        ExportTraceServiceRequest,
+        ExportTraceServiceResponse,
+    )
 
-    def __init__(self, encode: Callable[[Sequence[ReadableSpan]], bytes], **kwargs: Any) -> None:
-        self._encode = encode
-        super().__init__(**kwargs)
+    class BytesTraceClient:
+        """The trace service's Export method taking the request's bytes as they are: the stock
+        stub would have them parsed into a message only to serialise it again (~1 µs per span)."""
 
-    def _initialize_channel_and_stub(self) -> None:  # also called to reconnect
-        super()._initialize_channel_and_stub()  # type: ignore[no-untyped-call]
-        if getattr(self, "_channel", None) is not None:
-            self._client = _BytesTraceClient(self._channel)  # type: ignore[assignment]
+        def __init__(self, channel: Any) -> None:
+            self.Export = channel.unary_unary(
+                _EXPORT_METHOD,
+                request_serializer=None,
+                response_deserializer=ExportTraceServiceResponse.FromString,
+            )
 
-    def _translate_data(self, data: Sequence[ReadableSpan]) -> Any:
-        encoded = self._encode(data)
-        if isinstance(getattr(self, "_client", None), _BytesTraceClient):
-            return encoded
-        # An SDK version that builds its stub elsewhere gets a message its stub can serialise.
-        return ExportTraceServiceRequest.FromString(encoded)
+    class FastOTLPSpanExporter(OTLPSpanExporter):
+        bytes_client = BytesTraceClient
+
+        def __init__(self, encode: Callable[[Sequence[ReadableSpan]], bytes], **kwargs: Any) -> None:
+            self._encode = encode
+            super().__init__(**kwargs)
+
+        def _initialize_channel_and_stub(self) -> None:  # also called to reconnect
+            super()._initialize_channel_and_stub()  # type: ignore[no-untyped-call]
+            if getattr(self, "_channel", None) is not None:
+                self._client = BytesTraceClient(self._channel)  # type: ignore[assignment]
+
+        def _translate_data(self, data: Sequence[ReadableSpan]) -> Any:
+            encoded = self._encode(data)
+            if isinstance(getattr(self, "_client", None), BytesTraceClient):
+                return encoded
+            # An SDK version that builds its stub elsewhere gets a message its stub can serialise.
+            return ExportTraceServiceRequest.FromString(encoded)
+
+    return FastOTLPSpanExporter
 
 
 def composite_propagators(propagator: Any) -> tuple[Any, ...]:

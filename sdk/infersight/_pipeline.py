@@ -12,7 +12,7 @@ from ._keep import TailKeep
 from ._records import RequestRecord, StageRecord, refresh_epoch_offset
 from ._spans import SpanEmitter
 from .conventions import ATTR, UNKNOWN
-from .hooks import StageHook
+from .hooks import StageHook, call_hooks
 from .metrics import InferenceMetrics
 
 __all__ = ["Worker"]
@@ -126,11 +126,8 @@ class Worker:
         attrs[ATTR.MODEL_VERSION] = version
         if stage.batch_size:
             attrs[ATTR.BATCH_SIZE] = stage.batch_size
-        for hook in self.hooks:
-            try:
-                hook.enrich(stage, attrs)
-            except Exception as exc:
-                _errors.report(f"hook.{type(hook).__name__}", exc)
+        if self.hooks:
+            call_hooks(self.hooks, "enrich", stage, attrs)
         return attrs
 
     def _process_stage(self, stage: StageRecord, rec: RequestRecord | None,

@@ -35,7 +35,7 @@ from ._tracing import make_resource, setup_tracer_provider
 from .config import Config
 from .conventions import OUTCOME_ERROR, OUTCOME_SUCCESS, MetricSpec
 from .exposition import Exposition, MetricsServer
-from .hooks import StageHook
+from .hooks import StageHook, call_hooks
 from .metrics import InferenceMetrics, Ledger
 
 if TYPE_CHECKING:  # the parts' modules import the runtime's users, not the runtime
@@ -392,11 +392,8 @@ def start_stage(name: str, model: str | None = None) -> tuple[StageRecord | None
             span_ctx = SpanContext(st.trace_id, st.span_id, False,
                                    _SAMPLED if st.sampled else _UNSAMPLED)  # fmt: skip
             otel_token = _attach_span(span_ctx)
-        for hook in rt.hooks:
-            try:
-                hook.on_stage_start(st)
-            except Exception as exc:
-                _errors.report(f"hook.{type(hook).__name__}", exc)
+        if rt.hooks:
+            call_hooks(rt.hooks, "on_stage_start", st)
         st.start_ns = now_ns()  # after the hooks, so a GPM snapshot isn't billed to the stage
         return st, (stage_token, otel_token)
     except Exception as exc:
@@ -423,12 +420,8 @@ def end_stage(st: StageRecord | None, tokens: Tokens, error: BaseException | Non
     try:
         st.end_ns = now_ns()
         st.error = error
-        if rt is not None:
-            for hook in rt.hooks:
-                try:
-                    hook.on_stage_end(st)
-                except Exception as exc:
-                    _errors.report(f"hook.{type(hook).__name__}", exc)
+        if rt is not None and rt.hooks:
+            call_hooks(rt.hooks, "on_stage_end", st)
         stage_token, otel_token = tokens
         # Undo only what is still ours on top. A generator closed after its request ended would
         # otherwise restore that request's context, and later requests would join its trace.

@@ -19,7 +19,7 @@ from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Trace
 from . import _compat, _errors
 from ._records import RequestRecord, StageRecord, wall_ns
 from ._version import __version__
-from .conventions import ATTR, SPAN
+from .conventions import ATTR, EVENT, OUTCOME_ERROR, SPAN
 
 __all__ = ["SpanEmitter"]
 
@@ -39,12 +39,12 @@ def _message(exc: BaseException) -> str:
 
 def _exception_event(exc: BaseException, at_ns: int) -> Event:
     return Event(
-        "exception",
+        EVENT.EXCEPTION,
         {
-            "exception.type": type(exc).__qualname__,
-            "exception.message": _message(exc),
-            "exception.stacktrace": "".join(traceback.format_exception(exc)),
-            "exception.escaped": True,
+            ATTR.EXCEPTION_TYPE: type(exc).__qualname__,
+            ATTR.EXCEPTION_MESSAGE: _message(exc),
+            ATTR.EXCEPTION_STACKTRACE: "".join(traceback.format_exception(exc)),
+            ATTR.EXCEPTION_ESCAPED: True,
         },
         timestamp=at_ns,
     )
@@ -131,7 +131,7 @@ class SpanEmitter:
                 parent = SpanContext(rec.trace_id, rec.parent_span_id, is_remote=rec.parent_remote,
                                      trace_flags=_SAMPLED)  # fmt: skip
             error_status = rec.status_code is not None and rec.status_code >= 500
-            if rec.outcome == "error" and rec.error is None:
+            if rec.outcome == OUTCOME_ERROR and rec.error is None:
                 error_status = True
             self._emit(rec.name, _KINDS.get(rec.kind, SpanKind.SERVER), req_ctx, parent, attrs,
                        rec.start_ns, rec.end_ns, rec.error, error_status)  # fmt: skip

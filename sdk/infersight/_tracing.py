@@ -31,10 +31,10 @@ def make_resource(config: Config, base: Resource | None = None) -> Resource:
     own = {ATTR.SERVICE_INSTANCE_ID: f"{uuid.uuid4()}"}
     if base is None:
         if not os.environ.get("OTEL_SERVICE_NAME"):
-            own["service.name"] = config.service
+            own[ATTR.SERVICE_NAME] = config.service
         return Resource.create(own)
-    if str(base.attributes.get("service.name", "unknown_service")).startswith("unknown_service"):
-        own["service.name"] = config.service
+    if str(base.attributes.get(ATTR.SERVICE_NAME, "unknown_service")).startswith("unknown_service"):
+        own[ATTR.SERVICE_NAME] = config.service
     return base.merge(Resource(own))
 
 
@@ -84,7 +84,8 @@ def _make_exporter(config: Config) -> SpanExporter | None:
             return OTLPSpanExporter(timeout=timeout)
         from ._otlp import encode_request
 
-        return _compat.FastOTLPSpanExporter(encode_request, timeout=timeout)
+        exporter: SpanExporter = _compat.fast_otlp_exporter_class()(encode_request, timeout=timeout)
+        return exporter
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
         OTLPSpanExporter as HTTPSpanExporter,
     )

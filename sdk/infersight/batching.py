@@ -7,7 +7,8 @@ from types import TracebackType
 
 from . import _errors, _runtime
 from ._records import RequestRecord, StageRecord, current_request, now_ns
-from .conventions import SPAN
+from .conventions import ATTR, SPAN
+from .hooks import call_hooks
 
 __all__ = ["Batch", "batch", "record_queue_wait"]
 
@@ -47,7 +48,7 @@ class Batch:
                 st.start_ns = start
                 # One batch-size observation per batch, not per request.
                 st.batch_size = self._size if i == 0 else 0
-                st.set_attr("infersight.batch.size", self._size)
+                st.set_attr(ATTR.BATCH_SIZE, self._size)
                 if self._model:
                     rec.set_model(self._model)
                 if rec.queue_wait_s < 0:
@@ -55,9 +56,8 @@ class Batch:
                     rec.queue_wait_s = max(0.0, (start - since) / 1e9)
                     rec.batch_size = self._size
                 self._records.append(st)
-            if self._records:
-                for hook in rt.hooks:
-                    hook.on_stage_start(self._records[0])
+            if self._records and rt.hooks:
+                call_hooks(rt.hooks, "on_stage_start", self._records[0])
         except Exception as exc:
             _errors.report("batch", exc)
         return self
@@ -71,8 +71,8 @@ class Batch:
             end = now_ns()
             first = self._records[0]
             first.end_ns = end
-            for hook in rt.hooks:
-                hook.on_stage_end(first)
+            if rt.hooks:
+                call_hooks(rt.hooks, "on_stage_end", first)
             for st in self._records:
                 st.end_ns = end
                 st.error = ev

@@ -12,6 +12,7 @@ from typing import Literal
 __all__ = [
     "ALL_METRICS",
     "ATTR",
+    "EVENT",
     "LATENCY_BUCKETS",
     "METRIC",
     "SPAN",
@@ -234,7 +235,14 @@ class SPAN:
     MODEL = "model"
     POSTPROCESS = "postprocess"
     REQUEST = "inference"  # root span for requests not served over HTTP or gRPC
+    PIPELINE = "pipeline"  # + " <task>": root span of a pipeline called outside any request
     INSTRUMENTATION_SCOPE = "infersight"
+
+
+class EVENT:
+    """Span event names."""
+
+    EXCEPTION = "exception"  # OTel semantic conventions
 
 
 class ATTR:
@@ -257,7 +265,12 @@ class ATTR:
     ERROR_TYPE = "error.type"
     HTTP_REQUEST_BODY_SIZE = "http.request.body.size"
     HTTP_RESPONSE_BODY_SIZE = "http.response.body.size"
+    SERVICE_NAME = "service.name"
     SERVICE_INSTANCE_ID = "service.instance.id"
+    EXCEPTION_TYPE = "exception.type"
+    EXCEPTION_MESSAGE = "exception.message"
+    EXCEPTION_STACKTRACE = "exception.stacktrace"
+    EXCEPTION_ESCAPED = "exception.escaped"
     # infersight's own
     MODEL_NAME = "infersight.model.name"
     MODEL_VERSION = "infersight.model.version"
@@ -267,6 +280,7 @@ class ATTR:
     PAYLOAD_SIZE = "infersight.payload.size"
     INPUT_TOKENS = "infersight.input.tokens"
     PIPELINE_TASK = "infersight.pipeline.task"
+    GENERATOR_ABANDONED = "infersight.generator.abandoned"  # the consumer stopped a streaming stage early
     TRACE_KEPT = "infersight.trace.kept"  # why tail keep exported it: "error" | "slow" | "ratio"
     GPU_UUID = "infersight.gpu.uuid"
     GPU_BUSY_SECONDS = "infersight.gpu.busy_s"

@@ -8,11 +8,13 @@ call: an exception is counted as an SDK error and swallowed.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Iterable
+from typing import Any, Literal, Protocol, runtime_checkable
 
+from . import _errors
 from ._records import StageRecord
 
-__all__ = ["StageHook"]
+__all__ = ["StageHook", "call_hooks"]
 
 
 @runtime_checkable
@@ -22,3 +24,15 @@ class StageHook(Protocol):
     def on_stage_end(self, stage: StageRecord) -> None: ...
 
     def enrich(self, stage: StageRecord, attributes: dict[str, Any]) -> None: ...
+
+
+def call_hooks(
+    hooks: Iterable[StageHook], method: Literal["on_stage_start", "on_stage_end", "enrich"], *args: Any
+) -> None:
+    """Call ``method`` on every hook. One that raises is reported (infersight_sdk_errors_total,
+    component ``hook.<class>``) and the others still run."""
+    for hook in hooks:
+        try:
+            getattr(hook, method)(*args)
+        except Exception as exc:
+            _errors.report(f"hook.{type(hook).__name__}", exc)

@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind
 
 from . import _runtime
 from ._records import RequestRecord, current_request
-from .conventions import SPAN
+from .conventions import ATTR, SPAN
 
 __all__ = [
     "Request",
@@ -170,7 +170,7 @@ class Stage(_Scope):
     def _exit(self, error: BaseException | None) -> None:
         if isinstance(error, GeneratorExit):
             # The consumer stopped early: the stage ended, it did not fail.
-            self.set_attribute("infersight.generator.abandoned", True)
+            self.set_attribute(ATTR.GENERATOR_ABANDONED, True)
             error = None
         _runtime.end_stage(self._record, self._tokens, error)
 

@@ -6,7 +6,6 @@ infersight never imports a heavy library the app doesn't use.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Callable, Collection
@@ -16,29 +15,25 @@ import wrapt
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
 from .. import _errors
+from ._library import Library
 
-__all__ = ["SUPPORTED", "InfersightInstrumentor", "instrument_all", "uninstrument_all"]
+__all__ = ["LIBRARIES", "InfersightInstrumentor", "Library", "instrument_all", "uninstrument_all"]
 
-logger = logging.getLogger("infersight")
-
-# library module -> (instrument, uninstrument, supported versions); one place for versions.
-SUPPORTED: dict[str, tuple[str, str, str]] = {
-    "flask": ("flask:instrument_flask", "flask:uninstrument_flask", "flask >= 3.0"),
-    "grpc": ("grpc:instrument_grpc", "grpc:uninstrument_grpc", "grpcio >= 1.60"),
-    "transformers": (
-        "transformers:instrument_transformers",
-        "transformers:uninstrument_transformers",
-        "transformers >= 4.44, < 6",
+# Every library infersight instruments: the post-import hooks and the entry point's
+# instrumentation_dependencies() both come from here.
+LIBRARIES: tuple[Library, ...] = (
+    Library("flask", module="flask", requirement="flask >= 3.0", patcher="flask"),
+    Library("grpc", module="grpc", requirement="grpcio >= 1.60", patcher="grpc"),  # sync and grpc.aio
+    Library(
+        "transformers", module="transformers.pipelines", requirement="transformers >= 4.44, < 6", patcher="transformers"
     ),
-}
+)
 
-_active: set[str] = set()
+_active: dict[str, Library] = {}  # by name: what uninstrument_all undoes
 
 
-def _load(spec: str) -> Callable[[], None]:
-    module, func = spec.split(":")
-    mod = __import__(f"{__name__}.{module}", fromlist=[func])
-    return getattr(mod, func)  # type: ignore[no-any-return]
+def _by_name() -> dict[str, Library]:
+    return {library.name: library for library in LIBRARIES}
 
 
 def _disabled() -> set[str]:
@@ -46,41 +41,42 @@ def _disabled() -> set[str]:
     return {name.strip() for name in raw.split(",") if name.strip()}
 
 
-def _on_import(library: str) -> Callable[[Any], None]:
+def _on_import(library: Library) -> Callable[[Any], None]:
     def hook(_module: Any) -> None:
-        if library not in _active:
-            return
+        if library.name not in _active:
+            return  # uninstrumented since: wrapt can't take a hook back
         try:
-            _load(SUPPORTED[library][0])()
+            library.instrument()
         except Exception as exc:
-            _errors.report(f"instrument.{library}", exc)
+            _errors.report(f"instrument.{library.name}", exc)
 
     return hook
 
 
 def instrument_all(libraries: Collection[str] | None = None) -> None:
     """Instrument the given libraries (default: all supported, less INFERSIGHT_DISABLED_INSTRUMENTATIONS)."""
-    wanted = set(SUPPORTED if libraries is None else libraries) - _disabled()
-    for library in wanted:
-        if library in _active:
+    known = _by_name()
+    wanted = set(known if libraries is None else libraries) - _disabled()
+    for name in wanted:
+        library = known.get(name)
+        if library is None or name in _active:
             continue
-        _active.add(library)
-        module = "transformers.pipelines" if library == "transformers" else library
-        if module in sys.modules:
-            _on_import(library)(sys.modules[module])  # already imported: patch now
+        _active[name] = library
+        if library.module in sys.modules:
+            _on_import(library)(sys.modules[library.module])  # already imported: patch now
         else:
-            wrapt.register_post_import_hook(_on_import(library), module)
+            wrapt.register_post_import_hook(_on_import(library), library.module)
 
 
 def uninstrument_all() -> None:
-    for library in list(_active):
-        _active.discard(library)
+    for name, library in list(_active.items()):
+        del _active[name]
         try:
-            _load(SUPPORTED[library][1])()
+            library.uninstrument()
         except ImportError:
             pass
         except Exception as exc:
-            _errors.report(f"uninstrument.{library}", exc)
+            _errors.report(f"uninstrument.{name}", exc)
 
 
 class InfersightInstrumentor(BaseInstrumentor):  # type: ignore[misc]
@@ -88,7 +84,13 @@ class InfersightInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     gives the same result as ``import infersight.auto``."""
 
     def instrumentation_dependencies(self) -> Collection[str]:
-        return ()  # each library is optional and patched only if the app imports it
+        return tuple(library.requirement for library in LIBRARIES)
+
+    def instrument(self, **kwargs: Any) -> None:
+        # Each library is optional and its version is checked when the app imports it;
+        # BaseInstrumentor's check would turn everything off for one library not installed.
+        kwargs.setdefault("skip_dep_check", True)
+        super().instrument(**kwargs)
 
     def _instrument(self, **kwargs: Any) -> None:
         from .._startup import init

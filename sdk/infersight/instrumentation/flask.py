@@ -17,7 +17,7 @@ from .._records import current_request
 from ..conventions import ATTR, OUTCOME_ERROR, OUTCOME_SUCCESS
 from ._common import extract_remote_parent, unwrap, wrap
 
-__all__ = ["instrument_flask", "uninstrument_flask"]
+__all__ = ["instrument", "uninstrument"]
 
 class _EnvironGetter:
     def get(self, carrier: dict[str, Any], key: str) -> list[str] | None:
@@ -143,7 +143,7 @@ def _finish(rec: Any, tokens: Any, environ: dict[str, Any], status_holder: list[
 _flask_request: Any = None  # flask.request, imported once rather than per request
 
 
-def instrument_flask() -> None:
+def instrument() -> None:
     global _flask_request
     from flask import request
 
@@ -152,7 +152,7 @@ def instrument_flask() -> None:
     wrap("flask", "Flask.dispatch_request", _dispatch_request)
 
 
-def uninstrument_flask() -> None:
+def uninstrument() -> None:
     unwrap("flask", "Flask.wsgi_app")
     unwrap("flask", "Flask.dispatch_request")
 

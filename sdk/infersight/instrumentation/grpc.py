@@ -14,6 +14,7 @@ import asyncio
 import inspect
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
+from types import TracebackType
 from typing import Any
 
 import grpc
@@ -25,7 +26,7 @@ from .. import _errors, _runtime
 from ..conventions import ATTR, OUTCOME_ERROR, OUTCOME_SUCCESS
 from ._common import extract_remote_parent, unwrap, wrap
 
-__all__ = ["instrument_grpc", "uninstrument_grpc"]
+__all__ = ["instrument", "uninstrument"]
 
 _OK = grpc.StatusCode.OK
 _UNKNOWN = grpc.StatusCode.UNKNOWN
@@ -147,30 +148,40 @@ def _finish(rec: Any, tokens: Any, call: _Call, context: Any, request: Any, resp
 # ---- Behaviour wrappers: one per handler shape, sync and async ----------------------------
 
 
+class _Rpc:
+    """One RPC's record: opened on entry, in the code that runs the servicer, and closed on exit
+    with the outcome, whatever the handler's shape (function, coroutine or generator)."""
+
+    __slots__ = ("_rec", "_tokens", "call", "context", "request", "response")
+
+    def __init__(self, call: _Call, context: Any, request: Any, unary_request: bool) -> None:
+        self.call = call
+        self.context = context
+        self.request = request if unary_request else None  # a request stream has no one size
+        self.response: Any = None
+
+    def __enter__(self) -> _Rpc:
+        self._rec, self._tokens = self.call.start()
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        _finish(self._rec, self._tokens, self.call, self.context, self.request, self.response, ev)
+
+
 def _wrap_unary_response(behavior: Callable[..., Any], call: _Call, unary_request: bool) -> Callable[..., Any]:
     if inspect.iscoroutinefunction(behavior):
 
         async def async_unary(request: Any, context: Any) -> Any:
-            rec, tokens = call.start()
-            try:
-                response = await behavior(request, context)
-            except BaseException as exc:
-                _finish(rec, tokens, call, context, request if unary_request else None, None, exc)
-                raise
-            _finish(rec, tokens, call, context, request if unary_request else None, response, None)
-            return response
+            with _Rpc(call, context, request, unary_request) as rpc:
+                rpc.response = await behavior(request, context)
+            return rpc.response
 
         return async_unary
 
     def unary(request: Any, context: Any) -> Any:
-        rec, tokens = call.start()
-        try:
-            response = behavior(request, context)
-        except BaseException as exc:
-            _finish(rec, tokens, call, context, request if unary_request else None, None, exc)
-            raise
-        _finish(rec, tokens, call, context, request if unary_request else None, response, None)
-        return response
+        with _Rpc(call, context, request, unary_request) as rpc:
+            rpc.response = behavior(request, context)
+        return rpc.response
 
     return unary
 
@@ -180,38 +191,23 @@ def _wrap_stream_response(behavior: Callable[..., Any], call: _Call, unary_reque
     if inspect.iscoroutinefunction(behavior):  # grpc.aio writer API: ``await context.write(...)``
 
         async def async_writer(request: Any, context: Any) -> None:
-            rec, tokens = call.start()
-            try:
+            with _Rpc(call, context, request, unary_request):
                 await behavior(request, context)
-            except BaseException as exc:
-                _finish(rec, tokens, call, context, request if unary_request else None, None, exc)
-                raise
-            _finish(rec, tokens, call, context, request if unary_request else None, None, None)
 
         return async_writer
 
     if inspect.isasyncgenfunction(behavior):
 
         async def async_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-            rec, tokens = call.start()
-            try:
+            with _Rpc(call, context, request, unary_request):
                 async for item in behavior(request, context):
                     yield item
-            except BaseException as exc:
-                _finish(rec, tokens, call, context, request if unary_request else None, None, exc)
-                raise
-            _finish(rec, tokens, call, context, request if unary_request else None, None, None)
 
         return async_stream
 
     def stream(request: Any, context: Any) -> Iterator[Any]:
-        rec, tokens = call.start()
-        try:
+        with _Rpc(call, context, request, unary_request):
             yield from behavior(request, context)
-        except BaseException as exc:
-            _finish(rec, tokens, call, context, request if unary_request else None, None, exc)
-            raise
-        _finish(rec, tokens, call, context, request if unary_request else None, None, None)
 
     return stream
 
@@ -318,11 +314,11 @@ def _aio_server(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...
     return wrapped(*args, **kwargs)
 
 
-def instrument_grpc() -> None:
+def instrument() -> None:
     wrap("grpc", "server", _server)
     wrap("grpc.aio", "server", _aio_server)
 
 
-def uninstrument_grpc() -> None:
+def uninstrument() -> None:
     unwrap("grpc", "server")
     unwrap("grpc.aio", "server")

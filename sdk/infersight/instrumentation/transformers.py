@@ -19,7 +19,7 @@ from .._records import current_request, current_stage
 from ..conventions import ATTR, SPAN
 from ._common import is_wrapped
 
-__all__ = ["instrument_transformers", "model_label", "uninstrument_transformers"]
+__all__ = ["instrument", "model_label", "uninstrument"]
 
 _STAGE_OF = {"preprocess": SPAN.PREPROCESS, "_forward": SPAN.MODEL, "postprocess": SPAN.POSTPROCESS}
 _patched: set[type] = set()
@@ -133,8 +133,8 @@ def _call_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: di
     rec = current_request.get()
     tokens = None
     if rec is None and current_stage.get() is None:
-        rec, tokens = _runtime.start_request(f"pipeline {getattr(instance, 'task', '')}".strip(),
-                                             endpoint="pipeline")  # fmt: skip
+        name = f"{SPAN.PIPELINE} {getattr(instance, 'task', '')}".strip()
+        rec, tokens = _runtime.start_request(name, endpoint=SPAN.PIPELINE)
     if rec is not None:
         rec.set_model(model)
     try:
@@ -167,7 +167,7 @@ def _factory_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs:
     return result
 
 
-def instrument_transformers() -> None:
+def instrument() -> None:
     import transformers.pipelines as pipelines
     from transformers.pipelines.base import Pipeline
 
@@ -189,7 +189,7 @@ def instrument_transformers() -> None:
             pass
 
 
-def uninstrument_transformers() -> None:
+def uninstrument() -> None:
     try:
         import transformers.pipelines as pipelines
         from transformers.pipelines.base import Pipeline
