@@ -19,7 +19,6 @@ from tests.support.collector import LOOPBACK
 import infersight
 from infersight._compat import fast_otlp_exporter_class
 from infersight._otlp import encode_request
-
 from infersight._tracing import _make_exporter
 from infersight.config import Config
 from infersight.testing import capture
