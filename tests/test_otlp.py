@@ -14,13 +14,13 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
-from tests.support.collector import LOOPBACK
 
 import infersight
 from infersight._otlp import FastOTLPSpanExporter, encode_request
 from infersight._tracing import _make_exporter
 from infersight.config import Config
 from infersight.testing import capture
+from stack import LOOPBACK
 
 RESOURCES = [Resource.create({"service.name": "a"}),
              Resource({"service.name": "b", "n": 3}, schema_url="https://opentelemetry.io/schemas/1.26.0")]  # fmt: skip
