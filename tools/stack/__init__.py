@@ -25,6 +25,7 @@ from .processes import (
     http_get,
     http_post_json,
     require,
+    run_binary,
     run_service,
     run_tool,
     spawn,
@@ -33,7 +34,7 @@ from .processes import (
     wait_until,
 )
 from .prometheus import duration_s, prometheus, prometheus_config, rules_copy
-from .webhook import WebhookReceiver, webhook_receiver
+from .webhook import WebhookReceiver, serving, webhook_receiver
 
 __all__ = [
     "LOOPBACK",
@@ -59,10 +60,12 @@ __all__ = [
     "prometheus_config",
     "require",
     "rules_copy",
+    "run_binary",
     "run_collector",
     "run_service",
     "run_tool",
     "running_sink",
+    "serving",
     "spawn",
     "stop",
     "wait_answering",

@@ -5,14 +5,13 @@ from __future__ import annotations
 import contextlib
 import json
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .paths import ROOT
-from .processes import LOOPBACK, Service, free_port, http_get, http_post_json, require, run_service
+from .processes import LOOPBACK, Service, http_get, http_post_json, run_binary
 
 __all__ = ["alertmanager", "alertmanager_config", "get_alerts", "post_alerts"]
 
@@ -33,24 +32,21 @@ def alertmanager_config(path: Path, webhook_url: str, group_interval: str = "1s"
     return path
 
 
-@contextlib.contextmanager
 def alertmanager(
     config: Path, workdir: Path, extra_args: tuple[str, ...] = (), timeout: float = 15.0
-) -> Iterator[Service]:
-    """An Alertmanager on a free loopback port, clustering off, data under ``workdir``."""
-    port = free_port()
-    data = workdir / "alertmanager-data"
-    data.mkdir(parents=True, exist_ok=True)
-    argv = [
-        require("alertmanager"),
-        f"--config.file={config}",
-        f"--storage.path={data}",
-        f"--web.listen-address={LOOPBACK}:{port}",
-        "--cluster.listen-address=",
-        *extra_args,
-    ]
-    with run_service("alertmanager", argv, port, workdir, timeout=timeout) as service:
-        yield service
+) -> contextlib.AbstractContextManager[Service]:
+    """An Alertmanager on a free loopback port, clustering off, data in ``workdir/alertmanager-data``."""
+
+    def flags(port: int, data: Path) -> list[str]:
+        return [
+            f"--config.file={config}",
+            f"--storage.path={data}",
+            f"--web.listen-address={LOOPBACK}:{port}",
+            "--cluster.listen-address=",
+            *extra_args,
+        ]
+
+    return run_binary("alertmanager", flags, workdir, timeout)
 
 
 def post_alerts(alertmanager_url: str, alerts: list[dict[str, Any]]) -> None:

@@ -28,6 +28,7 @@ __all__ = [
     "http_get",
     "http_post_json",
     "require",
+    "run_binary",
     "run_service",
     "run_tool",
     "spawn",
@@ -207,3 +208,16 @@ def run_service(
         yield service
     finally:
         service.stop()
+
+
+@contextlib.contextmanager
+def run_binary(
+    name: str, flags: Callable[[int, Path], list[str]], workdir: Path, timeout: float = 15.0
+) -> Iterator[Service]:
+    """Stack binary ``name`` with ``flags(port, data_dir)``: a free loopback port, its data in
+    ``workdir/<name>-data``, ready when ``/-/ready`` answers, always stopped."""
+    port = free_port()
+    data = workdir / f"{name}-data"
+    data.mkdir(parents=True, exist_ok=True)
+    with run_service(name, [require(name), *flags(port, data)], port, workdir, timeout=timeout) as service:
+        yield service

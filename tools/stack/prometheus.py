@@ -7,14 +7,14 @@ windows change (the shipped files keep production values).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .paths import ROOT
-from .processes import LOOPBACK, Service, free_port, require, run_service
+from .processes import LOOPBACK, Service, run_binary
 
 __all__ = ["duration_s", "prometheus", "prometheus_config", "rules_copy"]
 
@@ -67,22 +67,19 @@ def prometheus_config(path: Path, rules_dir: Path, targets: Mapping[str, list[st
     return path
 
 
-@contextlib.contextmanager
 def prometheus(
     config: Path, workdir: Path, extra_args: tuple[str, ...] = (), timeout: float = 20.0
-) -> Iterator[Service]:
-    """A Prometheus on a free loopback port, with exemplar storage, data under ``workdir``."""
-    port = free_port()
-    data = workdir / "prometheus-data"
-    data.mkdir(parents=True, exist_ok=True)
-    argv = [
-        require("prometheus"),
-        f"--config.file={config}",
-        f"--storage.tsdb.path={data}",
-        f"--web.listen-address={LOOPBACK}:{port}",
-        "--enable-feature=exemplar-storage",
-        "--web.enable-lifecycle",
-        *extra_args,
-    ]
-    with run_service("prometheus", argv, port, workdir, timeout=timeout) as service:
-        yield service
+) -> contextlib.AbstractContextManager[Service]:
+    """A Prometheus on a free loopback port, with exemplar storage, data in ``workdir/prometheus-data``."""
+
+    def flags(port: int, data: Path) -> list[str]:
+        return [
+            f"--config.file={config}",
+            f"--storage.tsdb.path={data}",
+            f"--web.listen-address={LOOPBACK}:{port}",
+            "--enable-feature=exemplar-storage",
+            "--web.enable-lifecycle",
+            *extra_args,
+        ]
+
+    return run_binary("prometheus", flags, workdir, timeout)

@@ -12,7 +12,7 @@ from typing import Any
 
 from .processes import LOOPBACK, wait_until
 
-__all__ = ["WebhookReceiver", "webhook_receiver"]
+__all__ = ["WebhookReceiver", "serving", "webhook_receiver"]
 
 
 @dataclass
@@ -62,14 +62,19 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
             pass  # keep test and demo output clean
 
     server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
-    server.daemon_threads = True
     receiver = WebhookReceiver(f"http://{LOOPBACK}:{server.server_address[1]}")
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="webhook-receiver", daemon=True
-    )
+    with serving(server, "webhook-receiver"):
+        yield receiver
+
+
+@contextlib.contextmanager
+def serving(server: ThreadingHTTPServer, name: str) -> Iterator[ThreadingHTTPServer]:
+    """``server`` answering on a daemon thread while the body runs; shut down and closed after."""
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name=name, daemon=True)
     thread.start()
     try:
-        yield receiver
+        yield server
     finally:
         server.shutdown()
         server.server_close()
