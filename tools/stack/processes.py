@@ -88,24 +88,22 @@ def wait_until(predicate: Callable[[], Any], timeout: float, what: str = "condit
         time.sleep(interval)
 
 
-def http_get(url: str, timeout: float = 2.0, headers: Mapping[str, str] | None = None) -> tuple[int, str]:
+def _send(req: urllib.request.Request, timeout: float) -> tuple[int, str]:
     """Status and body text; an HTTP error status is returned, not raised."""
-    req = urllib.request.Request(url, headers=dict(headers or {}))
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return int(resp.status), resp.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return int(exc.code), exc.read().decode(errors="replace")
+
+
+def http_get(url: str, timeout: float = 2.0, headers: Mapping[str, str] | None = None) -> tuple[int, str]:
+    return _send(urllib.request.Request(url, headers=dict(headers or {})), timeout)
 
 
 def http_post_json(url: str, payload: Any, timeout: float = 2.0) -> tuple[int, str]:
     data = json.dumps(payload).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return int(resp.status), resp.read().decode(errors="replace")
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read().decode(errors="replace")
+    return _send(urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"}), timeout)
 
 
 def run_tool(
