@@ -30,7 +30,7 @@ lint:
 	promtool check rules prometheus-rules/*.rules.yaml
 
 demo: setup
-	$(PY) -m infersight.demo $(ARGS)
+	$(PY) tools/demo.py $(ARGS)
 
 bench: setup
 	$(PY) benchmarks/run.py

@@ -1,7 +1,7 @@
 """Shared by the server benchmarks: our built collector on loopback, /proc readings, scraping.
 
 The collector runs with the shipped collector-config/otelcol.yaml, rewritten by
-tests/support/collector.py's ``loopback_config`` (free loopback ports, queue under a temp dir);
+tools/stack/collector.py's ``loopback_config`` (free loopback ports, queue under a temp dir);
 its Tempo exporter points at a second collector instance that only counts (debug exporter), so
 the whole shipped pipeline, sending queue included, does its real work.
 """
@@ -21,9 +21,9 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
 
-from tests.support.collector import (  # noqa: E402
+from stack import (  # noqa: E402
     LOOPBACK,
     collector_binary,
     free_port,

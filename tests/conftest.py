@@ -1,4 +1,6 @@
-"""Shared fixtures: a locally built tiny model, an OTLP trace sink."""
+"""Shared fixtures: a locally built tiny model, an OTLP trace sink.
+
+tools/ goes on ``sys.path`` here: the loopback stack (tools/stack) is shared with the demo."""
 
 from __future__ import annotations
 
@@ -8,10 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support.collector import OtlpSink, running_sink
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "examples"))
+sys.path[:0] = [str(ROOT / "tools"), str(ROOT / "examples")]
+
+from stack import OtlpSink, cache_dir, running_sink  # noqa: E402
 
 # Never reach a model hub from tests.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,7 +27,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small DistilBERT sentiment model built locally (cached across runs outside the repo)."""
     from build_model import build
 
-    cache = Path(os.environ.get("INFERSIGHT_CACHE", Path.home() / ".cache" / "infersight"))
+    cache = cache_dir()
     # v4: real vocabulary, no token_type_ids, max length 512
     return build(cache / "models" / "tiny-sentiment-v4" / "tiny-sentiment")
 

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.support.stack import (
+
+from stack import (
     Service,
     WebhookReceiver,
     alertmanager,

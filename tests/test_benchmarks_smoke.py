@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.support.collector import collector_binary
+
+from stack import collector_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT_S = 150

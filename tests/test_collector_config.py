@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.support.collector import (
+
+from infersight.conventions import ATTR, SPAN
+from stack import (
     LOOPBACK,
     ROOT,
     OtlpSink,
@@ -26,10 +28,8 @@ from tests.support.collector import (
     loopback_config,
     manifest_modules,
     run_collector,
-    wait_for,
+    wait_until,
 )
-
-from infersight.conventions import ATTR, SPAN
 
 CONFIG_DIR = ROOT / "collector-config"
 SHIPPED_CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if p.name != "builder-config.yaml")
@@ -214,22 +214,22 @@ def test_real_run_samples_and_exports_span_metrics(collector: Path, config: dict
         exemplar_ids: set[str] = set()
 
         def scrape() -> str | None:
-            status, text = http_get(url, {"Accept": "application/openmetrics-text"})
+            status, text = http_get(url, headers={"Accept": "application/openmetrics-text"})
             matches = list(pattern.finditer(text))
             exemplar_ids.update(re.findall(r'trace_id="([0-9a-f]{32})"',
                                            " ".join(m.group(2) or "" for m in matches)))  # fmt: skip
             total = sum(float(m.group(1)) for m in matches)
             return text if status == 200 and total >= len(sent) and exemplar_ids else None
 
-        text = wait_for(scrape, 30, f"{calls_metric} for {len(sent)} root spans, with exemplars",
-                        interval=0.1)  # fmt: skip
+        text = wait_until(scrape, 30, f"{calls_metric} for {len(sent)} root spans, with exemplars",
+                          interval=0.1)  # fmt: skip
         assert sum(float(m.group(1)) for m in pattern.finditer(text)) == len(sent)
         assert exemplar_ids <= sent, "exemplars point at traces we did not send"
         assert "# EOF" in text  # it really was OpenMetrics
 
         # Tail sampling: the error, the slow and the SDK-kept traces reach "Tempo", whole.
         keep = set(ids["error"] + ids["slow"] + ids["kept"])
-        wait_for(lambda: keep <= sink.trace_ids(), 30, "error and slow traces exported")
+        wait_until(lambda: keep <= sink.trace_ids(), 30, "error and slow traces exported")
         for trace_id in keep:
             assert len(sink.spans[trace_id]) == 2, trace_id
 
@@ -251,8 +251,8 @@ def test_persistent_queue_survives_a_restart(collector: Path, config: dict[str, 
     with run_collector(collector, cfg_path, log1, health_url=health):
         ids = _send_spans(ports["otlp_grpc"], "queue-test")
         # The error trace passed sampling and the Tempo exporter is retrying it.
-        wait_for(lambda: "otlp_grpc/tempo" in log1.read_text() and "retry" in log1.read_text().lower(),
-                 30, "the Tempo exporter retrying")  # fmt: skip
+        wait_until(lambda: "otlp_grpc/tempo" in log1.read_text() and "retry" in log1.read_text().lower(),
+                   30, "the Tempo exporter retrying")  # fmt: skip
     queue_files = [p for p in (tmp_path / "queue").iterdir() if p.is_file()]
     assert queue_files, "file_storage wrote no queue file"
 
@@ -260,6 +260,6 @@ def test_persistent_queue_survives_a_restart(collector: Path, config: dict[str, 
     sink.start()
     try:
         with run_collector(collector, cfg_path, tmp_path / "run2.log", health_url=health):
-            wait_for(lambda: set(ids["error"]) <= sink.trace_ids(), 30, "queued error trace delivered")
+            wait_until(lambda: set(ids["error"]) <= sink.trace_ids(), 30, "queued error trace delivered")
     finally:
         sink.stop()

@@ -29,9 +29,9 @@ from tests.support.dashboards import (
     query_range,
     substitute_variables,
 )
-from tests.support.stack import find_binary, http_get, prometheus, wait_until
 
 from infersight.conventions import ALL_METRICS, METRIC
+from stack import find_binary, http_get, prometheus, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATOR = ROOT / "grafana-dashboards" / "generate.py"

@@ -1,4 +1,4 @@
-"""``python -m infersight.demo`` end to end: real server, Prometheus, Alertmanager and webhook;
+"""``python tools/demo.py`` end to end: real server, Prometheus, Alertmanager and webhook;
 a fault injected after 10 s makes a latency alert reach the webhook; everything is stopped."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.support.stack import find_binary
+
+from stack import find_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENCY_ALERTS = ("InferenceP99AboveSLO", "InferenceLatencySLOBurnRate")
@@ -35,7 +36,7 @@ def _processes_mentioning(text: str) -> list[str]:
 @pytest.mark.skipif(find_binary("prometheus") is None or find_binary("alertmanager") is None,
                     reason="prometheus / prometheus-alertmanager not installed (tools/setup.sh)")  # fmt: skip
 def test_demo_runs_end_to_end_and_cleans_up() -> None:
-    proc = subprocess.run([sys.executable, "-m", "infersight.demo", "--duration", "60", "--fault-at", "10",
+    proc = subprocess.run([sys.executable, "tools/demo.py", "--duration", "60", "--fault-at", "10",
                            "--no-tty"], cwd=ROOT, capture_output=True, text=True, timeout=150)  # fmt: skip
     out = proc.stdout
     assert proc.returncode == 0, f"{out[-3000:]}\n{proc.stderr[-3000:]}"

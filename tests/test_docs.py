@@ -111,3 +111,14 @@ def test_bench_page_names_the_machine_not_the_checkout() -> None:
     assert f"{os.cpu_count()}-core" in page and "2026-11-26" in page
     assert not commit_hashes(page)
     assert "rev-parse" not in (ROOT / "benchmarks" / "run.py").read_text()
+
+
+def test_make_demo_runs_the_repo_tool_from_any_cwd(tmp_path: Path) -> None:
+    recipe = (ROOT / "Makefile").read_text().split("\ndemo:", 1)[1].split("\n\n", 1)[0]
+    assert "tools/demo.py" in recipe and "infersight.demo" not in recipe, recipe
+    # The tool finds the checkout's SDK, examples and stack launcher by itself.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    argv = [sys.executable, str(ROOT / "tools" / "demo.py"), "--help"]
+    result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "--fault-at" in result.stdout and "--duration" in result.stdout

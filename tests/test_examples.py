@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import requests
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
-from tests.support.stack import free_port
 
 from infersight.conventions import METRIC, STAGES
+from stack import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SENTIMENT = ROOT / "examples" / "flask_sentiment" / "app.py"

@@ -39,7 +39,8 @@ for _path in (GRPC_EXAMPLE, LOAD):
 import grpc_load  # noqa: E402
 import grpc_predict_v2_pb2 as pb  # noqa: E402
 import grpc_predict_v2_pb2_grpc as pb_grpc  # noqa: E402
-from tests.support.stack import free_port  # noqa: E402
+
+from stack import free_port  # noqa: E402
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_ID = "b7ad6b7169203331"

@@ -14,7 +14,6 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceState
-from tests.support.collector import LOOPBACK
 
 import infersight
 from infersight._compat import fast_otlp_exporter_class
@@ -22,6 +21,7 @@ from infersight._otlp import encode_request
 from infersight._tracing import _make_exporter
 from infersight.config import Config
 from infersight.testing import capture
+from stack import LOOPBACK
 
 FastOTLPSpanExporter = fast_otlp_exporter_class()
 

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.support.stack import find_binary, http_get, prometheus, run_tool, wait_until
+
+from stack import find_binary, http_get, prometheus, run_tool, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "prometheus" / "prometheus.yml"

@@ -14,12 +14,11 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tools")]  # tests.support and gen_rules, from any cwd
-
-from tests.support.stack import find_binary, run_tool  # noqa: E402
+sys.path[:0] = [str(ROOT / "tools")]  # stack and gen_rules, from any cwd
 
 import gen_rules  # noqa: E402
 from infersight.conventions import ALL_METRICS  # noqa: E402
+from stack import find_binary, run_tool  # noqa: E402
 
 RULES_DIR = ROOT / "prometheus-rules"
 TESTS_DIR = ROOT / "tests" / "rules"

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
-from tests.support.stack import find_binary, prometheus, wait_until
 from tests.test_examples import ROOT, SENTIMENT, serve_example
 
 from infersight import top
 from infersight.conventions import LATENCY_BUCKETS, METRIC, STAGES
+from stack import find_binary, prometheus, wait_until
 
 sys.path.insert(0, str(ROOT / "examples" / "load"))
 import http_load
@@ -142,7 +142,7 @@ def test_top_once_through_prometheus(loaded_server: str, tmp_path: Path) -> None
 
 
 def test_top_says_when_its_source_is_down() -> None:
-    from tests.support.stack import free_port
+    from stack import free_port
 
     for flag, url in (("--metrics-url", f"http://127.0.0.1:{free_port()}/metrics"),
                       ("--prometheus", f"http://127.0.0.1:{free_port()}")):  # fmt: skip

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -11,20 +10,14 @@ from typing import Any
 
 import pytest
 
+from stack import serving
 from webhook_receiver import make_server  # examples/ is on sys.path (conftest)
 
 
 @pytest.fixture
 def server() -> Iterator[Any]:
-    srv = make_server("127.0.0.1", 0)
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(make_server("127.0.0.1", 0), "alert-webhook") as srv:
         yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=5)
 
 
 def _post(srv: Any, path: str, payload: dict[str, Any]) -> dict[str, Any]:

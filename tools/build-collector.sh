@@ -4,7 +4,7 @@
 # happens only when the manifest changes. Prints the binary's path on the last line.
 #   cache: ${INFERSIGHT_CACHE:-$HOME/.cache/infersight}/otelcol/<sha256(manifest)[:16]>/otelcol-infersight
 #   link:  .../otelcol/current -> the binary built for the current manifest
-# tests/support/collector.py computes the same path (keep the two in step).
+# tools/stack/collector.py computes the same path (keep the two in step).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.support import stack
+
+import stack
 
 from .live_stack import LiveStack, live_stack
 

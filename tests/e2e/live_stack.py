@@ -13,9 +13,12 @@
 * Alertmanager on a copy of alertmanager/alertmanager.yml (receivers point at an in-process
   webhook, group waits of 1 s).
 
+The processes, configs and waits come from the loopback stack the demo also uses (tools/stack);
+this module adds the example servers, the trace sink and yesterday's baseline.
+
 ``live_stack()`` is a context manager: every process and server it started is stopped on exit
-(an ExitStack, so also when start-up fails half-way; the example servers additionally die with
-the test process via ``setpriv --pdeathsig``), and every wait is bounded in time.
+(an ExitStack, so also when start-up fails half-way; every child additionally dies with the
+test process via ``setpriv --pdeathsig``), and every wait is bounded in time.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -37,15 +39,14 @@ from typing import Any
 
 import yaml
 from prometheus_client.utils import floatToGoString
-from tests.support import stack
-from tests.support.collector import OtlpSink, ensure_collector, loopback_config, run_collector
 
+import stack
 from infersight.conventions import LATENCY_BUCKETS, METRIC
+from stack import LOOPBACK, OtlpSink, ensure_collector, loopback_config, run_collector
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 PYTHON = sys.executable
-LOOPBACK = "127.0.0.1"
 
 SENTIMENT_SLO_S = 0.5  # the Flask example's P99 objective here: well above a loaded 2-core box's P99
 ALERT_FOR = "3s"  # every rule's for: is capped at this in the test copy (production: 10m-6h)
@@ -69,14 +70,6 @@ BASELINE_STAGE_S = {"preprocess": 0.05, "model": 0.1, "postprocess": 0.05}
 BASELINE_REQUEST_S = 0.1
 
 
-def _duration_s(text: str) -> float:
-    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-    for unit in sorted(units, key=len, reverse=True):
-        if text.endswith(unit):
-            return float(text[: -len(unit)]) * units[unit]
-    raise ValueError(f"not a duration: {text!r}")
-
-
 class TraceSink(OtlpSink):
     """The OTLP sink standing in for Tempo, started at once; spans are read with their service name."""
 
@@ -89,28 +82,8 @@ class TraceSink(OtlpSink):
                 for trace_id, spans in super().traces().items()}  # fmt: skip
 
 
-@dataclass
-class Server:
+class Server(stack.Service):
     """An example server subprocess (its log in the work dir)."""
-
-    name: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def instance(self) -> str:
-        return f"{LOOPBACK}:{self.port}"
-
-    def log(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
 
     def set_faults(self, **faults: Any) -> dict[str, Any]:
         status, body = stack.http_post_json(f"{self.url}/admin/faults", faults)
@@ -127,82 +100,6 @@ def _child_env(extra: dict[str, str]) -> dict[str, str]:
                OTEL_BSP_SCHEDULE_DELAY="200")  # fmt: skip
     env.update(extra)
     return env
-
-
-def _popen(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    if shutil.which("setpriv"):
-        # Die with the test run even if pytest itself is killed outright.
-        argv = ["setpriv", "--pdeathsig", "TERM", "--", *argv]
-    with open(log_path, "wb") as log:
-        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                env=env, cwd=ROOT)  # fmt: skip
-
-
-def _stop(process: subprocess.Popen[bytes], timeout: float = 8.0) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=5)
-
-
-# ---- configs ---------------------------------------------------------------------------
-
-
-def rules_copy(dest: Path, alert_for: str = ALERT_FOR) -> Path:
-    """The shipped rule files with every ``for:`` longer than ``alert_for`` cut to it (the alerts
-    would otherwise need 10 min to 6 h of a condition), ALERT_FOR_OVERRIDES aside; expressions
-    are untouched."""
-    dest.mkdir(parents=True, exist_ok=True)
-    limit = _duration_s(alert_for)
-    for path in sorted((ROOT / "prometheus-rules").glob("*.rules.yaml")):
-        doc = yaml.safe_load(path.read_text())
-        for group in doc.get("groups") or []:
-            group.pop("interval", None)  # evaluate with the test's global 1 s
-            for rule in group.get("rules") or []:
-                if rule.get("alert") in ALERT_FOR_OVERRIDES:
-                    rule["for"] = ALERT_FOR_OVERRIDES[rule["alert"]]
-                elif "for" in rule and _duration_s(str(rule["for"])) > limit:
-                    rule["for"] = alert_for
-        (dest / path.name).write_text(yaml.safe_dump(doc, sort_keys=False))
-    return dest
-
-
-def prometheus_config(path: Path, rules_dir: Path, targets: dict[str, list[str]],
-                      alertmanager: str) -> Path:  # fmt: skip
-    """prometheus/prometheus.yml with 1 s scrape/evaluation and each shipped job's targets
-    replaced by ``targets[job]`` (jobs not in ``targets`` are dropped)."""
-    config: dict[str, Any] = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
-    config["global"].update(scrape_interval="1s", scrape_timeout="1s", evaluation_interval="1s")
-    config["rule_files"] = [str(rules_dir / "*.rules.yaml")]
-    config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
-    jobs = []
-    for job in config["scrape_configs"]:
-        if job["job_name"] in targets:
-            job["static_configs"] = [{"targets": targets[job["job_name"]]}]
-            jobs.append(job)
-    missing = set(targets) - {j["job_name"] for j in jobs}
-    assert not missing, f"jobs {missing} are not in prometheus/prometheus.yml"
-    config["scrape_configs"] = jobs
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
-
-
-def alertmanager_config(path: Path, webhook_url: str) -> Path:
-    """alertmanager/alertmanager.yml with webhooks on ``webhook_url`` (same paths: /page,
-    /ticket) and group waits of 1 s instead of 30 s / 5 m. Routes and inhibitions as shipped."""
-    config: dict[str, Any] = yaml.safe_load((ROOT / "alertmanager" / "alertmanager.yml").read_text())
-    config["route"].update(group_wait="1s", group_interval="1s", repeat_interval="1h")
-    for route in config["route"].get("routes") or []:
-        route.pop("group_wait", None)
-        route.pop("group_interval", None)
-    for receiver in config["receivers"]:
-        for hook in receiver.get("webhook_configs") or []:
-            hook["url"] = webhook_url + urllib.parse.urlsplit(hook["url"]).path
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
 
 
 # ---- yesterday's baseline ------------------------------------------------------------------
@@ -397,18 +294,16 @@ def _load(url: str, duration_s: float, **kwargs: Any) -> Any:
 def _start_server(name: str, app: Path, model_dir: Path, workdir: Path, env: dict[str, str]) -> Server:
     port = stack.free_port()
     log = workdir / f"{name}.log"
-    process = _popen([PYTHON, str(app), "--port", str(port), "--model", str(model_dir)], log, _child_env(env))
-    return Server(name, port, process, log)
+    argv = [PYTHON, str(app), "--port", str(port), "--model", str(model_dir)]
+    return Server(name, port, stack.spawn(argv, log, _child_env(env), cwd=ROOT), log)
 
 
 def _wait_server(server: Server, timeout: float = 120) -> None:
-    def ready() -> bool:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"{server.name} exited ({server.process.returncode}):\n{server.log()}")
-        status, body = stack.http_get(f"{server.url}/healthz", 1.0)
-        return status == 200 and b"loading" not in body
-
-    stack.wait_until(ready, timeout, interval=0.3, what=f"{server.name} /healthz")
+    try:
+        url = f"{server.url}/healthz"
+        stack.wait_answering(server.process, url, timeout, what=server.name, accept=lambda body: "loading" not in body)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{exc}:\n{server.log()}") from exc
 
 
 @contextlib.contextmanager
@@ -435,21 +330,21 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
             sentiment_env.update(DRIFT_ENV, INFERSIGHT_DRIFT_DIR=str(workdir / "drift"))
         sentiment = _start_server("sentiment", EXAMPLES / "flask_sentiment" / "app.py", model_dir, workdir,
                                   sentiment_env)  # fmt: skip
-        exits.callback(_stop, sentiment.process)
+        exits.callback(sentiment.stop)
         multi = _start_server("multi-model", EXAMPLES / "multi_model" / "app.py", model_dir, workdir,
                               {**otlp, "OTEL_SERVICE_NAME": "multi-model-e2e"})  # fmt: skip
-        exits.callback(_stop, multi.process)
+        exits.callback(multi.stop)
 
         webhook = exits.enter_context(stack.webhook_receiver())
-        am = exits.enter_context(stack.alertmanager(alertmanager_config(workdir / "alertmanager.yml", webhook.url),
-                                                    workdir))  # fmt: skip
+        am_config = stack.alertmanager_config(workdir / "alertmanager.yml", webhook.url)
+        am = exits.enter_context(stack.alertmanager(am_config, workdir))
 
         # While the servers load their models: yesterday's baseline, then Prometheus.
         data_dir = workdir / "prometheus-data"
         now = time.time()
         backfill = backfill_yesterday(data_dir, workdir, model, "1", sentiment.instance, now)
-        rules = rules_copy(workdir / "rules")
-        prom_cfg = prometheus_config(workdir / "prometheus.yml", rules, {
+        rules = stack.rules_copy(workdir / "rules", ALERT_FOR, ALERT_FOR_OVERRIDES)
+        prom_cfg = stack.prometheus_config(workdir / "prometheus.yml", rules, {
             SCRAPE_JOB: [sentiment.instance, multi.instance],
             "otel-collector": [f"{LOOPBACK}:{ports['prometheus']}"],
             "otel-collector-internal": [f"{LOOPBACK}:{ports['telemetry']}"],

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 from tests.support.dashboards import load_dashboards, panel_queries, query_range, substitute_variables
-from tests.support.stack import http_post_json
+
+from stack import http_post_json
 
 from .live_stack import LiveStack
 

@@ -19,9 +19,9 @@ import time
 from typing import Any
 
 import pytest
-from tests.support.stack import wait_until
 
 from infersight.conventions import ATTR, SPAN
+from stack import wait_until
 
 from .live_stack import LiveStack
 

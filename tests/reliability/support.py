@@ -1,11 +1,11 @@
 """Shared by the fault tests: the instrumented app as a subprocess, a paced load driver, and
-readers for the figures every fault test prints (drops, exports, RSS)."""
+readers for the figures every fault test prints (drops, exports, RSS). Ports and stopping
+children come from the loopback stack (tools/stack)."""
 
 from __future__ import annotations
 
 import os
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-from tests.support.stack import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+from stack import ROOT, free_port
+
 SPANS_PER_REQUEST = 4  # the app's server span + preprocess, model, postprocess
 
 
@@ -38,18 +38,6 @@ def start_app(endpoint: str, **env: str) -> tuple[subprocess.Popen[str], str]:
     threading.Thread(target=lambda: tail.extend(proc.stdout or ()), daemon=True).start()
     proc.output_tail = tail  # type: ignore[attr-defined]
     return proc, f"http://127.0.0.1:{port}"
-
-
-def stop(*procs: subprocess.Popen[str]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
 
 
 @dataclass

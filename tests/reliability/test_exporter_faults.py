@@ -10,9 +10,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from tests.support.stack import free_port
 
-from .support import SPANS_PER_REQUEST, Load, drive, dropped, rss_mib, start_app, stop
+from stack import free_port, stop
+
+from .support import SPANS_PER_REQUEST, Load, drive, dropped, rss_mib, start_app
 
 
 @pytest.fixture

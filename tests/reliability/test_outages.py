@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.support.collector import (
+
+from stack import (
     LOOPBACK,
     ROOT,
     OtlpSink,
@@ -29,7 +30,8 @@ from tests.support.collector import (
     http_get,
     loopback_config,
     run_collector,
-    wait_for,
+    stop,
+    wait_until,
 )
 
 from .support import (
@@ -39,7 +41,6 @@ from .support import (
     dropped,
     rss_mib,
     start_app,
-    stop,
     wait_settled,
 )
 
@@ -149,7 +150,7 @@ def test_collector_down_for_a_minute_then_back(collector: Path, shipped: dict[st
 
 def test_backend_down_for_minutes_loses_nothing(collector: Path, shipped: dict[str, Any], tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    from tests.support.stack import free_port
+    from stack import free_port
 
     tempo_port = free_port()  # nothing listens here until the outage ends
     cfg, ports = loopback_config(shipped, tmp_path, f"{LOOPBACK}:{tempo_port}")
@@ -179,15 +180,15 @@ def test_backend_down_for_minutes_loses_nothing(collector: Path, shipped: dict[s
             load = drive_for(url, down_for, RATE, path="/unavailable", expect=503, on_tick=sample)
             produced = SPANS_PER_REQUEST * len(load.latencies)
             sent, drops = wait_settled(url, produced, 30)
-            wait_for(lambda: collector_counter(ports["telemetry"], "otelcol_receiver_accepted_spans") >= sent,
-                     30, "the collector received what the SDK sent")  # fmt: skip
+            wait_until(lambda: collector_counter(ports["telemetry"], "otelcol_receiver_accepted_spans") >= sent,
+                       30, "the collector received what the SDK sent")  # fmt: skip
             accepted = collector_counter(ports["telemetry"], "otelcol_receiver_accepted_spans")
             assert not sink.received
             back_at = time.monotonic()
             sink.start()
             # The exporter retries with backoff (max_interval 30 s): delivery resumes within that.
-            wait_for(lambda: len(sink.span_ids()) >= sent, 120, f"{sent:.0f} spans delivered after the outage",
-                     interval=1)  # fmt: skip
+            wait_until(lambda: len(sink.span_ids()) >= sent, 120, f"{sent:.0f} spans delivered after the outage",
+                       interval=1)  # fmt: skip
             recovered_in = time.monotonic() - back_at
             collector_rss.append(rss_mib(proc.pid))
             refused = collector_counter(ports["telemetry"], "otelcol_receiver_refused_spans")

@@ -33,12 +33,11 @@ import pytest
 import requests
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.mmap_dict import MmapedDict, mmap_key
-from tests.support.collector import OtlpSink
-from tests.support.stack import free_port
 
 from infersight import _errors
 from infersight.conventions import ATTR
 from infersight.multiprocess import LockedMultiProcessCollector, mark_process_dead
+from stack import OtlpSink, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # Above /proc/sys/kernel/pid_max's ceiling (2**22): never a live process, so "dead".

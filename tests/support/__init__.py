@@ -1,1 +1,2 @@
-"""Helpers shared by tests: stack processes (Prometheus, Alertmanager, webhooks)."""
+"""Helpers shared by tests: dashboard queries and synthetic series. The stack launcher (Prometheus,
+Alertmanager, the collector, webhooks) is tools/stack, shared with the demo."""

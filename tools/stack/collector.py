@@ -1,40 +1,39 @@
-"""Find, build and run the infersight OpenTelemetry Collector in tests and the demo.
+"""Our OpenTelemetry Collector on loopback, and an OTLP sink standing in for Tempo.
 
-The binary is built by tools/build-collector.sh and cached outside the repo under the
-hash of collector-config/builder-config.yaml; ``collector_binary()`` computes the same
-path. ``run_collector()`` starts it on a given config and always stops it.
+The binary is built by tools/build-collector.sh and cached outside the repo under the hash of
+collector-config/builder-config.yaml; ``collector_binary()`` computes the same path.
+``run_collector()`` starts it on a given config and always stops it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import subprocess
 import threading
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
-from .stack import free_port
+from .paths import ROOT, cache_dir
+from .processes import LOOPBACK, free_port, spawn, stop, wait_answering
 
-ROOT = Path(__file__).resolve().parents[2]
+__all__ = [
+    "OtlpSink",
+    "collector_binary",
+    "ensure_collector",
+    "loopback_config",
+    "manifest_modules",
+    "run_collector",
+    "running_sink",
+]
+
 MANIFEST = ROOT / "collector-config" / "builder-config.yaml"
 BUILD_SCRIPT = ROOT / "tools" / "build-collector.sh"
-LOOPBACK = "127.0.0.1"
 BINARY_NAME = "otelcol-infersight"
-
-T = TypeVar("T")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("INFERSIGHT_CACHE", Path.home() / ".cache" / "infersight"))
 
 
 def collector_binary() -> Path:
@@ -47,8 +46,7 @@ def ensure_collector(timeout: float = 1800) -> Path:
     """The binary, building it first when it is not cached (minutes on a cold machine)."""
     binary = collector_binary()
     if not binary.exists():
-        subprocess.run(["bash", str(BUILD_SCRIPT)], cwd=ROOT, check=True, timeout=timeout,
-                       stdout=subprocess.DEVNULL)  # fmt: skip
+        subprocess.run(["bash", str(BUILD_SCRIPT)], cwd=ROOT, check=True, timeout=timeout, stdout=subprocess.DEVNULL)
     if not binary.exists():
         raise FileNotFoundError(f"{BUILD_SCRIPT} ran but {binary} is missing")
     return binary
@@ -61,40 +59,10 @@ def manifest_modules() -> dict[str, list[str]]:
     return {k: [e["gomod"].split()[0] for e in manifest.get(k) or []] for k in kinds}
 
 
-def wait_for(predicate: Callable[[], T | None], timeout: float, what: str,
-             interval: float = 0.2) -> T:  # fmt: skip
-    """Poll until ``predicate`` returns something truthy; TimeoutError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    last_error: BaseException | None = None
-    while True:
-        try:
-            result = predicate()
-            if result:
-                return result
-        except (OSError, ValueError) as exc:  # not listening yet, or a partial answer
-            last_error = exc
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what}: not met within {timeout:.0f}s (last error: {last_error})")
-        time.sleep(interval)
-
-
-def http_get(url: str, headers: dict[str, str] | None = None,
-             timeout: float = 2.0) -> tuple[int, str]:  # fmt: skip
-    req = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return int(resp.status), resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), exc.read().decode(errors="replace")
-
-
-def wait_http_ok(url: str, timeout: float = 20.0) -> None:
-    wait_for(lambda: http_get(url)[0] == 200, timeout, f"GET {url} -> 200")
-
-
-def loopback_config(config: dict[str, Any], tmp: Path, tempo_endpoint: str,
-                    fast: bool = True) -> tuple[dict[str, Any], dict[str, int]]:  # fmt: skip
-    """A copy of the shipped config that a test can run on this machine.
+def loopback_config(
+    config: dict[str, Any], tmp: Path, tempo_endpoint: str, fast: bool = True
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """A copy of the shipped config that runs on this machine.
 
     Every listener moves to a free loopback port, the Tempo exporter points at
     ``tempo_endpoint``, file_storage writes under ``tmp``; with ``fast``, span metrics
@@ -104,9 +72,8 @@ def loopback_config(config: dict[str, Any], tmp: Path, tempo_endpoint: str,
     pprof, zpages.
     """
     cfg: dict[str, Any] = yaml.safe_load(yaml.safe_dump(config))  # deep copy
-    ports = {name: free_port() for name in
-             ("otlp_grpc", "otlp_http", "prometheus", "telemetry", "health_check", "pprof",
-              "zpages")}  # fmt: skip
+    names = ("otlp_grpc", "otlp_http", "prometheus", "telemetry", "health_check", "pprof", "zpages")
+    ports = {name: free_port() for name in names}
 
     protocols = cfg["receivers"]["otlp"]["protocols"]
     protocols["grpc"]["endpoint"] = f"{LOOPBACK}:{ports['otlp_grpc']}"
@@ -136,34 +103,27 @@ def loopback_config(config: dict[str, Any], tmp: Path, tempo_endpoint: str,
 
 
 @contextlib.contextmanager
-def run_collector(binary: Path, config_path: Path, log_path: Path,
-                  health_url: str | None = None,
-                  startup_timeout: float = 20.0) -> Iterator[subprocess.Popen[bytes]]:  # fmt: skip
+def run_collector(
+    binary: Path,
+    config_path: Path,
+    log_path: Path,
+    health_url: str | None = None,
+    startup_timeout: float = 20.0,
+) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``binary --config config_path``, logging to ``log_path``; stopped on exit.
 
     With ``health_url`` it first waits for that URL to answer 200 (health_check).
     """
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([str(binary), "--config", str(config_path)],
-                                stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-        try:
-            if health_url:
-
-                def healthy() -> bool:
-                    if proc.poll() is not None:
-                        raise RuntimeError(f"collector exited with {proc.returncode}:\n"
-                                           + log_path.read_text()[-3000:])  # fmt: skip
-                    return http_get(health_url)[0] == 200
-
-                wait_for(healthy, startup_timeout, f"collector healthy at {health_url}")
-            yield proc
-        finally:
-            proc.terminate()
+    proc = spawn([str(binary), "--config", str(config_path)], log_path)
+    try:
+        if health_url:
             try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+                wait_answering(proc, health_url, startup_timeout, what="collector")
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}:\n{log_path.read_text(errors='replace')[-3000:]}") from exc
+        yield proc
+    finally:
+        stop(proc, timeout=10)
 
 
 class OtlpSink:
@@ -204,8 +164,11 @@ class OtlpSink:
         self.server.stop(grace=None)
 
     def env(self) -> dict[str, str]:
-        return {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{LOOPBACK}:{self.port}",
-                "OTEL_EXPORTER_OTLP_INSECURE": "true", "OTEL_BSP_SCHEDULE_DELAY": "200"}  # fmt: skip
+        return {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{LOOPBACK}:{self.port}",
+            "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            "OTEL_BSP_SCHEDULE_DELAY": "200",
+        }
 
     def traces(self) -> dict[str, list[tuple[dict[str, str], Any]]]:
         with self._lock:
