@@ -13,7 +13,7 @@ help:
 	@echo "make test       set up, then run the whole test suite (what CI runs)"
 	@echo "make bench      run the benchmarks and write docs/benchmarks.md"
 	@echo "make generate   regenerate rules, dashboards and docs from code"
-	@echo "make lint       ruff, mypy strict, promtool check rules"
+	@echo "make lint       ruff check and format, mypy strict, promtool check rules"
 
 setup:
 	@bash tools/setup.sh
@@ -26,6 +26,7 @@ test: setup
 
 lint:
 	$(VENV)/bin/ruff check sdk tests benchmarks examples tools grafana-dashboards
+	$(VENV)/bin/ruff format --check sdk tests benchmarks examples tools grafana-dashboards
 	$(VENV)/bin/mypy
 	promtool check rules prometheus-rules/*.rules.yaml
 

@@ -45,15 +45,24 @@ def build_pipeline() -> Any:
     with tempfile.TemporaryDirectory() as tmp:
         vocab = Path(tmp) / "vocab.txt"
         vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-        tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True,
-                                      model_input_names=["input_ids", "attention_mask"])  # fmt: skip
-    config = DistilBertConfig(vocab_size=tokenizer.vocab_size, dim=32, n_layers=1, n_heads=2, hidden_dim=64,
-                              num_labels=2, id2label={0: "NEGATIVE", 1: "POSITIVE"},
-                              label2id={"NEGATIVE": 0, "POSITIVE": 1})  # fmt: skip
+        tokenizer = BertTokenizerFast(
+            vocab_file=str(vocab), do_lower_case=True, model_input_names=["input_ids", "attention_mask"]
+        )
+    config = DistilBertConfig(
+        vocab_size=tokenizer.vocab_size,
+        dim=32,
+        n_layers=1,
+        n_heads=2,
+        hidden_dim=64,
+        num_labels=2,
+        id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        label2id={"NEGATIVE": 0, "POSITIVE": 1},
+    )
     config.name_or_path = MODEL_NAME  # the model label infersight puts on its metrics
     model = DistilBertForSequenceClassification(config).eval()
-    return pipeline("text-classification", model=model, tokenizer=tokenizer,
-                    device=os.environ.get("BENCH_DEVICE", "cpu"))
+    return pipeline(
+        "text-classification", model=model, tokenizer=tokenizer, device=os.environ.get("BENCH_DEVICE", "cpu")
+    )
 
 
 app = Flask(__name__)

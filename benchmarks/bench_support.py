@@ -70,16 +70,20 @@ def pinned(cpus: set[int] | None) -> Any:
 
 
 @contextlib.contextmanager
-def shipped_collector(tmp: Path, binary: Path, fast: bool = False, cpus: set[int] | None = None,
-                      edit: Callable[[dict[str, Any]], None] | None = None) -> Iterator[Collector]:  # fmt: skip
+def shipped_collector(
+    tmp: Path,
+    binary: Path,
+    fast: bool = False,
+    cpus: set[int] | None = None,
+    edit: Callable[[dict[str, Any]], None] | None = None,
+) -> Iterator[Collector]:
     """The shipped config on loopback, its Tempo exporter feeding a sink collector; both stopped on exit.
 
     ``edit`` may change the rewritten config before it is written (what-if runs)."""
     sink_port = free_port()
     sink_cfg = tmp / "sink.yaml"
     sink_cfg.write_text(yaml.safe_dump(sink_config(sink_port)))
-    cfg, ports = loopback_config(yaml.safe_load(SHIPPED_CONFIG.read_text()), tmp, f"{LOOPBACK}:{sink_port}",
-                                 fast=fast)  # fmt: skip
+    cfg, ports = loopback_config(yaml.safe_load(SHIPPED_CONFIG.read_text()), tmp, f"{LOOPBACK}:{sink_port}", fast=fast)
     cfg["exporters"]["debug"]["verbosity"] = "basic"
     if edit is not None:
         edit(cfg)
@@ -87,19 +91,25 @@ def shipped_collector(tmp: Path, binary: Path, fast: bool = False, cpus: set[int
     main_cfg.write_text(yaml.safe_dump(cfg))
     with contextlib.ExitStack() as stack:
         stack.enter_context(_started(binary, sink_cfg, tmp / "sink.log", None, cpus))
-        main = stack.enter_context(_started(binary, main_cfg, tmp / "otelcol.log",
-                                            f"http://{LOOPBACK}:{ports['health_check']}/", cpus))  # fmt: skip
-        yield Collector(main.pid, f"{LOOPBACK}:{ports['otlp_grpc']}",
-                        f"http://{LOOPBACK}:{ports['telemetry']}/metrics", tmp / "otelcol.log")
+        main = stack.enter_context(
+            _started(binary, main_cfg, tmp / "otelcol.log", f"http://{LOOPBACK}:{ports['health_check']}/", cpus)
+        )
+        yield Collector(
+            main.pid,
+            f"{LOOPBACK}:{ports['otlp_grpc']}",
+            f"http://{LOOPBACK}:{ports['telemetry']}/metrics",
+            tmp / "otelcol.log",
+        )
 
 
 @contextlib.contextmanager
-def _started(binary: Path, config: Path, log: Path, health: str | None,
-             cpus: set[int] | None) -> Iterator[subprocess.Popen[bytes]]:  # fmt: skip
+def _started(
+    binary: Path, config: Path, log: Path, health: str | None, cpus: set[int] | None
+) -> Iterator[subprocess.Popen[bytes]]:
     if cpus and Path("/usr/bin/taskset").exists():
         # run_collector has no pinning hook: a wrapper that execs the binary under taskset.
         wrapper = log.with_suffix(".sh")
-        wrapper.write_text(f"#!/bin/sh\nexec taskset -c {','.join(map(str, sorted(cpus)))} {binary} \"$@\"\n")
+        wrapper.write_text(f'#!/bin/sh\nexec taskset -c {",".join(map(str, sorted(cpus)))} {binary} "$@"\n')
         wrapper.chmod(0o755)
         binary = wrapper
     with run_collector(binary, config, log, health_url=health) as proc:
@@ -175,6 +185,8 @@ def export_to_shipped_collector(stack: contextlib.ExitStack, tmp: Path, cpus: se
         os.environ["OTEL_TRACES_EXPORTER"] = "none"
         return "OTEL_TRACES_EXPORTER=none (no built collector; run tools/build-collector.sh)"
     collector = stack.enter_context(shipped_collector(tmp, binary, cpus=cpus))
-    os.environ |= {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{collector.otlp_grpc}",
-                   "OTEL_EXPORTER_OTLP_INSECURE": "true"}  # fmt: skip
+    os.environ |= {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{collector.otlp_grpc}",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+    }
     return "OTLP/gRPC to our built collector (shipped config on loopback)"

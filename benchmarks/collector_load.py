@@ -55,16 +55,33 @@ def build_request(batch: int, seed: int) -> Any:
     for _ in range(batch // 4):
         start = now - rng.randrange(10**9)
         root_id = rng.randbytes(8)
-        root = scope.spans.add(span_id=root_id, name="POST /predict", kind=Span.SPAN_KIND_SERVER,
-                               start_time_unix_nano=start, end_time_unix_nano=start + 3_000_000,
-                               status=Status(code=Status.STATUS_CODE_UNSET))  # fmt: skip
-        root.attributes.extend([*model, kv(ATTR.HTTP_ROUTE, "/predict"), kv(ATTR.HTTP_REQUEST_METHOD, "POST"),
-                                kv(ATTR.HTTP_RESPONSE_STATUS_CODE, 200), kv(ATTR.URL_PATH, "/predict")])  # fmt: skip
+        root = scope.spans.add(
+            span_id=root_id,
+            name="POST /predict",
+            kind=Span.SPAN_KIND_SERVER,
+            start_time_unix_nano=start,
+            end_time_unix_nano=start + 3_000_000,
+            status=Status(code=Status.STATUS_CODE_UNSET),
+        )
+        root.attributes.extend(
+            [
+                *model,
+                kv(ATTR.HTTP_ROUTE, "/predict"),
+                kv(ATTR.HTTP_REQUEST_METHOD, "POST"),
+                kv(ATTR.HTTP_RESPONSE_STATUS_CODE, 200),
+                kv(ATTR.URL_PATH, "/predict"),
+            ]
+        )
         t = start + 100_000
         for stage, dur in ((SPAN.PREPROCESS, 300_000), (SPAN.MODEL, 2_000_000), (SPAN.POSTPROCESS, 200_000)):
-            child = scope.spans.add(span_id=rng.randbytes(8), parent_span_id=root_id, name=stage,
-                                    kind=Span.SPAN_KIND_INTERNAL, start_time_unix_nano=t,
-                                    end_time_unix_nano=t + dur)  # fmt: skip
+            child = scope.spans.add(
+                span_id=rng.randbytes(8),
+                parent_span_id=root_id,
+                name=stage,
+                kind=Span.SPAN_KIND_INTERNAL,
+                start_time_unix_nano=t,
+                end_time_unix_nano=t + dur,
+            )
             child.attributes.extend([*model, kv(ATTR.STAGE, stage)])
             t += dur
     return req
@@ -133,8 +150,12 @@ def counter(rows: list[tuple[str, str, float]], name: str, label: str = "") -> f
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=RATE_TARGET, help="spans/s offered, all processes together")
-    parser.add_argument("--seconds", type=float, default=45, help="load duration (covers the decision wait "
-                        "and the 15 s span-metrics flush a few times)")  # fmt: skip
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=45,
+        help="load duration (covers the decision wait and the 15 s span-metrics flush a few times)",
+    )
     parser.add_argument("--warmup", type=float, default=5)
     parser.add_argument("--procs", type=int, default=2)
     parser.add_argument("--batch", type=int, default=512, help="spans per export request (the SDK's batch size)")
@@ -169,22 +190,31 @@ def main() -> int:
     ):
         results = ctx.Queue()
         start_at = time.time() + 3.0  # spawned interpreters import grpc first
-        procs = [ctx.Process(target=generate, args=(col.otlp_grpc, args.rate / args.procs, args.seconds,
-                                                    args.batch, seed, start_at, results))
-                 for seed in range(args.procs)]  # fmt: skip
+        procs = [
+            ctx.Process(
+                target=generate,
+                args=(col.otlp_grpc, args.rate / args.procs, args.seconds, args.batch, seed, start_at, results),
+            )
+            for seed in range(args.procs)
+        ]
         for p in procs:
             p.start()
         timeline: list[dict[str, float]] = []
         deadline = start_at + args.seconds + 2.0
         while time.time() < deadline:
             rows = samples(col.telemetry_url)
-            timeline.append({"t": time.time() - start_at, "rss": rss_mib(col.pid),
-                             "anon": rss_mib(col.pid, "RssAnon"), "cpu": cpu_seconds(col.pid),
-                             "accepted": counter(rows, "otelcol_receiver_accepted_spans"),
-                             "refused": counter(rows, "otelcol_receiver_refused_spans"),
-                             "to_tempo": counter(rows, "otelcol_exporter_sent_spans", 'exporter="otlp_grpc/tempo"'),
-                             "tempo_failed": counter(rows, "otelcol_exporter_send_failed_spans",
-                                                     'exporter="otlp_grpc/tempo"')})  # fmt: skip
+            timeline.append(
+                {
+                    "t": time.time() - start_at,
+                    "rss": rss_mib(col.pid),
+                    "anon": rss_mib(col.pid, "RssAnon"),
+                    "cpu": cpu_seconds(col.pid),
+                    "accepted": counter(rows, "otelcol_receiver_accepted_spans"),
+                    "refused": counter(rows, "otelcol_receiver_refused_spans"),
+                    "to_tempo": counter(rows, "otelcol_exporter_sent_spans", 'exporter="otlp_grpc/tempo"'),
+                    "tempo_failed": counter(rows, "otelcol_exporter_send_failed_spans", 'exporter="otlp_grpc/tempo"'),
+                }
+            )
             time.sleep(max(0.0, 1.0 - (time.time() - start_at) % 1.0))
         gen = [results.get(timeout=60) for _ in procs]
         for p in procs:
@@ -208,37 +238,47 @@ def main() -> int:
             errors[k] = errors.get(k, 0) + v
     met_rate = accepted_rate >= RATE_TARGET * 0.98 and last["refused"] == 0 and failed == 0
     verdict = "met" if met_rate else "NOT met" if args.rate >= RATE_TARGET else "n/a: offered less"
-    lines = ["### Collector under load (shipped config on loopback, Tempo exporter to a counting collector)", "",
-             f"Offered {args.rate:.0f} spans/s for {args.seconds:g} s from {args.procs} process(es), "
-             f"{args.batch} spans per OTLP/gRPC request (traces of 4 spans, fresh trace ids per send); "
-             f"rates over t={args.warmup:g}..{args.seconds:g} s; benchmark processes at nice "
-             f"{-10 if boosted else 0}; machine: {os.cpu_count()} CPUs, shared with the load generator. "
-             f"Changed from the shipped config: {', '.join(changes) or 'nothing (as shipped)'}.", "",
-             "| t s | RSS MiB | anonymous MiB | accepted spans | refused | sent to Tempo sink | collector CPU cores |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        "### Collector under load (shipped config on loopback, Tempo exporter to a counting collector)",
+        "",
+        f"Offered {args.rate:.0f} spans/s for {args.seconds:g} s from {args.procs} process(es), "
+        f"{args.batch} spans per OTLP/gRPC request (traces of 4 spans, fresh trace ids per send); "
+        f"rates over t={args.warmup:g}..{args.seconds:g} s; benchmark processes at nice "
+        f"{-10 if boosted else 0}; machine: {os.cpu_count()} CPUs, shared with the load generator. "
+        f"Changed from the shipped config: {', '.join(changes) or 'nothing (as shipped)'}.",
+        "",
+        "| t s | RSS MiB | anonymous MiB | accepted spans | refused | sent to Tempo sink | collector CPU cores |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     step = max(1, len(timeline) // 10)
     prev = timeline[0]
     for s in timeline[step::step]:
         cores_now = (s["cpu"] - prev["cpu"]) / max(1e-9, s["t"] - prev["t"])
-        lines.append(f"| {s['t']:.0f} | {s['rss']:.1f} | {s['anon']:.1f} | {s['accepted']:.0f} | {s['refused']:.0f} | "
-                     f"{s['to_tempo']:.0f} | {cores_now:.2f} |")  # fmt: skip
+        lines.append(
+            f"| {s['t']:.0f} | {s['rss']:.1f} | {s['anon']:.1f} | {s['accepted']:.0f} | {s['refused']:.0f} | "
+            f"{s['to_tempo']:.0f} | {cores_now:.2f} |"
+        )
         prev = s
-    lines += ["",
-              f"- accepted rate: **{accepted_rate:.0f} spans/s** (target ≥ {RATE_TARGET}: "
-              f"{verdict}); refused {last['refused']:.0f}, "
-              f"load-side failures {failed} of {sent + failed} spans {errors or ''}",
-              f"- collector RSS: **max {rss_max:.1f} MiB** (steady window max {rss_steady:.1f}; target ≤ "
-              f"{RSS_TARGET_MIB:.0f} MiB: {'met' if rss_max <= RSS_TARGET_MIB else 'NOT met'})",
-              f"- collector CPU: {cores:.2f} cores ({cores / max(1, accepted_rate) * 1e6:.1f} µs per span); "
-              f"load generators {gen_cores:.2f} cores",
-              f"- sampled to the Tempo sink: {last['to_tempo']:.0f} spans "
-              f"({last['to_tempo'] / max(1, last['accepted']):.1%} of accepted; the shipped policy keeps 10% + errors "
-              f"+ slow; traces still inside the decision wait at the end are not counted), "
-              f"send failures {last['tempo_failed']:.0f}"]  # fmt: skip
+    lines += [
+        "",
+        f"- accepted rate: **{accepted_rate:.0f} spans/s** (target ≥ {RATE_TARGET}: "
+        f"{verdict}); refused {last['refused']:.0f}, "
+        f"load-side failures {failed} of {sent + failed} spans {errors or ''}",
+        f"- collector RSS: **max {rss_max:.1f} MiB** (steady window max {rss_steady:.1f}; target ≤ "
+        f"{RSS_TARGET_MIB:.0f} MiB: {'met' if rss_max <= RSS_TARGET_MIB else 'NOT met'})",
+        f"- collector CPU: {cores:.2f} cores ({cores / max(1, accepted_rate) * 1e6:.1f} µs per span); "
+        f"load generators {gen_cores:.2f} cores",
+        f"- sampled to the Tempo sink: {last['to_tempo']:.0f} spans "
+        f"({last['to_tempo'] / max(1, last['accepted']):.1%} of accepted; the shipped policy keeps 10% + errors "
+        f"+ slow; traces still inside the decision wait at the end are not counted), "
+        f"send failures {last['tempo_failed']:.0f}",
+    ]
     idle = [s for s in timeline if s["t"] < 0]
     if idle:
-        lines.append(f"- collector RSS idle before the load: {idle[0]['rss']:.1f} MiB "
-                     f"({idle[0]['anon']:.1f} anonymous, the rest the binary's file-backed pages)")  # fmt: skip
+        lines.append(
+            f"- collector RSS idle before the load: {idle[0]['rss']:.1f} MiB "
+            f"({idle[0]['anon']:.1f} anonymous, the rest the binary's file-backed pages)"
+        )
     if "error" in log_tail.lower() and not met_rate:
         lines.append("- collector log tail: " + log_tail.splitlines()[-1][:300])
     print("\n".join(lines))

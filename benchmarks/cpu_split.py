@@ -125,12 +125,15 @@ def measure(rounds: int, per_block: int) -> dict[str, dict[str, list[float]]]:
         rt.worker.keep = keep10 if variant == "keep 0.1" else None
         stock = variant == "stock encoder"
         _compat.fast_otlp_exporter_class()._translate_data = (  # type: ignore[method-assign]
-            OTLPSpanExporter._translate_data if stock else fast_translate)  # fmt: skip
+            OTLPSpanExporter._translate_data if stock else fast_translate
+        )
 
     def settle() -> dict[str, float]:
         provider = rt.provider
-        return {"worker": cpu_in_thread(rt.worker.drain),
-                "export": cpu_in_thread(provider.force_flush) if provider is not None else 0.0}
+        return {
+            "worker": cpu_in_thread(rt.worker.drain),
+            "export": cpu_in_thread(provider.force_flush) if provider is not None else 0.0,
+        }
 
     client = bench_app.app.test_client()
     for _ in range(200):
@@ -164,9 +167,14 @@ def main() -> list[str]:
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.requests = 2, 20
-    os.environ |= {"INFERSIGHT_GPU": "off", "INFERSIGHT_METRICS_PORT": "0", "HF_HUB_OFFLINE": "1",
-                   "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
-                   "OTEL_BSP_SCHEDULE_DELAY": "60000"}  # fmt: skip
+    os.environ |= {
+        "INFERSIGHT_GPU": "off",
+        "INFERSIGHT_METRICS_PORT": "0",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+        "OTEL_BSP_SCHEDULE_DELAY": "60000",
+    }
     with tempfile.TemporaryDirectory(prefix="infersight-cpu-") as tmp, contextlib.ExitStack() as stack:
         export = export_to_shipped_collector(stack, Path(tmp), cpus={1})
         if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > 1:
@@ -174,17 +182,25 @@ def main() -> list[str]:
         per_req = measure(args.rounds, args.requests)
     med = {v: {t: statistics.median(xs) for t, xs in threads.items()} for v, threads in per_req.items()}
     total = {v: sum(m.values()) for v, m in med.items()}
-    lines = ["### CPU per request by thread (bench_app, Flask test client, variants switched in place)", "",
-             f"Export: {export}. {args.rounds} rounds x {args.requests} requests per variant, interleaved; "
-             "medians over rounds, µs of CPU per request.", "",
-             "| variant | request path | worker | export | total | added | CPU-bound throughput vs bare |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        "### CPU per request by thread (bench_app, Flask test client, variants switched in place)",
+        "",
+        f"Export: {export}. {args.rounds} rounds x {args.requests} requests per variant, interleaved; "
+        "medians over rounds, µs of CPU per request.",
+        "",
+        "| variant | request path | worker | export | total | added | CPU-bound throughput vs bare |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for v in VARIANTS:
         m = med[v]
-        lines.append(f"| {v} | {m['request path']:.0f} | {m['worker']:.0f} | {m['export']:.0f} | {total[v]:.0f} | "
-                     f"{total[v] - total['bare']:+.0f} | {total['bare'] / total[v]:.3f} |")  # fmt: skip
+        lines.append(
+            f"| {v} | {m['request path']:.0f} | {m['worker']:.0f} | {m['export']:.0f} | {total[v]:.0f} | "
+            f"{total[v] - total['bare']:+.0f} | {total['bare'] / total[v]:.3f} |"
+        )
+
     def paired(variant: str, base: str, thread: str | None = None) -> str:
         """Mean ± s.e. of the per-round difference (one thread's CPU, or all of them)."""
+
         def cpu(v: str, r: int) -> float:
             return per_req[v][thread][r] if thread else sum(per_req[v][t][r] for t in THREADS.values())
 
@@ -193,14 +209,16 @@ def main() -> list[str]:
         return f"{statistics.fmean(diffs):+.0f} ± {spread:.0f} µs"
 
     budget = total["bare"] * (1 / 0.95 - 1)
-    lines += ["", f"Paired over rounds (mean ± s.e.), against a 0.95 throughput budget of {budget:.0f} µs "
-              "per request:",
-              f"- request path added: {paired('infersight', 'bare', 'request path')}; of which the floor "
-              f"(6 hooks, clock + append): {paired('floor', 'bare', 'request path')}",
-              f"- metrics only, all threads: {paired('metrics only', 'bare')}; spans on top of that "
-              f"(worker + export): {paired('infersight', 'metrics only')}",
-              f"- export thread, our encoder vs the stock one: {med['infersight']['export']:.0f} vs "
-              f"{med['stock encoder']['export']:.0f} µs per request"]  # fmt: skip
+    lines += [
+        "",
+        f"Paired over rounds (mean ± s.e.), against a 0.95 throughput budget of {budget:.0f} µs per request:",
+        f"- request path added: {paired('infersight', 'bare', 'request path')}; of which the floor "
+        f"(6 hooks, clock + append): {paired('floor', 'bare', 'request path')}",
+        f"- metrics only, all threads: {paired('metrics only', 'bare')}; spans on top of that "
+        f"(worker + export): {paired('infersight', 'metrics only')}",
+        f"- export thread, our encoder vs the stock one: {med['infersight']['export']:.0f} vs "
+        f"{med['stock encoder']['export']:.0f} µs per request",
+    ]
     print("\n".join(lines))
     return lines
 

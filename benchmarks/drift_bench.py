@@ -25,8 +25,14 @@ from infersight.drift import DriftMonitor
 
 
 def _monitor(tmp: str, samples: int, rate: float = 1.0) -> DriftMonitor:
-    cfg = Config(drift=True, traces=False, drift_dir=tmp, drift_window=samples,
-                 drift_reference_size=samples, drift_sample_rate=rate)  # fmt: skip
+    cfg = Config(
+        drift=True,
+        traces=False,
+        drift_dir=tmp,
+        drift_window=samples,
+        drift_reference_size=samples,
+        drift_sample_rate=rate,
+    )
     return DriftMonitor(cfg, html=True)
 
 
@@ -38,8 +44,7 @@ def _rows(n: int, features: int, shift: float, seed: int) -> list[dict[str, Any]
         p = [0.25, 0.25, 0.25, 0.25] if not shift else [0.55, 0.15, 0.15, 0.15]
         cols[f"cat{i}"] = rng.choice(["a", "b", "c", "d"], n, p=p)
     keys = list(cols)
-    return [{k: (float(cols[k][j]) if k.startswith("num") else str(cols[k][j])) for k in keys}
-            for j in range(n)]  # fmt: skip
+    return [{k: (float(cols[k][j]) if k.startswith("num") else str(cols[k][j])) for k in keys} for j in range(n)]
 
 
 def _ns_per_call(fn: Callable[[], None], calls: int, repeats: int = 5) -> float:
@@ -134,9 +139,13 @@ def bench_window(samples: int, features: int) -> list[tuple[str, str]]:
             out.append((f"evidently run, {what}", f"{plain:.2f} s ({seconds:.2f} s traced)"))
             out.append((f"peak memory of the run, {what}", f"{peak / 2**20:.0f} MiB"))
             if result is not None:
-                out.append((f"verdict, {what}",
-                            f"share {result.share:.2f}, detected={result.detected}, "
-                            f"methods {sorted({f.method for f in result.features})}"))  # fmt: skip
+                out.append(
+                    (
+                        f"verdict, {what}",
+                        f"share {result.share:.2f}, detected={result.detected}, "
+                        f"methods {sorted({f.method for f in result.features})}",
+                    )
+                )
     return out
 
 
@@ -151,8 +160,7 @@ def main() -> None:
     for name, ns in bench_capture(args.calls, args.features):
         print(f"{name:<48} {ns:>10.0f}")
     print()
-    print(f"one window: {args.samples} samples x {args.features} features "
-          f"(reference of the same size)")  # fmt: skip
+    print(f"one window: {args.samples} samples x {args.features} features (reference of the same size)")
     for name, value in bench_window(args.samples, args.features):
         print(f"  {name:<46} {value}")
 

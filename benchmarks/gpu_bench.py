@@ -72,8 +72,13 @@ def sampler_cost(nvml: NVML, seconds: float) -> dict[str, float]:
         mode = sampler.gpus[0].mode
     finally:
         sampler.stop()
-    return {"cpu_per_tick": cpu_per_tick, "tick_wall": statistics.median(wall),
-            "scrape": scrape, "gpus": len(sampler.gpus), "gpm": mode == "gpm"}  # fmt: skip
+    return {
+        "cpu_per_tick": cpu_per_tick,
+        "tick_wall": statistics.median(wall),
+        "scrape": scrape,
+        "gpus": len(sampler.gpus),
+        "gpm": mode == "gpm",
+    }
 
 
 def hook_cost(hook: Any, stages: int, name: str = "model") -> tuple[float, float]:
@@ -115,15 +120,16 @@ def span_hooks(nvml: NVML, stages: int) -> list[tuple[str, float, float]]:
         cuda_on = bool(torch is not None and torch.cuda.is_initialized())
         variants = [(False, False), (True, False)] + ([(False, True)] if cuda_on else [])
         for snapshots, cuda_events in variants:
-            rt = types.SimpleNamespace(metrics=None, config=Config(
-                traces_exporter="none", gpu_span_snapshots=snapshots, cuda_events=cuda_events))  # fmt: skip
+            rt = types.SimpleNamespace(
+                metrics=None,
+                config=Config(traces_exporter="none", gpu_span_snapshots=snapshots, cuda_events=cuda_events),
+            )
             hook = SpanCounters(sampler, rt)
             label = "GPM snapshot on" if snapshots else "GPM snapshot off"
             if cuda_events:
                 label += ", CUDA events"
             rows.append((f"SpanCounters, model stage, {label}", *hook_cost(hook, stages)))
-        hook = SpanCounters(sampler, types.SimpleNamespace(metrics=None, config=Config(
-            traces_exporter="none")))  # fmt: skip
+        hook = SpanCounters(sampler, types.SimpleNamespace(metrics=None, config=Config(traces_exporter="none")))
         rows.append(("SpanCounters, other stages", *hook_cost(hook, stages, "preprocess")))
     finally:
         sampler.stop()
@@ -152,19 +158,23 @@ def main() -> int:
     except Exception as exc:
         print(f"(no real NVML here: {exc}; FakeNVML only)\n")
     torch = sys.modules.get("torch")
-    print(f"torch CUDA initialised: {bool(torch and torch.cuda.is_initialized())} "
-          "(CUDA events are recorded only then)\n")  # fmt: skip
+    print(
+        f"torch CUDA initialised: {bool(torch and torch.cuda.is_initialized())} (CUDA events are recorded only then)\n"
+    )
 
-    print("| backend | GPUs | GPM | CPU per tick (10 Hz run) | CPU per second at 1 Hz (measured) "
-          "| tick wall | scrape |")  # fmt: skip
+    print(
+        "| backend | GPUs | GPM | CPU per tick (10 Hz run) | CPU per second at 1 Hz (measured) | tick wall | scrape |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, make in backends:
         s = sampler_cost(make(), args.seconds)
         at_1hz = sampler_cpu_at_1hz(make(), args.seconds)
-        print(f"| {name} | {s['gpus']:.0f} | {'yes' if s['gpm'] else 'no'} "
-              f"| {s['cpu_per_tick'] * 1e3:.3f} ms | {at_1hz * 1e3:.3f} ms/s "
-              f"({at_1hz * 100:.4f} % of a core) "
-              f"| {s['tick_wall'] * 1e3:.3f} ms | {s['scrape'] * 1e6:.0f} us |")  # fmt: skip
+        print(
+            f"| {name} | {s['gpus']:.0f} | {'yes' if s['gpm'] else 'no'} "
+            f"| {s['cpu_per_tick'] * 1e3:.3f} ms | {at_1hz * 1e3:.3f} ms/s "
+            f"({at_1hz * 100:.4f} % of a core) "
+            f"| {s['tick_wall'] * 1e3:.3f} ms | {s['scrape'] * 1e6:.0f} us |"
+        )
 
     print("\n| backend | hook | per boundary call (request path) | enrich per stage (worker) |")
     print("|---|---|---|---|")

@@ -48,8 +48,12 @@ from cpu_split import BODY, cpu_in_thread  # noqa: E402  (a flush off the reques
 from infersight._otlp import encode_request  # noqa: E402
 
 EXPLICIT = ("uninstrumented", "infersight", "hand-written OTel + prometheus_client")
-FLASK = ("flask uninstrumented", "flask + infersight", "flask + hand-written OTel + prometheus_client",
-         "flask + otel-flask only")  # fmt: skip
+FLASK = (
+    "flask uninstrumented",
+    "flask + infersight",
+    "flask + hand-written OTel + prometheus_client",
+    "flask + otel-flask only",
+)
 # bench_app.py (Flask + a transformers pipeline, ~1.5 ms model) through its test client: the
 # server of part 2, whose throughput at saturation is its CPU per request.
 SERVER_ENV = {
@@ -88,9 +92,13 @@ def settle_gc() -> None:
 
 def server_call(variant: str) -> Callable[[], Any]:
     """bench_app as its variant, spans encoded as in the explicit-API variants."""
-    os.environ |= SERVER_ENV[variant] | {"INFERSIGHT_GPU": "off", "INFERSIGHT_METRICS_PORT": "0",
-                                         "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                                         "OMP_NUM_THREADS": "1"}  # fmt: skip
+    os.environ |= SERVER_ENV[variant] | {
+        "INFERSIGHT_GPU": "off",
+        "INFERSIGHT_METRICS_PORT": "0",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+    }
     from opentelemetry import trace
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
@@ -128,8 +136,11 @@ def request_path_call(variant: str) -> tuple[Callable[[], Any], Callable[[], Any
 
     ours, ours_flush = request_path.make_infersight(EncodingExporter(stock=False))
     hand, hand_flush = request_path.make_handwritten(EncodingExporter(stock=True))
-    calls: dict[str, Callable[[], Any]] = {"uninstrumented": request_path.uninstrumented,
-                                           "infersight": ours, EXPLICIT[2]: hand}  # fmt: skip
+    calls: dict[str, Callable[[], Any]] = {
+        "uninstrumented": request_path.uninstrumented,
+        "infersight": ours,
+        EXPLICIT[2]: hand,
+    }
     flushes: dict[str, Callable[[], Any]] = {"infersight": ours_flush, EXPLICIT[2]: hand_flush}
     if variant in FLASK:
         fv, ff, fs = request_path.flask_variants(hand, EncodingExporter(stock=True))
@@ -169,9 +180,19 @@ def thread_totals(out_dir: Path, stem: str) -> dict[int, int]:
 def count(variant: str, requests: int, out_dir: Path) -> tuple[int, int]:
     """(request thread, background) instructions of one run of ``requests`` timed requests."""
     stem = f"cg.{re.sub(r'[^a-z]+', '-', variant)}.{requests}"
-    cmd = ["valgrind", "--tool=callgrind", "--separate-threads=yes", "--dump-instr=no",
-           f"--callgrind-out-file={out_dir / stem}", sys.executable, __file__, "--child", variant,
-           "--requests", str(requests)]  # fmt: skip
+    cmd = [
+        "valgrind",
+        "--tool=callgrind",
+        "--separate-threads=yes",
+        "--dump-instr=no",
+        f"--callgrind-out-file={out_dir / stem}",
+        sys.executable,
+        __file__,
+        "--child",
+        variant,
+        "--requests",
+        str(requests),
+    ]
     env = os.environ | {"PYTHONHASHSEED": "0", "OTEL_TRACES_EXPORTER": "none"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     if result.returncode != 0:
@@ -183,8 +204,11 @@ def count(variant: str, requests: int, out_dir: Path) -> tuple[int, int]:
 def main() -> list[str]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--variants", default=",".join(EXPLICIT + FLASK + SERVER[:3]),
-                        help=f"comma-separated; also: {', '.join(SERVER[3:])} (each server run takes minutes)")
+    parser.add_argument(
+        "--variants",
+        default=",".join(EXPLICIT + FLASK + SERVER[:3]),
+        help=f"comma-separated; also: {', '.join(SERVER[3:])} (each server run takes minutes)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: the explicit API, 10 requests")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -201,16 +225,22 @@ def main() -> list[str]:
     if unknown:
         raise SystemExit(f"--variants: unknown {sorted(unknown)}; known: {', '.join(EXPLICIT + FLASK + SERVER)}")
     per_request: dict[str, tuple[float, float]] = {}
-    with tempfile.TemporaryDirectory(prefix="infersight-instr-") as tmp, \
-            ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:  # counts don't depend on load
+    with (
+        tempfile.TemporaryDirectory(prefix="infersight-instr-") as tmp,
+        ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool,
+    ):  # counts don't depend on load
         runs = {(v, n): pool.submit(count, v, n, Path(tmp)) for v in variants for n in (0, args.requests)}
         for variant in variants:
             short, long = runs[variant, 0].result(), runs[variant, args.requests].result()
             per_request[variant] = ((long[0] - short[0]) / args.requests, (long[1] - short[1]) / args.requests)
-    lines = ["### Instructions per request, by thread (callgrind)", "",
-             f"{args.requests} requests per variant, less a run of none; thousands of instructions.", "",
-             "| variant | request thread | background | total | added total |",
-             "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        "### Instructions per request, by thread (callgrind)",
+        "",
+        f"{args.requests} requests per variant, less a run of none; thousands of instructions.",
+        "",
+        "| variant | request thread | background | total | added total |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
     for group in (EXPLICIT, FLASK, SERVER):
         base = per_request.get(group[0])
         for variant in group:
@@ -233,14 +263,18 @@ def ratio_lines(per_request: dict[str, tuple[float, float]]) -> list[str]:
         b, o, h = per_request[base], per_request[ours], per_request[hand]
         for label, pick in (("request thread", lambda x: x[0]), ("all threads", lambda x: x[0] + x[1])):
             added_ours, added_hand = pick(o) - pick(b), pick(h) - pick(b)
-            out.append(f"- {ours}, added instructions / {hand}'s, {label}: **{added_ours / added_hand:.2f}** "
-                       f"({added_ours / 1e3:.1f}k / {added_hand / 1e3:.1f}k)")  # fmt: skip
+            out.append(
+                f"- {ours}, added instructions / {hand}'s, {label}: **{added_ours / added_hand:.2f}** "
+                f"({added_ours / 1e3:.1f}k / {added_hand / 1e3:.1f}k)"
+            )
     bare = per_request.get(SERVER[0])
     for variant in SERVER[1:]:
         if bare is not None and variant in per_request:
             ratio = sum(bare) / sum(per_request[variant])
-            out.append(f"- {variant}: bare's instructions / its own, all threads: **{ratio:.3f}** (the throughput "
-                       "ratio of a CPU-bound server if both ran at the same instructions per cycle; target ≥ 0.95)")
+            out.append(
+                f"- {variant}: bare's instructions / its own, all threads: **{ratio:.3f}** (the throughput "
+                "ratio of a CPU-bound server if both ran at the same instructions per cycle; target ≥ 0.95)"
+            )
     return out
 
 

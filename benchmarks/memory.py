@@ -31,8 +31,12 @@ import time
 from pathlib import Path
 
 VARIANTS = ("bare", "infersight")
-TEXTS = ["the movie was good", "awful service and the food was bad",
-         "this model server is very good", "a day that was great"]  # fmt: skip
+TEXTS = [
+    "the movie was good",
+    "awful service and the food was bad",
+    "this model server is very good",
+    "a day that was great",
+]
 ADDED_TARGET_MIB = 30.0
 
 
@@ -63,9 +67,18 @@ def child(variant: str, requests: int, checkpoints: list[int]) -> None:
 
     def report(n: int) -> None:
         gc.collect()
-        print(json.dumps({"variant": variant, "requests": n, "rss_mib": rss_mib(os.getpid()),
-                          "py_blocks": sys.getallocatedblocks(), "arenas_mib": pymalloc_arenas_mib()}),
-              flush=True)  # fmt: skip
+        print(
+            json.dumps(
+                {
+                    "variant": variant,
+                    "requests": n,
+                    "rss_mib": rss_mib(os.getpid()),
+                    "py_blocks": sys.getallocatedblocks(),
+                    "arenas_mib": pymalloc_arenas_mib(),
+                }
+            ),
+            flush=True,
+        )
 
     import bench_app
 
@@ -86,8 +99,10 @@ def child(variant: str, requests: int, checkpoints: list[int]) -> None:
 
         from infersight.conventions import METRIC
 
-        lost = sum(REGISTRY.get_sample_value(METRIC.SPANS_DROPPED.sample_name, {"reason": r}) or 0
-                   for r in ("queue_full", "export_failed"))  # fmt: skip
+        lost = sum(
+            REGISTRY.get_sample_value(METRIC.SPANS_DROPPED.sample_name, {"reason": r}) or 0
+            for r in ("queue_full", "export_failed")
+        )
         dropped = f"{lost:.0f}"
     print(json.dumps({"variant": variant, "done": True, "seconds": seconds, "dropped": dropped}), flush=True)
 
@@ -109,23 +124,41 @@ def main() -> int:
     from bench_support import binary_or_none, shipped_collector
 
     binary = binary_or_none()
-    env = {**os.environ, "INFERSIGHT_METRICS_PORT": "0", "INFERSIGHT_GPU": "off", "HF_HUB_OFFLINE": "1",
-           "INFERSIGHT_MODELS": '{"bench-sentiment": {"version": "1", "slo_p99_seconds": 0.1}}',
-           "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}  # fmt: skip
+    env = {
+        **os.environ,
+        "INFERSIGHT_METRICS_PORT": "0",
+        "INFERSIGHT_GPU": "off",
+        "HF_HUB_OFFLINE": "1",
+        "INFERSIGHT_MODELS": '{"bench-sentiment": {"version": "1", "slo_p99_seconds": 0.1}}',
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+    }
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="infersight-mem-") as tmp, contextlib.ExitStack() as stack:
         if binary is not None:
             collector = stack.enter_context(shipped_collector(Path(tmp), binary))
-            env |= {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{collector.otlp_grpc}",
-                    "OTEL_EXPORTER_OTLP_INSECURE": "true"}  # fmt: skip
+            env |= {
+                "OTEL_TRACES_EXPORTER": "otlp",
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{collector.otlp_grpc}",
+                "OTEL_EXPORTER_OTLP_INSECURE": "true",
+            }
             export = "OTLP/gRPC to our built collector (shipped config on loopback)"
         else:
             env["OTEL_TRACES_EXPORTER"] = "none"
             export = "OTEL_TRACES_EXPORTER=none (no built collector; run tools/build-collector.sh)"
-        cmd = [sys.executable, __file__, "--requests", str(args.requests),
-               "--checkpoints", ",".join(map(str, checkpoints)), "--child"]  # fmt: skip
-        procs = {v: subprocess.Popen([*cmd, v], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for v in VARIANTS}  # fmt: skip
+        cmd = [
+            sys.executable,
+            __file__,
+            "--requests",
+            str(args.requests),
+            "--checkpoints",
+            ",".join(map(str, checkpoints)),
+            "--child",
+        ]
+        procs = {
+            v: subprocess.Popen([*cmd, v], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for v in VARIANTS
+        }
         rss: dict[str, dict[int, float]] = {v: {} for v in VARIANTS}
         blocks: dict[str, dict[int, int]] = {v: {} for v in VARIANTS}
         arenas: dict[str, dict[int, float]] = {v: {} for v in VARIANTS}
@@ -149,21 +182,28 @@ def main() -> int:
 
     points = [0, *checkpoints]
     first, mid, last = checkpoints[0], checkpoints[-2] if len(checkpoints) > 1 else checkpoints[0], checkpoints[-1]
-    lines = [f"### Server memory over {args.requests} requests (Flask test client, transformers pipeline)", "",
-             f"Export: {export}. RSS in MiB after gc.collect(); both variants ran at once, one per core.", "",
-             "| variant | " + " | ".join(f"RSS at {n // 1000 if n >= 1000 else n}{'k' if n >= 1000 else ''}"
-                                         for n in points)
-             + f" | growth {first}→{mid} (warm-up) | growth {mid}→{last} | bytes/request {mid}→{last} "
-             f"| live Python blocks {mid}→{last} | pymalloc arenas MiB {first}→{mid}→{last} | req/s |",
-             "| --- |" + " ---: |" * (len(points) + 6)]  # fmt: skip
+    lines = [
+        f"### Server memory over {args.requests} requests (Flask test client, transformers pipeline)",
+        "",
+        f"Export: {export}. RSS in MiB after gc.collect(); both variants ran at once, one per core.",
+        "",
+        "| variant | "
+        + " | ".join(f"RSS at {n // 1000 if n >= 1000 else n}{'k' if n >= 1000 else ''}" for n in points)
+        + f" | growth {first}→{mid} (warm-up) | growth {mid}→{last} | bytes/request {mid}→{last} "
+        f"| live Python blocks {mid}→{last} | pymalloc arenas MiB {first}→{mid}→{last} | req/s |",
+        "| --- |" + " ---: |" * (len(points) + 6),
+    ]
     for v in VARIANTS:
         warmup = rss[v][mid] - rss[v][first]
         steady = rss[v][last] - rss[v][mid]
         per_req = steady * 2**20 / max(1, last - mid)
         rate = args.requests / float(done[v]["seconds"])  # type: ignore[arg-type]
-        lines.append(f"| {v} | " + " | ".join(f"{rss[v][n]:.1f}" for n in points)
-                     + f" | {warmup:+.1f} | {steady:+.1f} | {per_req:.1f} | {blocks[v][last] - blocks[v][mid]:+d} "
-                     f"| {arenas[v][first]:.0f}→{arenas[v][mid]:.0f}→{arenas[v][last]:.0f} | {rate:.0f} |")  # fmt: skip
+        lines.append(
+            f"| {v} | "
+            + " | ".join(f"{rss[v][n]:.1f}" for n in points)
+            + f" | {warmup:+.1f} | {steady:+.1f} | {per_req:.1f} | {blocks[v][last] - blocks[v][mid]:+d} "
+            f"| {arenas[v][first]:.0f}→{arenas[v][mid]:.0f}→{arenas[v][last]:.0f} | {rate:.0f} |"
+        )
     added = rss["infersight"][first] - rss["bare"][first]
     added_start = rss["infersight"][0] - rss["bare"][0]
     growth_i = rss["infersight"][last] - rss["infersight"][mid]
@@ -172,15 +212,16 @@ def main() -> int:
     warmup_b = rss["bare"][mid] - rss["bare"][first]
     # Noise: the bare server's own drift over the same requests, with 1 MiB of slack for page granularity.
     no_growth = growth_i <= max(growth_b, 0.0) + 1.0
-    lines += ["",
-              f"- added RSS in steady state ({first} requests), infersight - bare: **{added:.1f} MiB** "
-              f"(target ≤ {ADDED_TARGET_MIB:.0f} MB: {'met' if added <= ADDED_TARGET_MIB else 'NOT met'}); "
-              f"at start-up {added_start:.1f} MiB",
-              f"- growth {mid}→{last} requests: infersight **{growth_i:+.1f} MiB**, bare {growth_b:+.1f} MiB "
-              f"(target: none beyond bare's drift + 1 MiB: {'met' if no_growth else 'NOT met'})",
-              f"- warm-up growth {first}→{mid}: infersight {warmup_i:+.1f} MiB, bare {warmup_b:+.1f} MiB",
-              f"- spans dropped by infersight: {done['infersight'].get('dropped') or 'n/a'}; "
-              f"wall time {elapsed:.0f} s"]  # fmt: skip
+    lines += [
+        "",
+        f"- added RSS in steady state ({first} requests), infersight - bare: **{added:.1f} MiB** "
+        f"(target ≤ {ADDED_TARGET_MIB:.0f} MB: {'met' if added <= ADDED_TARGET_MIB else 'NOT met'}); "
+        f"at start-up {added_start:.1f} MiB",
+        f"- growth {mid}→{last} requests: infersight **{growth_i:+.1f} MiB**, bare {growth_b:+.1f} MiB "
+        f"(target: none beyond bare's drift + 1 MiB: {'met' if no_growth else 'NOT met'})",
+        f"- warm-up growth {first}→{mid}: infersight {warmup_i:+.1f} MiB, bare {warmup_b:+.1f} MiB",
+        f"- spans dropped by infersight: {done['infersight'].get('dropped') or 'n/a'}; wall time {elapsed:.0f} s",
+    ]
     print("\n".join(lines))
     return 0
 

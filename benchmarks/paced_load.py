@@ -136,41 +136,58 @@ def main() -> int:
         pooled: dict[str, list[float]] = {name: [] for name in variants}
         for r in range(args.rounds):
             order = list(variants)
-            order = order[r % len(order):] + order[: r % len(order)]  # rotate, so no variant always goes first
+            order = order[r % len(order) :] + order[: r % len(order)]  # rotate, so no variant always goes first
             for name in order:
                 sdk = variants[name]
                 kind = "bare" if name == "bare" else "infersight"
-                res = run_child(kind, sdk, [*model, "--rate", str(rate), "--seconds", str(args.seconds),
-                                            "--seed", str(r)])  # fmt: skip
+                res = run_child(
+                    kind, sdk, [*model, "--rate", str(rate), "--seconds", str(args.seconds), "--seed", str(r)]
+                )
                 lat = res["latencies"]
-                rows[name].append({"p50": quantile(lat, 0.5), "p99": quantile(lat, 0.99),
-                                   "cpu": res["cpu_ms_per_request"], "n": len(lat)})  # fmt: skip
+                rows[name].append(
+                    {
+                        "p50": quantile(lat, 0.5),
+                        "p99": quantile(lat, 0.99),
+                        "cpu": res["cpu_ms_per_request"],
+                        "n": len(lat),
+                    }
+                )
                 pooled[name] += lat
-    print(f"### P99 at half load, one process: {args.model_ms:g} ms CPU model, {rate:.0f} req/s "
-          f"(50% of the bare server's {1 / service_s:.0f} req/s), Poisson arrivals")
+    print(
+        f"### P99 at half load, one process: {args.model_ms:g} ms CPU model, {rate:.0f} req/s "
+        f"(50% of the bare server's {1 / service_s:.0f} req/s), Poisson arrivals"
+    )
     print()
-    print(f"Export: {export}. Rounds: {args.rounds} x {args.seconds:g} s, variants interleaved; "
-          "the same arrival times for every variant within a round. Medians over rounds.")
+    print(
+        f"Export: {export}. Rounds: {args.rounds} x {args.seconds:g} s, variants interleaved; "
+        "the same arrival times for every variant within a round. Medians over rounds."
+    )
     print()
-    print("| variant | requests | P50 ms | P99 ms | added P50 ms | added P99 ms | added P99 by round ms "
-          "| P99 of all requests ms | CPU ms/request |")  # fmt: skip
+    print(
+        "| variant | requests | P50 ms | P99 ms | added P50 ms | added P99 ms | added P99 by round ms "
+        "| P99 of all requests ms | CPU ms/request |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |")
     bare = rows["bare"]
     for name, rs in rows.items():
         p50, p99 = statistics.median(x["p50"] for x in rs), statistics.median(x["p99"] for x in rs)
         added = [x["p99"] - b["p99"] for x, b in zip(rs, bare, strict=True)]
         added50 = statistics.median(x["p50"] - b["p50"] for x, b in zip(rs, bare, strict=True))
-        print(f"| {name} | {sum(int(x['n']) for x in rs)} | {p50:.2f} | {p99:.2f} | {added50:+.2f} | "
-              f"{statistics.median(added):+.2f} | {' '.join(f'{a:+.2f}' for a in added)} | "
-              f"{quantile(pooled[name], 0.99):.2f} | {statistics.median(x['cpu'] for x in rs):.2f} |")  # fmt: skip
+        print(
+            f"| {name} | {sum(int(x['n']) for x in rs)} | {p50:.2f} | {p99:.2f} | {added50:+.2f} | "
+            f"{statistics.median(added):+.2f} | {' '.join(f'{a:+.2f}' for a in added)} | "
+            f"{quantile(pooled[name], 0.99):.2f} | {statistics.median(x['cpu'] for x in rs):.2f} |"
+        )
     print()
     for name in list(variants)[1:]:
         added = [x["p99"] - b["p99"] for x, b in zip(rows[name], bare, strict=True)]
         spread = f"added {min(added):+.2f} to {max(added):+.2f} ms by round"
         verdict = round_verdict(added, lambda d: d <= P99_TARGET_MS, lambda d: d > P99_TARGET_MS, spread)
         label = "" if name == "infersight" else " (reference)"
-        print(f"- added P99 at 50% load, {name}: **{statistics.median(added):+.2f} ms** "
-              f"(target ≤ {P99_TARGET_MS} ms: {verdict}){label}")
+        print(
+            f"- added P99 at 50% load, {name}: **{statistics.median(added):+.2f} ms** "
+            f"(target ≤ {P99_TARGET_MS} ms: {verdict}){label}"
+        )
         if name != "infersight":
             lower = sum(x["p99"] < y["p99"] for x, y in zip(rows["infersight"], rows[name], strict=True))
             print(f"- P99, infersight below {name} in {lower} of {len(bare)} rounds (paired, same arrivals)")

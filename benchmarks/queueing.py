@@ -68,17 +68,21 @@ def main() -> int:
         rows.append((quantile(plain, 0.5), quantile(plain, 0.99), quantile(longer, 0.5), quantile(longer, 0.99)))
     print(f"### Queueing alone: one server, Poisson arrivals at 50% of capacity, {args.service_ms:g} ms requests")
     print()
-    print(f"| round | P50 ms | P99 ms | P50 ms, service +{args.extra:.0%} | P99 ms, service +{args.extra:.0%} "
-          "| added P50 ms | added P99 ms |")  # fmt: skip
+    print(
+        f"| round | P50 ms | P99 ms | P50 ms, service +{args.extra:.0%} | P99 ms, service +{args.extra:.0%} "
+        "| added P50 ms | added P99 ms |"
+    )
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r, (p50, p99, l50, l99) in enumerate(rows):
         print(f"| {r + 1} | {p50:.2f} | {p99:.2f} | {l50:.2f} | {l99:.2f} | {l50 - p50:+.2f} | {l99 - p99:+.2f} |")
     added_cpu_ms = args.service_ms * args.extra
     added_p99 = statistics.median(r[3] - r[1] for r in rows)
     print()
-    print(f"- {added_cpu_ms * 1e3:.0f} µs more CPU per request adds **{added_p99:+.2f} ms** to the P99 at this load "
-          f"({added_p99 / added_cpu_ms:.0f}x the added CPU); a +0.5 ms P99 budget allows about "
-          f"{0.5 / (added_p99 / added_cpu_ms) * 1e3:.0f} µs")  # fmt: skip
+    print(
+        f"- {added_cpu_ms * 1e3:.0f} µs more CPU per request adds **{added_p99:+.2f} ms** to the P99 at this load "
+        f"({added_p99 / added_cpu_ms:.0f}x the added CPU); a +0.5 ms P99 budget allows about "
+        f"{0.5 / (added_p99 / added_cpu_ms) * 1e3:.0f} µs"
+    )
     return 0
 
 

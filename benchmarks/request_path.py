@@ -58,10 +58,13 @@ backlog_at_block_end: list[int] = []
 def make_infersight(exporter: SpanExporter | None = None) -> tuple[Callable[[], None], Callable[[], None]]:
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(exporter or NullExporter()))
-    infersight.init(registry=CollectorRegistry(), tracer_provider=provider, gpu="off",
-                    models={"m": {"version": "1", "slo_p99_seconds": 0.1}})  # fmt: skip
-    request, pre, model, post = (infersight.request, infersight.preprocess, infersight.model,
-                                 infersight.postprocess)  # fmt: skip
+    infersight.init(
+        registry=CollectorRegistry(),
+        tracer_provider=provider,
+        gpu="off",
+        models={"m": {"version": "1", "slo_p99_seconds": 0.1}},
+    )
+    request, pre, model, post = (infersight.request, infersight.preprocess, infersight.model, infersight.postprocess)
 
     def run() -> None:
         with request(model="m", endpoint="/predict"):
@@ -89,10 +92,10 @@ def make_handwritten(exporter: SpanExporter | None = None) -> tuple[Callable[[],
     provider.add_span_processor(BatchSpanProcessor(exporter or NullExporter()))
     tracer = provider.get_tracer("handwritten")
     registry = CollectorRegistry()
-    req_hist = Histogram("hw_request_seconds", "", ["model", "endpoint", "outcome"],
-                         buckets=LATENCY_BUCKETS, registry=registry)  # fmt: skip
-    stage_hist = Histogram("hw_stage_seconds", "", ["model", "stage"], buckets=LATENCY_BUCKETS,
-                           registry=registry)  # fmt: skip
+    req_hist = Histogram(
+        "hw_request_seconds", "", ["model", "endpoint", "outcome"], buckets=LATENCY_BUCKETS, registry=registry
+    )
+    stage_hist = Histogram("hw_stage_seconds", "", ["model", "stage"], buckets=LATENCY_BUCKETS, registry=registry)
     perf = time.perf_counter
 
     def stage(name: str) -> None:
@@ -100,8 +103,9 @@ def make_handwritten(exporter: SpanExporter | None = None) -> tuple[Callable[[],
             t0 = perf()
             work()
             ctx = span.get_span_context()
-            stage_hist.labels("m", name).observe(perf() - t0, {
-                "trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"})
+            stage_hist.labels("m", name).observe(
+                perf() - t0, {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}
+            )
 
     def run() -> None:
         t0 = perf()
@@ -110,15 +114,20 @@ def make_handwritten(exporter: SpanExporter | None = None) -> tuple[Callable[[],
             stage("model")
             stage("postprocess")
             ctx = root.get_span_context()
-            req_hist.labels("m", "/predict", "success").observe(perf() - t0, {
-                "trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"})
+            req_hist.labels("m", "/predict", "success").observe(
+                perf() - t0, {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}
+            )
 
     return run, lambda: provider.force_flush()
 
 
-def measure(variants: dict[str, Callable[[], None]], flushes: dict[str, Callable[[], None]],
-            n: int, rounds: int = 10,
-            setups: dict[str, Callable[[], None]] | None = None) -> dict[str, dict[str, float]]:  # fmt: skip
+def measure(
+    variants: dict[str, Callable[[], None]],
+    flushes: dict[str, Callable[[], None]],
+    n: int,
+    rounds: int = 10,
+    setups: dict[str, Callable[[], None]] | None = None,
+) -> dict[str, dict[str, float]]:
     lat: dict[str, list[int]] = {k: [] for k in variants}
     cpu: dict[str, float] = dict.fromkeys(variants, 0.0)
     per_round = n // rounds
@@ -150,8 +159,10 @@ def measure(variants: dict[str, Callable[[], None]], flushes: dict[str, Callable
 Variants = dict[str, Callable[[], Any]]
 
 
-def flask_variants(hand: Callable[[], None], exporter: SpanExporter | None = None,
-                   ) -> tuple[Variants, Variants, dict[str, Callable[[], None]]]:  # fmt: skip
+def flask_variants(
+    hand: Callable[[], None],
+    exporter: SpanExporter | None = None,
+) -> tuple[Variants, Variants, dict[str, Callable[[], None]]]:
     """The same request through Flask's test client: uninstrumented, infersight (its Flask
     instrumentation and stages), the hand-written view (``hand``: server and stage spans by hand,
     histograms with exemplars), and opentelemetry-instrumentation-flask's server span only."""
@@ -200,13 +211,18 @@ def flask_variants(hand: Callable[[], None], exporter: SpanExporter | None = Non
 
 def report(results: dict[str, dict[str, float]], base: str, title: str) -> list[str]:
     b = results[base]
-    lines = [f"### {title}", "",
-             "| variant | p50 µs | p99 µs | added p50 µs | added p99 µs | CPU/request µs |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        f"### {title}",
+        "",
+        "| variant | p50 µs | p99 µs | added p50 µs | added p99 µs | CPU/request µs |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, r in results.items():
-        lines.append(f"| {name} | {r['p50_us']:.1f} | {r['p99_us']:.1f} | "
-                     f"{r['p50_us'] - b['p50_us']:.1f} | {r['p99_us'] - b['p99_us']:.1f} | "
-                     f"{r['cpu_us']:.1f} |")  # fmt: skip
+        lines.append(
+            f"| {name} | {r['p50_us']:.1f} | {r['p99_us']:.1f} | "
+            f"{r['p50_us'] - b['p50_us']:.1f} | {r['p99_us'] - b['p99_us']:.1f} | "
+            f"{r['cpu_us']:.1f} |"
+        )
     return lines
 
 
@@ -229,9 +245,11 @@ def backlog_line(per_block: int) -> str:
     """How much of infersight's work was left for the untimed flush (then cleared)."""
     left = sorted(backlog_at_block_end)
     backlog_at_block_end.clear()
-    return (f"- infersight's worker backlog when a timed block ended: median {left[len(left) // 2]}, "
-            f"max {left[-1]} records of {per_block} requests per block (the worker keeps up when "
-            "this stays near one flush interval's worth)")
+    return (
+        f"- infersight's worker backlog when a timed block ended: median {left[len(left) // 2]}, "
+        f"max {left[-1]} records of {per_block} requests per block (the worker keeps up when "
+        "this stays near one flush interval's worth)"
+    )
 
 
 def main() -> list[str]:
@@ -240,10 +258,11 @@ def main() -> list[str]:
     args = parser.parse_args()
     ours, ours_flush = make_infersight()
     hand, hand_flush = make_handwritten()
-    results = measure({"uninstrumented": uninstrumented, "infersight": ours,
-                       "hand-written OTel + prometheus_client": hand},
-                      {"infersight": ours_flush, "hand-written OTel + prometheus_client": hand_flush},
-                      args.requests)  # fmt: skip
+    results = measure(
+        {"uninstrumented": uninstrumented, "infersight": ours, "hand-written OTel + prometheus_client": hand},
+        {"infersight": ours_flush, "hand-written OTel + prometheus_client": hand_flush},
+        args.requests,
+    )
     lines = report(results, "uninstrumented", "One request, 3 stages, metrics + exemplars")
     lines += ["", *ratios(results, "uninstrumented", "infersight", "hand-written OTel + prometheus_client")]
     lines.append(backlog_line(args.requests // 10))
@@ -253,11 +272,17 @@ def main() -> list[str]:
     flask_requests = max(2000, args.requests // 4)
     fresults = measure(fv, ff, flask_requests, setups=fs)
     lines += ["", *report(fresults, "flask uninstrumented", "Flask test client, same request")]
-    lines += ["", *ratios(fresults, "flask uninstrumented", "flask + infersight",
-                          "flask + hand-written OTel + prometheus_client")]  # fmt: skip
+    lines += [
+        "",
+        *ratios(
+            fresults, "flask uninstrumented", "flask + infersight", "flask + hand-written OTel + prometheus_client"
+        ),
+    ]
     lines.append(backlog_line(flask_requests // 10))
-    lines += [ratio.replace(" (target", " (reference; target").replace("**", "")
-              for ratio in ratios(fresults, "flask uninstrumented", "flask + infersight", "flask + otel-flask only")]
+    lines += [
+        ratio.replace(" (target", " (reference; target").replace("**", "")
+        for ratio in ratios(fresults, "flask uninstrumented", "flask + infersight", "flask + otel-flask only")
+    ]
     infersight.shutdown()
     print("\n".join(lines))
     return lines

@@ -46,21 +46,29 @@ def build(out_dir: str | Path, seed: int = 0, train_steps: int = 60) -> Path:
         vocab.write_text("\n".join(SPECIAL + POSITIVE + NEGATIVE + NEUTRAL) + "\n")
         # DistilBERT takes no token_type_ids; saying so keeps transformers 4.4x pipelines happy.
         # transformers 5 takes the vocabulary as `vocab` (a `vocab_file` is silently ignored).
-        tokenizer = BertTokenizer(vocab=str(vocab), do_lower_case=True,
-                                      model_input_names=["input_ids", "attention_mask"],
-                                      model_max_length=512)  # fmt: skip
+        tokenizer = BertTokenizer(
+            vocab=str(vocab),
+            do_lower_case=True,
+            model_input_names=["input_ids", "attention_mask"],
+            model_max_length=512,
+        )
     config = DistilBertConfig(
-        vocab_size=tokenizer.vocab_size, dim=32, n_layers=1, n_heads=2, hidden_dim=64,
-        max_position_embeddings=512, num_labels=2,
-        id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1},
-    )  # fmt: skip
+        vocab_size=tokenizer.vocab_size,
+        dim=32,
+        n_layers=1,
+        n_heads=2,
+        hidden_dim=64,
+        max_position_embeddings=512,
+        num_labels=2,
+        id2label={0: "NEGATIVE", 1: "POSITIVE"},
+        label2id={"NEGATIVE": 0, "POSITIVE": 1},
+    )
     model = DistilBertForSequenceClassification(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
     model.train()
     for _ in range(train_steps):
         labels = [rng.random() < 0.5 for _ in range(16)]
-        batch = tokenizer([synthetic_sentence(rng, y) for y in labels], padding=True,
-                          return_tensors="pt")  # fmt: skip
+        batch = tokenizer([synthetic_sentence(rng, y) for y in labels], padding=True, return_tensors="pt")
         loss = model(**batch, labels=torch.tensor([int(y) for y in labels])).loss
         loss.backward()
         optimizer.step()

@@ -34,8 +34,11 @@ class AlertLog:
         new = 0
         for alert in payload.get("alerts") or []:
             labels = alert.get("labels") or {}
-            key = (alert.get("fingerprint") or json.dumps(labels, sort_keys=True),
-                   alert.get("startsAt", ""), alert.get("status", ""))  # fmt: skip
+            key = (
+                alert.get("fingerprint") or json.dumps(labels, sort_keys=True),
+                alert.get("startsAt", ""),
+                alert.get("status", ""),
+            )
             with self._lock:
                 duplicate = key in self._seen
                 if not duplicate:
@@ -44,9 +47,16 @@ class AlertLog:
                         self._seen.pop(next(iter(self._seen)))
                     self.received.append({"receiver": receiver, **alert})
             new += not duplicate
-            log.info("%s%s %s %s model=%s severity=%s summary=%s", "duplicate " if duplicate else "",
-                     receiver, alert.get("status"), labels.get("alertname"), labels.get("model", "-"),
-                     labels.get("severity", "-"), (alert.get("annotations") or {}).get("summary", ""))  # fmt: skip
+            log.info(
+                "%s%s %s %s model=%s severity=%s summary=%s",
+                "duplicate " if duplicate else "",
+                receiver,
+                alert.get("status"),
+                labels.get("alertname"),
+                labels.get("model", "-"),
+                labels.get("severity", "-"),
+                (alert.get("annotations") or {}).get("summary", ""),
+            )
         return new
 
 

@@ -100,8 +100,9 @@ def heatmap_expr(spec: MetricSpec, sel: str) -> str:
 # --- panel helpers --------------------------------------------------------------------
 
 
-def target(expr: str, legend: str = "", *, exemplar: bool = False, fmt: pm.PromQueryFormat | None = None,
-           instant: bool = False) -> prometheus.Dataquery:  # fmt: skip
+def target(
+    expr: str, legend: str = "", *, exemplar: bool = False, fmt: pm.PromQueryFormat | None = None, instant: bool = False
+) -> prometheus.Dataquery:
     query = prometheus.Dataquery().expr(expr).datasource(DS).legend_format(legend or "__auto")
     query = query.editor_mode(pm.QueryEditorMode.CODE).exemplar(exemplar)
     if fmt is not None:
@@ -109,8 +110,9 @@ def target(expr: str, legend: str = "", *, exemplar: bool = False, fmt: pm.PromQ
     return query.instant() if instant else query.range()
 
 
-def _finish(panel: Any, title: str, description: str, unit: str, targets: Iterable[prometheus.Dataquery],
-            span: int, height: int) -> Any:  # fmt: skip
+def _finish(
+    panel: Any, title: str, description: str, unit: str, targets: Iterable[prometheus.Dataquery], span: int, height: int
+) -> Any:
     panel = panel.title(title).description(description).unit(unit).datasource(DS).span(span).height(height)
     for ref, query in zip("ABCDEFGH", targets, strict=False):
         panel = panel.with_target(query.ref_id(ref))
@@ -124,8 +126,17 @@ def _legend(table_mode: bool = True) -> cb.VizLegendOptions:
     return legend.display_mode(common.LegendDisplayMode.LIST)
 
 
-def ts(title: str, description: str, unit: str, *targets: prometheus.Dataquery, span: int = 12,
-       height: int = 8, stack: bool = False, bars: bool = False, step: bool = False) -> timeseries.Panel:  # fmt: skip
+def ts(
+    title: str,
+    description: str,
+    unit: str,
+    *targets: prometheus.Dataquery,
+    span: int = 12,
+    height: int = 8,
+    stack: bool = False,
+    bars: bool = False,
+    step: bool = False,
+) -> timeseries.Panel:
     panel = (
         timeseries.Panel()
         .legend(_legend())
@@ -141,8 +152,15 @@ def ts(title: str, description: str, unit: str, *targets: prometheus.Dataquery, 
     return _finish(panel, title, description, unit, targets, span, height)  # type: ignore[no-any-return]
 
 
-def stat_panel(title: str, description: str, unit: str, *targets: prometheus.Dataquery, span: int = 6,
-               height: int = 4, mappings: list[Any] | None = None) -> stat.Panel:  # fmt: skip
+def stat_panel(
+    title: str,
+    description: str,
+    unit: str,
+    *targets: prometheus.Dataquery,
+    span: int = 6,
+    height: int = 4,
+    mappings: list[Any] | None = None,
+) -> stat.Panel:
     panel = stat.Panel().graph_mode(common.BigValueGraphMode.AREA).color_mode(common.BigValueColorMode.VALUE)
     panel = panel.reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
     if mappings:
@@ -150,41 +168,68 @@ def stat_panel(title: str, description: str, unit: str, *targets: prometheus.Dat
     return _finish(panel, title, description, unit, targets, span, height)  # type: ignore[no-any-return]
 
 
-def heat(title: str, description: str, unit: str, query: prometheus.Dataquery, span: int = 12,
-         height: int = 8, cell_unit: str = "ops") -> heatmap.Panel:  # fmt: skip
+def heat(
+    title: str,
+    description: str,
+    unit: str,
+    query: prometheus.Dataquery,
+    span: int = 12,
+    height: int = 8,
+    cell_unit: str = "ops",
+) -> heatmap.Panel:
     """A heatmap of pre-bucketed Prometheus histograms (no client-side calculation); a cell is
     observations per second in that bucket."""
     panel = heatmap.Panel().calculate(False).y_axis(heatmap.YAxisConfig().unit(unit))
     panel = panel.show_tooltip().show_y_histogram().show_legend()
-    panel = panel.color(heatmap.HeatmapColorOptions().mode(hm.HeatmapColorMode.SCHEME).scheme("Spectral")
-                        .scale(hm.HeatmapColorScale.EXPONENTIAL).exponent(0.5).steps(64))  # fmt: skip
+    panel = panel.color(
+        heatmap.HeatmapColorOptions()
+        .mode(hm.HeatmapColorMode.SCHEME)
+        .scheme("Spectral")
+        .scale(hm.HeatmapColorScale.EXPONENTIAL)
+        .exponent(0.5)
+        .steps(64)
+    )
     panel = panel.cell_values(heatmap.CellValues().unit(cell_unit)).exemplars_color("rgba(255,0,255,0.7)")
     panel = panel.rows_frame(heatmap.RowsHeatmapOptions().layout(common.HeatmapCellLayout.LE))
     return _finish(panel, title, description, unit, [query], span, height)  # type: ignore[no-any-return]
 
 
-def state(title: str, description: str, mappings: list[Any], *targets: prometheus.Dataquery, span: int = 12,
-          height: int = 6) -> statetimeline.Panel:  # fmt: skip
+def state(
+    title: str, description: str, mappings: list[Any], *targets: prometheus.Dataquery, span: int = 12, height: int = 6
+) -> statetimeline.Panel:
     panel = statetimeline.Panel().mappings(mappings).show_value(common.VisibilityMode.NEVER).merge_values(True)
     panel = panel.legend(_legend(table_mode=False))
     return _finish(panel, title, description, "none", targets, span, height)  # type: ignore[no-any-return]
 
 
-def table_panel(title: str, description: str, unit: str, *targets: prometheus.Dataquery, span: int = 12,
-                height: int = 8, rename: dict[str, str] | None = None) -> table.Panel:  # fmt: skip
+def table_panel(
+    title: str,
+    description: str,
+    unit: str,
+    *targets: prometheus.Dataquery,
+    span: int = 12,
+    height: int = 8,
+    rename: dict[str, str] | None = None,
+) -> table.Panel:
     """An instant table: queries merged on their labels, the Time column hidden."""
     panel = table.Panel().show_header(True).with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
-    panel = panel.with_transformation(dm.DataTransformerConfig(
-        id_val="organize", options={"excludeByName": {"Time": True}, "renameByName": rename or {}}))  # fmt: skip
+    panel = panel.with_transformation(
+        dm.DataTransformerConfig(
+            id_val="organize", options={"excludeByName": {"Time": True}, "renameByName": rename or {}}
+        )
+    )
     return _finish(panel, title, description, unit, targets, span, height)  # type: ignore[no-any-return]
 
 
 def on_right(panel: Any, ref: str, unit: str) -> Any:
     """Query ``ref`` in another unit on the right axis (e.g. latency next to payload size)."""
-    return panel.override_by_query(ref, [
-        dm.DynamicConfigValue(id_val="unit", value=unit),
-        dm.DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
-    ])  # fmt: skip
+    return panel.override_by_query(
+        ref,
+        [
+            dm.DynamicConfigValue(id_val="unit", value=unit),
+            dm.DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
+        ],
+    )
 
 
 def drill_to(panel: Any, uid: str, title: str) -> Any:
@@ -197,19 +242,26 @@ def drill_to(panel: Any, uid: str, title: str) -> Any:
 
 def dashed(panel: Any, ref: str, color: str = "red") -> Any:
     """Draw query ``ref`` as a dashed fixed-colour line (an objective, a limit)."""
-    return panel.override_by_query(ref, [
-        dm.DynamicConfigValue(id_val="custom.lineStyle", value={"dash": [10, 10], "fill": "dash"}),
-        dm.DynamicConfigValue(id_val="color", value={"fixedColor": color, "mode": "fixed"}),
-        dm.DynamicConfigValue(id_val="custom.fillOpacity", value=0),
-    ])  # fmt: skip
+    return panel.override_by_query(
+        ref,
+        [
+            dm.DynamicConfigValue(id_val="custom.lineStyle", value={"dash": [10, 10], "fill": "dash"}),
+            dm.DynamicConfigValue(id_val="color", value={"fixedColor": color, "mode": "fixed"}),
+            dm.DynamicConfigValue(id_val="custom.fillOpacity", value=0),
+        ],
+    )
 
 
 def flag_mappings(zero: str, one: str, zero_color: str = "green", one_color: str = "red") -> list[Any]:
     """Text and colour for a 0/1 gauge."""
-    return [dm.ValueMap(options={
-        "0": dm.ValueMappingResult(text=zero, color=zero_color, index=0),
-        "1": dm.ValueMappingResult(text=one, color=one_color, index=1),
-    })]  # fmt: skip
+    return [
+        dm.ValueMap(
+            options={
+                "0": dm.ValueMappingResult(text=zero, color=zero_color, index=0),
+                "1": dm.ValueMappingResult(text=one, color=one_color, index=1),
+            }
+        )
+    ]
 
 
 # --- dashboards -----------------------------------------------------------------------
@@ -269,13 +321,17 @@ def overview() -> Iterable[Any]:
         target(quantile(0.95, METRIC.REQUEST_DURATION, REQ, "model"), "{{model}} p95"),
         target(quantile(0.99, METRIC.REQUEST_DURATION, REQ, "model"), "{{model}} p99", exemplar=True),
         target(gauge(METRIC.MODEL_SLO_P99, MODEL, "model"), "{{model}} P99 objective"),
-        span=24, height=9,
-    )  # fmt: skip
+        span=24,
+        height=9,
+    )
     yield drill_to(dashed(latency, "D"), "infersight-stages", "Stages of ${__field.labels.model}")
-    yield heat("Request latency heatmap (click an exemplar for its trace)",
-               "Where do request latencies fall, and which trace is behind an outlier? Exemplars link to Tempo.",
-               "s", target(heatmap_expr(METRIC.REQUEST_DURATION, REQ), "{{le}}", exemplar=True,
-                           fmt=pm.PromQueryFormat.HEATMAP), cell_unit="reqps")  # fmt: skip
+    yield heat(
+        "Request latency heatmap (click an exemplar for its trace)",
+        "Where do request latencies fall, and which trace is behind an outlier? Exemplars link to Tempo.",
+        "s",
+        target(heatmap_expr(METRIC.REQUEST_DURATION, REQ), "{{le}}", exemplar=True, fmt=pm.PromQueryFormat.HEATMAP),
+        cell_unit="reqps",
+    )
     over = rate(METRIC.REQUESTS_OVER_SLO.sample_name, MODEL, "model")
     yield ts(
         "Requests over the P99 objective",
@@ -285,9 +341,14 @@ def overview() -> Iterable[Any]:
     )
 
     yield "Where the time goes"
-    yield ts("P99 per stage (stacked)", "Which stage (preprocess, model, postprocess) makes requests slow?", "s",
-             target(quantile(0.99, METRIC.STAGE_DURATION, MODEL, "stage"), "{{stage}}"),
-             stack=True, bars=True)  # fmt: skip
+    yield ts(
+        "P99 per stage (stacked)",
+        "Which stage (preprocess, model, postprocess) makes requests slow?",
+        "s",
+        target(quantile(0.99, METRIC.STAGE_DURATION, MODEL, "stage"), "{{stage}}"),
+        stack=True,
+        bars=True,
+    )
     yield ts(
         "In-flight requests by instance",
         "Is an instance saturated (requests piling up)?",
@@ -296,11 +357,14 @@ def overview() -> Iterable[Any]:
     )
 
     yield "Telemetry health"
-    yield ts("infersight internal errors and drops",
-             "Is infersight itself losing data (errors swallowed, spans dropped, labels collapsed)?", "ops",
-             target(rate(METRIC.SDK_ERRORS.sample_name, INST, "component"), "error: {{component}}"),
-             target(rate(METRIC.SPANS_DROPPED.sample_name, INST, "reason"), "dropped: {{reason}}"),
-             target(rate(METRIC.LABEL_OVERFLOW.sample_name, INST, "label"), "overflow: {{label}}"))  # fmt: skip
+    yield ts(
+        "infersight internal errors and drops",
+        "Is infersight itself losing data (errors swallowed, spans dropped, labels collapsed)?",
+        "ops",
+        target(rate(METRIC.SDK_ERRORS.sample_name, INST, "component"), "error: {{component}}"),
+        target(rate(METRIC.SPANS_DROPPED.sample_name, INST, "reason"), "dropped: {{reason}}"),
+        target(rate(METRIC.LABEL_OVERFLOW.sample_name, INST, "label"), "overflow: {{label}}"),
+    )
     yield ts(
         "Records processed",
         "Is the telemetry pipeline keeping up with traffic?",
@@ -312,9 +376,12 @@ def overview() -> Iterable[Any]:
 
 def stages() -> Iterable[Any]:
     yield "Stage latency"
-    stage_p99 = ts("Stage P99 by model and stage", "Which stage of which model has the slowest tail?", "s",
-             target(quantile(0.99, METRIC.STAGE_DURATION, MODEL, "model, stage"), "{{model}} / {{stage}}",
-                    exemplar=True))  # fmt: skip
+    stage_p99 = ts(
+        "Stage P99 by model and stage",
+        "Which stage of which model has the slowest tail?",
+        "s",
+        target(quantile(0.99, METRIC.STAGE_DURATION, MODEL, "model, stage"), "{{model}} / {{stage}}", exemplar=True),
+    )
     yield drill_to(stage_p99, "infersight-gpu", "GPU view of ${__field.labels.model}")
     yield ts(
         "Stage P50 by model and stage",
@@ -324,28 +391,43 @@ def stages() -> Iterable[Any]:
     )
 
     yield "Queueing and batching"
-    yield ts("Queue wait P99", "Do requests wait for a batch slot before running (server saturated)?", "s",
-             target(quantile(0.99, METRIC.QUEUE_WAIT, MODEL, "model"), "{{model}} p99", exemplar=True),
-             target(quantile(0.5, METRIC.QUEUE_WAIT, MODEL, "model"), "{{model}} p50"))  # fmt: skip
+    yield ts(
+        "Queue wait P99",
+        "Do requests wait for a batch slot before running (server saturated)?",
+        "s",
+        target(quantile(0.99, METRIC.QUEUE_WAIT, MODEL, "model"), "{{model}} p99", exemplar=True),
+        target(quantile(0.5, METRIC.QUEUE_WAIT, MODEL, "model"), "{{model}} p50"),
+    )
     yield heat(
         "Batch size distribution",
         "How full are executed batches (requests per batch)?",
         "short",
         target(heatmap_expr(METRIC.BATCH_SIZE, MODEL), "{{le}}", fmt=pm.PromQueryFormat.HEATMAP),
     )
-    yield ts("Mean and P99 batch size", "Did the batcher start running smaller or larger batches?", "short",
-             target(mean(METRIC.BATCH_SIZE, MODEL, "model"), "{{model}} mean"),
-             target(quantile(0.99, METRIC.BATCH_SIZE, MODEL, "model"), "{{model}} p99"))  # fmt: skip
+    yield ts(
+        "Mean and P99 batch size",
+        "Did the batcher start running smaller or larger batches?",
+        "short",
+        target(mean(METRIC.BATCH_SIZE, MODEL, "model"), "{{model}} mean"),
+        target(quantile(0.99, METRIC.BATCH_SIZE, MODEL, "model"), "{{model}} p99"),
+    )
 
     yield "Inputs"
-    payload = ts("Payload size P99 against request latency P99",
-                 "Do slow requests follow larger payloads (bytes, left) - latency P99 on the right axis?", "bytes",
-                 target(quantile(0.99, METRIC.PAYLOAD_SIZE, MODEL, "model, direction"), "{{model}} {{direction}}"),
-                 target(quantile(0.99, METRIC.REQUEST_DURATION, REQ, "model"), "{{model}} latency p99"))  # fmt: skip
+    payload = ts(
+        "Payload size P99 against request latency P99",
+        "Do slow requests follow larger payloads (bytes, left) - latency P99 on the right axis?",
+        "bytes",
+        target(quantile(0.99, METRIC.PAYLOAD_SIZE, MODEL, "model, direction"), "{{model}} {{direction}}"),
+        target(quantile(0.99, METRIC.REQUEST_DURATION, REQ, "model"), "{{model}} latency p99"),
+    )
     yield on_right(payload, "B", "s")
-    yield ts("Input tokens P50 / P99", "Are inputs getting longer (tokens per input of text pipelines)?", "short",
-             target(quantile(0.5, METRIC.INPUT_TOKENS, MODEL, "model"), "{{model}} p50"),
-             target(quantile(0.99, METRIC.INPUT_TOKENS, MODEL, "model"), "{{model}} p99"))  # fmt: skip
+    yield ts(
+        "Input tokens P50 / P99",
+        "Are inputs getting longer (tokens per input of text pipelines)?",
+        "short",
+        target(quantile(0.5, METRIC.INPUT_TOKENS, MODEL, "model"), "{{model}} p50"),
+        target(quantile(0.99, METRIC.INPUT_TOKENS, MODEL, "model"), "{{model}} p99"),
+    )
 
     yield "Errors"
     errors = rate(METRIC.ERRORS.sample_name, MODEL, "model, stage, exception_type")
@@ -356,38 +438,68 @@ def stages() -> Iterable[Any]:
         target(errors, "{{model}} / {{stage}}: {{exception_type}}"),
     )
     yield table_panel(
-        "Errors over the range", "Which exceptions dominate over the whole time range?", "short",
-        target(f"sort_desc(sum by (model, stage, exception_type) "
-               f"(increase({METRIC.ERRORS.sample_name}{{{MODEL}}}[$__range])))",
-               fmt=pm.PromQueryFormat.TABLE, instant=True),
+        "Errors over the range",
+        "Which exceptions dominate over the whole time range?",
+        "short",
+        target(
+            f"sort_desc(sum by (model, stage, exception_type) "
+            f"(increase({METRIC.ERRORS.sample_name}{{{MODEL}}}[$__range])))",
+            fmt=pm.PromQueryFormat.TABLE,
+            instant=True,
+        ),
         rename={"Value": "errors"},
-    )  # fmt: skip
+    )
 
     yield "Cold start"
-    yield ts("Model load and first request", "How long did each model version take to load, and to serve its "
-             "first request (cold start)?", "s",
-             target(gauge(METRIC.MODEL_LOAD_DURATION, REQ, "model, version"), "{{model}} {{version}} load"),
-             target(gauge(METRIC.FIRST_REQUEST_DURATION, REQ, "model, version"), "{{model}} {{version}} first request"),
-             step=True)  # fmt: skip
+    yield ts(
+        "Model load and first request",
+        "How long did each model version take to load, and to serve its first request (cold start)?",
+        "s",
+        target(gauge(METRIC.MODEL_LOAD_DURATION, REQ, "model, version"), "{{model}} {{version}} load"),
+        target(gauge(METRIC.FIRST_REQUEST_DURATION, REQ, "model, version"), "{{model}} {{version}} first request"),
+        step=True,
+    )
 
 
 def gpu() -> Iterable[Any]:
     yield "Model stages (same time axis as the GPU panels)"
-    yield ts("Stage P99 by model and stage", "Does a latency change line up with a change on the GPU below?", "s",
-             target(quantile(0.99, METRIC.STAGE_DURATION, MODEL, "model, stage"), "{{model}} / {{stage}}",
-                    exemplar=True), span=24, height=7)  # fmt: skip
+    yield ts(
+        "Stage P99 by model and stage",
+        "Does a latency change line up with a change on the GPU below?",
+        "s",
+        target(quantile(0.99, METRIC.STAGE_DURATION, MODEL, "model, stage"), "{{model}} / {{stage}}", exemplar=True),
+        span=24,
+        height=7,
+    )
 
     yield "Device"
-    yield state("GPU up", "Is the sampler reading each GPU (down after an NVML failure)?",
-                flag_mappings("down", "up", zero_color="red", one_color="green"),
-                target(gauge(METRIC.GPU_UP, GPU, "gpu, uuid"), "GPU {{gpu}}"), span=12, height=5)  # fmt: skip
-    yield table_panel("Profiling mode", "Which kernel-counter source is active per GPU (GPM on Hopper+, "
-                      "else NVML utilization only)?", "none",
-                      target(f"{gauge(METRIC.GPU_PROFILING_MODE, GPU, 'gpu, uuid, mode')} > 0",
-                             fmt=pm.PromQueryFormat.TABLE, instant=True), span=12, height=5)  # fmt: skip
-    yield ts("Utilization", "Is a kernel running (GPU) and is memory busy, share of time?", "percentunit",
-             target(gauge(METRIC.GPU_UTILIZATION, GPU, "gpu"), "GPU {{gpu}} kernel"),
-             target(gauge(METRIC.GPU_MEMORY_UTILIZATION, GPU, "gpu"), "GPU {{gpu}} memory"))  # fmt: skip
+    yield state(
+        "GPU up",
+        "Is the sampler reading each GPU (down after an NVML failure)?",
+        flag_mappings("down", "up", zero_color="red", one_color="green"),
+        target(gauge(METRIC.GPU_UP, GPU, "gpu, uuid"), "GPU {{gpu}}"),
+        span=12,
+        height=5,
+    )
+    yield table_panel(
+        "Profiling mode",
+        "Which kernel-counter source is active per GPU (GPM on Hopper+, else NVML utilization only)?",
+        "none",
+        target(
+            f"{gauge(METRIC.GPU_PROFILING_MODE, GPU, 'gpu, uuid, mode')} > 0",
+            fmt=pm.PromQueryFormat.TABLE,
+            instant=True,
+        ),
+        span=12,
+        height=5,
+    )
+    yield ts(
+        "Utilization",
+        "Is a kernel running (GPU) and is memory busy, share of time?",
+        "percentunit",
+        target(gauge(METRIC.GPU_UTILIZATION, GPU, "gpu"), "GPU {{gpu}} kernel"),
+        target(gauge(METRIC.GPU_MEMORY_UTILIZATION, GPU, "gpu"), "GPU {{gpu}} memory"),
+    )
     memory = ts(
         "Memory used / total",
         "Is device memory close to full (this process vs. all)?",
@@ -397,47 +509,85 @@ def gpu() -> Iterable[Any]:
         target(gauge(METRIC.GPU_PROCESS_MEMORY, GPU, "gpu", "sum"), "GPU {{gpu}} this process"),
     )
     yield dashed(memory, "B", color="orange")
-    yield ts("Power", "How much power does each GPU draw (sampled, and from the energy counter)?", "watt",
-             target(gauge(METRIC.GPU_POWER, GPU, "gpu"), "GPU {{gpu}}"),
-             target(rate(METRIC.GPU_ENERGY.sample_name, GPU, "gpu"), "GPU {{gpu}} from energy"))  # fmt: skip
+    yield ts(
+        "Power",
+        "How much power does each GPU draw (sampled, and from the energy counter)?",
+        "watt",
+        target(gauge(METRIC.GPU_POWER, GPU, "gpu"), "GPU {{gpu}}"),
+        target(rate(METRIC.GPU_ENERGY.sample_name, GPU, "gpu"), "GPU {{gpu}} from energy"),
+    )
     yield ts(
         "Temperature",
         "Is a GPU running hot (and likely to throttle)?",
         "celsius",
         target(gauge(METRIC.GPU_TEMPERATURE, GPU, "gpu"), "GPU {{gpu}}"),
     )
-    yield ts("SM and memory clocks", "Did the clocks drop (throttling, power capping)?", "hertz",
-             target(gauge(METRIC.GPU_SM_CLOCK, GPU, "gpu"), "GPU {{gpu}} SM"),
-             target(gauge(METRIC.GPU_MEMORY_CLOCK, GPU, "gpu"), "GPU {{gpu}} memory"))  # fmt: skip
-    yield state("Clock throttle reasons", "Which throttle reason is active when clocks drop?",
-                flag_mappings("inactive", "active"),
-                target(gauge(METRIC.GPU_THROTTLE, GPU, "gpu, reason"), "GPU {{gpu}} {{reason}}"))  # fmt: skip
-    yield ts("PCIe throughput", "Is host-device transfer a bottleneck (inputs, outputs, weights)?", "Bps",
-             target(gauge(METRIC.GPU_PCIE_TX, GPU, "gpu"), "GPU {{gpu}} tx"),
-             target(gauge(METRIC.GPU_PCIE_RX, GPU, "gpu"), "GPU {{gpu}} rx"))  # fmt: skip
-    yield ts("ECC and XID errors", "Is the hardware or driver reporting errors?", "short",
-             target(f"sum by (gpu, type) (increase({METRIC.GPU_ECC_ERRORS.sample_name}{{{GPU}}}[{RATE}]))",
-                    "GPU {{gpu}} ECC {{type}}"),
-             target(f"sum by (gpu, xid) (increase({METRIC.GPU_XID_ERRORS.sample_name}{{{GPU}}}[{RATE}]))",
-                    "GPU {{gpu}} XID {{xid}}"),
-             target(rate(METRIC.GPU_SAMPLER_ERRORS.sample_name, INST, "call"), "sampler: {{call}}"),
-             bars=True)  # fmt: skip
+    yield ts(
+        "SM and memory clocks",
+        "Did the clocks drop (throttling, power capping)?",
+        "hertz",
+        target(gauge(METRIC.GPU_SM_CLOCK, GPU, "gpu"), "GPU {{gpu}} SM"),
+        target(gauge(METRIC.GPU_MEMORY_CLOCK, GPU, "gpu"), "GPU {{gpu}} memory"),
+    )
+    yield state(
+        "Clock throttle reasons",
+        "Which throttle reason is active when clocks drop?",
+        flag_mappings("inactive", "active"),
+        target(gauge(METRIC.GPU_THROTTLE, GPU, "gpu, reason"), "GPU {{gpu}} {{reason}}"),
+    )
+    yield ts(
+        "PCIe throughput",
+        "Is host-device transfer a bottleneck (inputs, outputs, weights)?",
+        "Bps",
+        target(gauge(METRIC.GPU_PCIE_TX, GPU, "gpu"), "GPU {{gpu}} tx"),
+        target(gauge(METRIC.GPU_PCIE_RX, GPU, "gpu"), "GPU {{gpu}} rx"),
+    )
+    yield ts(
+        "ECC and XID errors",
+        "Is the hardware or driver reporting errors?",
+        "short",
+        target(
+            f"sum by (gpu, type) (increase({METRIC.GPU_ECC_ERRORS.sample_name}{{{GPU}}}[{RATE}]))",
+            "GPU {{gpu}} ECC {{type}}",
+        ),
+        target(
+            f"sum by (gpu, xid) (increase({METRIC.GPU_XID_ERRORS.sample_name}{{{GPU}}}[{RATE}]))",
+            "GPU {{gpu}} XID {{xid}}",
+        ),
+        target(rate(METRIC.GPU_SAMPLER_ERRORS.sample_name, INST, "call"), "sampler: {{call}}"),
+        bars=True,
+    )
 
     yield "Kernel counters (GPM)"
-    yield ts("SM active and occupancy", "Are the SMs busy, and with how many warps?", "percentunit",
-             target(gauge(METRIC.GPU_SM_ACTIVE, GPU, "gpu"), "GPU {{gpu}} SM active"),
-             target(gauge(METRIC.GPU_SM_OCCUPANCY, GPU, "gpu"), "GPU {{gpu}} occupancy"))  # fmt: skip
-    yield ts("Tensor cores and DRAM", "Is the model using tensor cores, or bound by memory bandwidth?",
-             "percentunit",
-             target(gauge(METRIC.GPU_TENSOR_ACTIVE, GPU, "gpu"), "GPU {{gpu}} tensor"),
-             target(gauge(METRIC.GPU_DRAM_ACTIVE, GPU, "gpu"), "GPU {{gpu}} DRAM"))  # fmt: skip
-    yield ts("FP16 / FP32 / FP64 pipes", "Which precision do the kernels run in?", "percentunit",
-             target(gauge(METRIC.GPU_FP16_ACTIVE, GPU, "gpu"), "GPU {{gpu}} FP16"),
-             target(gauge(METRIC.GPU_FP32_ACTIVE, GPU, "gpu"), "GPU {{gpu}} FP32"),
-             target(gauge(METRIC.GPU_FP64_ACTIVE, GPU, "gpu"), "GPU {{gpu}} FP64"))  # fmt: skip
-    yield ts("NVLink throughput", "Is GPU-to-GPU traffic significant (tensor parallel, all-reduce)?", "Bps",
-             target(gauge(METRIC.GPU_NVLINK_TX, GPU, "gpu"), "GPU {{gpu}} tx"),
-             target(gauge(METRIC.GPU_NVLINK_RX, GPU, "gpu"), "GPU {{gpu}} rx"))  # fmt: skip
+    yield ts(
+        "SM active and occupancy",
+        "Are the SMs busy, and with how many warps?",
+        "percentunit",
+        target(gauge(METRIC.GPU_SM_ACTIVE, GPU, "gpu"), "GPU {{gpu}} SM active"),
+        target(gauge(METRIC.GPU_SM_OCCUPANCY, GPU, "gpu"), "GPU {{gpu}} occupancy"),
+    )
+    yield ts(
+        "Tensor cores and DRAM",
+        "Is the model using tensor cores, or bound by memory bandwidth?",
+        "percentunit",
+        target(gauge(METRIC.GPU_TENSOR_ACTIVE, GPU, "gpu"), "GPU {{gpu}} tensor"),
+        target(gauge(METRIC.GPU_DRAM_ACTIVE, GPU, "gpu"), "GPU {{gpu}} DRAM"),
+    )
+    yield ts(
+        "FP16 / FP32 / FP64 pipes",
+        "Which precision do the kernels run in?",
+        "percentunit",
+        target(gauge(METRIC.GPU_FP16_ACTIVE, GPU, "gpu"), "GPU {{gpu}} FP16"),
+        target(gauge(METRIC.GPU_FP32_ACTIVE, GPU, "gpu"), "GPU {{gpu}} FP32"),
+        target(gauge(METRIC.GPU_FP64_ACTIVE, GPU, "gpu"), "GPU {{gpu}} FP64"),
+    )
+    yield ts(
+        "NVLink throughput",
+        "Is GPU-to-GPU traffic significant (tensor parallel, all-reduce)?",
+        "Bps",
+        target(gauge(METRIC.GPU_NVLINK_TX, GPU, "gpu"), "GPU {{gpu}} tx"),
+        target(gauge(METRIC.GPU_NVLINK_RX, GPU, "gpu"), "GPU {{gpu}} rx"),
+    )
 
     yield "Per request on the GPU (exemplars link to the model span)"
     yield ts(
@@ -459,21 +609,32 @@ def gpu() -> Iterable[Any]:
             "{{model}} / {{stage}}",
         ),
     )
-    yield heat("GPU kernel time per stage", "How is per-request kernel time distributed, and which request is "
-               "the outlier (exemplars)?", "s",
-               target(heatmap_expr(METRIC.STAGE_GPU_BUSY, MODEL), "{{le}}", exemplar=True,
-                      fmt=pm.PromQueryFormat.HEATMAP))  # fmt: skip
-    yield heat("SM activity per stage", "How busy were the SMs during each request's stage (GPM delta or "
-               "sampler window)?", "percentunit",
-               target(heatmap_expr(METRIC.STAGE_GPU_SM_ACTIVE, MODEL), "{{le}}", exemplar=True,
-                      fmt=pm.PromQueryFormat.HEATMAP))  # fmt: skip
+    yield heat(
+        "GPU kernel time per stage",
+        "How is per-request kernel time distributed, and which request is the outlier (exemplars)?",
+        "s",
+        target(heatmap_expr(METRIC.STAGE_GPU_BUSY, MODEL), "{{le}}", exemplar=True, fmt=pm.PromQueryFormat.HEATMAP),
+    )
+    yield heat(
+        "SM activity per stage",
+        "How busy were the SMs during each request's stage (GPM delta or sampler window)?",
+        "percentunit",
+        target(
+            heatmap_expr(METRIC.STAGE_GPU_SM_ACTIVE, MODEL), "{{le}}", exemplar=True, fmt=pm.PromQueryFormat.HEATMAP
+        ),
+    )
 
 
 def drift() -> Iterable[Any]:
     yield "Verdict"
-    yield state("Drift detected", "Has each model's input distribution drifted from its reference?",
-                flag_mappings("no drift", "drift"),
-                target(gauge(METRIC.DRIFT_DETECTED, MODEL, "model"), "{{model}}"), span=12, height=6)  # fmt: skip
+    yield state(
+        "Drift detected",
+        "Has each model's input distribution drifted from its reference?",
+        flag_mappings("no drift", "drift"),
+        target(gauge(METRIC.DRIFT_DETECTED, MODEL, "model"), "{{model}}"),
+        span=12,
+        height=6,
+    )
     yield ts(
         "Drift share",
         "What share of features drifted (against the dataset threshold)?",
@@ -483,22 +644,37 @@ def drift() -> Iterable[Any]:
         height=6,
     )
     yield "Per feature"
-    yield table_panel("Per-feature drift score (latest)", "Which features drifted, by which method and score?",
-                      "short",
-                      target(gauge(METRIC.DRIFT_SCORE, MODEL, "model, feature, method"),
-                             fmt=pm.PromQueryFormat.TABLE, instant=True),
-                      target(gauge(METRIC.DRIFT_FEATURE_DRIFTED, MODEL, "model, feature, method"),
-                             fmt=pm.PromQueryFormat.TABLE, instant=True),
-                      rename={"Value #A": "score", "Value #B": "drifted"})  # fmt: skip
-    yield ts("Per-feature drift score", "How did each feature's drift statistic move over time (see method for "
-             "its direction)?", "short",
-             target(gauge(METRIC.DRIFT_SCORE, MODEL, "model, feature, method"),
-                    "{{model}} / {{feature}} ({{method}})"), step=True)  # fmt: skip
+    yield table_panel(
+        "Per-feature drift score (latest)",
+        "Which features drifted, by which method and score?",
+        "short",
+        target(gauge(METRIC.DRIFT_SCORE, MODEL, "model, feature, method"), fmt=pm.PromQueryFormat.TABLE, instant=True),
+        target(
+            gauge(METRIC.DRIFT_FEATURE_DRIFTED, MODEL, "model, feature, method"),
+            fmt=pm.PromQueryFormat.TABLE,
+            instant=True,
+        ),
+        rename={"Value #A": "score", "Value #B": "drifted"},
+    )
+    yield ts(
+        "Per-feature drift score",
+        "How did each feature's drift statistic move over time (see method for its direction)?",
+        "short",
+        target(gauge(METRIC.DRIFT_SCORE, MODEL, "model, feature, method"), "{{model}} / {{feature}} ({{method}})"),
+        step=True,
+    )
     yield "Drift runs"
-    yield ts("Window samples", "How many samples did the last drift window hold?", "short",
-             target(gauge(METRIC.DRIFT_WINDOW_SAMPLES, MODEL, "model"), "{{model}}"),
-             target(rate(METRIC.DRIFT_SAMPLES_CAPTURED.sample_name, MODEL, "model") + " * 60",
-                    "{{model}} captured per minute"), step=True, span=8)  # fmt: skip
+    yield ts(
+        "Window samples",
+        "How many samples did the last drift window hold?",
+        "short",
+        target(gauge(METRIC.DRIFT_WINDOW_SAMPLES, MODEL, "model"), "{{model}}"),
+        target(
+            rate(METRIC.DRIFT_SAMPLES_CAPTURED.sample_name, MODEL, "model") + " * 60", "{{model}} captured per minute"
+        ),
+        step=True,
+        span=8,
+    )
     yield state(
         "Insufficient data",
         "Was the last window too small to give a drift verdict?",
@@ -507,21 +683,41 @@ def drift() -> Iterable[Any]:
         span=8,
         height=8,
     )
-    yield ts("Last run age and run duration", "Are drift runs still happening, and how long do they take?", "s",
-             target(f"time() - {gauge(METRIC.DRIFT_LAST_RUN, MODEL, 'model')}", "{{model}} age"),
-             target(gauge(METRIC.DRIFT_RUN_DURATION, MODEL, "model"), "{{model}} run duration"),
-             span=8)  # fmt: skip
-    yield ts("Drift run errors", "Are drift runs failing, and why?", "short",
-             target(f"sum by (model, reason) (increase({METRIC.DRIFT_ERRORS.sample_name}{{{MODEL}}}[{RATE}]))",
-                    "{{model}}: {{reason}}"), bars=True)  # fmt: skip
+    yield ts(
+        "Last run age and run duration",
+        "Are drift runs still happening, and how long do they take?",
+        "s",
+        target(f"time() - {gauge(METRIC.DRIFT_LAST_RUN, MODEL, 'model')}", "{{model}} age"),
+        target(gauge(METRIC.DRIFT_RUN_DURATION, MODEL, "model"), "{{model}} run duration"),
+        span=8,
+    )
+    yield ts(
+        "Drift run errors",
+        "Are drift runs failing, and why?",
+        "short",
+        target(
+            f"sum by (model, reason) (increase({METRIC.DRIFT_ERRORS.sample_name}{{{MODEL}}}[{RATE}]))",
+            "{{model}}: {{reason}}",
+        ),
+        bars=True,
+    )
     yield "Inputs next to drift"
-    yield ts("Input tokens P50 / P99", "Did input length change when drift was flagged?", "short",
-             target(quantile(0.5, METRIC.INPUT_TOKENS, MODEL, "model"), "{{model}} p50"),
-             target(quantile(0.99, METRIC.INPUT_TOKENS, MODEL, "model"), "{{model}} p99"), span=12)  # fmt: skip
-    yield ts("Payload size P50 / P99", "Did request or response size change when drift was flagged?", "bytes",
-             target(quantile(0.5, METRIC.PAYLOAD_SIZE, MODEL, "model, direction"), "{{model}} {{direction}} p50"),
-             target(quantile(0.99, METRIC.PAYLOAD_SIZE, MODEL, "model, direction"), "{{model}} {{direction}} p99"),
-             span=12)  # fmt: skip
+    yield ts(
+        "Input tokens P50 / P99",
+        "Did input length change when drift was flagged?",
+        "short",
+        target(quantile(0.5, METRIC.INPUT_TOKENS, MODEL, "model"), "{{model}} p50"),
+        target(quantile(0.99, METRIC.INPUT_TOKENS, MODEL, "model"), "{{model}} p99"),
+        span=12,
+    )
+    yield ts(
+        "Payload size P50 / P99",
+        "Did request or response size change when drift was flagged?",
+        "bytes",
+        target(quantile(0.5, METRIC.PAYLOAD_SIZE, MODEL, "model, direction"), "{{model}} {{direction}} p50"),
+        target(quantile(0.99, METRIC.PAYLOAD_SIZE, MODEL, "model, direction"), "{{model}} {{direction}} p99"),
+        span=12,
+    )
 
 
 def _gpu_variable() -> db.QueryVariable:
@@ -529,24 +725,46 @@ def _gpu_variable() -> db.QueryVariable:
 
 
 DASHBOARDS = (
-    DashboardSpec("infersight-overview", "infersight / Inference overview",
-                  "Traffic, errors and latency per model against its P99 objective.", overview),
-    DashboardSpec("infersight-stages", "infersight / Stage drill-down",
-                  "Per-stage latency, queueing, batching, inputs, errors and cold starts.", stages),
-    DashboardSpec("infersight-gpu", "infersight / GPU",
-                  "GPU device and kernel counters on the same time axis as model-stage latency.", gpu,
-                  (_gpu_variable,)),
-    DashboardSpec("infersight-drift", "infersight / Drift",
-                  "Input drift verdicts per model and feature, next to input size.", drift),
-)  # fmt: skip
+    DashboardSpec(
+        "infersight-overview",
+        "infersight / Inference overview",
+        "Traffic, errors and latency per model against its P99 objective.",
+        overview,
+    ),
+    DashboardSpec(
+        "infersight-stages",
+        "infersight / Stage drill-down",
+        "Per-stage latency, queueing, batching, inputs, errors and cold starts.",
+        stages,
+    ),
+    DashboardSpec(
+        "infersight-gpu",
+        "infersight / GPU",
+        "GPU device and kernel counters on the same time axis as model-stage latency.",
+        gpu,
+        (_gpu_variable,),
+    ),
+    DashboardSpec(
+        "infersight-drift",
+        "infersight / Drift",
+        "Input drift verdicts per model and feature, next to input size.",
+        drift,
+    ),
+)
 
 
 def _query_variable(name: str, label: str, query: str) -> db.QueryVariable:
     return (
-        db.QueryVariable(name).label(label).datasource(DS).query(query)
-        .multi(True).include_all(True).all_value(".*")
-        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(dm.VariableSort.ALPHABETICAL_ASC)
-    )  # fmt: skip
+        db.QueryVariable(name)
+        .label(label)
+        .datasource(DS)
+        .query(query)
+        .multi(True)
+        .include_all(True)
+        .all_value(".*")
+        .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+        .sort(dm.VariableSort.ALPHABETICAL_ASC)
+    )
 
 
 def variables() -> list[Any]:
@@ -561,19 +779,35 @@ def variables() -> list[Any]:
 
 def build(spec: DashboardSpec) -> dict[str, Any]:
     dash = (
-        db.Dashboard(spec.title).uid(spec.uid).description(spec.description).tags([TAG])
-        .time("now-1h", "now").refresh("30s").timezone("browser").editable()
+        db.Dashboard(spec.title)
+        .uid(spec.uid)
+        .description(spec.description)
+        .tags([TAG])
+        .time("now-1h", "now")
+        .refresh("30s")
+        .timezone("browser")
+        .editable()
         .tooltip(dm.DashboardCursorSync.CROSSHAIR)
-        .annotation(db.AnnotationQuery().name("Annotations & Alerts").type("dashboard").icon_color(
-            "rgba(0, 211, 255, 1)").datasource(dm.DataSourceRef(type_val="grafana", uid="-- Grafana --")))
-    )  # fmt: skip
+        .annotation(
+            db.AnnotationQuery()
+            .name("Annotations & Alerts")
+            .type("dashboard")
+            .icon_color("rgba(0, 211, 255, 1)")
+            .datasource(dm.DataSourceRef(type_val="grafana", uid="-- Grafana --"))
+        )
+    )
     for var in [*variables(), *(make() for make in spec.extra_variables)]:
         dash = dash.with_variable(var)
     for other in DASHBOARDS:
         if other.uid != spec.uid:
-            dash = dash.link(db.DashboardLink(other.title.removeprefix("infersight / "))
-                             .type(dm.DashboardLinkType.LINK).url(f"/d/{other.uid}").icon("dashboard")
-                             .include_vars(True).keep_time(True))  # fmt: skip
+            dash = dash.link(
+                db.DashboardLink(other.title.removeprefix("infersight / "))
+                .type(dm.DashboardLinkType.LINK)
+                .url(f"/d/{other.uid}")
+                .icon("dashboard")
+                .include_vars(True)
+                .keep_time(True)
+            )
     # The SDK leaves panel ids at 0; number rows and panels in order so the ids are stable.
     for panel_id, item in enumerate(spec.build(), start=1):
         if isinstance(item, str):
@@ -603,8 +837,7 @@ def main(argv: list[str] | None = None) -> int:
     out: Path = args.output_dir
     files = rendered()
     if args.check:
-        stale = [name for name, text in files.items()
-                 if not (out / name).is_file() or (out / name).read_text() != text]  # fmt: skip
+        stale = [name for name, text in files.items() if not (out / name).is_file() or (out / name).read_text() != text]
         extra = sorted(p.name for p in out.glob("*.json") if p.name not in files) if out.is_dir() else []
         for name in stale:
             print(f"stale: {out / name} (run: python grafana-dashboards/generate.py)", file=sys.stderr)

@@ -108,10 +108,13 @@ def _notified(hook: WebhookReceiver, path: str, **labels: str) -> bool:
 @pytest.mark.timeout(30)
 def test_live_alertmanager_routes_to_webhooks(live: tuple[Service, WebhookReceiver]) -> None:
     am, hook = live
-    post_alerts(am.url, [
-        _alert(alertname="InferenceErrorRatioHigh", severity="critical", model="route-a"),
-        _alert(alertname="DriftDetected", severity="warning", model="route-b"),
-    ])  # fmt: skip
+    post_alerts(
+        am.url,
+        [
+            _alert(alertname="InferenceErrorRatioHigh", severity="critical", model="route-a"),
+            _alert(alertname="DriftDetected", severity="warning", model="route-b"),
+        ],
+    )
     _, body = hook.wait_for(lambda p, b: p == "/page", timeout=15)
     assert body["receiver"] == "page" and body["status"] == "firing"
     assert body["groupLabels"] == {"alertname": "InferenceErrorRatioHigh", "model": "route-a"}
@@ -123,30 +126,33 @@ def test_live_alertmanager_routes_to_webhooks(live: tuple[Service, WebhookReceiv
 @pytest.mark.timeout(30)
 def test_live_alertmanager_inhibits(live: tuple[Service, WebhookReceiver]) -> None:
     am, hook = live
-    post_alerts(am.url, [
-        # An SLO breach hides the regression alert of the same model only.
-        _alert(alertname="InferenceP99AboveSLO", severity="warning", model="inh-bert"),
-        _alert(alertname="InferenceP99RegressionVsYesterday", severity="warning",
-               model="inh-bert"),
-        _alert(alertname="InferenceP99RegressionVsYesterday", severity="warning",
-               model="inh-gpt"),
-        # A page hides the ticket of the same alert and model (and its regression alert);
-        # not another model's or another GPU's.
-        _alert(alertname="InferenceLatencySLOBurnRate", severity="critical", model="inh-llama"),
-        _alert(alertname="InferenceLatencySLOBurnRate", severity="warning", model="inh-llama"),
-        _alert(alertname="InferenceP99RegressionVsLastWeek", severity="warning",
-               model="inh-llama"),
-        _alert(alertname="InferenceLatencySLOBurnRate", severity="warning", model="inh-t5"),
-        _alert(alertname="GPUMemoryNearFull", severity="critical", instance="a", gpu="1"),
-        _alert(alertname="GPUMemoryNearFull", severity="warning", instance="a", gpu="0"),
-    ])  # fmt: skip
+    post_alerts(
+        am.url,
+        [
+            # An SLO breach hides the regression alert of the same model only.
+            _alert(alertname="InferenceP99AboveSLO", severity="warning", model="inh-bert"),
+            _alert(alertname="InferenceP99RegressionVsYesterday", severity="warning", model="inh-bert"),
+            _alert(alertname="InferenceP99RegressionVsYesterday", severity="warning", model="inh-gpt"),
+            # A page hides the ticket of the same alert and model (and its regression alert);
+            # not another model's or another GPU's.
+            _alert(alertname="InferenceLatencySLOBurnRate", severity="critical", model="inh-llama"),
+            _alert(alertname="InferenceLatencySLOBurnRate", severity="warning", model="inh-llama"),
+            _alert(alertname="InferenceP99RegressionVsLastWeek", severity="warning", model="inh-llama"),
+            _alert(alertname="InferenceLatencySLOBurnRate", severity="warning", model="inh-t5"),
+            _alert(alertname="GPUMemoryNearFull", severity="critical", instance="a", gpu="1"),
+            _alert(alertname="GPUMemoryNearFull", severity="warning", instance="a", gpu="0"),
+        ],
+    )
 
     def states() -> dict[tuple[str, str, str], str]:
         return {
-            (a["labels"]["alertname"], a["labels"].get("model") or a["labels"].get("gpu", ""),
-             a["labels"]["severity"]): a["status"]["state"]
+            (
+                a["labels"]["alertname"],
+                a["labels"].get("model") or a["labels"].get("gpu", ""),
+                a["labels"]["severity"],
+            ): a["status"]["state"]
             for a in get_alerts(am.url)
-        }  # fmt: skip
+        }
 
     # Inhibition is applied when groups are flushed (group_wait 1s).
     wait_until(lambda: "suppressed" in states().values(), 15, what="an inhibited alert")
@@ -162,10 +168,7 @@ def test_live_alertmanager_inhibits(live: tuple[Service, WebhookReceiver]) -> No
 
     # The suppressed alerts never reach a receiver; their neighbours do.
     wait_until(lambda: _notified(hook, "/ticket", model="inh-t5"), 15, what="t5 ticket")
-    assert _notified(hook, "/ticket", alertname="InferenceP99RegressionVsYesterday",
-                     model="inh-gpt")  # fmt: skip
-    assert not _notified(hook, "/ticket", alertname="InferenceP99RegressionVsYesterday",
-                         model="inh-bert")  # fmt: skip
-    assert not _notified(hook, "/ticket", alertname="InferenceLatencySLOBurnRate",
-                         model="inh-llama")  # fmt: skip
+    assert _notified(hook, "/ticket", alertname="InferenceP99RegressionVsYesterday", model="inh-gpt")
+    assert not _notified(hook, "/ticket", alertname="InferenceP99RegressionVsYesterday", model="inh-bert")
+    assert not _notified(hook, "/ticket", alertname="InferenceLatencySLOBurnRate", model="inh-llama")
     assert _notified(hook, "/page", alertname="InferenceLatencySLOBurnRate", model="inh-llama")

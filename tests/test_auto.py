@@ -33,8 +33,14 @@ print(line)
 
 def _run(code: str, *prefix: str, **env: str) -> subprocess.CompletedProcess[str]:
     full_env = dict(os.environ, OTEL_TRACES_EXPORTER="none", INFERSIGHT_GPU="off", **env)
-    return subprocess.run([*prefix, sys.executable, "-c", code] if not prefix else [*prefix, "-c", code],
-                          cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=60)  # fmt: skip
+    return subprocess.run(
+        [*prefix, sys.executable, "-c", code] if not prefix else [*prefix, "-c", code],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_one_import_after_flask_was_imported() -> None:

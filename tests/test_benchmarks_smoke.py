@@ -51,8 +51,12 @@ EXPECTED = {
         "export thread, our encoder vs the stock one:",
     ],
     "benchmarks/queueing.py": ["| round | P50 ms | P99 ms |", "more CPU per request adds"],
-    "benchmarks/paced_load.py": ["| variant | requests | P50 ms | P99 ms |", "| bare |", "| infersight |",
-                                 "added P99 at 50% load, infersight:"],
+    "benchmarks/paced_load.py": [
+        "| variant | requests | P50 ms | P99 ms |",
+        "| bare |",
+        "| infersight |",
+        "added P99 at 50% load, infersight:",
+    ],
     "benchmarks/collector_load.py": ["| t s | RSS MiB | anonymous MiB |", "accepted rate:", "collector RSS: **max"],
 }
 
@@ -61,8 +65,12 @@ def test_benchmarks_run_quick() -> None:
     have_wrk = shutil.which("wrk") is not None
     have_collector = collector_binary().exists()
     scripts = [s for s in EXPECTED if have_wrk or s != "benchmarks/server_load.py"]
-    procs = {s: subprocess.Popen([sys.executable, s, "--quick"], cwd=ROOT, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True) for s in scripts}  # fmt: skip
+    procs = {
+        s: subprocess.Popen(
+            [sys.executable, s, "--quick"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for s in scripts
+    }
     outputs = {}
     try:
         for script, proc in procs.items():
@@ -111,8 +119,9 @@ def test_server_load_verdicts_need_every_round_to_agree(monkeypatch: pytest.Monk
     def verdict(values: list[float]) -> str:
         return server_load.round_verdict(values, lambda d: d <= 0.5, lambda d: d > 0.5, "")
 
-    worse = server_load.by_round(phase(bare=[10, 40, 20], infersight=[11, 42, 20.6]), "infersight",
-                                 server_load.added_p99_ms)  # fmt: skip
+    worse = server_load.by_round(
+        phase(bare=[10, 40, 20], infersight=[11, 42, 20.6]), "infersight", server_load.added_p99_ms
+    )
     assert worse == pytest.approx([1.0, 2.0, 0.6])
     assert verdict(worse).startswith("NOT met in any round")
     assert verdict([0.1, -3.0, 0.5]).startswith("met in every round")
@@ -123,8 +132,13 @@ def test_server_load_verdicts_need_every_round_to_agree(monkeypatch: pytest.Monk
 @pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind not installed (tools/setup.sh installs it)")
 def test_instruction_counts_quick() -> None:
     """Alone, not beside the others: six callgrind runs take about a minute on 2 cores."""
-    proc = subprocess.run([sys.executable, "benchmarks/instructions.py", "--quick"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=2 * TIMEOUT_S)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/instructions.py", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=2 * TIMEOUT_S,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     variants = {"uninstrumented", "infersight", "hand-written OTel + prometheus_client"}
     rows = {}

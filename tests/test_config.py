@@ -71,12 +71,23 @@ def test_unknown_setting_and_unknown_model_key() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.dictionaries(
-    st.sampled_from(["INFERSIGHT_METRICS_PORT", "INFERSIGHT_QUEUE_SIZE", "INFERSIGHT_FLUSH_INTERVAL",
-                     "INFERSIGHT_EXEMPLARS", "INFERSIGHT_MODELS", "OTEL_TRACES_EXPORTER",
-                     "INFERSIGHT_DRIFT_SAMPLE_RATE", "INFERSIGHT_MAX_LABEL_VALUES"]),
-    st.text(max_size=30),
-))  # fmt: skip
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "INFERSIGHT_METRICS_PORT",
+                "INFERSIGHT_QUEUE_SIZE",
+                "INFERSIGHT_FLUSH_INTERVAL",
+                "INFERSIGHT_EXEMPLARS",
+                "INFERSIGHT_MODELS",
+                "OTEL_TRACES_EXPORTER",
+                "INFERSIGHT_DRIFT_SAMPLE_RATE",
+                "INFERSIGHT_MAX_LABEL_VALUES",
+            ]
+        ),
+        st.text(max_size=30),
+    )
+)
 def test_any_env_either_parses_or_raises_config_error(env: dict[str, str]) -> None:
     """Property: no input makes parsing crash with anything but ConfigError."""
     try:
@@ -132,9 +143,18 @@ def _choices(*values: str, fold_case: bool = True) -> st.SearchStrategy[tuple[st
     return st.sampled_from(values).flatmap(variants)
 
 
-_BOOLS = st.sampled_from([("true", True), ("1", True), ("yes", True), ("on", True), ("false", False),
-                          ("0", False), ("no", False), ("off", False)]).flatmap(
-    lambda pair: _spaced(st.sampled_from([pair[0], pair[0].upper()])).map(lambda raw: (raw, pair[1])))  # fmt: skip
+_BOOLS = st.sampled_from(
+    [
+        ("true", True),
+        ("1", True),
+        ("yes", True),
+        ("on", True),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        ("off", False),
+    ]
+).flatmap(lambda pair: _spaced(st.sampled_from([pair[0], pair[0].upper()])).map(lambda raw: (raw, pair[1])))
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40).map(str.strip).filter(bool)
 _MODEL = st.fixed_dictionaries(
     {}, optional={"version": st.one_of(st.none(), _TEXT, st.integers(0, 99)), "slo_p99_seconds": st.floats(1e-6, 1e3)}
@@ -143,9 +163,12 @@ _MODEL = st.fixed_dictionaries(
 
 def _expected_models(models: dict[str, dict[str, object]]) -> dict[str, ModelConfig]:
     """JSON null or no version: no version; numbers are kept as text."""
-    return {name: ModelConfig(version="" if m.get("version") is None else str(m["version"]),
-                              slo_p99_seconds=m.get("slo_p99_seconds"))  # type: ignore[arg-type]
-            for name, m in models.items()}  # fmt: skip
+    return {
+        name: ModelConfig(
+            version="" if m.get("version") is None else str(m["version"]), slo_p99_seconds=m.get("slo_p99_seconds")
+        )  # type: ignore[arg-type]
+        for name, m in models.items()
+    }
 
 
 _MODELS = st.dictionaries(_TEXT, _MODEL, max_size=4).map(lambda m: (json.dumps(m), _expected_models(m)))
@@ -185,8 +208,17 @@ VALID: dict[str, st.SearchStrategy[tuple[str, object]]] = {
 
 # Values that are wrong for a kind of setting, beyond random text.
 _BAD_NUMBERS = ["abc", "1.5.2", "nan", "inf", "-inf", "1e999", "-1", "0x10", "", "--1", "1 2", "true"]
-_BAD_MODELS = ['{"m": {"slo_p99_seconds": -1}}', '{"m": {"slo_p99_seconds": "fast"}}', '{"m": 3}',
-               '{"m": {"slo": 1}}', '{"": {}}', "[]", '"m"', "{not json", "[" * 5_000]  # fmt: skip
+_BAD_MODELS = [
+    '{"m": {"slo_p99_seconds": -1}}',
+    '{"m": {"slo_p99_seconds": "fast"}}',
+    '{"m": 3}',
+    '{"m": {"slo": 1}}',
+    '{"": {}}',
+    "[]",
+    '"m"',
+    "{not json",
+    "[" * 5_000,
+]
 
 
 def test_every_variable_has_a_valid_value_strategy() -> None:
@@ -211,8 +243,7 @@ def test_the_traces_protocol_variable_round_trips(data: st.DataObject) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(var=st.sampled_from(ALL_VARS),
-       raw=st.one_of(st.text(max_size=30), st.sampled_from(_BAD_NUMBERS + _BAD_MODELS)))  # fmt: skip
+@given(var=st.sampled_from(ALL_VARS), raw=st.one_of(st.text(max_size=30), st.sampled_from(_BAD_NUMBERS + _BAD_MODELS)))
 @example(var="INFERSIGHT_MODELS", raw='{"m": {"slo_p99_seconds": -1}}')
 @example(var="INFERSIGHT_MODELS", raw='{"m": 3}')
 @example(var="INFERSIGHT_MODELS", raw="[" * 5_000)

@@ -47,8 +47,9 @@ DASHBOARDS = load_dashboards()
 
 
 def run_generator(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(GENERATOR), *args], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, str(GENERATOR), *args], capture_output=True, text=True, timeout=60, cwd=ROOT, check=False
+    )
 
 
 # --- generated files are current ------------------------------------------------------

@@ -33,11 +33,18 @@ def _processes_mentioning(text: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.stack
-@pytest.mark.skipif(find_binary("prometheus") is None or find_binary("alertmanager") is None,
-                    reason="prometheus / prometheus-alertmanager not installed (tools/setup.sh)")  # fmt: skip
+@pytest.mark.skipif(
+    find_binary("prometheus") is None or find_binary("alertmanager") is None,
+    reason="prometheus / prometheus-alertmanager not installed (tools/setup.sh)",
+)
 def test_demo_runs_end_to_end_and_cleans_up() -> None:
-    proc = subprocess.run([sys.executable, "tools/demo.py", "--duration", "60", "--fault-at", "10",
-                           "--no-tty"], cwd=ROOT, capture_output=True, text=True, timeout=150)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "tools/demo.py", "--duration", "60", "--fault-at", "10", "--no-tty"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     out = proc.stdout
     assert proc.returncode == 0, f"{out[-3000:]}\n{proc.stderr[-3000:]}"
 

@@ -47,8 +47,9 @@ def anchors(markdown: str) -> set[str]:
 
 
 def test_metrics_doc_is_current() -> None:
-    result = subprocess.run([sys.executable, "tools/gen_metrics_doc.py", "--check"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "tools/gen_metrics_doc.py", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout
 
 

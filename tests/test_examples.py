@@ -31,13 +31,25 @@ OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0"}
 def serve_example(app: Path, model_dir: Path, workdir: Path, **env: str) -> Iterator[str]:
     """Run an example app on a free loopback port; yield its base URL; always stop it."""
     port = free_port()
-    full_env = dict(os.environ, MODEL=str(model_dir), OTEL_TRACES_EXPORTER="none", INFERSIGHT_GPU="off",
-                    OMP_NUM_THREADS="1", INFERSIGHT_DEMO_FAULTS=str(workdir / "faults.json"),
-                    HF_HUB_DISABLE_PROGRESS_BARS="1", **env)  # fmt: skip
+    full_env = dict(
+        os.environ,
+        MODEL=str(model_dir),
+        OTEL_TRACES_EXPORTER="none",
+        INFERSIGHT_GPU="off",
+        OMP_NUM_THREADS="1",
+        INFERSIGHT_DEMO_FAULTS=str(workdir / "faults.json"),
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        **env,
+    )
     log = workdir / f"{app.parent.name}.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, str(app), "--port", str(port)], cwd=ROOT, env=full_env,
-                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, str(app), "--port", str(port)],
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         end = time.monotonic() + 90
@@ -70,8 +82,11 @@ def scrape(url: str) -> dict[str, Any]:
 def samples(families: dict[str, Any], spec: Any, suffix: str, **labels: str) -> list[Any]:
     family = families.get(spec.name)
     assert family is not None, f"{spec.name} missing; have {sorted(families)}"
-    return [s for s in family.samples
-            if s.name == spec.name + suffix and all(s.labels.get(k) == v for k, v in labels.items())]  # fmt: skip
+    return [
+        s
+        for s in family.samples
+        if s.name == spec.name + suffix and all(s.labels.get(k) == v for k, v in labels.items())
+    ]
 
 
 def value(families: dict[str, Any], spec: Any, suffix: str = "", **labels: str) -> float:
@@ -91,8 +106,11 @@ def sentiment(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def test_sentiment_one_line_gives_request_and_stage_histograms_with_exemplars(sentiment: tuple[str, Path]) -> None:
     url, _ = sentiment
     before = scrape(url)
-    n0 = value(before, METRIC.REQUEST_DURATION, "_count", model="tiny-sentiment") if samples(
-        before, METRIC.REQUEST_DURATION, "_count", model="tiny-sentiment") else 0.0  # fmt: skip
+    n0 = (
+        value(before, METRIC.REQUEST_DURATION, "_count", model="tiny-sentiment")
+        if samples(before, METRIC.REQUEST_DURATION, "_count", model="tiny-sentiment")
+        else 0.0
+    )
     labels = set()
     for text in ("great excellent movie", "awful terrible service", "the food was fine", "bad slow server"):
         r = requests.post(f"{url}/predict", json={"text": text}, timeout=10)
@@ -108,12 +126,16 @@ def test_sentiment_one_line_gives_request_and_stage_histograms_with_exemplars(se
     for stage in STAGES:
         assert value(fams, METRIC.STAGE_DURATION, "_count", model="tiny-sentiment", stage=stage) >= 4, stage
     # Exemplars: trace ids on latency buckets, with spans not exported (OTEL_TRACES_EXPORTER=none).
-    exemplars = [s.exemplar for s in samples(fams, METRIC.REQUEST_DURATION, "_bucket", model="tiny-sentiment")
-                 if s.exemplar is not None]  # fmt: skip
+    exemplars = [
+        s.exemplar
+        for s in samples(fams, METRIC.REQUEST_DURATION, "_bucket", model="tiny-sentiment")
+        if s.exemplar is not None
+    ]
     assert exemplars, "no exemplars on the request histogram"
     assert all(len(e.labels["trace_id"]) == 32 for e in exemplars)
-    stage_ex = [s for s in samples(fams, METRIC.STAGE_DURATION, "_bucket", model="tiny-sentiment")
-                if s.exemplar is not None]  # fmt: skip
+    stage_ex = [
+        s for s in samples(fams, METRIC.STAGE_DURATION, "_bucket", model="tiny-sentiment") if s.exemplar is not None
+    ]
     assert {s.labels["stage"] for s in stage_ex} == set(STAGES)
     assert value(fams, METRIC.MODEL_SLO_P99, model="tiny-sentiment") == pytest.approx(0.1)
     assert value(fams, METRIC.MODEL_LOAD_DURATION, model="tiny-sentiment") > 0
@@ -123,8 +145,10 @@ def test_sentiment_one_line_gives_request_and_stage_histograms_with_exemplars(se
 
 def _stage_sum(url: str, stage: str) -> tuple[float, float]:
     fams = scrape(url)
-    return (value(fams, METRIC.STAGE_DURATION, "_sum", model="tiny-sentiment", stage=stage),
-            value(fams, METRIC.STAGE_DURATION, "_count", model="tiny-sentiment", stage=stage))  # fmt: skip
+    return (
+        value(fams, METRIC.STAGE_DURATION, "_sum", model="tiny-sentiment", stage=stage),
+        value(fams, METRIC.STAGE_DURATION, "_count", model="tiny-sentiment", stage=stage),
+    )
 
 
 def test_slow_postprocess_fault_lands_in_the_postprocess_stage(sentiment: tuple[str, Path]) -> None:
@@ -212,11 +236,13 @@ def test_load_generator_large_payloads_and_input_shift(sentiment: tuple[str, Pat
 
     before = scrape(url)
     big0 = value(before, METRIC.PAYLOAD_SIZE, "_count", model="tiny-sentiment", direction="request") - value(
-        before, METRIC.PAYLOAD_SIZE, "_bucket", model="tiny-sentiment", direction="request", le="65536.0")  # fmt: skip
+        before, METRIC.PAYLOAD_SIZE, "_bucket", model="tiny-sentiment", direction="request", le="65536.0"
+    )
     result = http_load.run(f"{url}/predict", duration_s=1.5, rps=6, concurrency=2, mode="large", large_kb=80)
     assert result.requests >= 4 and result.errors == 0, result.summary()
     assert result.quantile(0.5) <= result.quantile(0.99)
     after = scrape(url)
     big1 = value(after, METRIC.PAYLOAD_SIZE, "_count", model="tiny-sentiment", direction="request") - value(
-        after, METRIC.PAYLOAD_SIZE, "_bucket", model="tiny-sentiment", direction="request", le="65536.0")  # fmt: skip
+        after, METRIC.PAYLOAD_SIZE, "_bucket", model="tiny-sentiment", direction="request", le="65536.0"
+    )
     assert big1 - big0 == result.requests  # every large body landed above the 64 KiB bucket

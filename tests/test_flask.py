@@ -87,8 +87,7 @@ def test_metrics_route_serves_openmetrics_with_exemplars(served: tuple[str, Capt
     assert r.headers["Content-Type"].startswith("application/openmetrics-text")
     families = {f.name: f for f in text_string_to_metric_families(r.text)}
     hist = families["infersight_request_duration_seconds"]
-    count = [s for s in hist.samples if s.name.endswith("_count")
-             and s.labels["endpoint"] == "/predict/<name>"]  # fmt: skip
+    count = [s for s in hist.samples if s.name.endswith("_count") and s.labels["endpoint"] == "/predict/<name>"]
     assert count and count[0].value == 3
     assert count[0].labels["model"] == "clf"
     exemplars = [s.exemplar for s in hist.samples if s.exemplar is not None]
@@ -106,8 +105,16 @@ def test_metrics_route_serves_openmetrics_with_exemplars(served: tuple[str, Capt
 def test_server_error_is_an_error_outcome(served: tuple[str, Captured]) -> None:
     url, t = served
     assert requests.get(f"{url}/fail", timeout=5).status_code == 500
-    assert t.value("infersight_request_duration_seconds_count", model="unknown", version="unknown",
-                   endpoint="/fail", outcome="error") == 1.0
+    assert (
+        t.value(
+            "infersight_request_duration_seconds_count",
+            model="unknown",
+            version="unknown",
+            endpoint="/fail",
+            outcome="error",
+        )
+        == 1.0
+    )
     span = t.spans("GET /fail")[0]
     assert span.status.status_code.name == "ERROR"
 
@@ -129,8 +136,16 @@ def test_unmatched_routes_collapse_to_one_endpoint_label(served: tuple[str, Capt
     url, t = served
     for i in range(20):
         requests.get(f"{url}/random/{i}", timeout=5)
-    assert t.value("infersight_request_duration_seconds_count", model="unknown", version="unknown",
-                   endpoint="unmatched", outcome="success") == 20.0
+    assert (
+        t.value(
+            "infersight_request_duration_seconds_count",
+            model="unknown",
+            version="unknown",
+            endpoint="unmatched",
+            outcome="success",
+        )
+        == 20.0
+    )
 
 
 def test_extra_pages_such_as_drift_are_served_next_to_metrics() -> None:

@@ -129,8 +129,9 @@ def only(spans: list[ReadableSpan] | Any, name: str) -> ReadableSpan:
 
 
 def count(t: Captured, endpoint: str, outcome: str, model: str = "unknown") -> float | None:
-    return t.value(f"{METRIC.REQUEST_DURATION.name}_count", model=model, version="unknown",
-                   endpoint=endpoint, outcome=outcome)  # fmt: skip
+    return t.value(
+        f"{METRIC.REQUEST_DURATION.name}_count", model=model, version="unknown", endpoint=endpoint, outcome=outcome
+    )
 
 
 def assert_server_span_with_stages(t: Captured) -> ReadableSpan:
@@ -261,8 +262,7 @@ class RecordingInterceptor(grpc.ServerInterceptor):
             self.seen.append((handler_call_details.method, infersight.current_request_handle() is not None))
             return handler.unary_unary(request, context)
 
-        return grpc.unary_unary_rpc_method_handler(behavior, handler.request_deserializer,
-                                                   handler.response_serializer)  # fmt: skip
+        return grpc.unary_unary_rpc_method_handler(behavior, handler.request_deserializer, handler.response_serializer)
 
 
 class LiveServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -321,11 +321,14 @@ def _stream_handlers(mode: str) -> Any:
             async for r in requests_:  # the writer API: a coroutine that writes, not a generator
                 await context.write(r.upper())
 
-    return grpc.method_handlers_generic_handler("test.Streams", {
-        "Count": grpc.unary_stream_rpc_method_handler(count_up, _identity, _identity),
-        "Total": grpc.stream_unary_rpc_method_handler(total, _identity, _identity),
-        "Echo": grpc.stream_stream_rpc_method_handler(echo, _identity, _identity),
-    })  # fmt: skip
+    return grpc.method_handlers_generic_handler(
+        "test.Streams",
+        {
+            "Count": grpc.unary_stream_rpc_method_handler(count_up, _identity, _identity),
+            "Total": grpc.stream_unary_rpc_method_handler(total, _identity, _identity),
+            "Echo": grpc.stream_stream_rpc_method_handler(echo, _identity, _identity),
+        },
+    )
 
 
 def _assert_stream_spans(t: Captured) -> None:
@@ -435,9 +438,16 @@ def test_first_server_starts_the_metrics_port_and_a_taken_port_is_reported_once(
 def test_example_server_under_grpc_load(tiny_model_dir: Path, tmp_path: Path) -> None:
     """server.py as users run it (the default sync server; --aio is covered in-process above)."""
     grpc_port, metrics_port = free_port(), free_port()
-    env = dict(os.environ, MODEL=str(tiny_model_dir), OTEL_TRACES_EXPORTER="none", INFERSIGHT_GPU="off",
-               INFERSIGHT_METRICS_PORT=str(metrics_port), INFERSIGHT_METRICS_ADDR="127.0.0.1",
-               OMP_NUM_THREADS="1", HF_HUB_DISABLE_PROGRESS_BARS="1")  # fmt: skip
+    env = dict(
+        os.environ,
+        MODEL=str(tiny_model_dir),
+        OTEL_TRACES_EXPORTER="none",
+        INFERSIGHT_GPU="off",
+        INFERSIGHT_METRICS_PORT=str(metrics_port),
+        INFERSIGHT_METRICS_ADDR="127.0.0.1",
+        OMP_NUM_THREADS="1",
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+    )
     argv = [sys.executable, str(GRPC_EXAMPLE / "server.py"), "--port", str(grpc_port)]
     log = tmp_path / "server.log"
     with open(log, "wb") as out:
@@ -445,20 +455,36 @@ def test_example_server_under_grpc_load(tiny_model_dir: Path, tmp_path: Path) ->
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
         try:
-            ready = channel.unary_unary(f"/{SERVICE}/ServerReady",
-                                        request_serializer=pb.ServerReadyRequest.SerializeToString,
-                                        response_deserializer=pb.ServerReadyResponse.FromString)  # fmt: skip
+            ready = channel.unary_unary(
+                f"/{SERVICE}/ServerReady",
+                request_serializer=pb.ServerReadyRequest.SerializeToString,
+                response_deserializer=pb.ServerReadyResponse.FromString,
+            )
             assert ready(pb.ServerReadyRequest(), wait_for_ready=True, timeout=90).ready, log.read_text()
         finally:
             channel.close()
-        result = grpc_load.run(f"127.0.0.1:{grpc_port}", duration_s=1.5, rps=12, concurrency=2,
-                               mode="shift", traceparent=True, timeout_s=10)  # fmt: skip
+        result = grpc_load.run(
+            f"127.0.0.1:{grpc_port}",
+            duration_s=1.5,
+            rps=12,
+            concurrency=2,
+            mode="shift",
+            traceparent=True,
+            timeout_s=10,
+        )
         assert result.requests >= 5 and result.errors == 0, result.summary()
         time.sleep(0.4)  # the SDK flushes records every 0.1 s
         body = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
-        line = next((ln for ln in body.splitlines()
-                     if ln.startswith(f"{METRIC.REQUEST_DURATION.name}_count")
-                     and f'endpoint="{INFER}"' in ln and 'outcome="success"' in ln), None)  # fmt: skip
+        line = next(
+            (
+                ln
+                for ln in body.splitlines()
+                if ln.startswith(f"{METRIC.REQUEST_DURATION.name}_count")
+                and f'endpoint="{INFER}"' in ln
+                and 'outcome="success"' in ln
+            ),
+            None,
+        )
         assert line is not None, body[-3000:]
         assert f'model="{MODEL}"' in line
         assert float(line.rsplit(" ", 1)[1]) == result.requests
@@ -476,8 +502,9 @@ def test_generated_modules_match_the_proto(tmp_path: Path) -> None:
     from grpc_tools import protoc
 
     proto = GRPC_EXAMPLE / "grpc_predict_v2.proto"
-    rc = protoc.main(["protoc", f"-I{GRPC_EXAMPLE}", f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}",
-                      str(proto)])  # fmt: skip
+    rc = protoc.main(
+        ["protoc", f"-I{GRPC_EXAMPLE}", f"--python_out={tmp_path}", f"--grpc_python_out={tmp_path}", str(proto)]
+    )
     assert rc == 0
     for name in ("grpc_predict_v2_pb2.py", "grpc_predict_v2_pb2_grpc.py"):
         assert (tmp_path / name).read_text() == (GRPC_EXAMPLE / name).read_text(), f"run gen_proto.sh: {name} is stale"

@@ -27,8 +27,9 @@ def test_keep_ratio_1_keeps_every_trace_unmarked() -> None:
 
 
 def test_errors_and_slow_requests_are_kept_and_the_rest_at_the_ratio() -> None:
-    with capture(traces_keep_ratio=0.1, traces_keep_slower_than_s=0.02,
-                 models={"slo": {"slo_p99_seconds": 0.005}}) as t:  # fmt: skip
+    with capture(
+        traces_keep_ratio=0.1, traces_keep_slower_than_s=0.02, models={"slo": {"slo_p99_seconds": 0.005}}
+    ) as t:
         for _ in range(2000):
             with infersight.request(model="m"), infersight.model():
                 pass
@@ -59,8 +60,16 @@ def test_errors_and_slow_requests_are_kept_and_the_rest_at_the_ratio() -> None:
         assert reasons.count("error") == 20 and reasons.count("slow") == 6
         assert reasons.count("ratio") == fast_kept
         # Metrics count every request, kept or not.
-        assert t.value("infersight_request_duration_seconds_count", model="m", version="unknown",
-                       endpoint="inference", outcome="success") == 2003  # fmt: skip
+        assert (
+            t.value(
+                "infersight_request_duration_seconds_count",
+                model="m",
+                version="unknown",
+                endpoint="inference",
+                outcome="success",
+            )
+            == 2003
+        )
         kept = {format(s.context.trace_id, "032x") for s in spans}
         exemplars = set(re.findall(r'trace_id="([0-9a-f]{32})"', t.openmetrics()))
         assert exemplars and exemplars <= kept, "an exemplar names a trace that was not exported"
@@ -80,9 +89,14 @@ def test_ratio_is_decided_on_the_trace_id_like_the_otel_sampler() -> None:
         assert sampler.should_sample(None, trace_id, "x").decision is Decision.RECORD_AND_SAMPLE
 
 
-@pytest.mark.parametrize(("env", "value"), [("INFERSIGHT_TRACES_KEEP_RATIO", "1.5"),
-                                            ("INFERSIGHT_TRACES_KEEP_RATIO", "ten"),
-                                            ("INFERSIGHT_TRACES_KEEP_SLOWER_THAN", "0")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("env", "value"),
+    [
+        ("INFERSIGHT_TRACES_KEEP_RATIO", "1.5"),
+        ("INFERSIGHT_TRACES_KEEP_RATIO", "ten"),
+        ("INFERSIGHT_TRACES_KEEP_SLOWER_THAN", "0"),
+    ],
+)
 def test_bad_settings_name_the_variable(env: str, value: str) -> None:
     with pytest.raises(ConfigError, match=env):
         Config.from_env({env: value})

@@ -41,14 +41,40 @@ def echo_server() -> Iterator[tuple[str, list[int]]]:
 @pytest.mark.parametrize("shape", ["steady", "spike"])
 def test_locustfile_drives_load(echo_server: tuple[str, list[int]], tmp_path: Path, shape: str) -> None:
     url, sizes = echo_server
-    env = dict(os.environ, LOAD_SHAPE=shape, LOAD_LARGE_SHARE="0.3", LOAD_LARGE_KB="16",
-               LOAD_SHIFT_SHARE="0.3", LOAD_WAIT_S="0.05", LOAD_SPIKE_MINUTES="0.1")  # fmt: skip
+    env = dict(
+        os.environ,
+        LOAD_SHAPE=shape,
+        LOAD_LARGE_SHARE="0.3",
+        LOAD_LARGE_KB="16",
+        LOAD_SHIFT_SHARE="0.3",
+        LOAD_WAIT_S="0.05",
+        LOAD_SPIKE_MINUTES="0.1",
+    )
     locust = Path(sys.executable).parent / "locust"
     result = subprocess.run(
-        [str(locust), "-f", "examples/load/locustfile.py", "--host", url, "--headless", "-u", "4", "-r", "4",
-         "-t", "4s", "--csv", str(tmp_path / "run"), "--only-summary"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=90,
-    )  # fmt: skip
+        [
+            str(locust),
+            "-f",
+            "examples/load/locustfile.py",
+            "--host",
+            url,
+            "--headless",
+            "-u",
+            "4",
+            "-r",
+            "4",
+            "-t",
+            "4s",
+            "--csv",
+            str(tmp_path / "run"),
+            "--only-summary",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     with open(tmp_path / "run_stats.csv") as f:
         rows = {row["Name"]: row for row in csv.DictReader(f)}

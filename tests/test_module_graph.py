@@ -65,8 +65,9 @@ def import_graph(root: Path) -> dict[str, set[str]]:
                 prefix = ".".join(base + ([node.module] if node.module else []))
             else:
                 prefix = node.module or ""
-            targets += [f"{prefix}.{alias.name}" if f"{prefix}.{alias.name}" in modules else prefix
-                        for alias in node.names]  # fmt: skip
+            targets += [
+                f"{prefix}.{alias.name}" if f"{prefix}.{alias.name}" in modules else prefix for alias in node.names
+            ]
         deps: set[str] = set()
         for target in targets:
             if not target.startswith(top):

@@ -25,10 +25,15 @@ from stack import LOOPBACK
 
 FastOTLPSpanExporter = fast_otlp_exporter_class()
 
-RESOURCES = [Resource.create({"service.name": "a"}),
-             Resource({"service.name": "b", "n": 3}, schema_url="https://opentelemetry.io/schemas/1.26.0")]  # fmt: skip
-SCOPES = [InstrumentationScope("infersight", "0.1.0"), None,
-          InstrumentationScope("user", None, "https://example.com/schema")]  # fmt: skip
+RESOURCES = [
+    Resource.create({"service.name": "a"}),
+    Resource({"service.name": "b", "n": 3}, schema_url="https://opentelemetry.io/schemas/1.26.0"),
+]
+SCOPES = [
+    InstrumentationScope("infersight", "0.1.0"),
+    None,
+    InstrumentationScope("user", None, "https://example.com/schema"),
+]
 
 scalars = st.one_of(
     st.text(max_size=20),
@@ -38,8 +43,9 @@ scalars = st.one_of(
     st.sampled_from(["preprocess", "model", ""]),  # repeats, so the caches are hit
 )
 values = st.one_of(scalars, st.lists(st.integers(0, 9), max_size=3).map(tuple), st.binary(max_size=4))
-attributes = st.dictionaries(st.sampled_from(["k", "infersight.stage", "http.route", "é", "n"]) | st.text(max_size=8),
-                             values, max_size=6)  # fmt: skip
+attributes = st.dictionaries(
+    st.sampled_from(["k", "infersight.stage", "http.route", "é", "n"]) | st.text(max_size=8), values, max_size=6
+)
 ids = st.integers(min_value=1, max_value=2**64 - 1)
 
 
@@ -55,12 +61,19 @@ def spans(draw: Any) -> ReadableSpan:
     links = draw(st.sampled_from([(), (Link(SpanContext(7, 8, True), {"l": 1}),)]))
     start = draw(st.integers(min_value=0, max_value=2**63))
     return ReadableSpan(
-        draw(st.text(min_size=1, max_size=12)), context=ctx, parent=parent,
-        resource=draw(st.sampled_from(RESOURCES)), attributes=draw(attributes), events=events, links=links,
-        kind=draw(st.sampled_from(list(SpanKind))), status=Status(code, description),
-        start_time=start, end_time=start + draw(st.integers(0, 10**9)),
+        draw(st.text(min_size=1, max_size=12)),
+        context=ctx,
+        parent=parent,
+        resource=draw(st.sampled_from(RESOURCES)),
+        attributes=draw(attributes),
+        events=events,
+        links=links,
+        kind=draw(st.sampled_from(list(SpanKind))),
+        status=Status(code, description),
+        start_time=start,
+        end_time=start + draw(st.integers(0, 10**9)),
         instrumentation_scope=draw(st.sampled_from(SCOPES)),
-    )  # fmt: skip
+    )
 
 
 def canonical(request: ExportTraceServiceRequest) -> bytes:
@@ -93,8 +106,12 @@ def test_infersight_spans_take_the_fast_path_and_match() -> None:
 
 def test_floats_and_extreme_values_survive() -> None:
     ctx = SpanContext(2**128 - 1, 2**64 - 1, False)
-    span = ReadableSpan("s", context=ctx, resource=RESOURCES[0], attributes={
-        "inf": math.inf, "neg": -(2**63), "big": 2**63 - 1, "nan": math.nan, "uni": "ü\u2603"})  # fmt: skip
+    span = ReadableSpan(
+        "s",
+        context=ctx,
+        resource=RESOURCES[0],
+        attributes={"inf": math.inf, "neg": -(2**63), "big": 2**63 - 1, "nan": math.nan, "uni": "ü\u2603"},
+    )
     decoded = ExportTraceServiceRequest.FromString(encode_request([span]))
     values = {kv.key: kv.value for kv in decoded.resource_spans[0].scope_spans[0].spans[0].attributes}
     assert values["inf"].double_value == math.inf and math.isnan(values["nan"].double_value)
@@ -103,8 +120,7 @@ def test_floats_and_extreme_values_survive() -> None:
 
 
 def test_out_of_range_int_is_dropped_like_the_stock_encoder_does() -> None:
-    span = ReadableSpan("s", context=SpanContext(1, 1, False), resource=RESOURCES[0],
-                        attributes={"x": 2**64, "y": 1})  # fmt: skip
+    span = ReadableSpan("s", context=SpanContext(1, 1, False), resource=RESOURCES[0], attributes={"x": 2**64, "y": 1})
     fast = ExportTraceServiceRequest.FromString(encode_request([span]))
     assert canonical(fast) == canonical(encode_spans([span]))
     assert [kv.key for kv in fast.resource_spans[0].scope_spans[0].spans[0].attributes] == ["y"]
@@ -126,8 +142,16 @@ def test_fast_exporter_delivers_to_an_otlp_receiver(sink: Any) -> None:
     from opentelemetry.sdk.trace.export import SpanExportResult
 
     exporter = FastOTLPSpanExporter(encode_request, endpoint=f"{LOOPBACK}:{sink.port}", insecure=True, timeout=5)
-    batch = [ReadableSpan(f"s{i}", context=SpanContext(9, i + 1, False), resource=RESOURCES[1],
-                          attributes={"i": i}, instrumentation_scope=SCOPES[0]) for i in range(5)]  # fmt: skip
+    batch = [
+        ReadableSpan(
+            f"s{i}",
+            context=SpanContext(9, i + 1, False),
+            resource=RESOURCES[1],
+            attributes={"i": i},
+            instrumentation_scope=SCOPES[0],
+        )
+        for i in range(5)
+    ]
     assert isinstance(exporter._client, FastOTLPSpanExporter.bytes_client)
     assert isinstance(exporter._translate_data(batch), bytes)
     assert exporter.export(batch[:3]) is SpanExportResult.SUCCESS
@@ -150,8 +174,12 @@ def test_a_big_batch_hands_the_gil_over_while_encoding(monkeypatch: pytest.Monke
     monkeypatch.setattr(_otlp.time, "sleep", lambda s: (yields.append(s), real_sleep(s)))
     fake_now = iter(i * 0.0001 for i in range(10**6))
     monkeypatch.setattr(_otlp, "_clock", lambda: next(fake_now))
-    batch = [ReadableSpan(f"s{i}", context=SpanContext(9, i + 1, False), resource=RESOURCES[0],
-                          attributes={"i": i, "k": "v"}) for i in range(64 * 100)]  # fmt: skip
+    batch = [
+        ReadableSpan(
+            f"s{i}", context=SpanContext(9, i + 1, False), resource=RESOURCES[0], attributes={"i": i, "k": "v"}
+        )
+        for i in range(64 * 100)
+    ]
     decoded = ExportTraceServiceRequest.FromString(encode_request(batch))
     assert len(decoded.resource_spans[0].scope_spans[0].spans) == 6400
     # 100 clock checks of 0.1 ms each: a hand-off on about every 10th (once past 1 ms).

@@ -68,8 +68,7 @@ def test_cardinality_flood_is_bounded_and_counted() -> None:
             with infersight.request(model=f"model-{i}", endpoint=f"/path/{i}"):
                 pass
         text = t.openmetrics()
-        series = [line for line in text.splitlines()
-                  if line.startswith("infersight_request_duration_seconds_count")]  # fmt: skip
+        series = [line for line in text.splitlines() if line.startswith("infersight_request_duration_seconds_count")]
         assert len(series) <= 20 * 20
         assert t.value("infersight_label_overflow_total", label="model") == 5000 - 20
         assert t.value("infersight_label_overflow_total", label="endpoint") == 5000 - 20
@@ -154,6 +153,7 @@ def test_a_scrape_counts_every_request_finished_before_it() -> None:
         rt = infersight.get_runtime()
         assert rt is not None
         _, body = rt.exposition.metrics(None)
-        line = next(ln for ln in body.decode().splitlines()
-                    if ln.startswith("infersight_request_duration_seconds_count{"))  # fmt: skip
+        line = next(
+            ln for ln in body.decode().splitlines() if ln.startswith("infersight_request_duration_seconds_count{")
+        )
         assert line.endswith(" 3.0"), line

@@ -193,9 +193,12 @@ def test_throttle_reasons_match_the_sampler() -> None:
     known = {name for name, _ in REASONS}
     matched = {name for name in known if re.fullmatch(regex, name)}
     assert matched == {
-        "sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown",
+        "sw_power_cap",
+        "hw_slowdown",
+        "sw_thermal_slowdown",
+        "hw_thermal_slowdown",
         "hw_power_brake_slowdown",
-    }  # fmt: skip
+    }
 
 
 def test_generator_check_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -44,8 +44,16 @@ def test_request_with_three_stages_parents_and_metrics(telemetry: Captured) -> N
         assert child.attributes["infersight.model.name"] == "ranker"  # type: ignore[attr-defined]
         count = telemetry.value("infersight_stage_duration_seconds_count", model="ranker", stage=name)
         assert count == 1.0
-    assert telemetry.value("infersight_request_duration_seconds_count", model="ranker",
-                           version="unknown", endpoint="queue:ranker", outcome="success") == 1.0
+    assert (
+        telemetry.value(
+            "infersight_request_duration_seconds_count",
+            model="ranker",
+            version="unknown",
+            endpoint="queue:ranker",
+            outcome="success",
+        )
+        == 1.0
+    )
 
 
 def test_user_exception_is_reraised_unchanged_and_recorded(telemetry: Captured) -> None:
@@ -64,10 +72,17 @@ def test_user_exception_is_reraised_unchanged_and_recorded(telemetry: Captured) 
     assert stage.events[0].name == "exception"  # type: ignore[attr-defined]
     assert stage.events[0].attributes["exception.type"] == "Boom"  # type: ignore[attr-defined]
     assert spans["inference"].status.status_code is StatusCode.ERROR  # type: ignore[attr-defined]
-    assert telemetry.value("infersight_errors_total", model="m", stage="model",
-                           exception_type="Boom") == 1.0
-    assert telemetry.value("infersight_request_duration_seconds_count", model="m",
-                           version="unknown", endpoint="inference", outcome="error") == 1.0
+    assert telemetry.value("infersight_errors_total", model="m", stage="model", exception_type="Boom") == 1.0
+    assert (
+        telemetry.value(
+            "infersight_request_duration_seconds_count",
+            model="m",
+            version="unknown",
+            endpoint="inference",
+            outcome="error",
+        )
+        == 1.0
+    )
 
 
 def test_nested_stage_parents_to_enclosing_stage(telemetry: Captured) -> None:
@@ -97,8 +112,13 @@ def test_other_instrumentations_parent_to_the_current_stage(telemetry: Captured)
 
 
 def test_stage_context_carries_the_incoming_tracestate(telemetry: Captured) -> None:
-    parent = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED),
-                         trace_state=TraceState([("vendor", "x1")]))  # fmt: skip
+    parent = SpanContext(
+        0xABC,
+        0xDEF,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_state=TraceState([("vendor", "x1")]),
+    )
     token = context.attach(trace.set_span_in_context(NonRecordingSpan(parent)))
     try:
         with infersight.request(model="m"), infersight.model():
@@ -170,10 +190,17 @@ def test_stage_outside_any_request_is_its_own_trace(telemetry: Captured) -> None
         pass
     span = by_name(telemetry)["model"]
     assert span.parent is None  # type: ignore[attr-defined]
-    assert telemetry.value("infersight_stage_duration_seconds_count", model="offline",
-                           stage="model") == 1.0
-    assert telemetry.value("infersight_request_duration_seconds_count", model="offline",
-                           version="unknown", endpoint="inference", outcome="success") is None
+    assert telemetry.value("infersight_stage_duration_seconds_count", model="offline", stage="model") == 1.0
+    assert (
+        telemetry.value(
+            "infersight_request_duration_seconds_count",
+            model="offline",
+            version="unknown",
+            endpoint="inference",
+            outcome="success",
+        )
+        is None
+    )
 
 
 def test_batch_records_queue_wait_batch_size_and_a_stage_per_request(telemetry: Captured) -> None:
@@ -204,8 +231,16 @@ def test_slo_metric_and_requests_over_slo() -> None:
             pass
         assert t.value("infersight_model_slo_p99_seconds", model="fast") == 0.001
         assert t.value("infersight_requests_over_slo_total", model="fast") == 1.0
-        assert t.value("infersight_request_duration_seconds_count", model="fast", version="2",
-                       endpoint="inference", outcome="success") == 2.0
+        assert (
+            t.value(
+                "infersight_request_duration_seconds_count",
+                model="fast",
+                version="2",
+                endpoint="inference",
+                outcome="success",
+            )
+            == 2.0
+        )
 
 
 def test_requests_in_flight_counts_requests_being_served(telemetry: Captured) -> None:

@@ -59,8 +59,10 @@ def test_snapshot_from_two_reads_uses_only_the_difference() -> None:
     assert row.slo_p99 == pytest.approx(0.1) and row.over_slo
     assert snap.stages[("m", "postprocess")].rps == pytest.approx(18 / 4.0)
     assert snap.gpus == {"0 (NVIDIA H100)": pytest.approx(0.37)}
-    snap.alerts = [top.Alert("InferenceP99AboveSLO", "firing", {"model": "m", "severity": "warning"}),
-                   top.Alert("InferenceErrorRatioHigh", "pending", {"model": "m"})]  # fmt: skip
+    snap.alerts = [
+        top.Alert("InferenceP99AboveSLO", "firing", {"model": "m", "severity": "warning"}),
+        top.Alert("InferenceErrorRatioHigh", "pending", {"model": "m"}),
+    ]
     text = top.render(snap)
     assert "OVER" in text and "postprocess" in text and "10.0%" in text
     assert "0 (NVIDIA H100): 37% busy" in text
@@ -100,8 +102,11 @@ def loaded_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
     models = json.dumps({"tiny-sentiment": {"slo_p99_seconds": 0.1}})
     with serve_example(SENTIMENT, tiny_model_dir, tmp_path_factory.mktemp("top"), INFERSIGHT_MODELS=models) as url:
         stop = threading.Event()
-        load = threading.Thread(target=http_load.run, args=(f"{url}/predict",),
-                                kwargs={"duration_s": 240, "rps": 8, "concurrency": 2, "stop": stop})  # fmt: skip
+        load = threading.Thread(
+            target=http_load.run,
+            args=(f"{url}/predict",),
+            kwargs={"duration_s": 240, "rps": 8, "concurrency": 2, "stop": stop},
+        )
         load.start()
         try:
             yield url
@@ -111,8 +116,13 @@ def loaded_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 
 
 def _top(*args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "infersight.cli", "top", "--once", "--no-color", *args],
-                          capture_output=True, text=True, timeout=30, cwd=ROOT)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "infersight.cli", "top", "--once", "--no-color", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "\x1b[" not in proc.stdout
     return proc.stdout
@@ -128,14 +138,19 @@ def test_top_once_from_a_servers_metrics(loaded_server: str) -> None:
 def test_top_once_through_prometheus(loaded_server: str, tmp_path: Path) -> None:
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "scrape_configs": [{"job_name": "model-server",
-                            "static_configs": [{"targets": [loaded_server.removeprefix("http://")]}]}],
-    }  # fmt: skip
+        "scrape_configs": [
+            {"job_name": "model-server", "static_configs": [{"targets": [loaded_server.removeprefix("http://")]}]}
+        ],
+    }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
     with prometheus(tmp_path / "prometheus.yml", tmp_path) as prom:
         source = top.PrometheusSource(prom.url, window="30s")
-        wait_until(lambda: source.snapshot().models.get("tiny-sentiment", top.Row()).rps > 1.0, 30,
-                   interval=0.5, what="a rate in Prometheus")  # fmt: skip
+        wait_until(
+            lambda: source.snapshot().models.get("tiny-sentiment", top.Row()).rps > 1.0,
+            30,
+            interval=0.5,
+            what="a rate in Prometheus",
+        )
         out = _top("--prometheus", prom.url, "--window", "30s")
     _check_table(out)
     assert "! " not in out, out  # every query answered
@@ -144,10 +159,17 @@ def test_top_once_through_prometheus(loaded_server: str, tmp_path: Path) -> None
 def test_top_says_when_its_source_is_down() -> None:
     from stack import free_port
 
-    for flag, url in (("--metrics-url", f"http://127.0.0.1:{free_port()}/metrics"),
-                      ("--prometheus", f"http://127.0.0.1:{free_port()}")):  # fmt: skip
-        proc = subprocess.run([sys.executable, "-m", "infersight.cli", "top", "--once", flag, url],
-                              capture_output=True, text=True, timeout=30, cwd=ROOT)  # fmt: skip
+    for flag, url in (
+        ("--metrics-url", f"http://127.0.0.1:{free_port()}/metrics"),
+        ("--prometheus", f"http://127.0.0.1:{free_port()}"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "infersight.cli", "top", "--once", flag, url],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+        )
         assert "Traceback" not in proc.stderr, proc.stderr
         assert "refused" in proc.stdout and "(no data, see below)" in proc.stdout, proc.stdout
         assert proc.returncode == 1

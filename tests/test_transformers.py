@@ -37,8 +37,16 @@ def test_pipeline_stages_model_label_tokens_and_load_time(instrumented, tiny_mod
         assert span.attributes["infersight.model.name"] == "tiny-sentiment"
         assert span.attributes["infersight.pipeline.task"] == "sentiment-analysis"
     assert spans["preprocess"].attributes["infersight.input.tokens"] == 5  # [CLS] 3 words [SEP]
-    assert t.value("infersight_request_duration_seconds_count", model="tiny-sentiment", version="1",
-                   endpoint="/predict", outcome="success") == 1.0
+    assert (
+        t.value(
+            "infersight_request_duration_seconds_count",
+            model="tiny-sentiment",
+            version="1",
+            endpoint="/predict",
+            outcome="success",
+        )
+        == 1.0
+    )
     assert t.value("infersight_input_tokens_sum", model="tiny-sentiment") == 5.0
     load = t.value("infersight_model_load_duration_seconds", model="tiny-sentiment", version="1")
     assert load is not None and load > 0

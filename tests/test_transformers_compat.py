@@ -36,8 +36,9 @@ def test_transformers_4_46_pipeline_stages(tiny_model_dir: Path) -> None:
     if not (COMPAT / ".done").exists():
         pytest.fail(f"{COMPAT} is missing: run tools/setup.sh (make setup) to install it")
     env = dict(os.environ, PYTHONPATH=str(COMPAT))
-    result = subprocess.run([sys.executable, "-c", SCRIPT, str(tiny_model_dir)], env=env,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tiny_model_dir)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["version"] == "4.46.3"

@@ -113,11 +113,15 @@ class SentimentModel:
     def metadata(self) -> pb.ModelMetadataResponse:
         tensor = pb.ModelMetadataResponse.TensorMetadata
         return pb.ModelMetadataResponse(
-            name=self.name, versions=[self.version], platform="transformers",
+            name=self.name,
+            versions=[self.version],
+            platform="transformers",
             inputs=[tensor(name="text", datatype="BYTES", shape=[-1])],
-            outputs=[tensor(name="label", datatype="BYTES", shape=[-1]),
-                     tensor(name="score", datatype="FP32", shape=[-1])],
-        )  # fmt: skip
+            outputs=[
+                tensor(name="label", datatype="BYTES", shape=[-1]),
+                tensor(name="score", datatype="FP32", shape=[-1]),
+            ],
+        )
 
     def serves(self, name: str, version: str = "") -> bool:
         return name == self.name and version in ("", self.version)
@@ -215,8 +219,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Sentiment server (gRPC KServe v2 + transformers).")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8001)
-    parser.add_argument("--model-dir", default=os.environ.get("MODEL", str(DEFAULT_MODEL)),
-                        help="local model dir or hub id (env MODEL)")  # fmt: skip
+    parser.add_argument(
+        "--model-dir", default=os.environ.get("MODEL", str(DEFAULT_MODEL)), help="local model dir or hub id (env MODEL)"
+    )
     parser.add_argument("--model-name", default=None, help="name clients use (default: the dir name)")
     parser.add_argument("--aio", action="store_true", help="serve with grpc.aio instead of a thread pool")
     parser.add_argument("--workers", type=int, default=8, help="threads of the sync server")

@@ -49,10 +49,22 @@ def build_request(texts: list[str], model: str, raw: bool = False) -> Any:
     return request
 
 
-def run(target: str, *, duration_s: float, rps: float = 10.0, concurrency: int = 4,
-        mode: str | Callable[[], str] = "normal", large_kb: int = 32, batch: int = 1,
-        model: str = "tiny-sentiment", raw: bool = False, traceparent: bool = False,
-        timeout_s: float = 10.0, stop: threading.Event | None = None, seed: int = 0) -> LoadResult:  # fmt: skip
+def run(
+    target: str,
+    *,
+    duration_s: float,
+    rps: float = 10.0,
+    concurrency: int = 4,
+    mode: str | Callable[[], str] = "normal",
+    large_kb: int = 32,
+    batch: int = 1,
+    model: str = "tiny-sentiment",
+    raw: bool = False,
+    traceparent: bool = False,
+    timeout_s: float = 10.0,
+    stop: threading.Event | None = None,
+    seed: int = 0,
+) -> LoadResult:
     """Call ModelInfer on ``target`` (host:port) for ``duration_s`` (or until ``stop`` is set).
 
     ``rps`` 0 means closed loop without pacing. ``mode`` is a name from http_load.MODES or a
@@ -93,8 +105,9 @@ def run(target: str, *, duration_s: float, rps: float = 10.0, concurrency: int =
                 code = exc.code() if hasattr(exc, "code") else None
                 result.add(time.perf_counter() - t0, code.name if code else type(exc).__name__, False)
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True, name=f"grpc-load-{i}")
-               for i in range(concurrency)]  # fmt: skip
+    threads = [
+        threading.Thread(target=worker, args=(i,), daemon=True, name=f"grpc-load-{i}") for i in range(concurrency)
+    ]
     try:
         for t in threads:
             t.start()
@@ -121,9 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--traceparent", action="store_true", help="start a trace per call on the client")
     parser.add_argument("--timeout", type=float, default=10.0, help="per-call deadline, seconds")
     args = parser.parse_args(argv)
-    result = run(args.target, duration_s=args.duration, rps=args.rps, concurrency=args.concurrency,
-                 mode=args.mode, large_kb=args.large_kb, batch=args.batch, model=args.model, raw=args.raw,
-                 traceparent=args.traceparent, timeout_s=args.timeout)  # fmt: skip
+    result = run(
+        args.target,
+        duration_s=args.duration,
+        rps=args.rps,
+        concurrency=args.concurrency,
+        mode=args.mode,
+        large_kb=args.large_kb,
+        batch=args.batch,
+        model=args.model,
+        raw=args.raw,
+        traceparent=args.traceparent,
+        timeout_s=args.timeout,
+    )
     print(result.summary())
     return 0 if result.requests and result.errors < result.requests else 1
 

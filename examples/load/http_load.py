@@ -29,8 +29,10 @@ POSITIVE = "good great excellent love wonderful happy fast amazing nice fine bes
 NEGATIVE = "bad awful terrible hate slow broken sad worst poor wrong ugly useless".split()
 NEUTRAL = "the a movie service it was is model server this that food day and very".split()
 # ... and words it has never seen: the input shift the drift monitor should notice.
-SHIFTED = ("quantum ledger invoice turbine glacier protocol mortgage saxophone enzyme harbor "
-           "volcano satellite tariff orchestra algorithm pharmacy tungsten").split()  # fmt: skip
+SHIFTED = (
+    "quantum ledger invoice turbine glacier protocol mortgage saxophone enzyme harbor "
+    "volcano satellite tariff orchestra algorithm pharmacy tungsten"
+).split()
 MODES = ("normal", "shift", "large")
 
 
@@ -84,9 +86,11 @@ class LoadResult:
     def summary(self) -> str:
         rps = self.requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
         ms = {q: self.quantile(q) * 1000 for q in (0.5, 0.95, 0.99)}
-        return (f"{self.requests} requests in {self.elapsed_s:.1f}s ({rps:.1f}/s), "
-                f"errors {self.errors}, P50 {ms[0.5]:.1f} ms, P95 {ms[0.95]:.1f} ms, "
-                f"P99 {ms[0.99]:.1f} ms, statuses {dict(sorted(self.statuses.items()))}")  # fmt: skip
+        return (
+            f"{self.requests} requests in {self.elapsed_s:.1f}s ({rps:.1f}/s), "
+            f"errors {self.errors}, P50 {ms[0.5]:.1f} ms, P95 {ms[0.95]:.1f} ms, "
+            f"P99 {ms[0.99]:.1f} ms, statuses {dict(sorted(self.statuses.items()))}"
+        )
 
 
 class _Client:
@@ -119,9 +123,18 @@ class _Client:
             self.conn = None
 
 
-def run(url: str, *, duration_s: float, rps: float = 10.0, concurrency: int = 4,
-        mode: str | Callable[[], str] = "normal", large_kb: int = 32, timeout_s: float = 10.0,
-        stop: threading.Event | None = None, seed: int = 0) -> LoadResult:  # fmt: skip
+def run(
+    url: str,
+    *,
+    duration_s: float,
+    rps: float = 10.0,
+    concurrency: int = 4,
+    mode: str | Callable[[], str] = "normal",
+    large_kb: int = 32,
+    timeout_s: float = 10.0,
+    stop: threading.Event | None = None,
+    seed: int = 0,
+) -> LoadResult:
     """Send ``{"text": ...}`` POSTs to ``url`` for ``duration_s`` (or until ``stop`` is set).
 
     ``mode`` is a name from ``MODES`` or a function returning the mode to use now (so a caller
@@ -158,8 +171,7 @@ def run(url: str, *, duration_s: float, rps: float = 10.0, concurrency: int = 4,
         finally:
             client.close()
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True, name=f"load-{i}")
-               for i in range(concurrency)]  # fmt: skip
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True, name=f"load-{i}") for i in range(concurrency)]
     for t in threads:
         t.start()
     for t in threads:
@@ -177,8 +189,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", choices=MODES, default="normal")
     parser.add_argument("--large-kb", type=int, default=32)
     args = parser.parse_args(argv)
-    result = run(args.url, duration_s=args.duration, rps=args.rps, concurrency=args.concurrency,
-                 mode=args.mode, large_kb=args.large_kb)  # fmt: skip
+    result = run(
+        args.url,
+        duration_s=args.duration,
+        rps=args.rps,
+        concurrency=args.concurrency,
+        mode=args.mode,
+        large_kb=args.large_kb,
+    )
     print(result.summary())
     return 0 if result.requests and result.errors < result.requests else 1
 

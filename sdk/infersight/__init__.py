@@ -65,8 +65,13 @@ __all__ = [
 ]
 
 
-def init(config: Config | None = None, *, registry: CollectorRegistry | None = REGISTRY,
-         tracer_provider: Any = None, **settings: Any) -> None:  # fmt: skip
+def init(
+    config: Config | None = None,
+    *,
+    registry: CollectorRegistry | None = REGISTRY,
+    tracer_provider: Any = None,
+    **settings: Any,
+) -> None:
     """Start infersight. Settings are ``Config`` fields; unset ones come from the environment.
 
     ``infersight.init(service="api", models={"sst2": {"version": "2", "slo_p99_seconds": 0.1}},

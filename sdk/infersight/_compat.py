@@ -107,8 +107,7 @@ def _exporter_hooks_present() -> bool:
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
     return all(
-        callable(getattr(OTLPSpanExporter, name, None))
-        for name in ("_initialize_channel_and_stub", "_translate_data")
+        callable(getattr(OTLPSpanExporter, name, None)) for name in ("_initialize_channel_and_stub", "_translate_data")
     )
 
 

@@ -154,8 +154,15 @@ def _encode_span(span: ReadableSpan) -> bytes | None:
         head += _parent_id(0x2208, parent.span_id)
         if parent.is_remote:
             flags |= _FLAGS_IS_REMOTE
-    return b"".join((head, _head(span.name, span.kind), _times(0x39, span.start_time or 0, 0x41, span.end_time or 0),
-                     attrs, _tail(span.status, flags)))  # fmt: skip
+    return b"".join(
+        (
+            head,
+            _head(span.name, span.kind),
+            _times(0x39, span.start_time or 0, 0x41, span.end_time or 0),
+            attrs,
+            _tail(span.status, flags),
+        )
+    )
 
 
 _NONE = object()
@@ -167,8 +174,7 @@ def _envelope(resource: Any, scope: Any) -> tuple[bytes, bytes, bytes, bytes]:
     key = (resource, scope)
     hit = _envelopes.get(key)
     if hit is None:
-        probe = ReadableSpan("probe", context=SpanContext(1, 1, False), resource=resource,
-                             instrumentation_scope=scope)  # fmt: skip
+        probe = ReadableSpan("probe", context=SpanContext(1, 1, False), resource=resource, instrumentation_scope=scope)
         rs = encode_spans([probe]).resource_spans[0]
         ss = rs.scope_spans[0]
         rs_schema = _str_field(0x1A, rs.schema_url) if rs.schema_url else b""

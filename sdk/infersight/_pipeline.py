@@ -28,9 +28,15 @@ _clock = time.perf_counter  # a module alias, so tests can drive the hand-off wi
 
 
 class Worker:
-    def __init__(self, metrics: InferenceMetrics | None, emitter: SpanEmitter | None,
-                 hooks: list[StageHook], queue_size: int, interval_s: float,
-                 keep: TailKeep | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        metrics: InferenceMetrics | None,
+        emitter: SpanEmitter | None,
+        hooks: list[StageHook],
+        queue_size: int,
+        interval_s: float,
+        keep: TailKeep | None = None,
+    ) -> None:
         self.metrics = metrics
         self.emitter = emitter
         self.keep = keep
@@ -130,8 +136,9 @@ class Worker:
             call_hooks(self.hooks, "enrich", stage, attrs)
         return attrs
 
-    def _process_stage(self, stage: StageRecord, rec: RequestRecord | None,
-                       labels: tuple[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    def _process_stage(
+        self, stage: StageRecord, rec: RequestRecord | None, labels: tuple[str, str] | None = None
+    ) -> dict[str, Any]:
         owner = rec or stage.request
         if labels is not None and (not stage.model or stage.model == (owner.model if owner else None)):
             model, version = labels  # the request's, already bounded

@@ -52,10 +52,17 @@ class StageRecord:
         "span_id",
         "start_ns",
         "trace_id",
-    )  # fmt: skip
+    )
 
-    def __init__(self, name: str, model: str | None, request: RequestRecord | None,
-                 parent_span_id: int, trace_id: int, sampled: bool) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        model: str | None,
+        request: RequestRecord | None,
+        parent_span_id: int,
+        trace_id: int,
+        sampled: bool,
+    ) -> None:
         self.name = name
         self.model = model
         self.request = request
@@ -106,10 +113,9 @@ class RequestRecord:
         "trace_id",
         "trace_state",
         "version",
-    )  # fmt: skip
+    )
 
-    def __init__(self, name: str, kind: int, endpoint: str, trace_id: int, parent_span_id: int,
-                 sampled: bool) -> None:  # fmt: skip
+    def __init__(self, name: str, kind: int, endpoint: str, trace_id: int, parent_span_id: int, sampled: bool) -> None:
         self.name = name
         self.kind = kind  # opentelemetry.trace.SpanKind value
         self.endpoint = endpoint

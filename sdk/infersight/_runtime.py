@@ -114,8 +114,9 @@ class Runtime:
     whatever was started. Everything this runtime put in the registry is in ``ledger``.
     """
 
-    def __init__(self, config: Config, registry: CollectorRegistry | None,
-                 tracer_provider: TracerProvider | None) -> None:  # fmt: skip
+    def __init__(
+        self, config: Config, registry: CollectorRegistry | None, tracer_provider: TracerProvider | None
+    ) -> None:
         self.config = config
         self.registry = registry
         self.ledger = Ledger(registry)
@@ -131,12 +132,9 @@ class Runtime:
             self.provider = tracer_provider
             self.resource = make_resource(config, tracer_provider.resource)
             emitter = SpanEmitter(tracer_provider, self.resource, self._on_export_queue_full)
-            self._always_on = tracer_provider.sampler.get_description().startswith(
-                "ParentBased{root:AlwaysOnSampler"
-            )
+            self._always_on = tracer_provider.sampler.get_description().startswith("ParentBased{root:AlwaysOnSampler")
         keep = TailKeep(config) if emitter is not None and config.traces_keep_ratio < 1 else None
-        self.worker = Worker(self.metrics, emitter, self.hooks, config.queue_size,
-                             config.flush_interval_s, keep)  # fmt: skip
+        self.worker = Worker(self.metrics, emitter, self.hooks, config.queue_size, config.flush_interval_s, keep)
         self.exposition = Exposition(registry, drain=self.worker.drain)
         self.gpu: Sampler | None = None
         self.drift: DriftMonitor | None = None
@@ -155,9 +153,9 @@ class Runtime:
         """Serve this runtime's metrics on their own port (once; later calls return that server)."""
         if self.metrics_server is None:
             cfg = self.config
-            self.metrics_server = MetricsServer(self.exposition, addr or cfg.metrics_addr,
-                                                cfg.metrics_port if port is None else port,
-                                                cfg.metrics_path)  # fmt: skip
+            self.metrics_server = MetricsServer(
+                self.exposition, addr or cfg.metrics_addr, cfg.metrics_port if port is None else port, cfg.metrics_path
+            )
         return self.metrics_server
 
     def _on_export(self, count: int, ok: bool) -> None:
@@ -234,9 +232,14 @@ def get_runtime() -> Runtime | None:
     return _runtime
 
 
-def init(config: Config | None = None, *, registry: CollectorRegistry | None = REGISTRY,
-         tracer_provider: TracerProvider | None = None,
-         start_parts: Callable[[Runtime], Any] | None = None, **overrides: Any) -> Runtime:  # fmt: skip
+def init(
+    config: Config | None = None,
+    *,
+    registry: CollectorRegistry | None = REGISTRY,
+    tracer_provider: TracerProvider | None = None,
+    start_parts: Callable[[Runtime], Any] | None = None,
+    **overrides: Any,
+) -> Runtime:
     """Start infersight (idempotent per config). See ``infersight.init`` for the public docs.
     ``start_parts`` starts the optional parts (``_startup``: GPU, drift) before the worker."""
     global _runtime
@@ -286,8 +289,9 @@ atexit.register(lambda: shutdown())
 Tokens = tuple[Any, Any]
 
 
-def start_request(name: str, kind: SpanKind = SpanKind.SERVER, endpoint: str = "",
-                  parent: SpanContext | None = None) -> tuple[RequestRecord | None, Tokens]:  # fmt: skip
+def start_request(
+    name: str, kind: SpanKind = SpanKind.SERVER, endpoint: str = "", parent: SpanContext | None = None
+) -> tuple[RequestRecord | None, Tokens]:
     """Open a request record. ``parent`` is a remote span context extracted from headers."""
     rt = _runtime
     if rt is None:
@@ -308,8 +312,7 @@ def start_request(name: str, kind: SpanKind = SpanKind.SERVER, endpoint: str = "
         else:
             trace_id = new_trace_id()
             sampled = rt.sample(None, trace_id, name, kind)
-        rec = RequestRecord(name, kind.value, endpoint, trace_id,
-                            parent.span_id if parent is not None else 0, sampled)  # fmt: skip
+        rec = RequestRecord(name, kind.value, endpoint, trace_id, parent.span_id if parent is not None else 0, sampled)
         if parent is not None:
             rec.parent_remote = parent.is_remote
             rec.trace_state = parent.trace_state
@@ -330,8 +333,9 @@ def start_request(name: str, kind: SpanKind = SpanKind.SERVER, endpoint: str = "
         return None, (None, None)
 
 
-def finish_request(rec: RequestRecord | None, tokens: Tokens, error: BaseException | None = None,
-                   outcome: str | None = None) -> None:  # fmt: skip
+def finish_request(
+    rec: RequestRecord | None, tokens: Tokens, error: BaseException | None = None, outcome: str | None = None
+) -> None:
     if rec is None:
         return
     rt = _runtime
@@ -374,23 +378,19 @@ def start_stage(name: str, model: str | None = None) -> tuple[StageRecord | None
             if model:
                 rec.set_model(model)
         elif outer is not None:
-            st = StageRecord(name, model or outer.model, None, outer.span_id, outer.trace_id,
-                             outer.sampled)  # fmt: skip
+            st = StageRecord(name, model or outer.model, None, outer.span_id, outer.trace_id, outer.sampled)
         else:
             active = trace.get_current_span().get_span_context()
             if active.is_valid:
-                st = StageRecord(name, model, None, active.span_id, active.trace_id,
-                                 active.trace_flags.sampled)  # fmt: skip
+                st = StageRecord(name, model, None, active.span_id, active.trace_id, active.trace_flags.sampled)
             else:
                 trace_id = new_trace_id()
-                st = StageRecord(name, model, None, 0, trace_id,
-                                 rt.sample(None, trace_id, name, SpanKind.INTERNAL))  # fmt: skip
+                st = StageRecord(name, model, None, 0, trace_id, rt.sample(None, trace_id, name, SpanKind.INTERNAL))
         stage_token = current_stage.set(st)
         otel_token = None
         # Inside a request whose live span is current, that span already answers for the stage.
         if rt.provider is not None and (rec is None or rec.live_span is None or _current_span() is not rec.live_span):
-            span_ctx = SpanContext(st.trace_id, st.span_id, False,
-                                   _SAMPLED if st.sampled else _UNSAMPLED)  # fmt: skip
+            span_ctx = SpanContext(st.trace_id, st.span_id, False, _SAMPLED if st.sampled else _UNSAMPLED)
             otel_token = _attach_span(span_ctx)
         if rt.hooks:
             call_hooks(rt.hooks, "on_stage_start", st)

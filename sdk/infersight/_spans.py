@@ -66,8 +66,9 @@ class _HashOnceResource(Resource):
 
 
 class SpanEmitter:
-    def __init__(self, provider: TracerProvider, resource: Resource,
-                 on_drop: Callable[[int], Any] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, provider: TracerProvider, resource: Resource, on_drop: Callable[[int], Any] | None = None
+    ) -> None:
         self.provider = provider
         self.resource = resource
         self.scope = InstrumentationScope(SPAN.INSTRUMENTATION_SCOPE, __version__)
@@ -85,12 +86,20 @@ class SpanEmitter:
         self._resource = _HashOnceResource(resource)
 
     def _ctx(self, trace_id: int, span_id: int, trace_state: Any = None) -> SpanContext:
-        return SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED,
-                           trace_state=trace_state)  # fmt: skip
+        return SpanContext(trace_id, span_id, is_remote=False, trace_flags=_SAMPLED, trace_state=trace_state)
 
-    def _emit(self, name: str, kind: SpanKind, ctx: SpanContext, parent: SpanContext | None,
-              attrs: dict[str, Any], start_ns: int, end_ns: int,
-              error: BaseException | None, error_status: bool) -> None:  # fmt: skip
+    def _emit(
+        self,
+        name: str,
+        kind: SpanKind,
+        ctx: SpanContext,
+        parent: SpanContext | None,
+        attrs: dict[str, Any],
+        start_ns: int,
+        end_ns: int,
+        error: BaseException | None,
+        error_status: bool,
+    ) -> None:
         end = wall_ns(end_ns)
         events = (_exception_event(error, end),) if error is not None else ()
         if error is not None:
@@ -99,10 +108,18 @@ class SpanEmitter:
         else:
             status = _ERROR if error_status else _UNSET
         span = ReadableSpan(
-            name, context=ctx, parent=parent, resource=self.resource, attributes=attrs,
-            events=events, kind=kind, status=status, start_time=wall_ns(start_ns), end_time=end,
+            name,
+            context=ctx,
+            parent=parent,
+            resource=self.resource,
+            attributes=attrs,
+            events=events,
+            kind=kind,
+            status=status,
+            start_time=wall_ns(start_ns),
+            end_time=end,
             instrumentation_scope=self.scope,
-        )  # fmt: skip
+        )
         for queue, size in self._queues:
             if len(queue) >= size and self.on_drop is not None:
                 self.on_drop(1)
@@ -111,8 +128,7 @@ class SpanEmitter:
             return
         self._on_end(span)
 
-    def emit(self, rec: RequestRecord, model: str, version: str,
-             stage_attrs: list[dict[str, Any]]) -> None:  # fmt: skip
+    def emit(self, rec: RequestRecord, model: str, version: str, stage_attrs: list[dict[str, Any]]) -> None:
         if not rec.sampled:
             return
         req_ctx = self._ctx(rec.trace_id, rec.span_id, rec.trace_state)
@@ -128,13 +144,23 @@ class SpanEmitter:
                 attrs[ATTR.INPUT_TOKENS] = rec.tokens
             parent = None
             if rec.parent_span_id:
-                parent = SpanContext(rec.trace_id, rec.parent_span_id, is_remote=rec.parent_remote,
-                                     trace_flags=_SAMPLED)  # fmt: skip
+                parent = SpanContext(
+                    rec.trace_id, rec.parent_span_id, is_remote=rec.parent_remote, trace_flags=_SAMPLED
+                )
             error_status = rec.status_code is not None and rec.status_code >= 500
             if rec.outcome == OUTCOME_ERROR and rec.error is None:
                 error_status = True
-            self._emit(rec.name, _KINDS.get(rec.kind, SpanKind.SERVER), req_ctx, parent, attrs,
-                       rec.start_ns, rec.end_ns, rec.error, error_status)  # fmt: skip
+            self._emit(
+                rec.name,
+                _KINDS.get(rec.kind, SpanKind.SERVER),
+                req_ctx,
+                parent,
+                attrs,
+                rec.start_ns,
+                rec.end_ns,
+                rec.error,
+                error_status,
+            )
         for stage, attrs in zip(rec.stages, stage_attrs, strict=True):
             self.emit_stage(stage, attrs, req_ctx)
 
@@ -147,6 +173,14 @@ class SpanEmitter:
             parent = self._ctx(stage.trace_id, stage.parent_span_id)
         else:
             parent = None
-        self._emit(stage.name, SpanKind.INTERNAL, self._ctx(stage.trace_id, stage.span_id),
-                   parent, attrs, stage.start_ns, stage.end_ns, stage.error, False)  # fmt: skip
-
+        self._emit(
+            stage.name,
+            SpanKind.INTERNAL,
+            self._ctx(stage.trace_id, stage.span_id),
+            parent,
+            attrs,
+            stage.start_ns,
+            stage.end_ns,
+            stage.error,
+            False,
+        )

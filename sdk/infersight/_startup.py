@@ -19,11 +19,17 @@ __all__ = ["init"]
 logger = logging.getLogger("infersight")
 
 
-def init(config: Config | None = None, *, registry: CollectorRegistry | None = REGISTRY,
-         tracer_provider: Any = None, **overrides: Any) -> _runtime.Runtime:  # fmt: skip
+def init(
+    config: Config | None = None,
+    *,
+    registry: CollectorRegistry | None = REGISTRY,
+    tracer_provider: Any = None,
+    **overrides: Any,
+) -> _runtime.Runtime:
     """``_runtime.init`` with the optional parts started. See ``infersight.init``."""
-    return _runtime.init(config, registry=registry, tracer_provider=tracer_provider,
-                         start_parts=start_optional_parts, **overrides)  # fmt: skip
+    return _runtime.init(
+        config, registry=registry, tracer_provider=tracer_provider, start_parts=start_optional_parts, **overrides
+    )
 
 
 def start_optional_parts(rt: _runtime.Runtime) -> None:

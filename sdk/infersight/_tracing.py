@@ -67,8 +67,9 @@ def _make_exporter(config: Config) -> SpanExporter | None:
     if config.traces_exporter == "console":
         return ConsoleSpanExporter()
     # A bounded export: the default 10 s deadline would hold shutdown past k8s grace periods.
-    timeout = float(os.environ.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT")
-                    or os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT") or 5)  # fmt: skip
+    timeout = float(
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT") or os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT") or 5
+    )
     if config.otlp_protocol == "grpc":
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
@@ -93,9 +94,7 @@ def _make_exporter(config: Config) -> SpanExporter | None:
     return HTTPSpanExporter(timeout=timeout)
 
 
-def setup_tracer_provider(
-    config: Config, on_export: Callable[[int, bool], Any]
-) -> tuple[TracerProvider, bool]:
+def setup_tracer_provider(config: Config, on_export: Callable[[int, bool], Any]) -> tuple[TracerProvider, bool]:
     """Keep an SDK provider the app already set; otherwise build one from OTEL_* variables.
 
     Returns the provider and whether infersight created (and so owns) it.

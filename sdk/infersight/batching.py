@@ -28,8 +28,13 @@ class Batch:
     queue wait (enqueue to batch start, unless recorded already), and one batch-size observation.
     """
 
-    def __init__(self, requests: Sequence[RequestRecord | None], model: str | None = None,
-                 stage: str = SPAN.MODEL, enqueued_ns: Sequence[int] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        requests: Sequence[RequestRecord | None],
+        model: str | None = None,
+        stage: str = SPAN.MODEL,
+        enqueued_ns: Sequence[int] | None = None,
+    ) -> None:
         self._requests = [r for r in requests if r is not None]
         self._size = len(requests)
         self._model = model
@@ -62,8 +67,7 @@ class Batch:
             _errors.report("batch", exc)
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         rt = _runtime.get_runtime()
         if rt is None or not self._records:
             return
@@ -86,6 +90,5 @@ class Batch:
             _errors.report("batch", exc)
 
 
-def batch(requests: Sequence[RequestRecord | None], model: str | None = None,
-          stage: str = SPAN.MODEL) -> Batch:  # fmt: skip
+def batch(requests: Sequence[RequestRecord | None], model: str | None = None, stage: str = SPAN.MODEL) -> Batch:
     return Batch(requests, model, stage)

@@ -208,8 +208,10 @@ def _model_config(name: str, value: Any) -> ModelConfig:
         raise ConfigError(f"models.{name}", f"unknown keys {sorted(extra)}; allowed: version, slo_p99_seconds")
     try:
         version = value.get("version")
-        return ModelConfig(version="" if version is None else str(version),  # JSON null: no version
-                           slo_p99_seconds=value.get("slo_p99_seconds"))  # fmt: skip
+        return ModelConfig(
+            version="" if version is None else str(version),  # JSON null: no version
+            slo_p99_seconds=value.get("slo_p99_seconds"),
+        )
     except ConfigError as exc:
         raise ConfigError(f"models.{name}.{exc.setting}", str(exc).split(": ", 2)[-1]) from None
 

@@ -26,9 +26,30 @@ STAGES = ("preprocess", "model", "postprocess")
 
 # From 100 us (a tiny model on a GPU) to 60 s (a batch model on a CPU).
 LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075,
-    0.1, 0.15, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
-)  # fmt: skip
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.075,
+    0.1,
+    0.15,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    1.5,
+    2.5,
+    5.0,
+    10.0,
+    20.0,
+    30.0,
+    60.0,
+)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 PAYLOAD_BYTES_BUCKETS = (64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
 TOKEN_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
@@ -53,8 +74,9 @@ class MetricSpec:
         return f"{self.name}_total" if self.type == "counter" else self.name
 
 
-def _m(name: str, type_: MetricType, help_: str, labels: tuple[str, ...] = (),
-       buckets: tuple[float, ...] = ()) -> MetricSpec:  # fmt: skip
+def _m(
+    name: str, type_: MetricType, help_: str, labels: tuple[str, ...] = (), buckets: tuple[float, ...] = ()
+) -> MetricSpec:
     return MetricSpec(f"{PREFIX}_{name}", type_, help_, labels, buckets)
 
 
@@ -63,169 +85,194 @@ class METRIC:
 
     # Requests and stages
     REQUEST_DURATION = _m(
-        "request_duration_seconds", "histogram",
+        "request_duration_seconds",
+        "histogram",
         "Server-side request latency, from the first byte received to the response returned.",
-        ("model", "version", "endpoint", "outcome"), LATENCY_BUCKETS)  # fmt: skip
+        ("model", "version", "endpoint", "outcome"),
+        LATENCY_BUCKETS,
+    )
     STAGE_DURATION = _m(
-        "stage_duration_seconds", "histogram",
+        "stage_duration_seconds",
+        "histogram",
         "Latency of one stage (preprocess, model, postprocess, or a custom stage) of a request.",
-        ("model", "stage"), LATENCY_BUCKETS)  # fmt: skip
-    REQUESTS_IN_FLIGHT = _m(
-        "requests_in_flight", "gauge", "Requests being served now.", ())
+        ("model", "stage"),
+        LATENCY_BUCKETS,
+    )
+    REQUESTS_IN_FLIGHT = _m("requests_in_flight", "gauge", "Requests being served now.", ())
     QUEUE_WAIT = _m(
-        "queue_wait_seconds", "histogram",
+        "queue_wait_seconds",
+        "histogram",
         "Time a request waited in the server's queue before its batch started.",
-        ("model",), LATENCY_BUCKETS)  # fmt: skip
-    BATCH_SIZE = _m(
-        "batch_size", "histogram", "Requests per executed batch.", ("model",), BATCH_SIZE_BUCKETS)
+        ("model",),
+        LATENCY_BUCKETS,
+    )
+    BATCH_SIZE = _m("batch_size", "histogram", "Requests per executed batch.", ("model",), BATCH_SIZE_BUCKETS)
     PAYLOAD_SIZE = _m(
-        "payload_size_bytes", "histogram", "Request and response body size.",
-        ("model", "direction"), PAYLOAD_BYTES_BUCKETS)  # fmt: skip
-    INPUT_TOKENS = _m(
-        "input_tokens", "histogram", "Tokens per input of a text pipeline.",
-        ("model",), TOKEN_BUCKETS)  # fmt: skip
+        "payload_size_bytes",
+        "histogram",
+        "Request and response body size.",
+        ("model", "direction"),
+        PAYLOAD_BYTES_BUCKETS,
+    )
+    INPUT_TOKENS = _m("input_tokens", "histogram", "Tokens per input of a text pipeline.", ("model",), TOKEN_BUCKETS)
     ERRORS = _m(
-        "errors", "counter", "Exceptions raised by user code, by stage and exception type.",
-        ("model", "stage", "exception_type"))  # fmt: skip
+        "errors",
+        "counter",
+        "Exceptions raised by user code, by stage and exception type.",
+        ("model", "stage", "exception_type"),
+    )
     MODEL_LOAD_DURATION = _m(
-        "model_load_duration_seconds", "gauge",
-        "How long the last load of the model took (cold start).", ("model", "version"))
+        "model_load_duration_seconds",
+        "gauge",
+        "How long the last load of the model took (cold start).",
+        ("model", "version"),
+    )
     FIRST_REQUEST_DURATION = _m(
-        "first_request_duration_seconds", "gauge",
-        "Latency of the first request a model served after it loaded.", ("model", "version"))
+        "first_request_duration_seconds",
+        "gauge",
+        "Latency of the first request a model served after it loaded.",
+        ("model", "version"),
+    )
     MODEL_SLO_P99 = _m(
-        "model_slo_p99_seconds", "gauge",
-        "The model's configured P99 latency objective; alert rules join on it.", ("model",))
+        "model_slo_p99_seconds",
+        "gauge",
+        "The model's configured P99 latency objective; alert rules join on it.",
+        ("model",),
+    )
     REQUESTS_OVER_SLO = _m(
-        "requests_over_slo", "counter",
+        "requests_over_slo",
+        "counter",
         "Requests slower than the model's P99 objective; the error budget of burn-rate alerts.",
-        ("model",))  # fmt: skip
-    MODEL_INFO = _m(
-        "model_info", "gauge", "1 for each configured or seen model and its version.",
-        ("model", "version"))  # fmt: skip
+        ("model",),
+    )
+    MODEL_INFO = _m("model_info", "gauge", "1 for each configured or seen model and its version.", ("model", "version"))
 
     # SDK health
     SDK_ERRORS = _m(
-        "sdk_errors", "counter",
-        "Errors inside infersight itself, swallowed so the request goes on.", ("component",))
+        "sdk_errors", "counter", "Errors inside infersight itself, swallowed so the request goes on.", ("component",)
+    )
     SPANS_DROPPED = _m(
-        "spans_dropped", "counter",
-        "Spans or request records dropped by infersight before export.", ("reason",))
+        "spans_dropped", "counter", "Spans or request records dropped by infersight before export.", ("reason",)
+    )
     SPANS_EXPORTED = _m(
-        "spans_exported", "counter",
-        "Spans the exporter delivered (the backend acknowledged them).", ())
+        "spans_exported", "counter", "Spans the exporter delivered (the backend acknowledged them).", ()
+    )
     RECORDS_PROCESSED = _m(
-        "records_processed", "counter",
-        "Request and stage records turned into spans and metrics.", ())
+        "records_processed", "counter", "Request and stage records turned into spans and metrics.", ()
+    )
     LABEL_OVERFLOW = _m(
-        "label_overflow", "counter",
+        "label_overflow",
+        "counter",
         "Label values collapsed into 'other' because the label hit its cardinality limit.",
-        ("label",))  # fmt: skip
+        ("label",),
+    )
 
     # GPU device metrics (background sampler)
-    GPU_UP = _m("gpu_up", "gauge", "1 while the GPU sampler reads this GPU, 0 after it failed.",
-                ("gpu", "uuid", "name"))  # fmt: skip
-    GPU_SAMPLER_ERRORS = _m(
-        "gpu_sampler_errors", "counter", "NVML calls that failed, by call.", ("call",))
+    GPU_UP = _m(
+        "gpu_up", "gauge", "1 while the GPU sampler reads this GPU, 0 after it failed.", ("gpu", "uuid", "name")
+    )
+    GPU_SAMPLER_ERRORS = _m("gpu_sampler_errors", "counter", "NVML calls that failed, by call.", ("call",))
     GPU_PROFILING_MODE = _m(
-        "gpu_profiling_mode", "gauge",
+        "gpu_profiling_mode",
+        "gauge",
         "1 for the active kernel-counter source: 'gpm' (Hopper+) or 'nvml' (utilization only).",
-        ("gpu", "uuid", "mode"))  # fmt: skip
+        ("gpu", "uuid", "mode"),
+    )
     GPU_UTILIZATION = _m(
-        "gpu_utilization_ratio", "gauge", "Share of time a kernel ran (NVML), 0-1.",
-        ("gpu", "uuid", "name"))  # fmt: skip
+        "gpu_utilization_ratio", "gauge", "Share of time a kernel ran (NVML), 0-1.", ("gpu", "uuid", "name")
+    )
     GPU_MEMORY_UTILIZATION = _m(
-        "gpu_memory_utilization_ratio", "gauge",
-        "Share of time device memory was read or written (NVML), 0-1.", ("gpu", "uuid", "name"))
-    GPU_MEMORY_USED = _m(
-        "gpu_memory_used_bytes", "gauge", "Device memory in use.", ("gpu", "uuid", "name"))
-    GPU_MEMORY_TOTAL = _m(
-        "gpu_memory_total_bytes", "gauge", "Device memory in all.", ("gpu", "uuid", "name"))
+        "gpu_memory_utilization_ratio",
+        "gauge",
+        "Share of time device memory was read or written (NVML), 0-1.",
+        ("gpu", "uuid", "name"),
+    )
+    GPU_MEMORY_USED = _m("gpu_memory_used_bytes", "gauge", "Device memory in use.", ("gpu", "uuid", "name"))
+    GPU_MEMORY_TOTAL = _m("gpu_memory_total_bytes", "gauge", "Device memory in all.", ("gpu", "uuid", "name"))
     GPU_POWER = _m("gpu_power_watts", "gauge", "Power draw.", ("gpu", "uuid", "name"))
-    GPU_ENERGY = _m(
-        "gpu_energy_joules", "counter", "Energy used since the driver loaded.",
-        ("gpu", "uuid", "name"))  # fmt: skip
-    GPU_TEMPERATURE = _m(
-        "gpu_temperature_celsius", "gauge", "GPU core temperature.", ("gpu", "uuid", "name"))
+    GPU_ENERGY = _m("gpu_energy_joules", "counter", "Energy used since the driver loaded.", ("gpu", "uuid", "name"))
+    GPU_TEMPERATURE = _m("gpu_temperature_celsius", "gauge", "GPU core temperature.", ("gpu", "uuid", "name"))
     GPU_SM_CLOCK = _m("gpu_sm_clock_hertz", "gauge", "SM clock.", ("gpu", "uuid", "name"))
-    GPU_MEMORY_CLOCK = _m(
-        "gpu_memory_clock_hertz", "gauge", "Memory clock.", ("gpu", "uuid", "name"))
+    GPU_MEMORY_CLOCK = _m("gpu_memory_clock_hertz", "gauge", "Memory clock.", ("gpu", "uuid", "name"))
     GPU_THROTTLE = _m(
-        "gpu_clock_throttle", "gauge",
-        "1 while this clock-throttle reason is active, else 0.", ("gpu", "uuid", "reason"))
-    GPU_PCIE_TX = _m(
-        "gpu_pcie_tx_bytes_per_second", "gauge", "PCIe transmit rate.", ("gpu", "uuid", "name"))
-    GPU_PCIE_RX = _m(
-        "gpu_pcie_rx_bytes_per_second", "gauge", "PCIe receive rate.", ("gpu", "uuid", "name"))
+        "gpu_clock_throttle",
+        "gauge",
+        "1 while this clock-throttle reason is active, else 0.",
+        ("gpu", "uuid", "reason"),
+    )
+    GPU_PCIE_TX = _m("gpu_pcie_tx_bytes_per_second", "gauge", "PCIe transmit rate.", ("gpu", "uuid", "name"))
+    GPU_PCIE_RX = _m("gpu_pcie_rx_bytes_per_second", "gauge", "PCIe receive rate.", ("gpu", "uuid", "name"))
     GPU_ECC_ERRORS = _m(
-        "gpu_ecc_errors", "counter", "ECC errors since the driver loaded, by type.",
-        ("gpu", "uuid", "type"))  # fmt: skip
+        "gpu_ecc_errors", "counter", "ECC errors since the driver loaded, by type.", ("gpu", "uuid", "type")
+    )
     GPU_XID_ERRORS = _m(
-        "gpu_xid_errors", "counter", "XID (driver-reported) errors seen, by XID code.",
-        ("gpu", "uuid", "xid"))  # fmt: skip
+        "gpu_xid_errors", "counter", "XID (driver-reported) errors seen, by XID code.", ("gpu", "uuid", "xid")
+    )
     GPU_PROCESS_MEMORY = _m(
-        "gpu_process_memory_used_bytes", "gauge", "Device memory used by this process.",
-        ("gpu", "uuid"))  # fmt: skip
+        "gpu_process_memory_used_bytes", "gauge", "Device memory used by this process.", ("gpu", "uuid")
+    )
     # GPU kernel-level counters (GPM), normalised like DCGM_FI_PROF_*: ratios 0-1, bytes/s.
     GPU_SM_ACTIVE = _m("gpu_sm_active_ratio", "gauge", "SM active (GPM).", ("gpu", "uuid"))
-    GPU_SM_OCCUPANCY = _m(
-        "gpu_sm_occupancy_ratio", "gauge", "SM occupancy (GPM).", ("gpu", "uuid"))
-    GPU_TENSOR_ACTIVE = _m(
-        "gpu_tensor_active_ratio", "gauge", "Any tensor pipe active (GPM).", ("gpu", "uuid"))
-    GPU_DRAM_ACTIVE = _m(
-        "gpu_dram_active_ratio", "gauge", "DRAM bandwidth utilization (GPM).", ("gpu", "uuid"))
+    GPU_SM_OCCUPANCY = _m("gpu_sm_occupancy_ratio", "gauge", "SM occupancy (GPM).", ("gpu", "uuid"))
+    GPU_TENSOR_ACTIVE = _m("gpu_tensor_active_ratio", "gauge", "Any tensor pipe active (GPM).", ("gpu", "uuid"))
+    GPU_DRAM_ACTIVE = _m("gpu_dram_active_ratio", "gauge", "DRAM bandwidth utilization (GPM).", ("gpu", "uuid"))
     GPU_FP16_ACTIVE = _m("gpu_fp16_active_ratio", "gauge", "FP16 pipe (GPM).", ("gpu", "uuid"))
     GPU_FP32_ACTIVE = _m("gpu_fp32_active_ratio", "gauge", "FP32 pipe (GPM).", ("gpu", "uuid"))
     GPU_FP64_ACTIVE = _m("gpu_fp64_active_ratio", "gauge", "FP64 pipe (GPM).", ("gpu", "uuid"))
-    GPU_NVLINK_TX = _m(
-        "gpu_nvlink_tx_bytes_per_second", "gauge", "NVLink transmit (GPM).", ("gpu", "uuid"))
-    GPU_NVLINK_RX = _m(
-        "gpu_nvlink_rx_bytes_per_second", "gauge", "NVLink receive (GPM).", ("gpu", "uuid"))
+    GPU_NVLINK_TX = _m("gpu_nvlink_tx_bytes_per_second", "gauge", "NVLink transmit (GPM).", ("gpu", "uuid"))
+    GPU_NVLINK_RX = _m("gpu_nvlink_rx_bytes_per_second", "gauge", "NVLink receive (GPM).", ("gpu", "uuid"))
     # Per-request GPU figures, with exemplars pointing at the model span.
     STAGE_GPU_BUSY = _m(
-        "stage_gpu_busy_seconds", "histogram",
+        "stage_gpu_busy_seconds",
+        "histogram",
         "CUDA kernel time inside a stage (CUDA events), to compare with its wall time.",
-        ("model", "stage"), LATENCY_BUCKETS)  # fmt: skip
+        ("model", "stage"),
+        LATENCY_BUCKETS,
+    )
     STAGE_GPU_SM_ACTIVE = _m(
-        "stage_gpu_sm_active_ratio", "histogram",
+        "stage_gpu_sm_active_ratio",
+        "histogram",
         "SM activity over a stage's duration (GPM delta, or the sampler window around it).",
-        ("model", "stage"), RATIO_BUCKETS)  # fmt: skip
+        ("model", "stage"),
+        RATIO_BUCKETS,
+    )
 
     # Drift (background evidently runs)
     DRIFT_SCORE = _m(
-        "drift_score", "gauge",
+        "drift_score",
+        "gauge",
         "Per-feature drift statistic as evidently reports it; see 'method' for its direction.",
-        ("model", "feature", "method"))  # fmt: skip
+        ("model", "feature", "method"),
+    )
     DRIFT_FEATURE_DRIFTED = _m(
-        "drift_feature_drifted", "gauge",
+        "drift_feature_drifted",
+        "gauge",
         "1 when the feature drifted by its method's threshold, else 0 (higher is worse).",
-        ("model", "feature", "method"))  # fmt: skip
+        ("model", "feature", "method"),
+    )
     DRIFT_DETECTED = _m(
-        "drift_detected", "gauge",
-        "1 when the share of drifted features is at or above the dataset threshold.", ("model",))
-    DRIFT_SHARE = _m(
-        "drift_share_ratio", "gauge", "Share of features that drifted, 0-1.", ("model",))
-    DRIFT_WINDOW_SAMPLES = _m(
-        "drift_window_samples", "gauge", "Samples in the last drift window.", ("model",))
+        "drift_detected",
+        "gauge",
+        "1 when the share of drifted features is at or above the dataset threshold.",
+        ("model",),
+    )
+    DRIFT_SHARE = _m("drift_share_ratio", "gauge", "Share of features that drifted, 0-1.", ("model",))
+    DRIFT_WINDOW_SAMPLES = _m("drift_window_samples", "gauge", "Samples in the last drift window.", ("model",))
     DRIFT_INSUFFICIENT_DATA = _m(
-        "drift_insufficient_data", "gauge",
+        "drift_insufficient_data",
+        "gauge",
         "1 when the last window was too small or unusable, so no drift verdict was made.",
-        ("model",))  # fmt: skip
-    DRIFT_LAST_RUN = _m(
-        "drift_last_run_timestamp_seconds", "gauge", "When the last drift run finished.",
-        ("model",))  # fmt: skip
-    DRIFT_RUN_DURATION = _m(
-        "drift_run_duration_seconds", "gauge", "How long the last drift run took.", ("model",))
-    DRIFT_ERRORS = _m(
-        "drift_errors", "counter", "Drift runs that failed, by reason.", ("model", "reason"))
+        ("model",),
+    )
+    DRIFT_LAST_RUN = _m("drift_last_run_timestamp_seconds", "gauge", "When the last drift run finished.", ("model",))
+    DRIFT_RUN_DURATION = _m("drift_run_duration_seconds", "gauge", "How long the last drift run took.", ("model",))
+    DRIFT_ERRORS = _m("drift_errors", "counter", "Drift runs that failed, by reason.", ("model", "reason"))
     DRIFT_SAMPLES_CAPTURED = _m(
-        "drift_samples_captured", "counter", "Samples captured for drift on the request path.",
-        ("model",))  # fmt: skip
+        "drift_samples_captured", "counter", "Samples captured for drift on the request path.", ("model",)
+    )
 
 
-ALL_METRICS: tuple[MetricSpec, ...] = tuple(
-    v for k, v in vars(METRIC).items() if isinstance(v, MetricSpec)
-)
+ALL_METRICS: tuple[MetricSpec, ...] = tuple(v for k, v in vars(METRIC).items() if isinstance(v, MetricSpec))
 
 
 class SPAN:

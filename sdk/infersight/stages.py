@@ -77,16 +77,16 @@ class _Scope:
         self._enter()
         return self
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self._exit(ev)
 
     async def __aenter__(self) -> _Scope:
         self._enter()
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                        tb: TracebackType | None) -> None:  # fmt: skip
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._exit(ev)
 
     def __call__(self, fn: F) -> F:
@@ -184,8 +184,9 @@ class Request(_Scope):
 
     __slots__ = ("_endpoint", "_model", "_name", "_record", "_tokens", "_version")
 
-    def __init__(self, model: str | None = None, endpoint: str = "", name: str = SPAN.REQUEST,
-                 version: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, model: str | None = None, endpoint: str = "", name: str = SPAN.REQUEST, version: str | None = None
+    ) -> None:
         self._model = model
         self._endpoint = endpoint
         self._name = name
@@ -197,8 +198,7 @@ class Request(_Scope):
         return Request(self._model, self._endpoint, self._name, self._version)
 
     def _enter(self) -> None:
-        self._record, self._tokens = _runtime.start_request(self._name, SpanKind.INTERNAL,
-                                                            self._endpoint or self._name)  # fmt: skip
+        self._record, self._tokens = _runtime.start_request(self._name, SpanKind.INTERNAL, self._endpoint or self._name)
         if self._record is not None:
             self._record.set_model(self._model, self._version)
 

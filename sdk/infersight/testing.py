@@ -1,13 +1,13 @@
 """Assert on infersight's telemetry in your own tests: captured spans and metric samples.
 
-    from infersight.testing import capture
+from infersight.testing import capture
 
-    with capture(models={"m": {"slo_p99_seconds": 0.1}}) as t:
-        with infersight.request(model="m"), infersight.model():
-            ...
-        t.flush()
-        assert [s.name for s in t.spans()] == ["model", "inference"]
-        assert t.value("infersight_stage_duration_seconds_count", model="m", stage="model") == 1
+with capture(models={"m": {"slo_p99_seconds": 0.1}}) as t:
+    with infersight.request(model="m"), infersight.model():
+        ...
+    t.flush()
+    assert [s.name for s in t.spans()] == ["model", "inference"]
+    assert t.value("infersight_stage_duration_seconds_count", model="m", stage="model") == 1
 """
 
 from __future__ import annotations
@@ -28,8 +28,7 @@ __all__ = ["Captured", "capture"]
 
 
 class Captured:
-    def __init__(self, registry: CollectorRegistry, exporter: InMemorySpanExporter,
-                 provider: TracerProvider) -> None:  # fmt: skip
+    def __init__(self, registry: CollectorRegistry, exporter: InMemorySpanExporter, provider: TracerProvider) -> None:
         self.registry = registry
         self.exporter = exporter
         self.provider = provider

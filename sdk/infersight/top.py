@@ -142,10 +142,8 @@ class PrometheusSource:
         w = self.window
         exprs: dict[str, str] = {}
         for q in QUANTILES:
-            exprs[f"model_p{q}"] = (f"histogram_quantile({q}, sum by (model, le) "
-                                    f"(rate({_REQ}_bucket[{w}])))")  # fmt: skip
-            exprs[f"stage_p{q}"] = (f"histogram_quantile({q}, sum by (model, stage, le) "
-                                    f"(rate({_STAGE}_bucket[{w}])))")  # fmt: skip
+            exprs[f"model_p{q}"] = f"histogram_quantile({q}, sum by (model, le) (rate({_REQ}_bucket[{w}])))"
+            exprs[f"stage_p{q}"] = f"histogram_quantile({q}, sum by (model, stage, le) (rate({_STAGE}_bucket[{w}])))"
         exprs["model_rps"] = f"sum by (model) (rate({_REQ}_count[{w}]))"
         exprs["model_errors"] = f'sum by (model) (rate({_REQ}_count{{outcome="{OUTCOME_ERROR}"}}[{w}]))'
         exprs["stage_rps"] = f"sum by (model, stage) (rate({_STAGE}_count[{w}]))"
@@ -158,8 +156,7 @@ class PrometheusSource:
         out = []
         for a in body.get("data", {}).get("alerts", []):
             labels = dict(a.get("labels", {}))
-            out.append(Alert(labels.pop("alertname", "?"), a.get("state", "?"), labels,
-                             a.get("activeAt", "")))  # fmt: skip
+            out.append(Alert(labels.pop("alertname", "?"), a.get("state", "?"), labels, a.get("activeAt", "")))
         return out
 
     def snapshot(self) -> Snapshot:
@@ -232,8 +229,9 @@ def _delta(new: Samples, old: Samples | None) -> Samples:
     return out
 
 
-def _sum_by(samples: Samples, name: str, by: Iterable[str],
-            where: dict[str, str] | None = None) -> dict[tuple[str, ...], float]:  # fmt: skip
+def _sum_by(
+    samples: Samples, name: str, by: Iterable[str], where: dict[str, str] | None = None
+) -> dict[tuple[str, ...], float]:
     keys = tuple(by)
     out: dict[tuple[str, ...], float] = {}
     for (sample, labels), value in samples.items():
@@ -372,12 +370,18 @@ def render(snap: Snapshot, color: bool = False, width: int = 100) -> str:
         p99_cell = paint(f"{p99:>9}", _RED) if row.over_slo else f"{p99:>9}"
         err = _pct(row.error_ratio)
         err_cell = paint(f"{err:>8}", _RED) if not math.isnan(row.error_ratio) and row.error_ratio > 0 else f"{err:>8}"
-        lines.append(f"{model[:27]:<28}{_ms(row.p50):>9}{_ms(row.p95):>9}{p99_cell}"
-                     f"{_ms(row.slo_p99):>9}  {status or ' ' * 6}{row.rps:>8.1f}{err_cell}")  # fmt: skip
+        lines.append(
+            f"{model[:27]:<28}{_ms(row.p50):>9}{_ms(row.p95):>9}{p99_cell}"
+            f"{_ms(row.slo_p99):>9}  {status or ' ' * 6}{row.rps:>8.1f}{err_cell}"
+        )
         for m, stage in model_stages:
             st = snap.stages[(m, stage)]
-            lines.append(paint(f"  {stage[:25]:<26}{_ms(st.p50):>9}{_ms(st.p95):>9}{_ms(st.p99):>9}"
-                               f"{'':>9}  {'':<6}{st.rps:>8.1f}", _DIM))  # fmt: skip
+            lines.append(
+                paint(
+                    f"  {stage[:25]:<26}{_ms(st.p50):>9}{_ms(st.p95):>9}{_ms(st.p99):>9}{'':>9}  {'':<6}{st.rps:>8.1f}",
+                    _DIM,
+                )
+            )
     if snap.gpus:
         lines.append("")
         busy = (f"{name}: {util * 100:.0f}% busy" for name, util in sorted(snap.gpus.items()))

@@ -86,7 +86,6 @@ def _feed(monitor: DriftMonitor, model: str, n: int, seed: int, shifted: bool = 
             label = rng.choice(["yes", "no"])
         monitor.capture(
             model,
-            {"amount": float(amount), "age": int(rng.integers(18, 80)), "country": str(country),
-             "query": query},
+            {"amount": float(amount), "age": int(rng.integers(18, 80)), "country": str(country), "query": query},
             {"label": str(label), "score": float(rng.uniform(0.5, 1.0))},
-        )  # fmt: skip
+        )

@@ -59,8 +59,7 @@ def test_a_verdict_then_no_data_removes_the_stale_feature_series(harness: Harnes
     assert harness.value(INSUFFICIENT, model="m") == 1.0
     assert harness.value(DETECTED, model="m") == 0.0
     assert harness.value("infersight_drift_share_ratio", model="m") is None
-    assert harness.value("infersight_drift_feature_drifted", model="m", feature="amount",
-                         method="K-S p_value") is None  # fmt: skip
+    assert harness.value("infersight_drift_feature_drifted", model="m", feature="amount", method="K-S p_value") is None
 
 
 def test_all_values_unusable_is_no_usable_features(harness: Harness) -> None:
@@ -83,8 +82,9 @@ def test_no_reference_yet_is_insufficient_data(harness: Harness, feed: Feed) -> 
     assert harness.value(INSUFFICIENT, model="m") == 1.0
 
 
-def test_an_evidently_error_is_counted_not_raised(harness: Harness, feed: Feed,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_an_evidently_error_is_counted_not_raised(
+    harness: Harness, feed: Feed, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from evidently import Report
 
     def boom(*args: object, **kwargs: object) -> None:

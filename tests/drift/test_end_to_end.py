@@ -27,9 +27,16 @@ def served(tiny_model_dir: Path, tmp_path: Path) -> Iterator[tuple[Any, Collecto
     from transformers import pipeline
 
     registry = CollectorRegistry()
-    infersight.init(registry=registry, traces=False, gpu="off", drift=True, drift_interval_s=0.5,
-                    drift_reference_size=40, drift_window=60,
-                    drift_dir=str(tmp_path / "drift"))  # fmt: skip
+    infersight.init(
+        registry=registry,
+        traces=False,
+        gpu="off",
+        drift=True,
+        drift_interval_s=0.5,
+        drift_reference_size=40,
+        drift_window=60,
+        drift_dir=str(tmp_path / "drift"),
+    )
     instrument_all(["flask", "transformers"])
     try:
         clf = pipeline("text-classification", model=str(tiny_model_dir))
@@ -80,8 +87,7 @@ def test_shifted_texts_are_reported_as_drift(served: tuple[Any, CollectorRegistr
     for _ in range(60):
         text = " ".join(rng.choice(unknown) for _ in range(rng.randint(30, 50)))
         assert client.post("/predict", json={"text": text}).status_code == 200
-    _wait(lambda: f'infersight_drift_detected{{model="{MODEL}"}} 1.0' in metrics(),
-          "drift_detected 1 in /metrics")  # fmt: skip
+    _wait(lambda: f'infersight_drift_detected{{model="{MODEL}"}} 1.0' in metrics(), "drift_detected 1 in /metrics")
 
     # Drift can show before the last samples are drained; the count catches up within a tick.
     captured = f'infersight_drift_samples_captured_total{{model="{MODEL}"}} 100.0'

@@ -48,10 +48,20 @@ def test_nan_score_is_no_drift_and_unknown_methods_are_guessed_by_name() -> None
 def _stattests() -> list[tuple[object, str]]:
     from evidently.legacy.calculations import stattests as st
 
-    numeric = ["ks_stat_test", "wasserstein_stat_test", "psi_stat_test", "kl_div_stat_test",
-               "jensenshannon_stat_test", "anderson_darling_test", "cramer_von_mises",
-               "mann_whitney_u_stat_test", "t_test", "energy_dist_test", "hellinger_stat_test",
-               "epps_singleton_test"]  # fmt: skip
+    numeric = [
+        "ks_stat_test",
+        "wasserstein_stat_test",
+        "psi_stat_test",
+        "kl_div_stat_test",
+        "jensenshannon_stat_test",
+        "anderson_darling_test",
+        "cramer_von_mises",
+        "mann_whitney_u_stat_test",
+        "t_test",
+        "energy_dist_test",
+        "hellinger_stat_test",
+        "epps_singleton_test",
+    ]
     categorical = ["chi_stat_test", "z_stat_test", "tvd_test", "g_test", "fisher_exact_test"]
     out = [(getattr(st, n), "num") for n in numeric if hasattr(st, n)]
     out += [(getattr(st, n), "cat") for n in categorical if hasattr(st, n)]

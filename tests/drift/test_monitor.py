@@ -73,13 +73,12 @@ def test_exported_verdicts_follow_each_methods_direction(harness: Harness, feed:
     assert wasserstein.score >= wasserstein.threshold  # a distance above its threshold
     assert ks.score < ks.threshold  # a p-value below its threshold
     # The gauges carry the raw statistic and the normalised verdict side by side.
-    assert harness.value(M + "drift_score", model="small", feature="amount",
-                         method="K-S p_value") == pytest.approx(ks.score)  # fmt: skip
-    assert harness.value(M + "drift_feature_drifted", model="small", feature="amount",
-                         method="K-S p_value") == 1.0  # fmt: skip
+    assert harness.value(M + "drift_score", model="small", feature="amount", method="K-S p_value") == pytest.approx(
+        ks.score
+    )
+    assert harness.value(M + "drift_feature_drifted", model="small", feature="amount", method="K-S p_value") == 1.0
     age = next(f for f in small_result.features if f.feature == "age")
-    assert harness.value(M + "drift_feature_drifted", model="small", feature="age",
-                         method=age.method) == 0.0  # fmt: skip
+    assert harness.value(M + "drift_feature_drifted", model="small", feature="age", method=age.method) == 0.0
 
 
 def test_reference_survives_a_restart(harness: Harness, feed: Feed, tmp_path: Path) -> None:
@@ -98,8 +97,7 @@ def test_reference_survives_a_restart(harness: Harness, feed: Feed, tmp_path: Pa
     result = second.run_once()["m"]
     loaded = second.reference("m")
     assert loaded is not None
-    pd.testing.assert_frame_equal(loaded.reset_index(drop=True), saved.reset_index(drop=True),
-                                  check_like=True)  # fmt: skip
+    pd.testing.assert_frame_equal(loaded.reset_index(drop=True), saved.reset_index(drop=True), check_like=True)
     # Had the shifted samples become the reference, nothing would drift.
     assert result is not None and result.detected
     assert harness.value(M + "drift_detected", model="m") == 1.0
@@ -108,14 +106,16 @@ def test_reference_survives_a_restart(harness: Harness, feed: Feed, tmp_path: Pa
 def _reference_frame(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     words = "good bad movie service fast slow the a was very".split()
-    return pd.DataFrame({
-        "amount": rng.normal(100.0, 20.0, n),
-        "age": rng.integers(18, 80, n),
-        "country": rng.choice(["fr", "de", "us"], n),
-        "query": [" ".join(rng.choice(words, int(rng.integers(3, 8)))) for _ in range(n)],
-        "prediction_label": rng.choice(["yes", "no"], n),
-        "prediction_score": rng.uniform(0.5, 1.0, n),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "amount": rng.normal(100.0, 20.0, n),
+            "age": rng.integers(18, 80, n),
+            "country": rng.choice(["fr", "de", "us"], n),
+            "query": [" ".join(rng.choice(words, int(rng.integers(3, 8)))) for _ in range(n)],
+            "prediction_label": rng.choice(["yes", "no"], n),
+            "prediction_score": rng.uniform(0.5, 1.0, n),
+        }
+    )
 
 
 @pytest.mark.parametrize("form", ["dataframe", "rows", "csv", "parquet"])

@@ -15,8 +15,14 @@ from infersight import drift
 def test_init_starts_and_shutdown_stops_the_monitor(tmp_path: Path) -> None:
     for round_ in range(2):  # a second init must not collide with the first one's metrics
         registry = CollectorRegistry()
-        infersight.init(registry=registry, traces=False, gpu="off", drift=True,
-                        drift_dir=str(tmp_path / "drift"), drift_interval_s=30)  # fmt: skip
+        infersight.init(
+            registry=registry,
+            traces=False,
+            gpu="off",
+            drift=True,
+            drift_dir=str(tmp_path / "drift"),
+            drift_interval_s=30,
+        )
         try:
             monitor = drift.get_monitor()
             assert monitor is not None and monitor._thread is not None and monitor._thread.is_alive()
@@ -43,8 +49,14 @@ def test_init_starts_and_shutdown_stops_the_monitor(tmp_path: Path) -> None:
 
 
 def test_after_fork_the_child_starts_empty_with_its_own_thread(tmp_path: Path) -> None:
-    infersight.init(registry=CollectorRegistry(), traces=False, gpu="off", drift=True,
-                    drift_dir=str(tmp_path / "drift"), drift_interval_s=30)  # fmt: skip
+    infersight.init(
+        registry=CollectorRegistry(),
+        traces=False,
+        gpu="off",
+        drift=True,
+        drift_dir=str(tmp_path / "drift"),
+        drift_interval_s=30,
+    )
     try:
         monitor = drift.get_monitor()
         assert monitor is not None

@@ -78,8 +78,10 @@ class TraceSink(OtlpSink):
         self.start()
 
     def traces(self) -> dict[str, list[tuple[str, Any]]]:  # type: ignore[override]
-        return {trace_id: [(resource.get("service.name", ""), span) for resource, span in spans]
-                for trace_id, spans in super().traces().items()}  # fmt: skip
+        return {
+            trace_id: [(resource.get("service.name", ""), span) for resource, span in spans]
+            for trace_id, spans in super().traces().items()
+        }
 
 
 class Server(stack.Service):
@@ -95,9 +97,15 @@ class Server(stack.Service):
 def _child_env(extra: dict[str, str]) -> dict[str, str]:
     """The test process's environment without its own infersight/OTel settings, plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("INFERSIGHT_", "OTEL_"))}
-    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1",
-               TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1", INFERSIGHT_GPU="auto",
-               OTEL_BSP_SCHEDULE_DELAY="200")  # fmt: skip
+    env.update(
+        OMP_NUM_THREADS="1",
+        TOKENIZERS_PARALLELISM="false",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONUNBUFFERED="1",
+        INFERSIGHT_GPU="auto",
+        OTEL_BSP_SCHEDULE_DELAY="200",
+    )
     env.update(extra)
     return env
 
@@ -109,8 +117,9 @@ def _labels(labels: dict[str, str]) -> str:
     return "{" + ",".join(f'{k}="{v}"' for k, v in labels.items()) + "}"
 
 
-def _histogram_lines(name: str, labels: dict[str, str], at: list[float], rps: float,
-                     value: float) -> Iterator[tuple[float, str]]:  # fmt: skip
+def _histogram_lines(
+    name: str, labels: dict[str, str], at: list[float], rps: float, value: float
+) -> Iterator[tuple[float, str]]:
     """Samples of a cumulative histogram that observes ``value`` ``rps`` times a second."""
     for i, ts in enumerate(at):
         count = rps * 15 * (i + 1)
@@ -121,8 +130,7 @@ def _histogram_lines(name: str, labels: dict[str, str], at: list[float], rps: fl
         yield ts, f"{name}_sum{_labels(labels)} {count * value} {ts:.3f}"
 
 
-def yesterday_openmetrics(model: str, version: str, instance: str, now: float,
-                          span_s: float = 1800) -> str:  # fmt: skip
+def yesterday_openmetrics(model: str, version: str, instance: str, now: float, span_s: float = 1800) -> str:
     """OpenMetrics text for the sentiment model's stage and request histograms, one sample
     every 15 s over ``now - 1 d +- span_s``, with exactly the labels the live series get:
     the scrape adds job/instance, the SDK adds model/stage (and version/endpoint/outcome)."""
@@ -133,8 +141,7 @@ def yesterday_openmetrics(model: str, version: str, instance: str, now: float,
     out += [f"# HELP {stage} {METRIC.STAGE_DURATION.help}", f"# TYPE {stage} histogram"]
     lines = []
     for name, seconds in BASELINE_STAGE_S.items():
-        lines += list(_histogram_lines(stage, {**target, "model": model, "stage": name}, at,
-                                       BASELINE_RPS, seconds))  # fmt: skip
+        lines += list(_histogram_lines(stage, {**target, "model": model, "stage": name}, at, BASELINE_RPS, seconds))
     out += [line for _, line in sorted(lines, key=lambda x: x[0])]
     request = METRIC.REQUEST_DURATION.name
     out += [f"# HELP {request} {METRIC.REQUEST_DURATION.help}", f"# TYPE {request} histogram"]
@@ -144,8 +151,9 @@ def yesterday_openmetrics(model: str, version: str, instance: str, now: float,
     return "\n".join(out) + "\n"
 
 
-def backfill_yesterday(data_dir: Path, workdir: Path, model: str, version: str, instance: str,
-                       now: float) -> dict[str, Any]:  # fmt: skip
+def backfill_yesterday(
+    data_dir: Path, workdir: Path, model: str, version: str, instance: str, now: float
+) -> dict[str, Any]:
     """Give Prometheus a 'same time yesterday' before it starts.
 
     1. raw histograms for yesterday -> ``promtool tsdb create-blocks-from openmetrics``;
@@ -177,9 +185,21 @@ def backfill_yesterday(data_dir: Path, workdir: Path, model: str, version: str, 
     for level, rule_file in enumerate(_rule_levels(ROOT / "prometheus-rules" / "latency.rules.yaml", workdir)):
         out_dir = workdir / f"rule-blocks-{level}"
         with stack.prometheus(empty, scratch) as prom:
-            res = stack.run_tool([promtool, "tsdb", "create-blocks-from", "rules", f"--url={prom.url}",
-                                  f"--start={start}", f"--end={end}", "--eval-interval=15s",
-                                  f"--output-dir={out_dir}", str(rule_file)], timeout=120)  # fmt: skip
+            res = stack.run_tool(
+                [
+                    promtool,
+                    "tsdb",
+                    "create-blocks-from",
+                    "rules",
+                    f"--url={prom.url}",
+                    f"--start={start}",
+                    f"--end={end}",
+                    "--eval-interval=15s",
+                    f"--output-dir={out_dir}",
+                    str(rule_file),
+                ],
+                timeout=120,
+            )
         assert res.returncode == 0, res.stdout + res.stderr
         made = [p for p in out_dir.iterdir() if p.is_dir()]
         assert made, f"promtool wrote no blocks for {rule_file}: {res.stdout} {res.stderr}"
@@ -197,8 +217,7 @@ def _rule_levels(path: Path, workdir: Path) -> list[Path]:
     level: dict[str, int] = {}
     for _ in range(len(rules)):  # bounded fixpoint
         for rule in rules:
-            deps = [level.get(r["record"], -1) for r in rules
-                    if r["record"] in rule["expr"] and r is not rule]  # fmt: skip
+            deps = [level.get(r["record"], -1) for r in rules if r["record"] in rule["expr"] and r is not rule]
             level[rule["record"]] = 1 + max(deps, default=-1) if all(d >= 0 for d in deps) else -1
     assert all(v >= 0 for v in level.values()), f"cyclic recording rules in {path}"
     files = []
@@ -248,8 +267,9 @@ class LiveStack:
         result = self.query(expr)
         return float(result[0]["value"][1]) if result else None
 
-    def wait_query(self, expr: str, timeout: float, what: str = "",
-                   predicate: Callable[[list[dict[str, Any]]], bool] = bool) -> list[dict[str, Any]]:  # fmt: skip
+    def wait_query(
+        self, expr: str, timeout: float, what: str = "", predicate: Callable[[list[dict[str, Any]]], bool] = bool
+    ) -> list[dict[str, Any]]:
         def check() -> list[dict[str, Any]] | None:
             result = self.query(expr)
             return result if predicate(result) else None
@@ -259,8 +279,7 @@ class LiveStack:
 
     def alerts(self, name: str, state: str = "firing") -> list[dict[str, Any]]:
         """Prometheus's own view of an alert (GET /api/v1/alerts)."""
-        return [a for a in self.api("alerts")["alerts"]
-                if a["labels"].get("alertname") == name and a["state"] == state]  # fmt: skip
+        return [a for a in self.api("alerts")["alerts"] if a["labels"].get("alertname") == name and a["state"] == state]
 
     def load(self, url: str, duration_s: float, **kwargs: Any) -> Any:
         """examples/load/http_load.py against ``url`` (bounded by ``duration_s``)."""
@@ -271,8 +290,9 @@ class LiveStack:
         """Load in a thread while the body runs (at most ``max_s``); yields [LoadResult] after."""
         stop = threading.Event()
         out: list[Any] = []
-        thread = threading.Thread(target=lambda: out.append(_load(url, max_s, stop=stop, **kwargs)),
-                                  name="e2e-load", daemon=True)  # fmt: skip
+        thread = threading.Thread(
+            target=lambda: out.append(_load(url, max_s, stop=stop, **kwargs)), name="e2e-load", daemon=True
+        )
         thread.start()
         try:
             yield out
@@ -318,21 +338,36 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
         cfg, ports = loopback_config(shipped, workdir / "otelcol", f"{LOOPBACK}:{sink.port}")
         cfg_path = workdir / "otelcol-test.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg))
-        exits.enter_context(run_collector(ensure_collector(), cfg_path, workdir / "otelcol.log",
-                                          health_url=f"http://{LOOPBACK}:{ports['health_check']}/"))  # fmt: skip
-        otlp = {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{LOOPBACK}:{ports['otlp_grpc']}"}  # fmt: skip
+        exits.enter_context(
+            run_collector(
+                ensure_collector(),
+                cfg_path,
+                workdir / "otelcol.log",
+                health_url=f"http://{LOOPBACK}:{ports['health_check']}/",
+            )
+        )
+        otlp = {
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://{LOOPBACK}:{ports['otlp_grpc']}",
+        }
 
         model = model_dir.name
         models = {model: {"version": "1", "slo_p99_seconds": SENTIMENT_SLO_S}}
         sentiment_env = {**otlp, "OTEL_SERVICE_NAME": "sentiment-e2e", "INFERSIGHT_MODELS": json.dumps(models)}
         if DRIFT_AVAILABLE:
             sentiment_env.update(DRIFT_ENV, INFERSIGHT_DRIFT_DIR=str(workdir / "drift"))
-        sentiment = _start_server("sentiment", EXAMPLES / "flask_sentiment" / "app.py", model_dir, workdir,
-                                  sentiment_env)  # fmt: skip
+        sentiment = _start_server(
+            "sentiment", EXAMPLES / "flask_sentiment" / "app.py", model_dir, workdir, sentiment_env
+        )
         exits.callback(sentiment.stop)
-        multi = _start_server("multi-model", EXAMPLES / "multi_model" / "app.py", model_dir, workdir,
-                              {**otlp, "OTEL_SERVICE_NAME": "multi-model-e2e"})  # fmt: skip
+        multi = _start_server(
+            "multi-model",
+            EXAMPLES / "multi_model" / "app.py",
+            model_dir,
+            workdir,
+            {**otlp, "OTEL_SERVICE_NAME": "multi-model-e2e"},
+        )
         exits.callback(multi.stop)
 
         webhook = exits.enter_context(stack.webhook_receiver())
@@ -344,12 +379,17 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
         now = time.time()
         backfill = backfill_yesterday(data_dir, workdir, model, "1", sentiment.instance, now)
         rules = stack.rules_copy(workdir / "rules", ALERT_FOR, ALERT_FOR_OVERRIDES)
-        prom_cfg = stack.prometheus_config(workdir / "prometheus.yml", rules, {
-            SCRAPE_JOB: [sentiment.instance, multi.instance],
-            "otel-collector": [f"{LOOPBACK}:{ports['prometheus']}"],
-            "otel-collector-internal": [f"{LOOPBACK}:{ports['telemetry']}"],
-            "alertmanager": [am.url.removeprefix("http://")],
-        }, am.url.removeprefix("http://"))  # fmt: skip
+        prom_cfg = stack.prometheus_config(
+            workdir / "prometheus.yml",
+            rules,
+            {
+                SCRAPE_JOB: [sentiment.instance, multi.instance],
+                "otel-collector": [f"{LOOPBACK}:{ports['prometheus']}"],
+                "otel-collector-internal": [f"{LOOPBACK}:{ports['telemetry']}"],
+                "alertmanager": [am.url.removeprefix("http://")],
+            },
+            am.url.removeprefix("http://"),
+        )
         for server in (sentiment, multi):
             _wait_server(server)
         # Warm up before Prometheus scrapes: first requests are slow and not what we test.
@@ -358,8 +398,21 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
             warm = _load(f"{server.url}{path}", duration_s=1.5, rps=10, concurrency=2)
             assert warm.requests and not warm.errors, f"{path}: {warm.summary()}\n{server.log()}"
         prom = exits.enter_context(stack.prometheus(prom_cfg, workdir, timeout=60))
-        live = LiveStack(workdir, sink, sentiment, multi, prom, am, webhook, ports, cfg, model,
-                         time.time(), DRIFT_AVAILABLE, {"backfill": backfill})  # fmt: skip
+        live = LiveStack(
+            workdir,
+            sink,
+            sentiment,
+            multi,
+            prom,
+            am,
+            webhook,
+            ports,
+            cfg,
+            model,
+            time.time(),
+            DRIFT_AVAILABLE,
+            {"backfill": backfill},
+        )
         live.notes["startup_s"] = round(time.monotonic() - started, 1)
         print(f"\ne2e stack up in {live.notes['startup_s']} s (work dir {workdir})", flush=True)
         yield live

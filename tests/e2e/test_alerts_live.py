@@ -43,8 +43,11 @@ def _notified(live: LiveStack, alertname: str, **labels: str) -> tuple[str, dict
     for path, body in live.webhook.snapshot():
         for alert in body.get("alerts", []) if isinstance(body, dict) else []:
             got = alert.get("labels", {})
-            if alert.get("status") == "firing" and got.get("alertname") == alertname \
-                    and all(got.get(k) == v for k, v in labels.items()):  # fmt: skip
+            if (
+                alert.get("status") == "firing"
+                and got.get("alertname") == alertname
+                and all(got.get(k) == v for k, v in labels.items())
+            ):
                 return path, alert
     return None
 
@@ -60,15 +63,20 @@ def test_slow_postprocess_fires_p99_and_stage_alerts(live: LiveStack) -> None:
     normal = live.load(url, duration_s=8, rps=10, concurrency=2, seed=3)
     assert normal.requests >= 50 and normal.errors == 0, normal.summary()
     live.wait_query(stage_p99, 15, "stage P99 recorded from live traffic")
-    before = {"p99": live.value(f'model:infersight_request_duration_seconds:p99_5m{{model="{model}"}}'),
-              "stage_p99": live.value(stage_p99)}  # fmt: skip
+    before = {
+        "p99": live.value(f'model:infersight_request_duration_seconds:p99_5m{{model="{model}"}}'),
+        "stage_p99": live.value(stage_p99),
+    }
     # Neither condition may hold before the fault (the alerts' traffic floor aside).
     assert before["p99"] is not None and before["p99"] < SENTIMENT_SLO_S, before
     assert before["stage_p99"] is not None and before["stage_p99"] < 1.5 * yesterday, before
     for name in (P99_ALERT, STAGE_ALERT):
         pending_or_firing = live.alerts(name, "firing") + live.alerts(name, "pending")
-        noisy = [a["labels"] for a in pending_or_firing if a["labels"].get("model") == model
-                 and a["labels"].get("stage", SPAN.POSTPROCESS) == SPAN.POSTPROCESS]  # fmt: skip
+        noisy = [
+            a["labels"]
+            for a in pending_or_firing
+            if a["labels"].get("model") == model and a["labels"].get("stage", SPAN.POSTPROCESS) == SPAN.POSTPROCESS
+        ]
         assert not noisy, f"{name} active before any fault: {noisy} ({before})"
 
     t_fault = time.monotonic()
@@ -78,8 +86,10 @@ def test_slow_postprocess_fires_p99_and_stage_alerts(live: LiveStack) -> None:
         with live.background_load(url, max_s=90, rps=10, concurrency=8, seed=4) as result:
 
             def both_notified() -> bool:
-                for name, labels in ((P99_ALERT, {"model": model}),
-                                     (STAGE_ALERT, {"model": model, "stage": SPAN.POSTPROCESS})):  # fmt: skip
+                for name, labels in (
+                    (P99_ALERT, {"model": model}),
+                    (STAGE_ALERT, {"model": model, "stage": SPAN.POSTPROCESS}),
+                ):
                     if name not in timings and _notified(live, name, **labels):
                         timings[name] = round(time.monotonic() - t_fault, 1)
                     for state in ("pending", "firing"):
@@ -93,10 +103,14 @@ def test_slow_postprocess_fires_p99_and_stage_alerts(live: LiveStack) -> None:
             while not both_notified() and time.monotonic() < deadline:
                 time.sleep(0.5)
             stages = f'model_stage:infersight_stage_duration_seconds:p99_5m{{model="{model}"}}'
-            ratios = {r["metric"]["stage"]: round(float(r["value"][1]), 2)
-                      for r in live.query(f"{stages} / ({stages} offset 1d)")}  # fmt: skip
-            after = {"p99": live.value(f'model:infersight_request_duration_seconds:p99_5m{{model="{model}"}}'),
-                     "stage_p99": live.value(stage_p99)}  # fmt: skip
+            ratios = {
+                r["metric"]["stage"]: round(float(r["value"][1]), 2)
+                for r in live.query(f"{stages} / ({stages} offset 1d)")
+            }
+            after = {
+                "p99": live.value(f'model:infersight_request_duration_seconds:p99_5m{{model="{model}"}}'),
+                "stage_p99": live.value(stage_p99),
+            }
     finally:
         live.sentiment.set_faults()
 
@@ -114,12 +128,25 @@ def test_slow_postprocess_fires_p99_and_stage_alerts(live: LiveStack) -> None:
     # The slowness is in postprocess: it must be the stage that regressed most. (Other stages
     # may cross 1.5x too on a loaded 2-core machine: four clients contend for the CPU.)
     assert max(ratios, key=ratios.__getitem__) == SPAN.POSTPROCESS, ratios
-    others = sorted({a["labels"]["stage"] for _, body in live.webhook.snapshot() for a in body.get("alerts", [])
-                     if a["labels"].get("alertname") == STAGE_ALERT and a["labels"].get("model") == model
-                     and a["labels"].get("stage") != SPAN.POSTPROCESS})  # fmt: skip
+    others = sorted(
+        {
+            a["labels"]["stage"]
+            for _, body in live.webhook.snapshot()
+            for a in body.get("alerts", [])
+            if a["labels"].get("alertname") == STAGE_ALERT
+            and a["labels"].get("model") == model
+            and a["labels"].get("stage") != SPAN.POSTPROCESS
+        }
+    )
 
-    live.notes["alerts"] = {"baseline_stage_p99_yesterday": yesterday, "before": before, "after": after,
-                            "stage_ratios_vs_yesterday": ratios, "other_stages_notified": others,
-                            "notified_after_s": timings, "stage_description": stage_alert["annotations"]["description"],
-                            "load": summary}  # fmt: skip
+    live.notes["alerts"] = {
+        "baseline_stage_p99_yesterday": yesterday,
+        "before": before,
+        "after": after,
+        "stage_ratios_vs_yesterday": ratios,
+        "other_stages_notified": others,
+        "notified_after_s": timings,
+        "stage_description": stage_alert["annotations"]["description"],
+        "load": summary,
+    }
     print(f"\nalerts: {live.notes['alerts']}")

@@ -32,21 +32,38 @@ pytestmark = [pytest.mark.stack, pytest.mark.slow]  # real binaries, ~100 s for 
 NO_GPU = "needs an NVIDIA GPU (NVML); this machine is CPU-only"
 ALLOWED_EMPTY_GPU = {  # only applied when no server reports a GPU (infersight_gpu_up absent)
     ("infersight-gpu.json", m): NO_GPU
-    for m in ("infersight_gpu_up", "infersight_gpu_profiling_mode", "infersight_gpu_utilization_ratio",
-              "infersight_gpu_memory_utilization_ratio", "infersight_gpu_memory_used_bytes",
-              "infersight_gpu_memory_total_bytes", "infersight_gpu_process_memory_used_bytes",
-              "infersight_gpu_power_watts", "infersight_gpu_energy_joules_total",
-              "infersight_gpu_temperature_celsius", "infersight_gpu_sm_clock_hertz",
-              "infersight_gpu_memory_clock_hertz", "infersight_gpu_clock_throttle",
-              "infersight_gpu_pcie_tx_bytes_per_second", "infersight_gpu_pcie_rx_bytes_per_second",
-              "infersight_gpu_ecc_errors_total", "infersight_gpu_xid_errors_total",
-              "infersight_gpu_sampler_errors_total", "infersight_gpu_sm_active_ratio",
-              "infersight_gpu_sm_occupancy_ratio", "infersight_gpu_tensor_active_ratio",
-              "infersight_gpu_dram_active_ratio", "infersight_gpu_fp16_active_ratio",
-              "infersight_gpu_fp32_active_ratio", "infersight_gpu_fp64_active_ratio",
-              "infersight_gpu_nvlink_tx_bytes_per_second", "infersight_gpu_nvlink_rx_bytes_per_second",
-              "infersight_stage_gpu_busy_seconds", "infersight_stage_gpu_sm_active_ratio")
-}  # fmt: skip
+    for m in (
+        "infersight_gpu_up",
+        "infersight_gpu_profiling_mode",
+        "infersight_gpu_utilization_ratio",
+        "infersight_gpu_memory_utilization_ratio",
+        "infersight_gpu_memory_used_bytes",
+        "infersight_gpu_memory_total_bytes",
+        "infersight_gpu_process_memory_used_bytes",
+        "infersight_gpu_power_watts",
+        "infersight_gpu_energy_joules_total",
+        "infersight_gpu_temperature_celsius",
+        "infersight_gpu_sm_clock_hertz",
+        "infersight_gpu_memory_clock_hertz",
+        "infersight_gpu_clock_throttle",
+        "infersight_gpu_pcie_tx_bytes_per_second",
+        "infersight_gpu_pcie_rx_bytes_per_second",
+        "infersight_gpu_ecc_errors_total",
+        "infersight_gpu_xid_errors_total",
+        "infersight_gpu_sampler_errors_total",
+        "infersight_gpu_sm_active_ratio",
+        "infersight_gpu_sm_occupancy_ratio",
+        "infersight_gpu_tensor_active_ratio",
+        "infersight_gpu_dram_active_ratio",
+        "infersight_gpu_fp16_active_ratio",
+        "infersight_gpu_fp32_active_ratio",
+        "infersight_gpu_fp64_active_ratio",
+        "infersight_gpu_nvlink_tx_bytes_per_second",
+        "infersight_gpu_nvlink_rx_bytes_per_second",
+        "infersight_stage_gpu_busy_seconds",
+        "infersight_stage_gpu_sm_active_ratio",
+    )
+}
 # With a GPU (not run here: no GPU on this machine), some panels are still empty by design.
 ALLOWED_EMPTY_WITH_GPU = {
     ("infersight-gpu.json", "infersight_gpu_xid_errors_total"): "no XID errors in a healthy run",
@@ -55,9 +72,15 @@ ALLOWED_EMPTY_WITH_GPU = {
     # The examples run their models where transformers/torch put them: the CPU unless told.
     ("infersight-gpu.json", "infersight_stage_gpu_"): "the example models run on the CPU (no CUDA events)",
 }
-GPM_ONLY = ("infersight_gpu_sm_active_ratio", "infersight_gpu_sm_occupancy_ratio", "infersight_gpu_tensor_active_ratio",
-            "infersight_gpu_dram_active_ratio", "infersight_gpu_fp16_active_ratio", "infersight_gpu_fp32_active_ratio",
-            "infersight_gpu_fp64_active_ratio")  # fmt: skip
+GPM_ONLY = (
+    "infersight_gpu_sm_active_ratio",
+    "infersight_gpu_sm_occupancy_ratio",
+    "infersight_gpu_tensor_active_ratio",
+    "infersight_gpu_dram_active_ratio",
+    "infersight_gpu_fp16_active_ratio",
+    "infersight_gpu_fp32_active_ratio",
+    "infersight_gpu_fp64_active_ratio",
+)
 ALLOWED_EMPTY = {
     # Counters of things that do not happen in a healthy run, by design: infersight's own
     # swallowed errors, label values over the cardinality limit, failed drift runs.
@@ -82,9 +105,10 @@ def test_every_panel_has_data(live: LiveStack) -> None:
     bad = ["not", "an", "object"]  # a JSON body that is not an object: AttributeError -> 500
     with (
         live.background_load(f"{live.multi.url}/predict/batch", max_s=12, rps=16, concurrency=6, seed=5) as batch,
-        live.background_load(f"{live.multi.url}/predict/realtime", max_s=12, rps=4, concurrency=1,
-                             mode="large", large_kb=8, seed=6) as realtime,
-    ):  # fmt: skip
+        live.background_load(
+            f"{live.multi.url}/predict/realtime", max_s=12, rps=4, concurrency=1, mode="large", large_kb=8, seed=6
+        ) as realtime,
+    ):
         normal = live.load(f"{live.sentiment.url}/predict", duration_s=12, rps=8, concurrency=2, seed=7)
         # Two bursts a few scrapes apart: a counter's first sample shows no increase, so
         # rate()/increase() need the series to exist before it grows.

@@ -32,9 +32,12 @@ def test_shifted_inputs_fire_the_drift_alert(live: LiveStack) -> None:
     # 1. A reference and a normal window: a verdict of "no drift" (only after a fresh run).
     with live.background_load(url, max_s=60, rps=10, concurrency=2, seed=8):
         t0 = time.time()
-        live.wait_query(f"{detected} == 0 and on (model) ({verdict}) and on (model) "
-                        f'infersight_drift_last_run_timestamp_seconds{{model="{model}"}} > {t0}',
-                        60, "a no-drift verdict on normal traffic")  # fmt: skip
+        live.wait_query(
+            f"{detected} == 0 and on (model) ({verdict}) and on (model) "
+            f'infersight_drift_last_run_timestamp_seconds{{model="{model}"}} > {t0}',
+            60,
+            "a no-drift verdict on normal traffic",
+        )
         time.sleep(1.5)  # one rule evaluation after the verdict
         assert not [a for a in live.alerts(ALERT) if a["labels"].get("model") == model], "drift alert on normal traffic"
     share_normal = live.value(f'infersight_drift_share_ratio{{model="{model}"}}')
@@ -51,9 +54,14 @@ def test_shifted_inputs_fire_the_drift_alert(live: LiveStack) -> None:
             firing = [a for a in live.alerts(ALERT) if a["labels"].get("model") == model]
             if firing and "alert" not in timings:
                 timings["alert"] = round(time.monotonic() - t_shift, 1)
-            notified = [a for _, body in live.webhook.snapshot()[seen:] for a in body.get("alerts", [])
-                        if a["labels"].get("alertname") == ALERT and a["labels"].get("model") == model
-                        and a["status"] == "firing"]  # fmt: skip
+            notified = [
+                a
+                for _, body in live.webhook.snapshot()[seen:]
+                for a in body.get("alerts", [])
+                if a["labels"].get("alertname") == ALERT
+                and a["labels"].get("model") == model
+                and a["status"] == "firing"
+            ]
             if notified:
                 timings["webhook"] = round(time.monotonic() - t_shift, 1)
                 break
@@ -67,6 +75,10 @@ def test_shifted_inputs_fire_the_drift_alert(live: LiveStack) -> None:
         r["metric"].get("feature", "?"): round(float(r["value"][1]), 3)
         for r in live.query(f'max by (feature) (infersight_drift_feature_drifted{{model="{model}"}})')
     }
-    live.notes["drift"] = {"share_normal": share_normal, "share_shifted": share, "after_shift_s": timings,
-                           "features_drifted": scores}  # fmt: skip
+    live.notes["drift"] = {
+        "share_normal": share_normal,
+        "share_shifted": share,
+        "after_shift_s": timings,
+        "features_drifted": scores,
+    }
     print(f"\ndrift: {live.notes['drift']}")

@@ -93,8 +93,11 @@ def test_traces_reach_tempo_and_span_metrics_reach_prometheus(live: LiveStack) -
     def slow_traces() -> dict[str, dict[str, Any]] | None:
         done = _complete_traces(live)
         ours = {t: v for t, v in done.items() if v["root"].start_time_unix_nano >= t_slow * 1e9}
-        slow_ids = {t for t, v in ours.items()
-                    if (v["root"].end_time_unix_nano - v["root"].start_time_unix_nano) / 1e6 >= SLOW_MS}  # fmt: skip
+        slow_ids = {
+            t
+            for t, v in ours.items()
+            if (v["root"].end_time_unix_nano - v["root"].start_time_unix_nano) / 1e6 >= SLOW_MS
+        }
         return ours if len(slow_ids) >= slow.requests else None
 
     traces = wait_until(slow_traces, 30, interval=0.5, what=f"{slow.requests} slow complete traces in the sink")
@@ -103,8 +106,12 @@ def test_traces_reach_tempo_and_span_metrics_reach_prometheus(live: LiveStack) -
         assert _attr(root, ATTR.HTTP_ROUTE) == "/predict", trace_id
         for name, span in stages.items():
             assert span.trace_id.hex() == trace_id
-            assert root.start_time_unix_nano <= span.start_time_unix_nano <= span.end_time_unix_nano \
-                <= root.end_time_unix_nano, f"{name} outside its request span"  # fmt: skip
+            assert (
+                root.start_time_unix_nano
+                <= span.start_time_unix_nano
+                <= span.end_time_unix_nano
+                <= root.end_time_unix_nano
+            ), f"{name} outside its request span"
         assert _attr(stages[SPAN.MODEL], ATTR.MODEL_NAME) == live.model
     assert traces, "no complete trace of our own requests"
     slowest = max(traces.values(), key=lambda t: t["root"].end_time_unix_nano - t["root"].start_time_unix_nano)
@@ -128,8 +135,9 @@ def test_traces_reach_tempo_and_span_metrics_reach_prometheus(live: LiveStack) -
 
     def exemplars() -> list[dict[str, Any]] | None:
         data = live.api("query_exemplars", query=selector, start=t_slow, end=time.time() + 1)
-        slow_ex = [e for series in data for e in series["exemplars"]
-                   if SLOW_MS <= float(e["value"]) < SLOW_MS + 150]  # ours, not another test's  # fmt: skip
+        slow_ex = [
+            e for series in data for e in series["exemplars"] if SLOW_MS <= float(e["value"]) < SLOW_MS + 150
+        ]  # ours, not another test's
         return slow_ex or None
 
     slow_exemplars = wait_until(exemplars, 30, interval=0.5, what=f"exemplars >= {SLOW_MS} ms on {selector}")

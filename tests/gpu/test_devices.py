@@ -13,24 +13,28 @@ from infersight.gpu.testing import ERROR_UNKNOWN, FakeNVML
 UUIDS = ["GPU-aaaa-0", "GPU-bbbb-1", "GPU-cccc-2"]
 
 
-@pytest.mark.parametrize(("env", "expected"), [
-    (None, [0, 1, 2]),
-    ("2,0", [2, 0]),
-    ("1,7,0", [1]),  # CUDA stops at the first invalid entry
-    ("GPU-cccc,GPU-aaaa-0", [2, 0]),  # UUID prefixes
-    ("GPU-", []),  # ambiguous prefix
-    ("", []),
-    ("-1", []),
-    ("MIG-xyz", []),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (None, [0, 1, 2]),
+        ("2,0", [2, 0]),
+        ("1,7,0", [1]),  # CUDA stops at the first invalid entry
+        ("GPU-cccc,GPU-aaaa-0", [2, 0]),  # UUID prefixes
+        ("GPU-", []),  # ambiguous prefix
+        ("", []),
+        ("-1", []),
+        ("MIG-xyz", []),
+    ],
+)
 def test_visible_devices(env: str | None, expected: list[int]) -> None:
     assert visible_nvml_indices(UUIDS, env) == expected
 
 
 def test_torch_uuid_wins_over_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
-    torch = types.SimpleNamespace(cuda=types.SimpleNamespace(
-        get_device_properties=lambda i: types.SimpleNamespace(uuid="cccc-2")))  # fmt: skip
+    torch = types.SimpleNamespace(
+        cuda=types.SimpleNamespace(get_device_properties=lambda i: types.SimpleNamespace(uuid="cccc-2"))
+    )
     assert cuda_to_nvml(0, UUIDS, torch) == 2
     assert cuda_to_nvml(1, UUIDS, None) == 1
     assert cuda_to_nvml(5, UUIDS, None) is None

@@ -31,11 +31,18 @@ from infersight.testing import Captured, capture
 StartGpu = Callable[..., Any]
 # Every per-sample device call of the sampler without GPM, for "all calls fail" faults.
 DEVICE_CALLS = (
-    "nvmlDeviceGetUtilizationRates", "nvmlDeviceGetMemoryInfo", "nvmlDeviceGetPowerUsage",
-    "nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetTemperature", "nvmlDeviceGetClockInfo",
-    "nvmlDeviceGetCurrentClocksEventReasons", "nvmlDeviceGetPcieThroughput",
-    "nvmlDeviceGetTotalEccErrors", "nvmlDeviceGetComputeRunningProcesses", "nvmlEventSetWait",
-)  # fmt: skip
+    "nvmlDeviceGetUtilizationRates",
+    "nvmlDeviceGetMemoryInfo",
+    "nvmlDeviceGetPowerUsage",
+    "nvmlDeviceGetTotalEnergyConsumption",
+    "nvmlDeviceGetTemperature",
+    "nvmlDeviceGetClockInfo",
+    "nvmlDeviceGetCurrentClocksEventReasons",
+    "nvmlDeviceGetPcieThroughput",
+    "nvmlDeviceGetTotalEccErrors",
+    "nvmlDeviceGetComputeRunningProcesses",
+    "nvmlEventSetWait",
+)
 
 
 def gpu_threads() -> list[threading.Thread]:
@@ -77,8 +84,9 @@ def test_no_driver_logs_once_starts_nothing_and_requests_work(
     assert not _errors.counts()
 
 
-def test_without_nvidia_ml_py_auto_mode_is_quiet(monkeypatch: pytest.MonkeyPatch,
-                                                 caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_without_nvidia_ml_py_auto_mode_is_quiet(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml -> ImportError
     _nvml.use(None)
     with caplog.at_level("INFO", logger="infersight"), capture(gpu="auto") as t:
@@ -90,9 +98,11 @@ def test_without_nvidia_ml_py_auto_mode_is_quiet(monkeypatch: pytest.MonkeyPatch
 
 
 def test_a_transient_error_is_counted_and_the_metric_comes_back(
-    gpu_telemetry: StartGpu, fake: FakeNVML, current_sampler: Callable[[], Sampler],
+    gpu_telemetry: StartGpu,
+    fake: FakeNVML,
+    current_sampler: Callable[[], Sampler],
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     with caplog.at_level("WARNING", logger="infersight"), gpu_telemetry() as t:
         fake.fail("nvmlDeviceGetPowerUsage", ERROR_UNKNOWN, times=1)
         current_sampler().sample_once()
@@ -107,12 +117,16 @@ def test_a_transient_error_is_counted_and_the_metric_comes_back(
 
 
 def test_a_persistent_error_disables_that_metric_for_that_gpu_only(
-    gpu_telemetry: StartGpu, current_sampler: Callable[[], Sampler],
+    gpu_telemetry: StartGpu,
+    current_sampler: Callable[[], Sampler],
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     fake = FakeNVML([FakeDevice(gpm=False), FakeDevice(gpm=False)])
-    with caplog.at_level("WARNING", logger="infersight"), use_fake_nvml(fake), \
-            capture(gpu="on", gpu_interval_s=60.0) as t:  # fmt: skip
+    with (
+        caplog.at_level("WARNING", logger="infersight"),
+        use_fake_nvml(fake),
+        capture(gpu="on", gpu_interval_s=60.0) as t,
+    ):
         fake.fail("nvmlDeviceGetTemperature", ERROR_UNKNOWN, device=1)
         sampler = current_sampler()
         for _ in range(5):
@@ -127,29 +141,28 @@ def test_a_persistent_error_disables_that_metric_for_that_gpu_only(
     assert len(messages(caplog, "nvmlDeviceGetTemperature")) == 1
 
 
-def test_permission_errors_disable_at_once(gpu_telemetry: StartGpu, fake: FakeNVML,
-                                           current_sampler: Callable[[], Sampler]) -> None:  # fmt: skip
+def test_permission_errors_disable_at_once(
+    gpu_telemetry: StartGpu, fake: FakeNVML, current_sampler: Callable[[], Sampler]
+) -> None:
     with gpu_telemetry() as t:
         fake.fail("nvmlDeviceGetTotalEnergyConsumption", ERROR_NO_PERMISSION)
         for _ in range(3):
             current_sampler().sample_once()
-        assert t.value(METRIC.GPU_SAMPLER_ERRORS.sample_name,
-                       call="nvmlDeviceGetTotalEnergyConsumption") == 1  # fmt: skip
+        assert t.value(METRIC.GPU_SAMPLER_ERRORS.sample_name, call="nvmlDeviceGetTotalEnergyConsumption") == 1
         assert t.value(METRIC.GPU_ENERGY.sample_name, **label_set(fake, 0)) is None
 
 
-def test_not_supported_is_disabled_silently(caplog: pytest.LogCaptureFixture,
-                                            current_sampler: Callable[[], Sampler]) -> None:  # fmt: skip
+def test_not_supported_is_disabled_silently(
+    caplog: pytest.LogCaptureFixture, current_sampler: Callable[[], Sampler]
+) -> None:
     fake = FakeNVML(1)
     fake.fail("nvmlDeviceGetTotalEccErrors", ERROR_NOT_SUPPORTED)  # e.g. GeForce: no ECC
-    with caplog.at_level("INFO", logger="infersight"), use_fake_nvml(fake), \
-            capture(gpu="on", gpu_interval_s=60.0) as t:  # fmt: skip
+    with caplog.at_level("INFO", logger="infersight"), use_fake_nvml(fake), capture(gpu="on", gpu_interval_s=60.0) as t:
         for _ in range(3):
             current_sampler().sample_once()
         uuid = fake.devices[0].uuid
         assert t.value(METRIC.GPU_ECC_ERRORS.sample_name, gpu="0", uuid=uuid, type="corrected") is None
-        assert t.value(METRIC.GPU_SAMPLER_ERRORS.sample_name,
-                       call="nvmlDeviceGetTotalEccErrors") is None  # fmt: skip
+        assert t.value(METRIC.GPU_SAMPLER_ERRORS.sample_name, call="nvmlDeviceGetTotalEccErrors") is None
         assert fake.calls["nvmlDeviceGetTotalEccErrors"] == 2  # each kind asked once, then never
         assert t.value(METRIC.GPU_UP.name, **label_set(fake, 0)) == 1.0
     assert not messages(caplog, "nvmlDeviceGetTotalEccErrors")
@@ -159,8 +172,11 @@ def test_gpu_lost_mid_run_sets_gpu_up_0_and_stops_polling_it(
     current_sampler: Callable[[], Sampler], caplog: pytest.LogCaptureFixture
 ) -> None:
     fake = FakeNVML([FakeDevice(), FakeDevice()])
-    with caplog.at_level("WARNING", logger="infersight"), use_fake_nvml(fake), \
-            capture(gpu="on", gpu_interval_s=60.0) as t:  # fmt: skip
+    with (
+        caplog.at_level("WARNING", logger="infersight"),
+        use_fake_nvml(fake),
+        capture(gpu="on", gpu_interval_s=60.0) as t,
+    ):
         sampler = current_sampler()
         fake.lose_gpu(1)
         sampler.sample_once()
@@ -175,9 +191,7 @@ def test_gpu_lost_mid_run_sets_gpu_up_0_and_stops_polling_it(
     assert len(messages(caplog, "no longer polled")) == 1
 
 
-def test_every_call_failing_three_ticks_running_means_lost(
-    current_sampler: Callable[[], Sampler]
-) -> None:
+def test_every_call_failing_three_ticks_running_means_lost(current_sampler: Callable[[], Sampler]) -> None:
     fake = FakeNVML([FakeDevice(gpm=False), FakeDevice(gpm=False)])
     with use_fake_nvml(fake), capture(gpu="on", gpu_interval_s=60.0) as t:
         for call in DEVICE_CALLS:
@@ -206,17 +220,20 @@ def test_all_gpus_lost_ends_the_thread() -> None:
         sampler.stop()
 
 
-def test_init_time_failures_skip_the_gpu_not_the_app(caplog: pytest.LogCaptureFixture,
-                                                      current_sampler: Callable[[], Sampler]) -> None:  # fmt: skip
+def test_init_time_failures_skip_the_gpu_not_the_app(
+    caplog: pytest.LogCaptureFixture, current_sampler: Callable[[], Sampler]
+) -> None:
     fake = FakeNVML([FakeDevice(), FakeDevice()])
     fake.fail("nvmlDeviceGetHandleByIndex", ERROR_UNKNOWN, times=1)  # GPU 0 can't be opened
     fake.fail("nvmlGpmQueryDeviceSupport", ERROR_UNKNOWN)  # nor asked about GPM
-    with caplog.at_level("WARNING", logger="infersight"), use_fake_nvml(fake), \
-            capture(gpu="on", gpu_interval_s=60.0) as t:  # fmt: skip
+    with (
+        caplog.at_level("WARNING", logger="infersight"),
+        use_fake_nvml(fake),
+        capture(gpu="on", gpu_interval_s=60.0) as t,
+    ):
         assert [g.index for g in current_sampler().gpus] == [1]
         assert t.value(METRIC.GPU_UP.name, **label_set(fake, 1)) == 1.0
-        assert t.value(METRIC.GPU_PROFILING_MODE.name, gpu="1", uuid=fake.devices[1].uuid,
-                       mode="nvml") == 1.0  # fmt: skip
+        assert t.value(METRIC.GPU_PROFILING_MODE.name, gpu="1", uuid=fake.devices[1].uuid, mode="nvml") == 1.0
         assert t.value(METRIC.GPU_SAMPLER_ERRORS.sample_name, call="nvmlDeviceGetHandleByIndex") == 1
         serve_one(t)
 
@@ -230,9 +247,9 @@ def test_device_count_failing_means_no_gpu() -> None:
     assert fake.init_count == 0  # nvmlInit was balanced by nvmlShutdown
 
 
-def test_a_non_nvml_exception_is_contained(gpu_telemetry: StartGpu, fake: FakeNVML,
-                                           current_sampler: Callable[[], Sampler],
-                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_non_nvml_exception_is_contained(
+    gpu_telemetry: StartGpu, fake: FakeNVML, current_sampler: Callable[[], Sampler], monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(handle: Any) -> Any:
         raise TypeError("pynvml changed its return type")
 
@@ -244,9 +261,7 @@ def test_a_non_nvml_exception_is_contained(gpu_telemetry: StartGpu, fake: FakeNV
         assert t.value(METRIC.GPU_UTILIZATION.name, **label_set(fake, 0)) == 0.5
 
 
-def test_span_snapshot_failures_fall_back_to_the_sampler_window(
-    gpu_telemetry: StartGpu, fake: FakeNVML
-) -> None:
+def test_span_snapshot_failures_fall_back_to_the_sampler_window(gpu_telemetry: StartGpu, fake: FakeNVML) -> None:
     with gpu_telemetry() as t:
         fake.fail("nvmlGpmSampleGet", ERROR_UNKNOWN)  # the sampler won't tick again in this test
         for _ in range(4):
@@ -260,8 +275,7 @@ def test_span_snapshot_failures_fall_back_to_the_sampler_window(
     assert not [c for c in _errors.counts() if c.startswith("hook.")]
 
 
-def test_shutdown_stops_the_thread_and_balances_nvml_init(gpu_telemetry: StartGpu,
-                                                          fake: FakeNVML) -> None:  # fmt: skip
+def test_shutdown_stops_the_thread_and_balances_nvml_init(gpu_telemetry: StartGpu, fake: FakeNVML) -> None:
     with gpu_telemetry(gpu_interval_s=0.01) as t:
         assert gpu_threads()
         serve_one(t)

@@ -25,8 +25,7 @@ class FakeNvtx:
         self.stacks: dict[int, list[str]] = {}
         self.bad_pops = 0
 
-    def push_range(self, message: str | None = None, color: Any = None, domain: Any = None,
-                   **_: Any) -> None:  # fmt: skip
+    def push_range(self, message: str | None = None, color: Any = None, domain: Any = None, **_: Any) -> None:
         tid = threading.get_ident()
         self.stacks.setdefault(tid, []).append(str(message))
         self.events.append((tid, "push", str(message)))
@@ -67,15 +66,21 @@ def test_ranges_are_named_after_stage_and_trace_and_balanced(fake_nvtx: FakeNvtx
         trace_id = t.spans("model")[0].context.trace_id
     ops = [(op, msg) for _, op, msg in fake_nvtx.events]
     assert ops == [
-        ("push", f"preprocess {trace_id:032x}"), ("pop", f"preprocess {trace_id:032x}"),
-        ("push", f"model {trace_id:032x}"), ("pop", f"model {trace_id:032x}"),
-    ]  # fmt: skip
+        ("push", f"preprocess {trace_id:032x}"),
+        ("pop", f"preprocess {trace_id:032x}"),
+        ("push", f"model {trace_id:032x}"),
+        ("pop", f"model {trace_id:032x}"),
+    ]
     assert fake_nvtx.bad_pops == 0
 
 
 def test_nvtx_works_without_any_gpu(fake_nvtx: FakeNvtx) -> None:
-    with use_fake_nvml(FakeNVML(1, no_driver=True)), capture(gpu="auto", nvtx=True), \
-            infersight.request(model="m"), infersight.model():  # fmt: skip
+    with (
+        use_fake_nvml(FakeNVML(1, no_driver=True)),
+        capture(gpu="auto", nvtx=True),
+        infersight.request(model="m"),
+        infersight.model(),
+    ):
         pass
     assert [op for _, op, _ in fake_nvtx.events] == ["push", "pop"]
 
@@ -138,11 +143,15 @@ def test_real_nvtx_push_pop_without_a_profiler() -> None:
     assert hook.depth() == 0
 
 
-def test_missing_nvtx_package_warns_and_requests_work(monkeypatch: pytest.MonkeyPatch,
-                                                     caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+def test_missing_nvtx_package_warns_and_requests_work(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setitem(sys.modules, "nvtx", None)
-    with caplog.at_level("WARNING", logger="infersight"), use_fake_nvml(FakeNVML(1)), \
-            capture(gpu="on", nvtx=True, gpu_interval_s=60.0) as t:  # fmt: skip
+    with (
+        caplog.at_level("WARNING", logger="infersight"),
+        use_fake_nvml(FakeNVML(1)),
+        capture(gpu="on", nvtx=True, gpu_interval_s=60.0) as t,
+    ):
         with infersight.request(model="m"), infersight.model():
             pass
         assert len(t.spans("model")) == 1

@@ -89,8 +89,10 @@ def test_device_metrics_are_real(sampler: Sampler, torch: Any) -> None:
     # torch holds a context here: either NVML attributes memory to this PID, or the series is absent.
     mine = value(METRIC.GPU_PROCESS_MEMORY.name, {"gpu": labels["gpu"], "uuid": gpu.uuid})
     assert mine is None or mine > 0, mine
-    throttle = [value(METRIC.GPU_THROTTLE.name, {"gpu": labels["gpu"], "uuid": gpu.uuid,
-                                                 "reason": r}) for r in ("gpu_idle", "sw_power_cap")]  # fmt: skip
+    throttle = [
+        value(METRIC.GPU_THROTTLE.name, {"gpu": labels["gpu"], "uuid": gpu.uuid, "reason": r})
+        for r in ("gpu_idle", "sw_power_cap")
+    ]
     assert all(v in (0.0, 1.0) for v in throttle)
     # Real NVML rejected nothing the sampler asked for (not-supported calls are not errors).
     assert sampler.errors() == {}, sampler.errors()

@@ -25,13 +25,26 @@ GIB = 1 << 30
 
 @pytest.fixture
 def two_gpus() -> FakeNVML:
-    return FakeNVML([
-        FakeDevice(name="NVIDIA H100 80GB HBM3", utilization=75, memory_utilization=30,
-                   memory_used=12 * GIB, memory_total=80 * GIB, power_mw=412_500,
-                   energy_mj=9_876_543, temperature=71, sm_clock_mhz=1755, memory_clock_mhz=2619,
-                   gpm=False, pcie_tx_kbps=1500, pcie_rx_kbps=250),
-        FakeDevice(name="NVIDIA A10G", utilization=5, gpm=False, power_mw=60_000),
-    ])  # fmt: skip
+    return FakeNVML(
+        [
+            FakeDevice(
+                name="NVIDIA H100 80GB HBM3",
+                utilization=75,
+                memory_utilization=30,
+                memory_used=12 * GIB,
+                memory_total=80 * GIB,
+                power_mw=412_500,
+                energy_mj=9_876_543,
+                temperature=71,
+                sm_clock_mhz=1755,
+                memory_clock_mhz=2619,
+                gpm=False,
+                pcie_tx_kbps=1500,
+                pcie_rx_kbps=250,
+            ),
+            FakeDevice(name="NVIDIA A10G", utilization=5, gpm=False, power_mw=60_000),
+        ]
+    )
 
 
 @pytest.fixture
@@ -71,8 +84,7 @@ def test_device_metrics_in_exported_units_with_gpu_labels(
     gpu1 = labels(two_gpus, 1)
     assert value(METRIC.GPU_UTILIZATION.name, gpu1) == 0.05
     assert value(METRIC.GPU_POWER.name, gpu1) == 60.0
-    assert value(METRIC.GPU_PROFILING_MODE.name,
-                 {"gpu": "1", "uuid": gpu1["uuid"], "mode": "nvml"}) == 1.0  # fmt: skip
+    assert value(METRIC.GPU_PROFILING_MODE.name, {"gpu": "1", "uuid": gpu1["uuid"], "mode": "nvml"}) == 1.0
 
 
 def test_values_follow_the_device_on_the_next_sample(
@@ -107,14 +119,15 @@ def test_throttle_bitmask_decodes_into_reason_labels(two_gpus: FakeNVML) -> None
         registry.register(GpuCollector(sampler))
         uuid = two_gpus.devices[0].uuid
         active = {
-            reason for reason, _ in REASONS
-            if registry.get_sample_value(METRIC.GPU_THROTTLE.name,
-                                         {"gpu": "0", "uuid": uuid, "reason": reason}) == 1.0
-        }  # fmt: skip
+            reason
+            for reason, _ in REASONS
+            if registry.get_sample_value(METRIC.GPU_THROTTLE.name, {"gpu": "0", "uuid": uuid, "reason": reason}) == 1.0
+        }
         assert active == {"sw_power_cap", "hw_thermal_slowdown"}
         # Inactive reasons are exported as 0, not left out, so alerts see them.
-        assert registry.get_sample_value(
-            METRIC.GPU_THROTTLE.name, {"gpu": "0", "uuid": uuid, "reason": "gpu_idle"}) == 0.0
+        assert (
+            registry.get_sample_value(METRIC.GPU_THROTTLE.name, {"gpu": "0", "uuid": uuid, "reason": "gpu_idle"}) == 0.0
+        )
     finally:
         sampler.stop()
 
@@ -126,14 +139,18 @@ def test_decode_covers_every_bit_and_matches_the_alert_rule() -> None:
     assert sum(decode(0x080).values()) == 1
     # Every reason the GPUClockThrottled alert selects is one the sampler can emit.
     rules = yaml.safe_load((ROOT / "prometheus-rules" / "gpu.rules.yaml").read_text())
-    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]
-             if r.get("alert") == "GPUClockThrottled"]  # fmt: skip
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"] if r.get("alert") == "GPUClockThrottled"]
     assert exprs, "GPUClockThrottled alert not found"
     pattern = re.search(r'reason=~"([^"]+)"', exprs[0])
     assert pattern is not None
     selected = {name for name, _ in REASONS if re.fullmatch(pattern.group(1), name)}
-    assert {"sw_power_cap", "hw_slowdown", "hw_thermal_slowdown", "sw_thermal_slowdown",
-            "hw_power_brake_slowdown"} <= selected  # fmt: skip
+    assert {
+        "sw_power_cap",
+        "hw_slowdown",
+        "hw_thermal_slowdown",
+        "sw_thermal_slowdown",
+        "hw_power_brake_slowdown",
+    } <= selected
     assert "gpu_idle" not in selected
 
 
@@ -149,11 +166,12 @@ def test_process_memory_counts_only_this_process_and_is_read_every_n_samples() -
         assert fake.calls["nvmlDeviceGetComputeRunningProcesses"] == 2
         registry = CollectorRegistry()
         registry.register(GpuCollector(sampler))
-        assert registry.get_sample_value(
-            METRIC.GPU_PROCESS_MEMORY.name, {"gpu": "0", "uuid": fake.devices[0].uuid}) == 3 * GIB
+        assert (
+            registry.get_sample_value(METRIC.GPU_PROCESS_MEMORY.name, {"gpu": "0", "uuid": fake.devices[0].uuid})
+            == 3 * GIB
+        )
     finally:
         sampler.stop()
-
 
 
 @pytest.mark.parametrize("processes", [[], [(1, 3 * GIB)]], ids=["empty list", "other PIDs only"])
@@ -174,6 +192,7 @@ def test_process_memory_is_left_out_when_nvml_lists_no_process_with_this_pid(
     finally:
         sampler.stop()
 
+
 def test_ecc_and_xid_errors_are_counters() -> None:
     fake = FakeNVML([FakeDevice(ecc_corrected=4, ecc_uncorrected=1)])
     sampler = Sampler(fake, interval_s=60.0)
@@ -183,17 +202,20 @@ def test_ecc_and_xid_errors_are_counters() -> None:
         registry.register(GpuCollector(sampler))
         uuid = fake.devices[0].uuid
         for kind, count in (("corrected", 4), ("uncorrected", 1)):
-            assert registry.get_sample_value(METRIC.GPU_ECC_ERRORS.sample_name,
-                                             {"gpu": "0", "uuid": uuid, "type": kind}) == count
+            assert (
+                registry.get_sample_value(METRIC.GPU_ECC_ERRORS.sample_name, {"gpu": "0", "uuid": uuid, "type": kind})
+                == count
+            )
         fake.xid(0, 79)
         fake.xid(0, 79)
         fake.xid(0, 48)
         sampler.sample_once()
         fake.xid(0, 79)
         sampler.sample_once()
-        xid = {code: registry.get_sample_value(METRIC.GPU_XID_ERRORS.sample_name,
-                                               {"gpu": "0", "uuid": uuid, "xid": code})
-               for code in ("79", "48", "13")}  # fmt: skip
+        xid = {
+            code: registry.get_sample_value(METRIC.GPU_XID_ERRORS.sample_name, {"gpu": "0", "uuid": uuid, "xid": code})
+            for code in ("79", "48", "13")
+        }
         assert xid == {"79": 3.0, "48": 1.0, "13": None}
     finally:
         sampler.stop()
@@ -247,8 +269,7 @@ def test_window_averages_the_samples_covering_a_span() -> None:
         assert "sm_active" not in window  # no GPM on this device
         # A span after the last sample gets the latest one.
         late = time.perf_counter_ns()
-        assert sampler.window(0, late, late + 1) == {"utilization": 0.0,
-                                                     "memory_utilization": 0.2}  # fmt: skip
+        assert sampler.window(0, late, late + 1) == {"utilization": 0.0, "memory_utilization": 0.2}
         assert sampler.window(5, start, end) is None
     finally:
         sampler.stop()

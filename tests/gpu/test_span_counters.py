@@ -44,9 +44,9 @@ def warm_sampler(sampler: Sampler) -> None:
     sampler.sample_once()
 
 
-def test_long_stage_gets_gpm_delta_over_the_span(gpu_telemetry: StartGpu, fake: FakeNVML,
-                                                 current_sampler: Callable[[], Sampler],
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_long_stage_gets_gpm_delta_over_the_span(
+    gpu_telemetry: StartGpu, fake: FakeNVML, current_sampler: Callable[[], Sampler], monkeypatch: pytest.MonkeyPatch
+) -> None:
     # As in a process without torch, also after a real-GPU test initialised CUDA in this one.
     monkeypatch.setitem(sys.modules, "torch", None)
     with gpu_telemetry() as t:
@@ -70,8 +70,9 @@ def test_long_stage_gets_gpm_delta_over_the_span(gpu_telemetry: StartGpu, fake: 
         assert all(i >= 100_000_000 for i in fake.gpm_intervals_ns)
 
 
-def test_short_stage_gets_the_sampler_window(gpu_telemetry: StartGpu, fake: FakeNVML,
-                                             current_sampler: Callable[[], Sampler]) -> None:  # fmt: skip
+def test_short_stage_gets_the_sampler_window(
+    gpu_telemetry: StartGpu, fake: FakeNVML, current_sampler: Callable[[], Sampler]
+) -> None:
     with gpu_telemetry() as t:
         warm_sampler(current_sampler())
         fake.devices[0].gpm_values[GPM_SM_UTIL] = 90.0  # seen by snapshots, not by the sampler
@@ -186,8 +187,9 @@ def test_cuda_events_time_the_stage_on_the_device_torch_uses(
         # The busy-time observation carries the span as its exemplar.
         text = t.openmetrics()
         ctx = span.context
-        line = next(ln for ln in text.splitlines()
-                    if ln.startswith(METRIC.STAGE_GPU_BUSY.name + "_bucket") and " # {" in ln)  # fmt: skip
+        line = next(
+            ln for ln in text.splitlines() if ln.startswith(METRIC.STAGE_GPU_BUSY.name + "_bucket") and " # {" in ln
+        )
         assert f'trace_id="{ctx.trace_id:032x}"' in line
         assert f'span_id="{ctx.span_id:016x}"' in line
 
@@ -195,8 +197,13 @@ def test_cuda_events_time_the_stage_on_the_device_torch_uses(
 def test_unsampled_stage_is_observed_without_exemplar(fake: FakeNVML) -> None:
     registry = CollectorRegistry()
     with use_fake_nvml(fake):
-        infersight.init(registry=registry, tracer_provider=TracerProvider(sampler=ALWAYS_OFF),
-                        gpu="on", gpu_interval_s=60.0, gpu_span_snapshots=True)  # fmt: skip
+        infersight.init(
+            registry=registry,
+            tracer_provider=TracerProvider(sampler=ALWAYS_OFF),
+            gpu="on",
+            gpu_interval_s=60.0,
+            gpu_span_snapshots=True,
+        )
         try:
             with infersight.request(model="m"), infersight.model():
                 time.sleep(LONG_STAGE_S)
@@ -206,11 +213,9 @@ def test_unsampled_stage_is_observed_without_exemplar(fake: FakeNVML) -> None:
             text = generate_latest(registry).decode()  # type: ignore[no-untyped-call]
         finally:
             infersight.shutdown()
-    count = re.search(METRIC.STAGE_GPU_SM_ACTIVE.name + r'_count\{model="m",stage="model"\} (\S+)',
-                      text)  # fmt: skip
+    count = re.search(METRIC.STAGE_GPU_SM_ACTIVE.name + r'_count\{model="m",stage="model"\} (\S+)', text)
     assert count is not None and float(count.group(1)) == 1.0
-    assert not [ln for ln in text.splitlines()
-                if ln.startswith(METRIC.STAGE_GPU_SM_ACTIVE.name) and " # {" in ln]  # fmt: skip
+    assert not [ln for ln in text.splitlines() if ln.startswith(METRIC.STAGE_GPU_SM_ACTIVE.name) and " # {" in ln]
 
 
 def test_a_dropped_stage_record_returns_its_gpm_samples(fake: FakeNVML) -> None:
@@ -248,5 +253,4 @@ def test_metrics_off_still_puts_counters_on_spans(gpu_telemetry: StartGpu, fake:
         attrs = model_span(t).attributes
         assert attrs[ATTR.GPU_UUID] == fake.devices[0].uuid
         assert attrs[ATTR.GPU_PREFIX + "utilization"] == 0.5
-        assert t.value(METRIC.GPU_UP.name, gpu="0", uuid=fake.devices[0].uuid,
-                       name=fake.devices[0].name) is None  # fmt: skip
+        assert t.value(METRIC.GPU_UP.name, gpu="0", uuid=fake.devices[0].uuid, name=fake.devices[0].name) is None

@@ -121,13 +121,26 @@ def main() -> None:
     _, body = infersight.get_runtime().exposition.metrics(None)  # type: ignore[union-attr]
     scrape_s = time.monotonic() - t0
     infersight.shutdown(timeout_s=5)  # the parent's spans too
-    print(json.dumps({
-        "cycles": forked, "hung": hung, "failed": failed, "elapsed_s": round(elapsed, 2),
-        "slowest_child_s": round(slowest, 3), "slow": slow, "parent_requests": served[0],
-        "parent_instance_id": parent_id, "child_instance_ids": child_ids,
-        "rss_kib_before": rss_before, "rss_kib_after": rss_kib(), "files": files,
-        "scrape_s": round(scrape_s, 4), "metrics": body.decode(),
-    }))  # fmt: skip
+    print(
+        json.dumps(
+            {
+                "cycles": forked,
+                "hung": hung,
+                "failed": failed,
+                "elapsed_s": round(elapsed, 2),
+                "slowest_child_s": round(slowest, 3),
+                "slow": slow,
+                "parent_requests": served[0],
+                "parent_instance_id": parent_id,
+                "child_instance_ids": child_ids,
+                "rss_kib_before": rss_before,
+                "rss_kib_after": rss_kib(),
+                "files": files,
+                "scrape_s": round(scrape_s, 4),
+                "metrics": body.decode(),
+            }
+        )
+    )
     sys.stdout.flush()
     os._exit(0)
 

@@ -26,10 +26,23 @@ SPANS_PER_REQUEST = 4  # the app's server span + preprocess, model, postprocess
 def start_app(endpoint: str, **env: str) -> tuple[subprocess.Popen[str], str]:
     """tests/reliability/app.py exporting to ``endpoint``; returns the process and its base URL."""
     port = free_port()
-    full_env = dict(os.environ, OTEL_EXPORTER_OTLP_ENDPOINT=endpoint, OTEL_EXPORTER_OTLP_INSECURE="true",
-                    OTEL_BSP_SCHEDULE_DELAY="200", INFERSIGHT_GPU="off", PYTHONPATH=str(ROOT), **env)  # fmt: skip
-    proc = subprocess.Popen([sys.executable, "tests/reliability/app.py", str(port)], cwd=ROOT, env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    full_env = dict(
+        os.environ,
+        OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
+        OTEL_EXPORTER_OTLP_INSECURE="true",
+        OTEL_BSP_SCHEDULE_DELAY="200",
+        INFERSIGHT_GPU="off",
+        PYTHONPATH=str(ROOT),
+        **env,
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "tests/reliability/app.py", str(port)],
+        cwd=ROOT,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert "ready" in line, line
@@ -60,8 +73,15 @@ def drive(url: str, n: int, path: str = "/work") -> Load:
     return drive_for(url, float("inf"), rate=0, path=path, limit=n)
 
 
-def drive_for(url: str, seconds: float, rate: float, path: str = "/work", limit: int | None = None,
-              expect: int = 200, on_tick: Callable[[], object] | None = None) -> Load:  # fmt: skip
+def drive_for(
+    url: str,
+    seconds: float,
+    rate: float,
+    path: str = "/work",
+    limit: int | None = None,
+    expect: int = 200,
+    on_tick: Callable[[], object] | None = None,
+) -> Load:
     """Requests at ``rate`` per second (0: back to back) for ``seconds`` or ``limit`` requests.
 
     Paced on a fixed schedule, so a slow request is followed by catch-up, as with real clients.
@@ -94,8 +114,10 @@ def metrics(url: str) -> str:
 
 
 def dropped(url: str) -> dict[str, float]:
-    return {reason: float(value) for reason, value in
-            re.findall(r'infersight_spans_dropped_total\{reason="(\w+)"\} (\S+)', metrics(url))}  # fmt: skip
+    return {
+        reason: float(value)
+        for reason, value in re.findall(r'infersight_spans_dropped_total\{reason="(\w+)"\} (\S+)', metrics(url))
+    }
 
 
 def exported(url: str) -> float:

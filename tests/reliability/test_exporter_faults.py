@@ -48,8 +48,7 @@ def blackhole() -> Iterator[int]:
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["collector down", "collector blackholed"])
 def test_requests_never_fail_or_block_and_drops_are_counted(fault: str, blackhole: int) -> None:
-    endpoint = (f"http://127.0.0.1:{free_port()}" if fault == "collector down"
-                else f"http://127.0.0.1:{blackhole}")  # fmt: skip
+    endpoint = f"http://127.0.0.1:{free_port()}" if fault == "collector down" else f"http://127.0.0.1:{blackhole}"
     baseline, url = start_app(endpoint, OTEL_TRACES_EXPORTER="none")
     faulty, furl = start_app(endpoint, OTEL_EXPORTER_OTLP_TIMEOUT="1")
     try:
@@ -73,10 +72,12 @@ def test_requests_never_fail_or_block_and_drops_are_counted(fault: str, blackhol
     ratio = faulty_load.p99() / base.p99()
     produced = SPANS_PER_REQUEST * 850
     counted = sum(drops.values())
-    print(f"\n[{fault}] requests 800, failed {faulty_load.failures}; P99 {faulty_load.p99() * 1e3:.2f} ms vs "
-          f"{base.p99() * 1e3:.2f} ms without export (ratio {ratio:.2f}); spans produced {produced}, "
-          f"received 0, counted as dropped {counted:.0f} {drops}, the rest waiting in the export queue "
-          f"(2048); RSS {rss_before:.1f} -> {rss_after:.1f} MiB")  # fmt: skip
+    print(
+        f"\n[{fault}] requests 800, failed {faulty_load.failures}; P99 {faulty_load.p99() * 1e3:.2f} ms vs "
+        f"{base.p99() * 1e3:.2f} ms without export (ratio {ratio:.2f}); spans produced {produced}, "
+        f"received 0, counted as dropped {counted:.0f} {drops}, the rest waiting in the export queue "
+        f"(2048); RSS {rss_before:.1f} -> {rss_after:.1f} MiB"
+    )
     assert base.failures == 0 and faulty_load.failures == 0
     assert drops.get("export_failed", 0) > 0, "failed exports must be counted"
     # Nothing vanishes uncounted: what isn't counted as dropped fits in the export queue.
@@ -88,8 +89,7 @@ def test_requests_never_fail_or_block_and_drops_are_counted(fault: str, blackhol
 @pytest.mark.slow
 @pytest.mark.parametrize("fault", ["collector down", "collector blackholed"])
 def test_sigterm_exits_within_five_seconds(fault: str, blackhole: int) -> None:
-    endpoint = (f"http://127.0.0.1:{free_port()}" if fault == "collector down"
-                else f"http://127.0.0.1:{blackhole}")  # fmt: skip
+    endpoint = f"http://127.0.0.1:{free_port()}" if fault == "collector down" else f"http://127.0.0.1:{blackhole}"
     proc, url = start_app(endpoint)
     try:
         drive(url, 100)

@@ -90,10 +90,12 @@ def overflow(t: Captured, label: str) -> float:
 
 def report(what: str, checkpoint: Series, end: Series, seconds: float, rss: int, t: Captured) -> None:
     per_label = {k: len(v) for k, v in sorted(end.values.items())}
-    print(f"\n{what}: {N} requests in {seconds:.1f} s ({seconds / N * 1e6:.0f} us each); "
-          f"series {checkpoint.count} at {CHECKPOINT}, {end.count} at {N}; "
-          f"overflow model={overflow(t, 'model'):.0f} endpoint={overflow(t, 'endpoint'):.0f}; "
-          f"label values {per_label}; RSS +{rss / 2**20:.1f} MiB from {CHECKPOINT} to {N}")  # fmt: skip
+    print(
+        f"\n{what}: {N} requests in {seconds:.1f} s ({seconds / N * 1e6:.0f} us each); "
+        f"series {checkpoint.count} at {CHECKPOINT}, {end.count} at {N}; "
+        f"overflow model={overflow(t, 'model'):.0f} endpoint={overflow(t, 'endpoint'):.0f}; "
+        f"label values {per_label}; RSS +{rss / 2**20:.1f} MiB from {CHECKPOINT} to {N}"
+    )
 
 
 def assert_bounded(checkpoint: Series, end: Series, rss: int) -> None:
@@ -163,8 +165,14 @@ def test_100k_paths_and_model_names_through_a_flask_app(t: Captured) -> None:
     instrument_all(["flask"])
     try:
         app = make_app()
-        base = {"REQUEST_METHOD": "GET", "SERVER_NAME": "flood", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
-                "wsgi.url_scheme": "http", "REMOTE_ADDR": "127.0.0.1"}  # fmt: skip
+        base = {
+            "REQUEST_METHOD": "GET",
+            "SERVER_NAME": "flood",
+            "SERVER_PORT": "80",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "wsgi.url_scheme": "http",
+            "REMOTE_ADDR": "127.0.0.1",
+        }
         statuses: dict[str, int] = defaultdict(int)
 
         def start_response(status: str, headers: Any, exc_info: Any = None) -> Callable[[bytes], None]:
@@ -245,9 +253,11 @@ def test_grpc_method_names(t: Captured) -> None:
         uninstrument_all()
     t.flush()
     end = Series(t)
-    print(f"\ngRPC: {n} distinct methods + {n // 10} unserved in {seconds:.1f} s; series {end.count}; "
-          f"endpoint values {len(end.values['endpoint'])}; "
-          f"overflow endpoint={overflow(t, 'endpoint'):.0f}")  # fmt: skip
+    print(
+        f"\ngRPC: {n} distinct methods + {n // 10} unserved in {seconds:.1f} s; series {end.count}; "
+        f"endpoint values {len(end.values['endpoint'])}; "
+        f"overflow endpoint={overflow(t, 'endpoint'):.0f}"
+    )
     assert unimplemented == n // 10
     assert len(end.values["endpoint"]) == LIMIT + 1
     assert overflow(t, "endpoint") == n - LIMIT

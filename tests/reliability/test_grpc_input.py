@@ -68,9 +68,18 @@ def served() -> Iterator[tuple[Any, Servicer, Captured]]:
 printable = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=120)
 trace_header = st.one_of(
     printable,
-    st.sampled_from([VALID, VALID.upper(), "ff-" + VALID[3:], VALID + "-extra", VALID.replace("-01", "-zz"),
-                     "00-" + "0" * 32 + "-" + "0" * 16 + "-01", "00--b7ad6b7169203331-01"]),
-)  # fmt: skip
+    st.sampled_from(
+        [
+            VALID,
+            VALID.upper(),
+            "ff-" + VALID[3:],
+            VALID + "-extra",
+            VALID.replace("-01", "-zz"),
+            "00-" + "0" * 32 + "-" + "0" * 16 + "-01",
+            "00--b7ad6b7169203331-01",
+        ]
+    ),
+)
 # Keys a client may send: lowercase, not grpc-reserved; "-bin" ones carry bytes.
 key = st.text(string.ascii_lowercase + string.digits + "-_.", min_size=1, max_size=20).filter(
     lambda k: not k.startswith("grpc-") and k not in {"te", "content-type", "user-agent", "host"} and k[0] != "."
@@ -90,11 +99,21 @@ def by_key(pairs: list[tuple[str, Any]], sent: list[tuple[str, Any]]) -> dict[st
 
 
 @settings(max_examples=150, deadline=None)
-@given(traceparent=st.one_of(st.none(), trace_header), tracestate=st.one_of(st.none(), printable),
-       extra=st.lists(entry, max_size=6), size=sizes, outcome=st.sampled_from(sorted(OUTCOMES)))  # fmt: skip
-def test_any_metadata_and_payload(served: tuple[Any, Servicer, Captured], traceparent: str | None,
-                                  tracestate: str | None, extra: list[tuple[str, Any]], size: int,
-                                  outcome: str) -> None:  # fmt: skip
+@given(
+    traceparent=st.one_of(st.none(), trace_header),
+    tracestate=st.one_of(st.none(), printable),
+    extra=st.lists(entry, max_size=6),
+    size=sizes,
+    outcome=st.sampled_from(sorted(OUTCOMES)),
+)
+def test_any_metadata_and_payload(
+    served: tuple[Any, Servicer, Captured],
+    traceparent: str | None,
+    tracestate: str | None,
+    extra: list[tuple[str, Any]],
+    size: int,
+    outcome: str,
+) -> None:
     stub, servicer, t = served
     metadata = list(extra)
     if traceparent is not None:

@@ -78,15 +78,15 @@ def collector_counter(port: int, name: str, **labels: str) -> float:
     return total
 
 
-
 def write_config(cfg: dict[str, Any], tmp: Path) -> Path:
     path = tmp / "otelcol-test.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
-def test_collector_down_for_a_minute_then_back(collector: Path, shipped: dict[str, Any],
-                                               sink: OtlpSink, tmp_path: Path) -> None:  # fmt: skip
+def test_collector_down_for_a_minute_then_back(
+    collector: Path, shipped: dict[str, Any], sink: OtlpSink, tmp_path: Path
+) -> None:
     cfg, ports = loopback_config(shipped, tmp_path, f"{LOOPBACK}:{sink.port}")
     cfg_path = write_config(cfg, tmp_path)
     health = f"http://{LOOPBACK}:{ports['health_check']}/"
@@ -127,12 +127,14 @@ def test_collector_down_for_a_minute_then_back(collector: Path, shipped: dict[st
     delivered_from_queue = received_after - SPANS_PER_REQUEST * len(back.latencies)
     ratio = down.p99() / up.p99()
     requests = 50 + len(up.latencies) + len(down.latencies) + len(back.latencies)
-    print(f"\n[collector down {down_for:.0f} s] requests {requests}"
-          f", failed {up.failures + down.failures + back.failures}; P99 up {up.p99() * 1e3:.2f} ms, down "
-          f"{down.p99() * 1e3:.2f} ms (ratio {ratio:.2f}), after {back.p99() * 1e3:.2f} ms; spans produced "
-          f"{produced}, sent {sent:.0f}, received {received:.0f} ({received_before:.0f} before, "
-          f"{received_after:.0f} after), dropped {counted:.0f} {drops}; from the SDK queue after recovery "
-          f"{delivered_from_queue:.0f} (queue {SDK_QUEUE}); RSS {min(rss):.1f}..{max(rss):.1f} MiB")  # fmt: skip
+    print(
+        f"\n[collector down {down_for:.0f} s] requests {requests}"
+        f", failed {up.failures + down.failures + back.failures}; P99 up {up.p99() * 1e3:.2f} ms, down "
+        f"{down.p99() * 1e3:.2f} ms (ratio {ratio:.2f}), after {back.p99() * 1e3:.2f} ms; spans produced "
+        f"{produced}, sent {sent:.0f}, received {received:.0f} ({received_before:.0f} before, "
+        f"{received_after:.0f} after), dropped {counted:.0f} {drops}; from the SDK queue after recovery "
+        f"{delivered_from_queue:.0f} (queue {SDK_QUEUE}); RSS {min(rss):.1f}..{max(rss):.1f} MiB"
+    )
     assert up.failures == down.failures == back.failures == 0
     assert sent_before == received_before, "spans lost between SDK and collector while it was up"
     assert received == sent, "the collector must receive exactly what the SDK says it sent"
@@ -148,15 +150,19 @@ def test_collector_down_for_a_minute_then_back(collector: Path, shipped: dict[st
     assert re.search(r"alert: TelemetrySpansDropped\n\s+expr: .*infersight_spans_dropped_total", rules)
 
 
-def test_backend_down_for_minutes_loses_nothing(collector: Path, shipped: dict[str, Any], tmp_path: Path,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_backend_down_for_minutes_loses_nothing(
+    collector: Path, shipped: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from stack import free_port
 
     tempo_port = free_port()  # nothing listens here until the outage ends
     cfg, ports = loopback_config(shipped, tmp_path, f"{LOOPBACK}:{tempo_port}")
     limit = COMPOSE_MEM_LIMIT_MIB * 0.8
-    cfg["processors"]["memory_limiter"] = {"check_interval": "1s", "limit_mib": int(limit),
-                                           "spike_limit_mib": int(COMPOSE_MEM_LIMIT_MIB * 0.2)}  # fmt: skip
+    cfg["processors"]["memory_limiter"] = {
+        "check_interval": "1s",
+        "limit_mib": int(limit),
+        "spike_limit_mib": int(COMPOSE_MEM_LIMIT_MIB * 0.2),
+    }
     cfg_path = write_config(cfg, tmp_path)
     health = f"http://{LOOPBACK}:{ports['health_check']}/"
     down_for = outage_s(120)
@@ -180,15 +186,19 @@ def test_backend_down_for_minutes_loses_nothing(collector: Path, shipped: dict[s
             load = drive_for(url, down_for, RATE, path="/unavailable", expect=503, on_tick=sample)
             produced = SPANS_PER_REQUEST * len(load.latencies)
             sent, drops = wait_settled(url, produced, 30)
-            wait_until(lambda: collector_counter(ports["telemetry"], "otelcol_receiver_accepted_spans") >= sent,
-                       30, "the collector received what the SDK sent")  # fmt: skip
+            wait_until(
+                lambda: collector_counter(ports["telemetry"], "otelcol_receiver_accepted_spans") >= sent,
+                30,
+                "the collector received what the SDK sent",
+            )
             accepted = collector_counter(ports["telemetry"], "otelcol_receiver_accepted_spans")
             assert not sink.received
             back_at = time.monotonic()
             sink.start()
             # The exporter retries with backoff (max_interval 30 s): delivery resumes within that.
-            wait_until(lambda: len(sink.span_ids()) >= sent, 120, f"{sent:.0f} spans delivered after the outage",
-                       interval=1)  # fmt: skip
+            wait_until(
+                lambda: len(sink.span_ids()) >= sent, 120, f"{sent:.0f} spans delivered after the outage", interval=1
+            )
             recovered_in = time.monotonic() - back_at
             collector_rss.append(rss_mib(proc.pid))
             refused = collector_counter(ports["telemetry"], "otelcol_receiver_refused_spans")
@@ -198,12 +208,14 @@ def test_backend_down_for_minutes_loses_nothing(collector: Path, shipped: dict[s
         sink.stop()
 
     unique = len(sink.span_ids())
-    print(f"\n[Tempo down {down_for:.0f} s] requests {len(load.latencies)}, failed {load.failures}; spans produced "
-          f"{produced}, sent by the SDK {sent:.0f}, dropped by the SDK {sum(drops.values()):.0f}, accepted by "
-          f"the collector {accepted:.0f} (refused {refused:.0f}), received by Tempo {unique} unique "
-          f"({sink.received} with duplicates) {recovered_in:.1f} s after it came back; collector send "
-          f"failures {failed:.0f}, queue peak {queue_peak:.0f} batches; collector RSS max "
-          f"{max(collector_rss):.1f} MiB (memory_limiter {limit:.0f} MiB)")  # fmt: skip
+    print(
+        f"\n[Tempo down {down_for:.0f} s] requests {len(load.latencies)}, failed {load.failures}; spans produced "
+        f"{produced}, sent by the SDK {sent:.0f}, dropped by the SDK {sum(drops.values()):.0f}, accepted by "
+        f"the collector {accepted:.0f} (refused {refused:.0f}), received by Tempo {unique} unique "
+        f"({sink.received} with duplicates) {recovered_in:.1f} s after it came back; collector send "
+        f"failures {failed:.0f}, queue peak {queue_peak:.0f} batches; collector RSS max "
+        f"{max(collector_rss):.1f} MiB (memory_limiter {limit:.0f} MiB)"
+    )
     assert load.failures == 0
     assert sent == produced and accepted == sent
     assert unique == sent, "sent == received: the persistent queue lost spans"

@@ -106,10 +106,15 @@ def gunicorn(tmp_path: Path, sink: Sink, *args: str) -> Iterator[Server]:
     mp_dir = tmp_path / "prom"
     mp_dir.mkdir()
     master_file = tmp_path / "master.json"
-    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(mp_dir), INFERSIGHT_GPU="off",
-               PYTHONPATH=str(ROOT), PREFORK_MASTER_FILE=str(master_file), **sink.env())  # fmt: skip
-    cmd = [exe, *args, "-b", f"127.0.0.1:{port}", "-c", "tests/apps/prefork_conf.py",
-           "tests.apps.prefork_app:app"]  # fmt: skip
+    env = dict(
+        os.environ,
+        PROMETHEUS_MULTIPROC_DIR=str(mp_dir),
+        INFERSIGHT_GPU="off",
+        PYTHONPATH=str(ROOT),
+        PREFORK_MASTER_FILE=str(master_file),
+        **sink.env(),
+    )
+    cmd = [exe, *args, "-b", f"127.0.0.1:{port}", "-c", "tests/apps/prefork_conf.py", "tests.apps.prefork_app:app"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     server = Server(f"http://127.0.0.1:{port}", mp_dir, {}, proc)
     try:
@@ -160,12 +165,15 @@ def _check_spans(sink: Sink, served: list[dict[str, Any]], master: dict[str, Any
     traces = sink.traces()
     for r in served:
         ids_by_pid.setdefault(r["pid"], set()).update(
-            resource.get(ATTR.SERVICE_INSTANCE_ID, "") for resource, _ in traces.get(r["trace_id"], ()))
+            resource.get(ATTR.SERVICE_INSTANCE_ID, "") for resource, _ in traces.get(r["trace_id"], ())
+        )
         ids_by_pid[r["pid"]].add(r["instance_id"])
     distinct = {i for ids in ids_by_pid.values() for i in ids}
-    print(f"{label}: spans expected {2 * len(served)} received {received}; worker pids {len(pids)}, "
-          f"instance ids {len(distinct)}; master pid {master['pid']} "
-          f"instance id {master['instance_id'] or '(none: app not loaded in master)'}")  # fmt: skip
+    print(
+        f"{label}: spans expected {2 * len(served)} received {received}; worker pids {len(pids)}, "
+        f"instance ids {len(distinct)}; master pid {master['pid']} "
+        f"instance id {master['instance_id'] or '(none: app not loaded in master)'}"
+    )
     assert received == 2 * len(served), "spans lost"
     assert master["pid"] not in pids
     assert all(len(ids) == 1 for ids in ids_by_pid.values()), ids_by_pid  # one id per worker
@@ -186,8 +194,10 @@ def test_gunicorn_workers_spans_and_counters(tmp_path: Path, sink: Sink, preload
     stage = _count(text, "infersight_stage_duration_seconds_count", model="mp", stage="model")
     req = _count(text, "infersight_request_duration_seconds_count", endpoint="/work")
     label = f"gunicorn -w 2 --max-requests 15 {'--preload' if preload else '(no preload)'}"
-    print(f"{label}: requests sent 60 served {len(served)} failed {60 - len(served)}; /metrics "
-          f"request count {req:g} stage count {stage:g}; files {sorted(os.listdir(srv.mp_dir))}")  # fmt: skip
+    print(
+        f"{label}: requests sent 60 served {len(served)} failed {60 - len(served)}; /metrics "
+        f"request count {req:g} stage count {stage:g}; files {sorted(os.listdir(srv.mp_dir))}"
+    )
     assert len(served) == 60, srv.output[-1][-3000:]
     assert req == 60.0 and stage == 60.0, srv.output[-1][-3000:]
     assert len({r["pid"] for r in served}) >= 4  # recycling did happen
@@ -222,11 +232,13 @@ def test_100_worker_restarts_files_compacted_scrape_fast(tmp_path: Path, sink: S
     db_files = [f for f in files if f.endswith(".db")]
     req = _count(text, "infersight_request_duration_seconds_count", endpoint="/work")
     stage = _count(text, "infersight_stage_duration_seconds_count", model="mp", stage="model")
-    print(f"100 restarts (--preload -w 2 --max-requests 1): requests sent 100 served {len(served)} "
-          f"failed {100 - len(served)} in {took:.1f} s; workers booted {booted}; /metrics request "
-          f"count {req:g} stage count {stage:g}; {len(db_files)} .db files {db_files}; scrape over HTTP "
-          f"{http_s * 1000:.1f} ms, collection {', '.join(f'{s * 1000:.1f}' for s in collect)} ms; "
-          f"master RSS {rss_before} -> {rss_after} KiB")  # fmt: skip
+    print(
+        f"100 restarts (--preload -w 2 --max-requests 1): requests sent 100 served {len(served)} "
+        f"failed {100 - len(served)} in {took:.1f} s; workers booted {booted}; /metrics request "
+        f"count {req:g} stage count {stage:g}; {len(db_files)} .db files {db_files}; scrape over HTTP "
+        f"{http_s * 1000:.1f} ms, collection {', '.join(f'{s * 1000:.1f}' for s in collect)} ms; "
+        f"master RSS {rss_before} -> {rss_after} KiB"
+    )
     assert len(served) == 100, srv.output[-1][-3000:]
     assert booted >= 100
     assert req == 100.0 and stage == 100.0
@@ -244,11 +256,18 @@ def test_1000_fork_cycles_no_deadlock_no_lost_span(tmp_path: Path, sink: Sink) -
     every child serves one instrumented request, flushes and exits within its deadline."""
     mp_dir = tmp_path / "prom"
     mp_dir.mkdir()
-    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(mp_dir), INFERSIGHT_GPU="off",
-               PYTHONPATH=str(ROOT), **sink.env())  # fmt: skip
+    env = dict(
+        os.environ, PROMETHEUS_MULTIPROC_DIR=str(mp_dir), INFERSIGHT_GPU="off", PYTHONPATH=str(ROOT), **sink.env()
+    )
     started = time.monotonic()
-    res = subprocess.run([sys.executable, "tests/reliability/fork_cycles.py", "1000", "90"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=150)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "tests/reliability/fork_cycles.py", "1000", "90"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     took = time.monotonic() - started
     assert res.returncode == 0, res.stderr[-3000:]
     fig = json.loads(res.stdout.strip().splitlines()[-1])
@@ -269,13 +288,15 @@ def test_1000_fork_cycles_no_deadlock_no_lost_span(tmp_path: Path, sink: Sink) -
             break
         time.sleep(0.2)
     errors = _count(metrics, "infersight_sdk_errors_total")
-    print(f"{cycles} fork cycles in {fig['elapsed_s']} s (test {took:.1f} s): children ok {len(child_ids)} "
-          f"hung {len(fig['hung'])} failed {len(fig['failed'])}, slowest {fig['slowest_child_s']} s; "
-          f"child spans expected {2 * cycles} received {child_spans}; parent requests {parent_requests} "
-          f"spans received {parent_spans} dropped {dropped:g}; sdk errors {errors:g}; /metrics counts "
-          f"{counted}; instance ids {len(set(child_ids.values()))} distinct; files {len(fig['files'])}, "
-          f"scrape {fig['scrape_s'] * 1000:.1f} ms; parent RSS {fig['rss_kib_before']} -> "
-          f"{fig['rss_kib_after']} KiB")  # fmt: skip
+    print(
+        f"{cycles} fork cycles in {fig['elapsed_s']} s (test {took:.1f} s): children ok {len(child_ids)} "
+        f"hung {len(fig['hung'])} failed {len(fig['failed'])}, slowest {fig['slowest_child_s']} s; "
+        f"child spans expected {2 * cycles} received {child_spans}; parent requests {parent_requests} "
+        f"spans received {parent_spans} dropped {dropped:g}; sdk errors {errors:g}; /metrics counts "
+        f"{counted}; instance ids {len(set(child_ids.values()))} distinct; files {len(fig['files'])}, "
+        f"scrape {fig['scrape_s'] * 1000:.1f} ms; parent RSS {fig['rss_kib_before']} -> "
+        f"{fig['rss_kib_after']} KiB"
+    )
     assert fig["hung"] == [] and fig["failed"] == [], res.stderr[-5000:]
     assert fig["cycles"] == 1000, "over the time budget: children slow to export or exit"
     assert len(child_ids) == 1000
@@ -330,12 +351,19 @@ def test_fork_waits_until_threads_leave_the_locks() -> None:
     """Deterministic version of the 1,000 cycles: a thread holds each lock for 0.3 s while the main
     thread forks. The fork must wait (no export mid-call in gRPC, the worker outside its metric
     updates) and the child find the lock free (prometheus_client's is the child's own)."""
-    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR="", INFERSIGHT_GPU="off", PYTHONPATH=str(ROOT),
-               OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9", OTEL_BSP_SCHEDULE_DELAY="200")  # fmt: skip
+    env = dict(
+        os.environ,
+        PROMETHEUS_MULTIPROC_DIR="",
+        INFERSIGHT_GPU="off",
+        PYTHONPATH=str(ROOT),
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",
+        OTEL_BSP_SCHEDULE_DELAY="200",
+    )
     with tempfile.TemporaryDirectory() as mp_dir:
         env["PROMETHEUS_MULTIPROC_DIR"] = mp_dir
-        res = subprocess.run([sys.executable, "-c", FORK_WHILE_HELD], cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=60)  # fmt: skip
+        res = subprocess.run(
+            [sys.executable, "-c", FORK_WHILE_HELD], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
     print(f"fork while a thread holds a lock (name, fork waited s, child exit code):\n{res.stdout}")
     assert res.returncode == 0, res.stderr[-3000:]
     rows = [line.split() for line in res.stdout.splitlines()]
@@ -392,9 +420,11 @@ def test_compaction_keeps_every_sample_and_shrinks_the_scrape(tmp_path: Path) ->
     after = _samples(tmp_path)
     scrape_after = time.perf_counter() - t0
     files_after = sorted(p.name for p in tmp_path.glob("*.db"))
-    print(f"compaction of {n} dead processes: files {files_before} -> {len(files_after)} ({merged} merged or "
-          f"dropped in {merge_s * 1000:.0f} ms, {merge_s / n * 1000:.2f} ms per death); scrape "
-          f"{scrape_before * 1000:.1f} -> {scrape_after * 1000:.1f} ms")  # fmt: skip
+    print(
+        f"compaction of {n} dead processes: files {files_before} -> {len(files_after)} ({merged} merged or "
+        f"dropped in {merge_s * 1000:.0f} ms, {merge_s / n * 1000:.2f} ms per death); scrape "
+        f"{scrape_before * 1000:.1f} -> {scrape_after * 1000:.1f} ms"
+    )
     # What prometheus_client's mark_process_dead alone leaves out: the dead's live gauges.
     expected = {k: v for k, v in before.items() if not k[0].startswith("g_livesum")}
     assert after == pytest.approx(expected)
@@ -402,10 +432,17 @@ def test_compaction_keeps_every_sample_and_shrinks_the_scrape(tmp_path: Path) ->
     assert after[("g_min", ())] == 0.0 and after[("g_max", ())] == n - 1 == after[("g_mostrecent", ())]
     assert len([k for k in after if k[0] == "g_all"]) == n  # one series per pid, by design
     assert files_after == sorted(
-        [f"counter_{os.getpid()}.db", "counter_archive.db", "histogram_archive.db", "gauge_min_archive.db",
-         "gauge_max_archive.db", "gauge_sum_archive.db", "gauge_mostrecent_archive.db"]
+        [
+            f"counter_{os.getpid()}.db",
+            "counter_archive.db",
+            "histogram_archive.db",
+            "gauge_min_archive.db",
+            "gauge_max_archive.db",
+            "gauge_sum_archive.db",
+            "gauge_mostrecent_archive.db",
+        ]
         + [f"gauge_all_{DEAD_PID + i}.db" for i in range(n)]
-    )  # fmt: skip
+    )
     assert merge_s / n < 0.05
 
 

@@ -13,10 +13,19 @@ from infersight.testing import capture
 VALID = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 header_text = st.one_of(
     st.text(max_size=200),
-    st.sampled_from([VALID, VALID.upper(), "ff-" + VALID[3:], VALID + "-extra",
-                     "00-" + "0" * 32 + "-" + "0" * 16 + "-01", VALID.replace("-01", "-zz"),
-                     "00--b7ad6b7169203331-01", "\x00" * 55]),
-)  # fmt: skip
+    st.sampled_from(
+        [
+            VALID,
+            VALID.upper(),
+            "ff-" + VALID[3:],
+            VALID + "-extra",
+            "00-" + "0" * 32 + "-" + "0" * 16 + "-01",
+            VALID.replace("-01", "-zz"),
+            "00--b7ad6b7169203331-01",
+            "\x00" * 55,
+        ]
+    ),
+)
 
 
 def _sendable(value: str) -> bool:

@@ -97,8 +97,11 @@ def _raise(err: BaseException) -> None:
 
 
 def _sync_forms(name: str) -> dict[str, Callable[[BaseException], Any]]:
-    factory = {"preprocess": infersight.preprocess, "model": infersight.model,
-               "postprocess": infersight.postprocess}.get(name)  # fmt: skip
+    factory = {
+        "preprocess": infersight.preprocess,
+        "model": infersight.model,
+        "postprocess": infersight.postprocess,
+    }.get(name)
 
     def make() -> Any:
         return factory() if factory is not None else infersight.stage(name)
@@ -122,8 +125,12 @@ def _sync_forms(name: str) -> dict[str, Callable[[BaseException], Any]]:
 
         assert list(gen()) == [1]  # raises before the list is built
 
-    return {"decorated": decorated, "bare_decorator": bare_decorator,
-            "context_manager": context_manager, "generator": generator}  # fmt: skip
+    return {
+        "decorated": decorated,
+        "bare_decorator": bare_decorator,
+        "context_manager": context_manager,
+        "generator": generator,
+    }
 
 
 def _async_forms(name: str) -> dict[str, Callable[[BaseException], Any]]:
@@ -151,8 +158,7 @@ def _async_forms(name: str) -> dict[str, Callable[[BaseException], Any]]:
 
         assert [i async for i in agen()] == [1]
 
-    return {"coroutine": coroutine, "async_context_manager": async_context_manager,
-            "async_generator": async_generator}  # fmt: skip
+    return {"coroutine": coroutine, "async_context_manager": async_context_manager, "async_generator": async_generator}
 
 
 STAGES = ["preprocess", "model", "postprocess", "tokenize"]
@@ -160,8 +166,10 @@ SYNC = ["decorated", "bare_decorator", "context_manager", "generator"]
 ASYNC = ["coroutine", "async_context_manager", "async_generator"]
 
 
-@pytest.mark.parametrize(("stage", "form"), [(stage, form) for stage in STAGES for form in SYNC
-                                             if (stage, form) != ("tokenize", "bare_decorator")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("stage", "form"),
+    [(stage, form) for stage in STAGES for form in SYNC if (stage, form) != ("tokenize", "bare_decorator")],
+)
 def test_exception_in_a_sync_stage(t: Captured, stage: str, form: str) -> None:
     err = Boom("bad input", 7)
     with pytest.raises(Boom) as info, infersight.request(model="m"):
@@ -173,8 +181,16 @@ def test_exception_in_a_sync_stage(t: Captured, stage: str, form: str) -> None:
     assert_error_recorded(one(t, "inference"), "Boom")
     assert one(t, stage).parent.span_id == one(t, "inference").context.span_id  # type: ignore[union-attr]
     assert t.value("infersight_errors_total", model="m", stage=stage, exception_type="Boom") == 1.0
-    assert t.value("infersight_request_duration_seconds_count", model="m", version="unknown",
-                   endpoint="inference", outcome="error") == 1.0  # fmt: skip
+    assert (
+        t.value(
+            "infersight_request_duration_seconds_count",
+            model="m",
+            version="unknown",
+            endpoint="inference",
+            outcome="error",
+        )
+        == 1.0
+    )
 
 
 @pytest.mark.parametrize("form", ASYNC)
@@ -193,8 +209,11 @@ def test_exception_in_an_async_stage(t: Captured, form: str) -> None:
     assert_error_recorded(one(t, "inference"), "Boom")
 
 
-@pytest.mark.parametrize("exc", [KeyboardInterrupt(), SystemExit(3), Unprintable("x")],
-                         ids=["KeyboardInterrupt", "SystemExit", "unprintable"])  # fmt: skip
+@pytest.mark.parametrize(
+    "exc",
+    [KeyboardInterrupt(), SystemExit(3), Unprintable("x")],
+    ids=["KeyboardInterrupt", "SystemExit", "unprintable"],
+)
 def test_base_exceptions_and_unprintable_ones_are_recorded(t: Captured, exc: BaseException) -> None:
     """Not only Exception subclasses; and an exception whose str() raises still gets its spans."""
     with pytest.raises(type(exc)) as info, infersight.request(model="m"), infersight.model():
@@ -303,8 +322,7 @@ def test_generator_dropped_after_its_request_leaves_later_requests_alone(t: Capt
     first, second = t.spans("inference")
     assert second.parent is None and second.context.trace_id != first.context.trace_id
     offline = next(s for s in t.spans("model"))
-    assert offline.parent is None and offline.context.trace_id not in (first.context.trace_id,
-                                                                        second.context.trace_id)  # fmt: skip
+    assert offline.parent is None and offline.context.trace_id not in (first.context.trace_id, second.context.trace_id)
 
 
 def test_consumer_code_between_items_is_not_inside_the_generator_stage(t: Captured) -> None:
@@ -557,8 +575,15 @@ def test_flask_view_exception_reaches_the_error_handler_unchanged(t: Captured, f
 def test_flask_stream_closed_by_the_wsgi_server_half_way(t: Captured, flask_app: Any) -> None:
     """What a WSGI server does when the client disconnects: stop iterating, call close()."""
     app, events, _ = flask_app
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/stream", "SERVER_NAME": "test", "SERVER_PORT": "80",
-               "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO()}  # fmt: skip
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/stream",
+        "SERVER_NAME": "test",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "wsgi.url_scheme": "http",
+        "wsgi.input": io.BytesIO(),
+    }
     statuses: list[str] = []
     body = app(environ, lambda status, headers, *_: statuses.append(status))
     chunks = iter(body)

@@ -75,8 +75,9 @@ def substitute_variables(expr: str, values: dict[str, str] | None = None) -> str
     return _VARIABLE.sub(replace, expr)
 
 
-def query_range(base_url: str, expr: str, start: float, end: float, step: str = "60s",
-                timeout: float = 10.0) -> dict[str, Any]:  # fmt: skip
+def query_range(
+    base_url: str, expr: str, start: float, end: float, step: str = "60s", timeout: float = 10.0
+) -> dict[str, Any]:
     """POST /api/v1/query_range; returns the decoded answer (errors included, never raises on 4xx)."""
     body = urllib.parse.urlencode({"query": expr, "start": start, "end": end, "step": step}).encode()
     request = urllib.request.Request(f"{base_url}/api/v1/query_range", data=body)

@@ -88,8 +88,9 @@ def label_sets(spec: MetricSpec) -> list[dict[str, str]]:
         axes.append([{"model": m} for m in MODELS])
     if "gpu" in labels:
         gpu_keys = [k for k in ("gpu", "uuid", "name") if k in labels]
-        axes.append([dict(zip(gpu_keys, (g[("gpu", "uuid", "name").index(k)] for k in gpu_keys), strict=True))
-                     for g in GPUS])  # fmt: skip
+        axes.append(
+            [dict(zip(gpu_keys, (g[("gpu", "uuid", "name").index(k)] for k in gpu_keys), strict=True)) for g in GPUS]
+        )
     for name in labels:
         if name in ("model", "version", "gpu", "uuid", "name"):
             continue
@@ -241,8 +242,11 @@ def backfill(text: str, tsdb_dir: Path, promtool: str = "promtool", timeout: flo
     try:
         proc = subprocess.run(
             [promtool, "tsdb", "create-blocks-from", "openmetrics", str(source), str(tsdb_dir)],
-            capture_output=True, text=True, timeout=timeout, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
     finally:
         source.unlink(missing_ok=True)
     if proc.returncode != 0:

@@ -54,8 +54,13 @@ def _require() -> DriftMonitor:
     return monitor
 
 
-def declare(model: str, numeric: Iterable[str] = (), categorical: Iterable[str] = (),
-            text: Iterable[str] = (), tokenizer: Any = None) -> None:  # fmt: skip
+def declare(
+    model: str,
+    numeric: Iterable[str] = (),
+    categorical: Iterable[str] = (),
+    text: Iterable[str] = (),
+    tokenizer: Any = None,
+) -> None:
     """Declare a custom model's features by kind (optional: undeclared ones are inferred).
 
     ``text`` features become ``<name>_length_chars``, ``<name>_tokens`` and, with a
@@ -64,8 +69,7 @@ def declare(model: str, numeric: Iterable[str] = (), categorical: Iterable[str] 
     _require().declare(model, numeric, categorical, text, tokenizer)
 
 
-def capture(model: str, features: Mapping[str, Any],
-            prediction: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+def capture(model: str, features: Mapping[str, Any], prediction: Mapping[str, Any] | None = None) -> None:
     """Keep one request's features (and prediction: label, score, confidence...) for drift.
 
     Costs a few microseconds; a no-op when drift is off; never raises.

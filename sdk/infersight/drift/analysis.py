@@ -58,8 +58,9 @@ def _valid(series: pd.Series, kind: FeatureKind) -> pd.Series:
     return series.dropna()
 
 
-def usable_columns(reference: pd.DataFrame, current: pd.DataFrame,
-                   kinds: dict[str, FeatureKind]) -> dict[str, FeatureKind]:  # fmt: skip
+def usable_columns(
+    reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[str, FeatureKind]
+) -> dict[str, FeatureKind]:
     """Columns evidently can compare: on both sides, enough valid values, not constant."""
     usable: dict[str, FeatureKind] = {}
     for column, kind in kinds.items():
@@ -74,8 +75,9 @@ def usable_columns(reference: pd.DataFrame, current: pd.DataFrame,
     return usable
 
 
-def analyze(reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[str, FeatureKind],
-            threshold: float, html: bool = True) -> DriftResult:  # fmt: skip
+def analyze(
+    reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[str, FeatureKind], threshold: float, html: bool = True
+) -> DriftResult:
     """Run evidently. Raises ``InsufficientData`` when no verdict can be made."""
     if len(current) < MIN_SAMPLES:
         raise InsufficientData("insufficient_data", f"{len(current)} samples in the window")
@@ -92,20 +94,19 @@ def analyze(reference: pd.DataFrame, current: pd.DataFrame, kinds: dict[str, Fea
     from evidently.presets import DataDriftPreset
 
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
-    report = Report([DataDriftPreset(columns=numeric + categorical, drift_share=threshold)],
-                    include_tests=False)  # fmt: skip
+    report = Report([DataDriftPreset(columns=numeric + categorical, drift_share=threshold)], include_tests=False)
     # errstate is per thread (unlike warnings filters): numpy's 0/0 notes on degenerate
     # correlations stay out of the app's logs without touching other threads.
     with np.errstate(all="ignore"):
-        snapshot = report.run(Dataset.from_pandas(cur, data_definition=definition),
-                              Dataset.from_pandas(ref, data_definition=definition))  # fmt: skip
+        snapshot = report.run(
+            Dataset.from_pandas(cur, data_definition=definition), Dataset.from_pandas(ref, data_definition=definition)
+        )
     features, evidently_share = _read_snapshot(snapshot.dict())
     if not features:
         raise InsufficientData("no_usable_features", "evidently returned no column results")
     share = sum(f.drifted for f in features) / len(features)
     page = snapshot.get_html_str(as_iframe=False) if html else None
-    return DriftResult(tuple(features), share, share >= threshold, len(current), len(reference),
-                       evidently_share, page)  # fmt: skip
+    return DriftResult(tuple(features), share, share >= threshold, len(current), len(reference), evidently_share, page)
 
 
 def _typed(frame: pd.DataFrame, columns: dict[str, FeatureKind]) -> pd.DataFrame:
@@ -135,8 +136,11 @@ def _read_snapshot(data: dict[str, Any]) -> tuple[list[FeatureDrift], float | No
             score = float(value)
             if math.isnan(score):
                 continue
-            features.append(FeatureDrift(str(column), str(method), score, float(threshold),
-                                         is_drifted(str(method), score, float(threshold))))  # fmt: skip
+            features.append(
+                FeatureDrift(
+                    str(column), str(method), score, float(threshold), is_drifted(str(method), score, float(threshold))
+                )
+            )
         elif kind.endswith(":DriftedColumnsCount") and isinstance(value, dict):
             raw = value.get("share")
             share = float(raw) if raw is not None else None

@@ -63,8 +63,13 @@ class Schema:
         self.dropped_features = 0  # columns refused past MAX_FEATURES, since the last run
         self._lock = threading.Lock()
 
-    def declare(self, numeric: Iterable[str] = (), categorical: Iterable[str] = (),
-                text: Iterable[str] = (), tokenizer: Any = None) -> None:  # fmt: skip
+    def declare(
+        self,
+        numeric: Iterable[str] = (),
+        categorical: Iterable[str] = (),
+        text: Iterable[str] = (),
+        tokenizer: Any = None,
+    ) -> None:
         with self._lock:
             for name in numeric:
                 self.numeric.add(name)
@@ -152,8 +157,7 @@ def text_stats(texts: Sequence[str], tokenizer: Any) -> list[tuple[float, float,
     chars = [float(len(t)) for t in texts]
     if tokenizer is not None:
         try:
-            encoded = tokenizer(list(texts), add_special_tokens=False, truncation=False,
-                                verbose=False)  # fmt: skip
+            encoded = tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)
             ids: list[list[int]] = encoded["input_ids"]
             unk = getattr(tokenizer, "unk_token_id", None)
             out: list[tuple[float, float, float | None]] = []
@@ -215,8 +219,9 @@ def _put_prediction(schema: Schema, row: Row, prediction: Mapping[str, Any]) -> 
 def _pipeline_rows(schema: Schema, inputs: Any, outputs: Any, jobs: _TextJobs) -> list[Row]:
     if isinstance(inputs, (list, tuple)):
         items = list(inputs)
-        outs = list(outputs) if isinstance(outputs, (list, tuple)) and len(outputs) == len(items) \
-            else [None] * len(items)  # fmt: skip
+        outs = (
+            list(outputs) if isinstance(outputs, (list, tuple)) and len(outputs) == len(items) else [None] * len(items)
+        )
     else:
         items, outs = [inputs], [outputs]
     rows: list[Row] = []
@@ -250,8 +255,9 @@ def _put_pipeline_prediction(schema: Schema, row: Row, prediction: Mapping[str, 
             break
 
 
-def _custom_row(schema: Schema, features: Mapping[str, Any], prediction: Mapping[str, Any] | None,
-                jobs: _TextJobs) -> Row:  # fmt: skip
+def _custom_row(
+    schema: Schema, features: Mapping[str, Any], prediction: Mapping[str, Any] | None, jobs: _TextJobs
+) -> Row:
     row: Row = {}
     for key, value in features.items():
         name = str(key)
@@ -276,8 +282,7 @@ def extract(schema: Schema, samples: Iterable[RawSample]) -> list[Row]:
             if kind == "p":
                 rows.extend(_pipeline_rows(schema, first, second, jobs))
             elif isinstance(first, Mapping):
-                rows.append(_custom_row(schema, first, second if isinstance(second, Mapping) else None,
-                                        jobs))  # fmt: skip
+                rows.append(_custom_row(schema, first, second if isinstance(second, Mapping) else None, jobs))
             else:
                 schema.invalid += 1
         except Exception as exc:

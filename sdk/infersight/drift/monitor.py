@@ -53,11 +53,17 @@ class DriftMonitor:
     Tests call ``run_once()`` instead of starting the thread.
     """
 
-    def __init__(self, config: Config, *, metrics: DriftMetrics | None = None, limiter: LabelLimiter | None = None,
-                 html: bool = True, pages: dict[str, Page] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        config: Config,
+        *,
+        metrics: DriftMetrics | None = None,
+        limiter: LabelLimiter | None = None,
+        html: bool = True,
+        pages: dict[str, Page] | None = None,
+    ) -> None:
         self.config = config
-        self.root = Path(config.drift_dir).expanduser() if config.drift_dir \
-            else default_drift_dir(config.service)  # fmt: skip
+        self.root = Path(config.drift_dir).expanduser() if config.drift_dir else default_drift_dir(config.service)
         self.metrics = metrics
         self.html = html
         self.pages = ReportPages(self.root, {} if pages is None else pages)
@@ -75,8 +81,7 @@ class DriftMonitor:
 
     # ---- request path -------------------------------------------------------------------
 
-    def capture(self, model: str, features: Mapping[str, Any],
-                prediction: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+    def capture(self, model: str, features: Mapping[str, Any], prediction: Mapping[str, Any] | None = None) -> None:
         """Keep one sample of a custom model (sampled at ``drift_sample_rate``). Never raises."""
         if self._rate < 1.0 and random() >= self._rate:
             return
@@ -118,8 +123,14 @@ class DriftMonitor:
 
     # ---- API -----------------------------------------------------------------------------
 
-    def declare(self, model: str, numeric: Iterable[str] = (), categorical: Iterable[str] = (),
-                text: Iterable[str] = (), tokenizer: Any = None) -> None:  # fmt: skip
+    def declare(
+        self,
+        model: str,
+        numeric: Iterable[str] = (),
+        categorical: Iterable[str] = (),
+        text: Iterable[str] = (),
+        tokenizer: Any = None,
+    ) -> None:
         """Name a custom model's features by kind (undeclared ones are inferred from values)."""
         self._buffer(model).schema.declare(numeric, categorical, text, tokenizer)
 
@@ -268,8 +279,9 @@ class DriftMonitor:
         if len(ref.collecting) >= self.config.drift_reference_size:
             self._complete_reference(buf, ref, ref.collecting, buf.schema.columns(), "captured")
 
-    def _complete_reference(self, buf: SampleBuffer, ref: ReferenceData, rows: list[Row],
-                            kinds: dict[str, FeatureKind], source: str) -> None:  # fmt: skip
+    def _complete_reference(
+        self, buf: SampleBuffer, ref: ReferenceData, rows: list[Row], kinds: dict[str, FeatureKind], source: str
+    ) -> None:
         frame = frame_from_rows(rows, kinds)
         ref.set_frame(frame, kinds, source)
         try:

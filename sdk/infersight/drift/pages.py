@@ -99,12 +99,19 @@ class ReportPages:
             name = f'<a href="{link}">{html.escape(model)}</a>' if has_report else html.escape(model)
             share = "" if st.share is None else f"{st.share:.0%}"
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(st.finished)) if st.finished else ""
-            rows.append(f"<tr><td>{name}</td><td>{html.escape(st.verdict)}</td><td>{share}</td>"
-                        f"<td>{st.window}</td><td>{html.escape(st.reference)}</td>"
-                        f"<td>{when}</td></tr>")  # fmt: skip
-        table = ("<table><tr><th>model</th><th>verdict</th><th>drifted features</th>"
-                 "<th>window samples</th><th>reference</th><th>last run</th></tr>"
-                 + "".join(rows) + "</table>") if rows else "<p>No model captured yet.</p>"  # fmt: skip
+            rows.append(
+                f"<tr><td>{name}</td><td>{html.escape(st.verdict)}</td><td>{share}</td>"
+                f"<td>{st.window}</td><td>{html.escape(st.reference)}</td>"
+                f"<td>{when}</td></tr>"
+            )
+        table = (
+            (
+                "<table><tr><th>model</th><th>verdict</th><th>drifted features</th>"
+                "<th>window samples</th><th>reference</th><th>last run</th></tr>" + "".join(rows) + "</table>"
+            )
+            if rows
+            else "<p>No model captured yet.</p>"
+        )
         return _HTML, _page("infersight drift", table)
 
 

@@ -105,8 +105,7 @@ class NVML(Protocol):
     def nvmlGpmSampleAlloc(self) -> Any: ...
     def nvmlGpmSampleFree(self, sample: Any) -> None: ...
     def nvmlGpmSampleGet(self, handle: Any, sample: Any) -> Any: ...
-    def nvmlGpmMetricsGet(self, sample1: Any, sample2: Any,
-                          metric_ids: Sequence[int]) -> dict[int, float]: ...  # fmt: skip
+    def nvmlGpmMetricsGet(self, sample1: Any, sample2: Any, metric_ids: Sequence[int]) -> dict[int, float]: ...
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -248,8 +247,7 @@ class PyNVML:
         return self._p.nvmlGpmSampleGet(handle, sample)
 
     @_translated
-    def nvmlGpmMetricsGet(self, sample1: Any, sample2: Any,
-                          metric_ids: Sequence[int]) -> dict[int, float]:  # fmt: skip
+    def nvmlGpmMetricsGet(self, sample1: Any, sample2: Any, metric_ids: Sequence[int]) -> dict[int, float]:
         p = self._p
         request = p.c_nvmlGpmMetricsGet_t()
         request.version = p.NVML_GPM_METRICS_GET_VERSION

@@ -38,9 +38,13 @@ logger = logging.getLogger("infersight")
 _FAILURES_BEFORE_DISABLE = 3
 _LOST_AFTER_TICKS = 3
 # Errors that will not go away by asking again: stop asking at once.
-_PERMANENT = frozenset({
-    _nvml.ERROR_NO_PERMISSION, _nvml.ERROR_FUNCTION_NOT_FOUND, _nvml.ERROR_INVALID_ARGUMENT,
-})  # fmt: skip
+_PERMANENT = frozenset(
+    {
+        _nvml.ERROR_NO_PERMISSION,
+        _nvml.ERROR_FUNCTION_NOT_FOUND,
+        _nvml.ERROR_INVALID_ARGUMENT,
+    }
+)
 _LOST = frozenset({_nvml.ERROR_GPU_IS_LOST, _nvml.ERROR_GPU_NOT_FOUND, _nvml.ERROR_RESET_REQUIRED})
 _MAX_XID_EVENTS_PER_TICK = 64
 _GPM_SPAN_KEYS = tuple(m.key for m in GPM_METRICS if m.ratio)
@@ -99,8 +103,15 @@ class GpuReading:
 class Sampler:
     """Polls every GPU each ``interval_s`` on a daemon thread. ``start()`` never raises."""
 
-    def __init__(self, nvml: NVML, interval_s: float = 1.0, mode: str = "auto", *,
-                 process_memory_every: int = 10, gpm: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        nvml: NVML,
+        interval_s: float = 1.0,
+        mode: str = "auto",
+        *,
+        process_memory_every: int = 10,
+        gpm: bool = True,
+    ) -> None:
         self.nvml = nvml
         self.interval_s = interval_s
         self.mode = mode
@@ -265,8 +276,7 @@ class Sampler:
         xid = _nvml.EVENT_TYPE_XID_CRITICAL_ERROR
         try:
             if not self.nvml.nvmlDeviceGetSupportedEventTypes(gpu.handle) & xid:
-                logger.debug("infersight: GPU %d reports no XID events; XID errors not counted",
-                             gpu.index)  # fmt: skip
+                logger.debug("infersight: GPU %d reports no XID events; XID errors not counted", gpu.index)
                 return
             events = self.nvml.nvmlEventSetCreate()
             try:
@@ -294,12 +304,16 @@ class Sampler:
                     values, throttle, ecc = self._read(gpu, read_processes)
                 else:
                     values, throttle, ecc = {}, {}, {}
-                readings.append(GpuReading(str(gpu.index), gpu.uuid, gpu.name, gpu.up, gpu.mode,
-                                           values, throttle, ecc, dict(gpu.xid)))  # fmt: skip
+                readings.append(
+                    GpuReading(
+                        str(gpu.index), gpu.uuid, gpu.name, gpu.up, gpu.mode, values, throttle, ecc, dict(gpu.xid)
+                    )
+                )
             self.readings = tuple(readings)
 
-    def _read(self, gpu: GpuState, read_processes: bool
-              ) -> tuple[dict[MetricSpec, float], dict[str, int], dict[str, float]]:  # fmt: skip
+    def _read(
+        self, gpu: GpuState, read_processes: bool
+    ) -> tuple[dict[MetricSpec, float], dict[str, int], dict[str, float]]:
         gpu.tick_ok = gpu.tick_failed = 0
         nvml = self.nvml
         values: dict[MetricSpec, float] = {}
@@ -312,18 +326,25 @@ class Sampler:
         if mem is not None:
             values[METRIC.GPU_MEMORY_USED] = float(mem.used)
             values[METRIC.GPU_MEMORY_TOTAL] = float(mem.total)
-        self._put(values, METRIC.GPU_POWER, 1e-3,
-                  self._call(gpu, "power", nvml.nvmlDeviceGetPowerUsage))  # mW  # fmt: skip
-        self._put(values, METRIC.GPU_ENERGY, 1e-3,
-                  self._call(gpu, "energy", nvml.nvmlDeviceGetTotalEnergyConsumption))  # mJ  # fmt: skip
-        self._put(values, METRIC.GPU_TEMPERATURE, 1.0,
-                  self._call(gpu, "temperature", nvml.nvmlDeviceGetTemperature,
-                             _nvml.TEMPERATURE_GPU))  # fmt: skip
-        self._put(values, METRIC.GPU_SM_CLOCK, 1e6,
-                  self._call(gpu, "sm_clock", nvml.nvmlDeviceGetClockInfo, _nvml.CLOCK_SM))  # fmt: skip
-        self._put(values, METRIC.GPU_MEMORY_CLOCK, 1e6,
-                  self._call(gpu, "memory_clock", nvml.nvmlDeviceGetClockInfo,
-                             _nvml.CLOCK_MEM))  # fmt: skip
+        self._put(values, METRIC.GPU_POWER, 1e-3, self._call(gpu, "power", nvml.nvmlDeviceGetPowerUsage))  # mW
+        self._put(
+            values, METRIC.GPU_ENERGY, 1e-3, self._call(gpu, "energy", nvml.nvmlDeviceGetTotalEnergyConsumption)
+        )  # mJ
+        self._put(
+            values,
+            METRIC.GPU_TEMPERATURE,
+            1.0,
+            self._call(gpu, "temperature", nvml.nvmlDeviceGetTemperature, _nvml.TEMPERATURE_GPU),
+        )
+        self._put(
+            values, METRIC.GPU_SM_CLOCK, 1e6, self._call(gpu, "sm_clock", nvml.nvmlDeviceGetClockInfo, _nvml.CLOCK_SM)
+        )
+        self._put(
+            values,
+            METRIC.GPU_MEMORY_CLOCK,
+            1e6,
+            self._call(gpu, "memory_clock", nvml.nvmlDeviceGetClockInfo, _nvml.CLOCK_MEM),
+        )
         mask = self._call(gpu, "throttle", nvml.nvmlDeviceGetCurrentClocksEventReasons)
         throttle = decode(int(mask)) if mask is not None else {}
         gpm = self._read_gpm(gpu, now)
@@ -337,17 +358,24 @@ class Sampler:
         # driver, so they are read only without GPM, or when GPM left PCIe out.
         gpm_pcie = gpu.mode == "gpm" and (latest is None or METRIC.GPU_PCIE_TX in values)
         if not gpm_pcie:
-            self._put(values, METRIC.GPU_PCIE_TX, 1024.0,
-                      self._call(gpu, "pcie_tx", nvml.nvmlDeviceGetPcieThroughput,
-                                 _nvml.PCIE_UTIL_TX_BYTES))  # fmt: skip
-            self._put(values, METRIC.GPU_PCIE_RX, 1024.0,
-                      self._call(gpu, "pcie_rx", nvml.nvmlDeviceGetPcieThroughput,
-                                 _nvml.PCIE_UTIL_RX_BYTES))  # fmt: skip
+            self._put(
+                values,
+                METRIC.GPU_PCIE_TX,
+                1024.0,
+                self._call(gpu, "pcie_tx", nvml.nvmlDeviceGetPcieThroughput, _nvml.PCIE_UTIL_TX_BYTES),
+            )
+            self._put(
+                values,
+                METRIC.GPU_PCIE_RX,
+                1024.0,
+                self._call(gpu, "pcie_rx", nvml.nvmlDeviceGetPcieThroughput, _nvml.PCIE_UTIL_RX_BYTES),
+            )
         ecc: dict[str, float] = {}
-        for kind, error_type in (("corrected", _nvml.MEMORY_ERROR_TYPE_CORRECTED),
-                                 ("uncorrected", _nvml.MEMORY_ERROR_TYPE_UNCORRECTED)):  # fmt: skip
-            count = self._call(gpu, f"ecc_{kind}", nvml.nvmlDeviceGetTotalEccErrors,
-                               error_type, _nvml.VOLATILE_ECC)  # fmt: skip
+        for kind, error_type in (
+            ("corrected", _nvml.MEMORY_ERROR_TYPE_CORRECTED),
+            ("uncorrected", _nvml.MEMORY_ERROR_TYPE_UNCORRECTED),
+        ):
+            count = self._call(gpu, f"ecc_{kind}", nvml.nvmlDeviceGetTotalEccErrors, error_type, _nvml.VOLATILE_ECC)
             if count is not None:
                 ecc[kind] = float(count)
         self._poll_xid(gpu)
@@ -370,8 +398,9 @@ class Sampler:
             gpu.lost_streak = 0
         if not gpu.up:
             return {}, {}, {}
-        gpu.ring.append(WindowSample(now, values.get(METRIC.GPU_UTILIZATION),
-                                     values.get(METRIC.GPU_MEMORY_UTILIZATION), gpm))  # fmt: skip
+        gpu.ring.append(
+            WindowSample(now, values.get(METRIC.GPU_UTILIZATION), values.get(METRIC.GPU_MEMORY_UTILIZATION), gpm)
+        )
         return values, throttle, ecc
 
     @staticmethod
@@ -452,14 +481,22 @@ class Sampler:
             logger.warning(
                 "infersight: NVML call %s failed on %s (%s); its metric is dropped after repeated "
                 "failures. Further failures are counted in infersight_gpu_sampler_errors_total"
-                "{call=%r}, not logged.", call, where, exc, call,
-            )  # fmt: skip
+                "{call=%r}, not logged.",
+                call,
+                where,
+                exc,
+                call,
+            )
 
     def _lose(self, gpu: GpuState, why: str) -> None:
         if gpu.up:
             gpu.up = False
-            logger.warning("infersight: GPU %d (%s) is lost (%s); gpu_up is 0 and it is no "
-                           "longer polled.", gpu.index, gpu.uuid, why)  # fmt: skip
+            logger.warning(
+                "infersight: GPU %d (%s) is lost (%s); gpu_up is 0 and it is no longer polled.",
+                gpu.index,
+                gpu.uuid,
+                why,
+            )
 
     def _count(self, call: str) -> None:
         with self._errors_lock:

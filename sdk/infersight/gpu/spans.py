@@ -151,8 +151,7 @@ class SpanCounters:
         if gpu is not None and gpu.uuid:
             attributes[ATTR.GPU_UUID] = gpu.uuid
         delta = self._delta(state, wall_ns)
-        window = (self.sampler.window(state.gpu, stage.start_ns, stage.end_ns)
-                  if state.gpu is not None else None)  # fmt: skip
+        window = self.sampler.window(state.gpu, stage.start_ns, stage.end_ns) if state.gpu is not None else None
         counters: dict[str, float] = {}
         if window:
             counters.update(window)

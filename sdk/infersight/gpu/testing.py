@@ -77,11 +77,18 @@ _GIB = 1 << 30
 
 def _default_gpm() -> dict[int, float]:
     return {
-        GPM_SM_UTIL: 40.0, GPM_SM_OCCUPANCY: 25.0, GPM_ANY_TENSOR_UTIL: 30.0,
-        GPM_DRAM_BW_UTIL: 20.0, GPM_FP64_UTIL: 0.0, GPM_FP32_UTIL: 5.0, GPM_FP16_UTIL: 10.0,
-        GPM_PCIE_TX_PER_SEC: 100.0, GPM_PCIE_RX_PER_SEC: 200.0,
-        GPM_NVLINK_TOTAL_RX_PER_SEC: 0.0, GPM_NVLINK_TOTAL_TX_PER_SEC: 0.0,
-    }  # fmt: skip
+        GPM_SM_UTIL: 40.0,
+        GPM_SM_OCCUPANCY: 25.0,
+        GPM_ANY_TENSOR_UTIL: 30.0,
+        GPM_DRAM_BW_UTIL: 20.0,
+        GPM_FP64_UTIL: 0.0,
+        GPM_FP32_UTIL: 5.0,
+        GPM_FP16_UTIL: 10.0,
+        GPM_PCIE_TX_PER_SEC: 100.0,
+        GPM_PCIE_RX_PER_SEC: 200.0,
+        GPM_NVLINK_TOTAL_RX_PER_SEC: 0.0,
+        GPM_NVLINK_TOTAL_TX_PER_SEC: 0.0,
+    }
 
 
 @dataclass
@@ -173,8 +180,15 @@ class FakeNVML:
 
     # ---- test controls -------------------------------------------------------------------
 
-    def fail(self, call: str, code: int = ERROR_UNKNOWN, *, times: int | None = None,
-             after: int = 0, device: int | None = None) -> None:  # fmt: skip
+    def fail(
+        self,
+        call: str,
+        code: int = ERROR_UNKNOWN,
+        *,
+        times: int | None = None,
+        after: int = 0,
+        device: int | None = None,
+    ) -> None:
         """Make ``call`` raise NVMLError(code): ``times`` times (None: always) after ``after``
         successful calls, on ``device`` (None: any)."""
         with self._lock:
@@ -257,8 +271,7 @@ class FakeNVML:
 
     def nvmlDeviceGetMemoryInfo(self, handle: Any) -> Any:
         dev = self._dev("nvmlDeviceGetMemoryInfo", handle)
-        return SimpleNamespace(used=dev.memory_used, total=dev.memory_total,
-                               free=dev.memory_total - dev.memory_used)  # fmt: skip
+        return SimpleNamespace(used=dev.memory_used, total=dev.memory_total, free=dev.memory_total - dev.memory_used)
 
     def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
         return self._dev("nvmlDeviceGetPowerUsage", handle).power_mw
@@ -306,8 +319,9 @@ class FakeNVML:
         for index in event_set.devices:
             pending = self.devices[index].pending_xids
             if pending:
-                return SimpleNamespace(device=_Handle(index), eventData=pending.pop(0),
-                                       eventType=_nvml.EVENT_TYPE_XID_CRITICAL_ERROR)  # fmt: skip
+                return SimpleNamespace(
+                    device=_Handle(index), eventData=pending.pop(0), eventType=_nvml.EVENT_TYPE_XID_CRITICAL_ERROR
+                )
         raise NVMLError(ERROR_TIMEOUT, "Timeout")
 
     def nvmlEventSetFree(self, event_set: Any) -> None:
@@ -332,8 +346,7 @@ class FakeNVML:
         sample.values = dict(dev.gpm_values)
         return sample
 
-    def nvmlGpmMetricsGet(self, sample1: Any, sample2: Any,
-                          metric_ids: Sequence[int]) -> dict[int, float]:  # fmt: skip
+    def nvmlGpmMetricsGet(self, sample1: Any, sample2: Any, metric_ids: Sequence[int]) -> dict[int, float]:
         self._enter("nvmlGpmMetricsGet")
         if sample1.device != sample2.device or sample1.device < 0:
             raise NVMLError(_nvml.ERROR_INVALID_ARGUMENT, "samples of different GPUs")

@@ -19,6 +19,7 @@ from ._common import extract_remote_parent, unwrap, wrap
 
 __all__ = ["instrument", "uninstrument"]
 
+
 class _EnvironGetter:
     def get(self, carrier: dict[str, Any], key: str) -> list[str] | None:
         value = carrier.get("HTTP_" + key.upper().replace("-", "_"))
@@ -32,8 +33,9 @@ _GETTER = _EnvironGetter()
 _UNSET_ROUTE = ""  # replaced by the route template once Flask has matched the URL
 
 
-def _wsgi_app(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-              kwargs: dict[str, Any]) -> Iterable[bytes]:  # fmt: skip
+def _wsgi_app(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Iterable[bytes]:
     rt = _runtime.get_runtime()
     if rt is None:
         return wrapped(*args, **kwargs)  # type: ignore[no-any-return]
@@ -41,8 +43,7 @@ def _wsgi_app(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
     path = environ.get("PATH_INFO", "")
     if rt.config.metrics and rt.config.metrics_path and path == rt.config.metrics_path:
         content_type, body = rt.exposition.metrics(environ.get("HTTP_ACCEPT"))
-        start_response("200 OK", [("Content-Type", content_type),
-                                  ("Content-Length", str(len(body)))])  # fmt: skip
+        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
         return [body]
     page = rt.exposition.pages.get(path) if rt.config.metrics_path else None
     if page is not None:  # e.g. /drift, next to /metrics
@@ -70,8 +71,7 @@ def _wsgi_app(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
     return result  # type: ignore[no-any-return]
 
 
-def _dispatch_request(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
-                      kwargs: dict[str, Any]) -> Any:  # fmt: skip
+def _dispatch_request(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Runs inside Flask's request context, where the matched route template is known."""
     rec = current_request.get()
     if rec is not None:
@@ -100,8 +100,9 @@ def _content_length(value: Any) -> int:
     return -1
 
 
-def _finish(rec: Any, tokens: Any, environ: dict[str, Any], status_holder: list[Any],
-            error: BaseException | None) -> None:  # fmt: skip
+def _finish(
+    rec: Any, tokens: Any, environ: dict[str, Any], status_holder: list[Any], error: BaseException | None
+) -> None:
     try:
         rule = rec.endpoint if rec.endpoint is not _UNSET_ROUTE else None
         method = environ.get("REQUEST_METHOD", "GET")
@@ -155,5 +156,3 @@ def instrument() -> None:
 def uninstrument() -> None:
     unwrap("flask", "Flask.wsgi_app")
     unwrap("flask", "Flask.dispatch_request")
-
-

@@ -34,10 +34,16 @@ _CANCELLED = grpc.StatusCode.CANCELLED
 _DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
 # OTel semantic conventions: on a server, only these codes make the span an error; the others
 # (INVALID_ARGUMENT, NOT_FOUND, ...) are the client's mistake, not the server's.
-_SERVER_ERRORS = frozenset({
-    grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
-    grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS,
-})  # fmt: skip
+_SERVER_ERRORS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
 _NUMBER = {status: status.value[0] for status in grpc.StatusCode}
 _BY_NUMBER = {number: status for status, number in _NUMBER.items()}
 _TRACEPARENT = "traceparent"
@@ -103,8 +109,9 @@ def _byte_size(message: Any) -> int:
         return -1
 
 
-def _finish(rec: Any, tokens: Any, call: _Call, context: Any, request: Any, response: Any,
-            error: BaseException | None) -> None:  # fmt: skip
+def _finish(
+    rec: Any, tokens: Any, call: _Call, context: Any, request: Any, response: Any, error: BaseException | None
+) -> None:
     """Close the record with the RPC's final status; what grpc itself will send the client."""
     if rec is None:
         return
@@ -131,8 +138,12 @@ def _finish(rec: Any, tokens: Any, call: _Call, context: Any, request: Any, resp
         rec.status_code = number
         rec.protocol = "grpc"
         rec.outcome = OUTCOME_ERROR if failed else OUTCOME_SUCCESS
-        attrs = {ATTR.RPC_SYSTEM: "grpc", ATTR.RPC_SERVICE: call.service, ATTR.RPC_METHOD: call.method,
-                 ATTR.RPC_GRPC_STATUS_CODE: number}  # fmt: skip
+        attrs = {
+            ATTR.RPC_SYSTEM: "grpc",
+            ATTR.RPC_SERVICE: call.service,
+            ATTR.RPC_METHOD: call.method,
+            ATTR.RPC_GRPC_STATUS_CODE: number,
+        }
         if rec.attrs:
             attrs.update(rec.attrs)  # the servicer's own attributes win
         rec.attrs = attrs
@@ -218,17 +229,18 @@ def _wrap_handler(handler: Any, call: _Call) -> Any:
         if handler.response_streaming:
             behavior = handler.stream_stream if request_streaming else handler.unary_stream
             wrapped = _wrap_stream_response(behavior, call, not request_streaming)
-            factory = (grpc.stream_stream_rpc_method_handler if request_streaming
-                       else grpc.unary_stream_rpc_method_handler)  # fmt: skip
+            factory = (
+                grpc.stream_stream_rpc_method_handler if request_streaming else grpc.unary_stream_rpc_method_handler
+            )
         else:
             behavior = handler.stream_unary if request_streaming else handler.unary_unary
             wrapped = _wrap_unary_response(behavior, call, not request_streaming)
-            factory = (grpc.stream_unary_rpc_method_handler if request_streaming
-                       else grpc.unary_unary_rpc_method_handler)  # fmt: skip
+            factory = grpc.stream_unary_rpc_method_handler if request_streaming else grpc.unary_unary_rpc_method_handler
         if behavior is None:
             return handler
-        return factory(wrapped, request_deserializer=handler.request_deserializer,
-                       response_serializer=handler.response_serializer)  # fmt: skip
+        return factory(
+            wrapped, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+        )
     except Exception as exc:
         _errors.report("grpc", exc)
         return handler
@@ -276,8 +288,9 @@ def _start_metrics_server() -> None:
         _errors.report("metrics_server", exc)
 
 
-def _with_interceptor(interceptor: Any, position: int, args: tuple[Any, ...],
-                      kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:  # fmt: skip
+def _with_interceptor(
+    interceptor: Any, position: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     """Put ``interceptor`` first, whether interceptors came by keyword, by position or not at all."""
     if len(args) > position:
         existing = args[position]
