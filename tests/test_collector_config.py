@@ -140,7 +140,6 @@ def test_tempo_queue_is_persistent(config: dict[str, Any]) -> None:
 # ---- the real run -------------------------------------------------------------------
 
 
-
 def _send_spans(otlp_port: int, model: str) -> dict[str, list[str]]:
     """One error trace, one slow trace, 20 fast OK traces, 10 fast traces the SDK kept; returns
     trace ids by kind."""

@@ -177,6 +177,7 @@ _MODELS = st.dictionaries(_TEXT, _MODEL, max_size=4).map(lambda m: (json.dumps(m
 VALID: dict[str, st.SearchStrategy[tuple[str, object]]] = {
     "service": _TEXT.map(lambda s: (s, s)),
     "traces_exporter": _choices("otlp", "console", "none"),
+    "sdk_disabled": _BOOLS,
     "otlp_protocol": _choices("grpc", "http/protobuf", fold_case=False),
     "otlp_encoder": _choices("fast", "stock"),
     "models": _MODELS,

@@ -34,8 +34,10 @@ __all__ = [
     "batch_queues",
     "composite_propagators",
     "fast_otlp_exporter_class",
+    "flask_app_traced_by_contrib",
     "histogram_parts",
     "is_wrapt_wrapper",
+    "let_app_replace_tracer_provider",
     "multiprocess_collector_path",
     "multiprocess_values_lock",
     "otel_context_var",
@@ -97,6 +99,43 @@ def otel_context_var() -> contextvars.ContextVar[Context] | None:
     return None
 
 
+_provider_hook_installed = False
+
+
+def let_app_replace_tracer_provider(is_ours: Callable[[Any], bool], on_replaced: Callable[[Any], None]) -> bool:
+    """Let ``trace.set_tracer_provider(theirs)`` replace a provider infersight set, instead of
+    being refused ("Overriding of current TracerProvider is not allowed"): an app that sets
+    its own after ``import infersight.auto`` gets it, and ``on_replaced(theirs)`` is called.
+    The OTel API sets the global once; its private ``_set_tracer_provider`` is wrapped to undo
+    that once for infersight's own provider only. Installed once per process."""
+    global _provider_hook_installed
+    import wrapt
+    from opentelemetry import trace as api
+
+    if _provider_hook_installed:
+        return True
+    once: Any = getattr(api, "_TRACER_PROVIDER_SET_ONCE", None)
+    if not callable(getattr(api, "_set_tracer_provider", None)) or not hasattr(once, "_done"):
+        return False
+
+    def set_provider(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        provider = args[0] if args else kwargs.get("tracer_provider")
+        current = getattr(api, "_TRACER_PROVIDER", None)
+        if current is None or current is provider or not is_ours(current):
+            return wrapped(*args, **kwargs)
+        with once._lock:
+            once._done = False
+            api._TRACER_PROVIDER = None
+        result = wrapped(*args, **kwargs)
+        if getattr(api, "_TRACER_PROVIDER", None) is provider:
+            on_replaced(provider)
+        return result
+
+    wrapt.wrap_function_wrapper(api, "_set_tracer_provider", set_provider)
+    _provider_hook_installed = True
+    return True
+
+
 # The key under which OTel's context holds the current span (found through the public API).
 SPAN_KEY = next(iter(trace.set_span_in_context(trace.INVALID_SPAN, Context())))
 
@@ -153,6 +192,12 @@ def fast_otlp_exporter_class() -> type[Any]:
             return ExportTraceServiceRequest.FromString(encoded)
 
     return FastOTLPSpanExporter
+
+
+def flask_app_traced_by_contrib(app: Any) -> bool:
+    """Whether opentelemetry-instrumentation-flask traces ``app`` (its instrumented Flask
+    subclass and ``instrument_app`` both mark the app so)."""
+    return getattr(app, "_is_instrumented_by_opentelemetry", False) is True
 
 
 def composite_propagators(propagator: Any) -> tuple[Any, ...]:
@@ -290,6 +335,30 @@ def _probe_composite() -> bool:
     return composite_propagators(CompositePropagator([inner])) == (inner,)
 
 
+def _probe_flask_contrib() -> bool:
+    from flask import Flask
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    app = Flask("probe")
+    FlaskInstrumentor().instrument_app(app)  # type: ignore[no-untyped-call]
+    try:
+        return flask_app_traced_by_contrib(app) and not flask_app_traced_by_contrib(Flask("plain"))
+    finally:
+        FlaskInstrumentor().uninstrument_app(app)  # type: ignore[no-untyped-call]
+
+
+def _probe_provider_once() -> bool:
+    from opentelemetry import trace as api
+
+    once = getattr(api, "_TRACER_PROVIDER_SET_ONCE", None)
+    return (
+        callable(getattr(api, "_set_tracer_provider", None))
+        and isinstance(getattr(once, "_done", None), bool)
+        and hasattr(getattr(once, "_lock", None), "acquire")
+        and hasattr(api, "_TRACER_PROVIDER")
+    )
+
+
 def _probe_wrapt() -> bool:
     import wrapt
 
@@ -311,6 +380,8 @@ PROBES: dict[str, Callable[[], bool]] = {
     "otel.exporter_hooks": _exporter_hooks_present,
     "otel.composite_propagators": lambda: _probe_composite(),
     "wrapt.wrapper": lambda: _probe_wrapt(),
+    "otel.tracer_provider_once": lambda: _probe_provider_once(),
+    "otel_contrib.flask_app_marker": lambda: _probe_flask_contrib(),
     "prometheus.histogram_parts": _probe_histogram,
     "prometheus.mmap_dict": _probe_mmap,
     "prometheus.multiprocess_collector_path": _probe_multiprocess_collector,

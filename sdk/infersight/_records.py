@@ -89,6 +89,7 @@ class RequestRecord:
     __slots__ = (
         "attrs",
         "batch_size",
+        "deferred",
         "emit_span",
         "end_ns",
         "endpoint",
@@ -127,6 +128,7 @@ class RequestRecord:
         self.live_span: Any = None  # the OTel span current while it is served (see _runtime)
         self.span_id = new_span_id()
         self.emit_span = True  # False when an existing OTel span already covers the request
+        self.deferred = False  # another instrumentation's server span is yet to start (see _runtime)
         self.start_ns = now_ns()
         self.end_ns = 0
         self.model: str | None = None

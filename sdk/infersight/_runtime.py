@@ -20,6 +20,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFl
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from . import _compat, _errors
+from ._excluded_urls import ExcludedUrls
 from ._keep import TailKeep
 from ._pipeline import Worker
 from ._records import (
@@ -124,22 +125,39 @@ class Runtime:
         self.metrics: InferenceMetrics | None = InferenceMetrics(config, self.ledger) if config.metrics else None
         self.hooks: list[StageHook] = []
         self.owns_provider = False
+        self._replaced_providers: list[TracerProvider] = []
         self.provider: TracerProvider | None = None
         emitter = None
-        if config.traces:
+        if config.spans_on:
             if tracer_provider is None:
                 tracer_provider, self.owns_provider = setup_tracer_provider(config, self._on_export)
             self.provider = tracer_provider
-            self.resource = make_resource(config, tracer_provider.resource)
-            emitter = SpanEmitter(tracer_provider, self.resource, self._on_export_queue_full)
-            self._always_on = tracer_provider.sampler.get_description().startswith("ParentBased{root:AlwaysOnSampler")
+            emitter = self._emitter_for(tracer_provider)
         keep = TailKeep(config) if emitter is not None and config.traces_keep_ratio < 1 else None
         self.worker = Worker(self.metrics, emitter, self.hooks, config.queue_size, config.flush_interval_s, keep)
         self.exposition = Exposition(registry, drain=self.worker.drain)
+        self.excluded_urls = ExcludedUrls()
         self.gpu: Sampler | None = None
         self.drift: DriftMonitor | None = None
         self.metrics_server: MetricsServer | None = None
         self.closed = False
+
+    def _emitter_for(self, provider: TracerProvider) -> SpanEmitter:
+        self.resource = make_resource(self.config, provider.resource)
+        self._always_on = provider.sampler.get_description().startswith("ParentBased{root:AlwaysOnSampler")
+        # The app's processors get on_start too; infersight's own batch processor needs only on_end.
+        return SpanEmitter(provider, self.resource, self._on_export_queue_full, with_on_start=not self.owns_provider)
+
+    def adopt_provider(self, provider: Any) -> None:
+        """The app set its own TracerProvider after infersight had set one: infersight's spans
+        go to the app's from now on, and infersight's provider exports what it holds and stops."""
+        if not isinstance(provider, TracerProvider) or self.provider is None:
+            return
+        replaced, self.provider, self.owns_provider = self.provider, provider, False
+        self.worker.emitter = self._emitter_for(provider)
+        self._replaced_providers.append(replaced)
+        threading.Thread(target=replaced.force_flush, name="infersight-flush", daemon=True).start()
+        logger.info("infersight: the app set its own TracerProvider; infersight's spans now go to it.")
 
     def make_metric(self, spec: MetricSpec, **kwargs: Any) -> Any:
         """A metric in this runtime's registry, unregistered again on re-init/shutdown."""
@@ -205,6 +223,8 @@ class Runtime:
             except Exception as exc:
                 _errors.report("shutdown", exc)
         self.worker.stop(timeout)
+        for replaced in self._replaced_providers:
+            _bounded(replaced.shutdown, timeout)
         if self.provider is not None:
             try:
                 if self.owns_provider:
@@ -253,11 +273,27 @@ def init(
         rt = Runtime(cfg, registry, tracer_provider)
         if rt.metrics is not None:
             rt.errors.count_into(rt.metrics.sdk_errors)
+        if rt.owns_provider:
+            _compat.let_app_replace_tracer_provider(_is_running_provider, _adopt_provider)
         if start_parts is not None:
             start_parts(rt)
         rt.worker.start()
         _runtime = rt
     return rt
+
+
+def _is_running_provider(provider: Any) -> bool:
+    rt = _runtime
+    return rt is not None and rt.owns_provider and provider is rt.provider
+
+
+def _adopt_provider(provider: Any) -> None:
+    rt = _runtime
+    if rt is not None:
+        try:
+            rt.adopt_provider(provider)
+        except Exception as exc:
+            _errors.report("provider", exc)
 
 
 def shutdown(timeout_s: float | None = None) -> None:
@@ -290,9 +326,17 @@ Tokens = tuple[Any, Any]
 
 
 def start_request(
-    name: str, kind: SpanKind = SpanKind.SERVER, endpoint: str = "", parent: SpanContext | None = None
+    name: str,
+    kind: SpanKind = SpanKind.SERVER,
+    endpoint: str = "",
+    parent: SpanContext | None = None,
+    defer_span: bool = False,
 ) -> tuple[RequestRecord | None, Tokens]:
-    """Open a request record. ``parent`` is a remote span context extracted from headers."""
+    """Open a request record. ``parent`` is a remote span context extracted from headers.
+
+    ``defer_span``: another instrumentation will start this request's server span later (e.g.
+    opentelemetry-instrumentation-flask, in ``before_request``). Then nothing is made current
+    now, so that its span is the SERVER span; ``adopt_server_span`` makes it the request's."""
     rt = _runtime
     if rt is None:
         return None, (None, None)
@@ -322,7 +366,9 @@ def start_request(
         rec.emit_span = emit_span
         req_token = current_request.set(rec)
         otel_token = None
-        if emit_span and rt.provider is not None:
+        if emit_span and defer_span:
+            rec.deferred = True
+        elif emit_span and rt.provider is not None:
             rec.live_span = _LiveSpan(rec, _SAMPLED if sampled else _UNSAMPLED)
             otel_token = _attach(rec.live_span)
         if rt.metrics is not None:
@@ -331,6 +377,36 @@ def start_request(
     except Exception as exc:
         _errors.report("request", exc)
         return None, (None, None)
+
+
+def adopt_server_span(rec: RequestRecord) -> Any:
+    """For a request started with ``defer_span``, once the other instrumentation had its chance:
+    its recording span, if current, becomes the request's (one SERVER span, infersight's stages
+    its children); otherwise infersight's own span is made current now. Returns a token for
+    ``release_server_span``."""
+    rt = _runtime
+    if not rec.deferred or rt is None:
+        return None
+    rec.deferred = False
+    try:
+        active = _current_span()
+        if active is not None and active.is_recording():
+            ctx = active.get_span_context()
+            rec.trace_id, rec.span_id, rec.sampled = ctx.trace_id, ctx.span_id, bool(ctx.trace_flags.sampled)
+            rec.parent_span_id = 0
+            rec.emit_span = False
+            return None
+        if rt.provider is not None:
+            rec.live_span = _LiveSpan(rec, _SAMPLED if rec.sampled else _UNSAMPLED)
+            return _attach(rec.live_span)
+    except Exception as exc:
+        _errors.report("request", exc)
+    return None
+
+
+def release_server_span(token: Any) -> None:
+    if token is not None:
+        _reset(token)
 
 
 def finish_request(

@@ -57,7 +57,12 @@ class Config:
 
     ========================================  ==================================================
     ``OTEL_SERVICE_NAME``                     service name on every span (``service``)
-    ``OTEL_TRACES_EXPORTER``                  ``otlp`` (default), ``console`` or ``none``
+    ``OTEL_SDK_DISABLED``                     ``true``: no spans (metrics stay; they aren't OTel's)
+    ``OTEL_TRACES_EXPORTER``                  ``otlp`` (default), ``console``, a list (``otlp,console``)
+                                              or ``none``
+    ``OTEL_PYTHON_EXCLUDED_URLS``             routes with no span and no latency sample (and the
+                                              per-framework ``OTEL_PYTHON_FLASK_EXCLUDED_URLS``...;
+                                              default: health probes, see ``_excluded_urls``)
     ``OTEL_EXPORTER_OTLP_PROTOCOL``           ``grpc`` (default) or ``http/protobuf``
     ``OTEL_EXPORTER_OTLP_ENDPOINT``           read by the OTLP exporter itself
     ``INFERSIGHT_OTLP_ENCODER``               ``fast`` (default): infersight's OTLP/gRPC span encoder;
@@ -98,7 +103,8 @@ class Config:
     traces: bool = True
     traces_keep_ratio: float = 1.0
     traces_keep_slower_than_s: float = 0.5
-    traces_exporter: str = "otlp"
+    traces_exporter: str = "otlp"  # comma-separated, as OTEL_TRACES_EXPORTER
+    sdk_disabled: bool = False
     otlp_protocol: str = "grpc"
     otlp_encoder: str = "fast"
     metrics: bool = True
@@ -133,7 +139,7 @@ class Config:
                 raise ConfigError("models", f"model names must be non-empty strings, got {name!r}")
             models[name] = _model_config(name, model)
         object.__setattr__(self, "models", models)
-        _check_choice("traces_exporter", self.traces_exporter, _TRACES_EXPORTERS)
+        object.__setattr__(self, "traces_exporter", _exporter_list(self.traces_exporter))
         _check_choice("otlp_protocol", self.otlp_protocol, _OTLP_PROTOCOLS)
         _check_choice("otlp_encoder", self.otlp_encoder, _OTLP_ENCODERS)
         _check_choice("gpu", self.gpu, _GPU_MODES)
@@ -194,6 +200,15 @@ class Config:
     def with_overrides(self, **overrides: Any) -> Config:
         return replace(self, **overrides)
 
+    @property
+    def trace_exporters(self) -> tuple[str, ...]:
+        """The exporters spans go to (empty for ``none``)."""
+        return tuple(n for n in self.traces_exporter.split(",") if n != "none")
+
+    @property
+    def spans_on(self) -> bool:
+        return self.traces and not self.sdk_disabled
+
     def model(self, name: str) -> ModelConfig | None:
         return self.models.get(name)
 
@@ -239,6 +254,17 @@ def _parse_float(raw: str) -> float:
     return value
 
 
+def _exporter_list(value: str) -> str:
+    names = list(dict.fromkeys(n.strip().lower() for n in str(value).split(",") if n.strip()))
+    if not names:
+        raise ConfigError("traces_exporter", f"{value!r} names no exporter; use none for no spans")
+    for name in names:
+        _check_choice("traces_exporter", name, _TRACES_EXPORTERS)
+    if "none" in names and len(names) > 1:
+        raise ConfigError("traces_exporter", f"{value!r}: none can't be combined with other exporters")
+    return ",".join(names)
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(name, f"{value!r} is not one of {', '.join(choices)}")
@@ -260,6 +286,7 @@ _EMPTY_IS_A_VALUE = frozenset({"metrics_path"})
 _ENV: dict[str, tuple[str, Any]] = {
     "service": ("OTEL_SERVICE_NAME", str),
     "traces_exporter": ("OTEL_TRACES_EXPORTER", lambda s: s.lower()),
+    "sdk_disabled": ("OTEL_SDK_DISABLED", _parse_bool),
     "otlp_protocol": ("OTEL_EXPORTER_OTLP_PROTOCOL", str),
     "otlp_encoder": ("INFERSIGHT_OTLP_ENCODER", lambda s: s.strip().lower()),
     "models": ("INFERSIGHT_MODELS", _parse_models),

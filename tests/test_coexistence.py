@@ -1,0 +1,102 @@
+"""Beside the OpenTelemetry a team already runs: one SERVER span per request whatever the
+order, the app's provider and processors fed, the app's /metrics left alone, health probes
+excluded. Each scenario runs in its own process (tests/apps/coexist.py): global providers and
+patches can't be undone in one."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+APP = ROOT / "tests" / "apps" / "coexist.py"
+
+
+def run(scenario: str, **env: str) -> dict[str, Any]:
+    result = subprocess.run(
+        [sys.executable, str(APP), scenario],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "sdk"), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return out
+
+
+def server_span_with_stage_child(out: dict[str, Any], name: str) -> dict[str, Any]:
+    """The one SERVER span of the one request, with infersight's model stage as its child."""
+    spans = out["spans"]
+    servers = [s for s in spans if s["kind"] == "SERVER" and name in s["name"]]
+    assert len(servers) == 1, spans
+    (stage,) = [s for s in spans if s["name"] == "model"]
+    assert stage["parent"] == servers[0]["id"] and stage["trace"] == servers[0]["trace"], spans
+    assert [s for s in spans if s["kind"] == "INTERNAL" and s["name"] != "model"] == [], spans
+    return servers[0]
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        "flask_contrib_before",  # FlaskInstrumentor().instrument(), then the import
+        "flask_contrib_app_before",  # an app instrumented by instrument_app before the import
+        "flask_contrib_after",
+    ],
+)
+def test_flask_beside_otel_flask_has_one_server_span(scenario: str) -> None:
+    out = run(scenario)
+    assert out["statuses"] == [200, 200] and out["metrics_status"] == 200
+    assert "infersight_request_duration_seconds_count" in out["metrics"]
+    server_span_with_stage_child(out, "/predict")
+    assert out["requests_counted"] == 1.0  # /healthz is a probe: excluded
+
+
+@pytest.mark.parametrize("scenario", ["grpc_contrib_before", "grpc_contrib_after"])
+def test_grpc_beside_the_otel_interceptor_has_one_server_span_in_one_trace(scenario: str) -> None:
+    out = run(scenario)
+    server_span_with_stage_child(out, "Predict")
+    assert out["requests_counted"] == 1.0
+
+
+@pytest.mark.parametrize("scenario", ["flask_provider_before", "flask_provider_after"])
+def test_the_apps_provider_gets_infersights_spans_with_on_start(scenario: str) -> None:
+    out = run(scenario)
+    server = server_span_with_stage_child(out, "/predict")
+    assert server["name"] == "POST /predict"
+    assert sorted(out["started"]) == ["POST /predict", "model"]
+
+
+def test_an_app_route_at_the_metrics_path_stays_the_apps() -> None:
+    out = run("flask_app_metrics_route")
+    assert out["metrics_status"] == 200 and out["metrics"] == "the app's own metrics"
+    assert out["requests_counted"] == 1.0
+
+
+def test_prometheus_clients_wsgi_app_at_the_metrics_path_serves_infersights_metrics() -> None:
+    """Mounted in front of the app, it serves the default registry, where infersight's are."""
+    out = run("flask_app_metrics_wsgi")
+    assert out["metrics_status"] == 200
+    counts = [ln for ln in out["metrics"].splitlines() if ln.startswith("infersight_request_duration_seconds_count")]
+    assert len(counts) == 1 and 'endpoint="/predict"' in counts[0] and counts[0].endswith(" 1.0"), counts
+
+
+def test_excluded_urls_follow_the_otel_variables() -> None:
+    assert run("flask_contrib_after")["counted_by_endpoint"] == {"/predict": 1.0}  # probes: excluded
+    out = run("flask_contrib_after", OTEL_PYTHON_FLASK_EXCLUDED_URLS="predict")
+    assert out["counted_by_endpoint"] == {"/healthz": 1.0}
+    assert [s["name"] for s in out["spans"] if "predict" in s["name"]] == []  # contrib excludes it too
+    out = run("flask_contrib_after", OTEL_PYTHON_EXCLUDED_URLS="healthz,predict")
+    assert out["counted_by_endpoint"] == {}
+
+
+def test_sdk_disabled_means_no_spans_but_metrics() -> None:
+    out = run("flask_provider_before", OTEL_SDK_DISABLED="true")
+    assert out["spans"] == [] and out["started"] == []
+    assert out["requests_counted"] == 1.0
