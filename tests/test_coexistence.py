@@ -100,3 +100,61 @@ def test_sdk_disabled_means_no_spans_but_metrics() -> None:
     out = run("flask_provider_before", OTEL_SDK_DISABLED="true")
     assert out["spans"] == [] and out["started"] == []
     assert out["requests_counted"] == 1.0
+
+
+def test_under_opentelemetry_instrument_with_both_entry_points_one_server_span() -> None:
+    """``opentelemetry-instrument`` loads otel-flask's instrumentor and infersight's."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "opentelemetry-instrument"), sys.executable, "-u", "instrumented_flask.py"],
+        cwd=ROOT / "tests" / "apps",
+        env={
+            **os.environ,
+            "PYTHONPATH": str(ROOT / "sdk"),
+            "OTEL_TRACES_EXPORTER": "console",
+            "INFERSIGHT_METRICS_PORT": "0",
+            "INFERSIGHT_GPU": "off",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    kinds = [line.split('"SpanKind.')[1].rstrip('",') for line in result.stdout.splitlines() if '"kind"' in line]
+    names = [
+        line.split(":", 1)[1].strip(' ",') for line in result.stdout.splitlines() if line.strip().startswith('"name"')
+    ]
+    assert sorted(kinds) == ["INTERNAL"] * 3 + ["SERVER"] * 3, result.stdout[-3000:]
+    assert sorted(names) == ["POST /predict"] * 3 + ["model"] * 3
+
+
+def test_an_app_owned_batch_processor_still_counts_what_it_exported() -> None:
+    code = """
+import json
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+import infersight.auto, infersight
+exporter = InMemorySpanExporter()
+provider = TracerProvider()
+provider.add_span_processor(BatchSpanProcessor(exporter))
+trace.set_tracer_provider(provider)  # after the import
+for _ in range(3):
+    with infersight.request(model="m"), infersight.model():
+        pass
+rt = infersight.get_runtime()
+rt.worker.drain()
+provider.force_flush()
+value = rt.registry.get_sample_value
+print(json.dumps({"exported": value("infersight_spans_exported_total"), "got": len(exporter.get_finished_spans())}))
+"""
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "sdk"),
+        "OTEL_TRACES_EXPORTER": "none",
+        "INFERSIGHT_METRICS_PORT": "0",
+    }
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out == {"exported": 6.0, "got": 6}, out  # 3 requests x 2 spans, through the app's exporter

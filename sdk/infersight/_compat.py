@@ -44,6 +44,7 @@ __all__ = [
     "read_mmap_values",
     "span_processor",
     "span_processors",
+    "wrap_batch_exporters",
     "write_mmap_values",
 ]
 
@@ -87,6 +88,22 @@ def batch_export_locks(provider: Any) -> list[Any]:
         if lock is not None and hasattr(lock, "acquire"):
             found.append(lock)
     return found
+
+
+def wrap_batch_exporters(provider: Any, wrap: Callable[[Any], Any]) -> int:
+    """Put ``wrap(exporter)`` around the exporter of each of the provider's batch processors
+    (to count what an app-owned provider exports). ``wrap`` returns its argument for an
+    exporter it already wraps. Returns how many it wrapped."""
+    wrapped = 0
+    for processor in span_processors(provider):
+        core = _batch_core(processor)
+        exporter = getattr(core, "_exporter", None)
+        if exporter is not None:
+            replacement = wrap(exporter)
+            if replacement is not exporter:
+                core._exporter = replacement
+                wrapped += 1
+    return wrapped
 
 
 def otel_context_var() -> contextvars.ContextVar[Context] | None:
@@ -299,6 +316,21 @@ def _probe_batch(find: Callable[[Any], list[Any]]) -> bool:
         processor.shutdown()
 
 
+def _probe_batch_exporter() -> bool:
+    provider, processor = _batch_processor_fixture()
+    try:
+        found: list[Any] = []
+
+        def see(exporter: Any) -> Any:
+            found.append(exporter)
+            return exporter
+
+        wrap_batch_exporters(provider, see)
+        return len(found) == 1 and type(found[0]).__name__ == "InMemorySpanExporter"
+    finally:
+        processor.shutdown()
+
+
 def _probe_histogram() -> bool:
     from prometheus_client import CollectorRegistry, Histogram
 
@@ -376,6 +408,7 @@ PROBES: dict[str, Callable[[], bool]] = {
     "otel.span_processor": _probe_span_processor,
     "otel.batch_queues": lambda: _probe_batch(batch_queues),
     "otel.batch_export_locks": lambda: _probe_batch(batch_export_locks),
+    "otel.batch_exporter": lambda: _probe_batch_exporter(),
     "otel.context_var": lambda: otel_context_var() is not None,
     "otel.exporter_hooks": _exporter_hooks_present,
     "otel.composite_propagators": lambda: _probe_composite(),

@@ -32,7 +32,7 @@ from ._records import (
     now_ns,
 )
 from ._spans import SpanEmitter
-from ._tracing import make_resource, setup_tracer_provider
+from ._tracing import CountingExporter, make_resource, setup_tracer_provider
 from .config import Config
 from .conventions import OUTCOME_ERROR, OUTCOME_SUCCESS, MetricSpec
 from .exposition import Exposition, MetricsServer
@@ -143,6 +143,8 @@ class Runtime:
         self.closed = False
 
     def _emitter_for(self, provider: TracerProvider) -> SpanEmitter:
+        if not self.owns_provider:  # count what the app's batch processors export, as for ours
+            _compat.wrap_batch_exporters(provider, self._counting)
         self.resource = make_resource(self.config, provider.resource)
         self._always_on = provider.sampler.get_description().startswith("ParentBased{root:AlwaysOnSampler")
         # The app's processors get on_start too; infersight's own batch processor needs only on_end.
@@ -175,6 +177,9 @@ class Runtime:
                 self.exposition, addr or cfg.metrics_addr, cfg.metrics_port if port is None else port, cfg.metrics_path
             )
         return self.metrics_server
+
+    def _counting(self, exporter: Any) -> Any:
+        return exporter if isinstance(exporter, CountingExporter) else CountingExporter(exporter, self._on_export)
 
     def _on_export(self, count: int, ok: bool) -> None:
         if self.metrics is None:
