@@ -35,10 +35,11 @@ def server_span_with_stage_child(out: dict[str, Any], name: str) -> dict[str, An
     """The one SERVER span of the one request, with infersight's model stage as its child."""
     spans = out["spans"]
     servers = [s for s in spans if s["kind"] == "SERVER" and name in s["name"]]
+    assert len([s for s in spans if "blocked" in s["name"]]) <= 1, spans
     assert len(servers) == 1, spans
     (stage,) = [s for s in spans if s["name"] == "model"]
     assert stage["parent"] == servers[0]["id"] and stage["trace"] == servers[0]["trace"], spans
-    assert [s for s in spans if s["kind"] == "INTERNAL" and s["name"] != "model"] == [], spans
+    assert [s for s in spans if s["kind"] != "SERVER" and s["name"] != "model"] == [], spans
     return servers[0]
 
 
@@ -52,10 +53,11 @@ def server_span_with_stage_child(out: dict[str, Any], name: str) -> dict[str, An
 )
 def test_flask_beside_otel_flask_has_one_server_span(scenario: str) -> None:
     out = run(scenario)
-    assert out["statuses"] == [200, 200] and out["metrics_status"] == 200
+    assert out["statuses"] == [200, 200, 403] and out["metrics_status"] == 200
     assert "infersight_request_duration_seconds_count" in out["metrics"]
     server_span_with_stage_child(out, "/predict")
-    assert out["requests_counted"] == 1.0  # /healthz is a probe: excluded
+    assert [s["kind"] for s in out["spans"] if "blocked" in s["name"]] == ["SERVER"]
+    assert out["counted_by_endpoint"] == {"/predict": 1.0, "/blocked": 1.0}  # /healthz is a probe
 
 
 @pytest.mark.parametrize("scenario", ["grpc_contrib_before", "grpc_contrib_after"])
@@ -70,13 +72,13 @@ def test_the_apps_provider_gets_infersights_spans_with_on_start(scenario: str) -
     out = run(scenario)
     server = server_span_with_stage_child(out, "/predict")
     assert server["name"] == "POST /predict"
-    assert sorted(out["started"]) == ["POST /predict", "model"]
+    assert sorted(out["started"]) == ["GET /blocked", "POST /predict", "model"]
 
 
 def test_an_app_route_at_the_metrics_path_stays_the_apps() -> None:
     out = run("flask_app_metrics_route")
     assert out["metrics_status"] == 200 and out["metrics"] == "the app's own metrics"
-    assert out["requests_counted"] == 1.0
+    assert out["counted_by_endpoint"]["/predict"] == 1.0
 
 
 def test_prometheus_clients_wsgi_app_at_the_metrics_path_serves_infersights_metrics() -> None:
@@ -99,7 +101,7 @@ def test_excluded_urls_follow_the_otel_variables() -> None:
 def test_sdk_disabled_means_no_spans_but_metrics() -> None:
     out = run("flask_provider_before", OTEL_SDK_DISABLED="true")
     assert out["spans"] == [] and out["started"] == []
-    assert out["requests_counted"] == 1.0
+    assert out["counted_by_endpoint"]["/predict"] == 1.0
 
 
 def test_under_opentelemetry_instrument_with_both_entry_points_one_server_span() -> None:

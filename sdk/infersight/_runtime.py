@@ -384,14 +384,12 @@ def start_request(
         return None, (None, None)
 
 
-def adopt_server_span(rec: RequestRecord) -> Any:
+def adopt_server_span(rec: RequestRecord) -> None:
     """For a request started with ``defer_span``, once the other instrumentation had its chance:
     its recording span, if current, becomes the request's (one SERVER span, infersight's stages
-    its children); otherwise infersight's own span is made current now. Returns a token for
-    ``release_server_span``."""
-    rt = _runtime
-    if not rec.deferred or rt is None:
-        return None
+    its children). If none came (it excluded the request), infersight emits its own."""
+    if not rec.deferred:
+        return
     rec.deferred = False
     try:
         active = _current_span()
@@ -400,18 +398,8 @@ def adopt_server_span(rec: RequestRecord) -> Any:
             rec.trace_id, rec.span_id, rec.sampled = ctx.trace_id, ctx.span_id, bool(ctx.trace_flags.sampled)
             rec.parent_span_id = 0
             rec.emit_span = False
-            return None
-        if rt.provider is not None:
-            rec.live_span = _LiveSpan(rec, _SAMPLED if rec.sampled else _UNSAMPLED)
-            return _attach(rec.live_span)
     except Exception as exc:
         _errors.report("request", exc)
-    return None
-
-
-def release_server_span(token: Any) -> None:
-    if token is not None:
-        _reset(token)
 
 
 def finish_request(

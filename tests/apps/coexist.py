@@ -36,7 +36,7 @@ def app_provider() -> TracerProvider:
 
 
 def flask_app() -> Any:
-    from flask import Flask
+    from flask import Flask, request
 
     import infersight
 
@@ -51,6 +51,14 @@ def flask_app() -> Any:
     @app.get("/healthz")
     def healthz() -> str:
         return "ok"
+
+    @app.get("/blocked")
+    def blocked() -> str:
+        return "never reached"
+
+    @app.before_request
+    def refuse_blocked() -> Any:
+        return ("refused", 403) if request.path == "/blocked" else None
 
     return app
 
@@ -91,6 +99,7 @@ def run_flask() -> dict[str, Any]:
     assert isinstance(app, Flask)
     client = app.test_client()
     statuses = [client.post("/predict").status_code, client.get("/healthz").status_code]
+    statuses.append(client.get("/blocked").status_code)  # answered by a before_request handler
     if SCENARIO == "flask_app_metrics_wsgi":  # a scrape there doesn't wait for infersight's worker
         import infersight
 

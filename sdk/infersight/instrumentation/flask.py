@@ -140,8 +140,12 @@ def _log_metrics_owner(rt: Any) -> None:
     logger.warning("infersight: the app serves %s itself; infersight's metrics are served on %s.", path, where)
 
 
-def _dispatch_request(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Runs inside Flask's request context, where the matched route template is known."""
+def _preprocess_request(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Runs inside Flask's request context, where the matched route template is known, around
+    the before_request handlers: otel-flask starts its span in one of them (and one of the app's
+    may answer the request itself, so this is the place rather than dispatch_request)."""
     rec = current_request.get()
     if rec is None:
         return wrapped(*args, **kwargs)
@@ -151,11 +155,10 @@ def _dispatch_request(wrapped: Callable[..., Any], instance: Any, args: tuple[An
             rec.endpoint = rule.rule
     except Exception as exc:
         _errors.report("flask", exc)
-    token = _runtime.adopt_server_span(rec) if rec.deferred else None
-    try:
-        return wrapped(*args, **kwargs)
-    finally:
-        _runtime.release_server_span(token)
+    result = wrapped(*args, **kwargs)
+    if rec.deferred:
+        _runtime.adopt_server_span(rec)
+    return result
 
 
 _INT64_MAX = 2**63 - 1  # the largest integer an OTLP attribute carries
@@ -226,9 +229,9 @@ def instrument() -> None:
     # On the base class, looked up on the type: apps whose wsgi_app another instrumentation
     # wrapped (even before this import), and its Flask subclass, are covered.
     wrap("flask.app", "Flask.__call__", _wsgi_app)
-    wrap("flask.app", "Flask.dispatch_request", _dispatch_request)
+    wrap("flask.app", "Flask.preprocess_request", _preprocess_request)
 
 
 def uninstrument() -> None:
     unwrap("flask.app", "Flask.__call__")
-    unwrap("flask.app", "Flask.dispatch_request")
+    unwrap("flask.app", "Flask.preprocess_request")
