@@ -53,7 +53,7 @@ def test_out_of_range_version_logs_one_line_and_is_not_instrumented(
     caplog.set_level(logging.INFO, logger="infersight")
     instrument_all(["flask"])  # flask is imported: the check and the patching happen now
     assert looked_up == ["flask"]
-    assert not is_wrapped(Flask.__dict__["wsgi_app"])
+    assert not is_wrapped(Flask.__dict__["__call__"])
     lines = _infersight_records(caplog)
     assert len(lines) == 1, lines
     assert "flask" in lines[0] and "2.3.1" in lines[0] and FLASK.requirement in lines[0]
@@ -65,16 +65,16 @@ def test_in_range_version_is_instrumented_silently(
     monkeypatch.setattr(_library, "installed_version", lambda distribution: "3.1.0")
     caplog.set_level(logging.INFO, logger="infersight")
     instrument_all(["flask"])
-    assert is_wrapped(Flask.__dict__["wsgi_app"])
+    assert is_wrapped(Flask.__dict__["__call__"])
     assert _infersight_records(caplog) == []
     uninstrument_all()
-    assert not is_wrapped(Flask.__dict__["wsgi_app"])
+    assert not is_wrapped(Flask.__dict__["__call__"])
 
 
 def test_without_metadata_the_library_is_still_instrumented(clean: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_library, "installed_version", lambda distribution: None)
     instrument_all(["flask"])
-    assert is_wrapped(Flask.__dict__["wsgi_app"])
+    assert is_wrapped(Flask.__dict__["__call__"])
 
 
 def test_supported_ranges_hold_the_installed_versions() -> None:
@@ -156,7 +156,7 @@ assert fired == [], fired  # nothing imported yet, nothing patched
 import flask, grpc, grpc.aio  # transformers: the hook is the same code, without torch's import time
 from infersight.instrumentation._common import is_wrapped
 print(json.dumps({"before": before, "fired": sorted(fired),
-                  "flask": is_wrapped(flask.Flask.__dict__["wsgi_app"]),
+                  "flask": is_wrapped(flask.Flask.__dict__["__call__"]),
                   "grpc": is_wrapped(vars(grpc)["server"]), "aio": is_wrapped(vars(grpc.aio)["server"])}))
 """
 
