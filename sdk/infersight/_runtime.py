@@ -9,6 +9,7 @@ import contextvars
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from . import _compat, _errors
+from . import _compat, _errors, _signals
 from ._keep import TailKeep
 from ._pipeline import Worker
 from ._records import (
@@ -197,6 +198,8 @@ class Runtime:
             return
         self.closed = True
         timeout = self.config.shutdown_timeout_s if timeout_s is None else timeout_s
+        # One deadline for the whole close: a signal handler waits for no longer than this.
+        deadline = time.monotonic() + timeout
         for part in (self.gpu, self.drift, self.metrics_server):
             if part is None:
                 continue
@@ -204,14 +207,15 @@ class Runtime:
                 part.stop()
             except Exception as exc:
                 _errors.report("shutdown", exc)
-        self.worker.stop(timeout)
+        self.worker.stop(max(0.0, deadline - time.monotonic()))
         if self.provider is not None:
+            left = max(0.0, deadline - time.monotonic())
             try:
                 if self.owns_provider:
                     # Bounded: the exporter's own deadline would otherwise hold SIGTERM for ~30 s.
-                    _bounded(lambda: self.provider.shutdown(), timeout)  # type: ignore[union-attr]
+                    _bounded(lambda: self.provider.shutdown(), left)  # type: ignore[union-attr]
                 else:
-                    self.provider.force_flush(int(timeout * 1000))
+                    self.provider.force_flush(int(left * 1000))
             except Exception as exc:
                 _errors.report("shutdown", exc)
         if self.metrics is not None and self.errors.counting_into(self.metrics.sdk_errors):
@@ -257,7 +261,12 @@ def init(
             start_parts(rt)
         rt.worker.start()
         _runtime = rt
+    _signals.install(_flush_on_signal, cfg.shutdown_timeout_s)
     return rt
+
+
+def _flush_on_signal(timeout_s: float) -> None:
+    shutdown(timeout_s)
 
 
 def shutdown(timeout_s: float | None = None) -> None:
@@ -265,6 +274,7 @@ def shutdown(timeout_s: float | None = None) -> None:
     global _runtime
     with _init_lock:
         rt, _runtime = _runtime, None
+    _signals.uninstall()
     if rt is not None:
         rt.close(timeout_s)
         rt.ledger.unregister_all()
