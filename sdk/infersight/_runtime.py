@@ -135,7 +135,10 @@ class Runtime:
             emitter = SpanEmitter(tracer_provider, self.resource, self._on_export_queue_full)
             self._always_on = tracer_provider.sampler.get_description().startswith("ParentBased{root:AlwaysOnSampler")
         keep = TailKeep(config) if emitter is not None and config.traces_keep_ratio < 1 else None
-        self.worker = Worker(self.metrics, emitter, self.hooks, config.queue_size, config.flush_interval_s, keep)
+        by_endpoint = config.model_for_endpoint if any(m.endpoints for m in config.models.values()) else None
+        self.worker = Worker(
+            self.metrics, emitter, self.hooks, config.queue_size, config.flush_interval_s, keep, by_endpoint
+        )
         self.exposition = Exposition(registry, drain=self.worker.drain)
         self.gpu: Sampler | None = None
         self.drift: DriftMonitor | None = None
