@@ -198,7 +198,7 @@ class Config:
             sources["otlp_protocol"] = protocol_var
         values.update(overrides)
         try:
-            return cls(**values)
+            config = cls(**values)
         except ConfigError as exc:
             # Name the env var the bad value came from, when it did ("models.m.slo_p99_seconds"
             # came from INFERSIGHT_MODELS).
@@ -206,6 +206,11 @@ class Config:
             if exc.source is None and setting in sources and setting not in overrides:
                 raise ConfigError(exc.setting, str(exc).split(": ", 2)[-1], sources[setting]) from None
             raise
+        if config.traces and "otlp" in config.traces_exporter:
+            from ._otlp_settings import check  # the exporter's own variables: headers, TLS files
+
+            check(env, config.otlp_protocol)
+        return config
 
     def with_overrides(self, **overrides: Any) -> Config:
         return replace(self, **overrides)
