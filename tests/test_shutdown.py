@@ -52,15 +52,22 @@ def _start(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[
     return spawn([sys.executable, *argv], log, env=env, cwd=ROOT)
 
 
-def _http_requests(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    def answered() -> bool:
+def _listening(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Wait for the port to accept connections (no request: a timed-out one would still be served)."""
+
+    def accepts() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        return http_get(f"http://{LOOPBACK}:{port}/work", 1.0)[0] == 200
+        with socket.create_connection((LOOPBACK, port), timeout=1.0):
+            return True
 
-    wait_until(answered, 20, what="server answering")  # the first request
-    for _ in range(REQUESTS - 1):
-        assert http_get(f"http://{LOOPBACK}:{port}/work", 2.0)[0] == 200
+    wait_until(accepts, 20, what="server listening")
+
+
+def _http_requests(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    _listening(proc, port, log)
+    for _ in range(REQUESTS):
+        assert http_get(f"http://{LOOPBACK}:{port}/work", 10.0)[0] == 200
 
 
 def _grpc_requests(port: int) -> None:
