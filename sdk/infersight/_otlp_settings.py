@@ -5,7 +5,7 @@ The OTel exporters read ``OTEL_EXPORTER_OTLP_[TRACES_]HEADERS``, ``_COMPRESSION`
 a certificate file that doesn't exist is logged and TLS goes on with the system roots, a header
 that doesn't parse is skipped, so spans are refused by the collector much later, with nothing
 on the metrics. infersight checks each that is in effect for traces (the ``_TRACES_`` variant
-wins) and fails start-up with a ``ConfigError`` naming the variable.
+wins); ``Config.from_env`` turns a problem into a ``ConfigError`` naming the variable.
 """
 
 from __future__ import annotations
@@ -15,9 +15,16 @@ import re
 from collections.abc import Mapping
 from urllib.parse import unquote
 
-from .config import ConfigError
+__all__ = ["Problem", "check"]
 
-__all__ = ["check"]
+
+class Problem(ValueError):
+    """A variable the exporter can't honour: ``setting`` names it, ``var`` is where it came from."""
+
+    def __init__(self, setting: str, message: str, var: str) -> None:
+        super().__init__(message)
+        self.setting, self.message, self.var = setting, message, var
+
 
 _PREFIX = "OTEL_EXPORTER_OTLP_"
 # RFC 9110 token: what a header name may be made of.
@@ -36,7 +43,7 @@ def _effective(env: Mapping[str, str], name: str) -> tuple[str, str] | None:
 
 
 def check(env: Mapping[str, str], protocol: str) -> None:
-    """Raise ``ConfigError`` for the first of these variables the exporter can't honour."""
+    """Raise ``Problem`` for the first of these variables the exporter can't honour."""
     found = _effective(env, "HEADERS")
     if found:
         _check_headers(*found)
@@ -46,7 +53,7 @@ def check(env: Mapping[str, str], protocol: str) -> None:
         allowed = _COMPRESSIONS.get(protocol, ("gzip",))
         if value.lower() not in allowed:
             hint = "; leave it unset for no compression" if "none" not in allowed else ""
-            raise ConfigError(
+            raise Problem(
                 "otlp_compression",
                 f"{value!r} is not one the {protocol} exporter supports ({', '.join(allowed)}){hint}",
                 var,
@@ -56,12 +63,12 @@ def check(env: Mapping[str, str], protocol: str) -> None:
         if found:
             var, path = found
             if not os.path.isfile(path) or not os.access(path, os.R_OK):
-                raise ConfigError(f"otlp_{name.lower()}", f"{path!r} is not a readable file", var)
+                raise Problem(f"otlp_{name.lower()}", f"{path!r} is not a readable file", var)
     key, cert = files["CLIENT_KEY"], files["CLIENT_CERTIFICATE"]
     if key is not None and cert is None:
-        raise ConfigError("otlp_client_key", f"needs {_PREFIX}CLIENT_CERTIFICATE set too", key[0])
+        raise Problem("otlp_client_key", f"needs {_PREFIX}CLIENT_CERTIFICATE set too", key[0])
     if cert is not None and key is None:
-        raise ConfigError("otlp_client_certificate", f"needs {_PREFIX}CLIENT_KEY set too", cert[0])
+        raise Problem("otlp_client_certificate", f"needs {_PREFIX}CLIENT_KEY set too", cert[0])
 
 
 def _check_headers(var: str, raw: str) -> None:
@@ -72,4 +79,4 @@ def _check_headers(var: str, raw: str) -> None:
         name, sep, _value = item.partition("=")
         name = unquote(name).strip()
         if not sep or not _TOKEN.match(name):
-            raise ConfigError("otlp_headers", f"{item.strip()!r} is not a name=value header", var)
+            raise Problem("otlp_headers", f"{item.strip()!r} is not a name=value header", var)

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from . import _otlp_settings
+
 __all__ = ["Config", "ConfigError", "ModelConfig"]
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -207,9 +209,10 @@ class Config:
                 raise ConfigError(exc.setting, str(exc).split(": ", 2)[-1], sources[setting]) from None
             raise
         if config.traces and "otlp" in config.traces_exporter:
-            from ._otlp_settings import check  # the exporter's own variables: headers, TLS files
-
-            check(env, config.otlp_protocol)
+            try:
+                _otlp_settings.check(env, config.otlp_protocol)  # the exporter's own: headers, TLS files
+            except _otlp_settings.Problem as problem:
+                raise ConfigError(problem.setting, problem.message, problem.var) from None
         return config
 
     def with_overrides(self, **overrides: Any) -> Config:
