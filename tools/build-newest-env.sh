@@ -34,6 +34,13 @@ if [ ! -f "$ENV/.done" ]; then
     echo "build-newest-env: pip could not install the newest versions" >&2
     exit 1
   fi
+  # infersight itself, for its entry points (opentelemetry-instrument finds its instrumentor
+  # there); the tests put the checkout's sdk/ first on PYTHONPATH, so its code is what runs.
+  if ! "$ENV/bin/pip" install -q --disable-pip-version-check --no-deps . >&2; then
+    rm -rf "$ENV"
+    echo "build-newest-env: pip could not install infersight's metadata" >&2
+    exit 1
+  fi
   "$ENV/bin/pip" freeze --disable-pip-version-check > "$ENV/versions.txt"
   touch "$ENV/.done"
   # Older weeks' envs: keep only this one.
