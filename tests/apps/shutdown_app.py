@@ -5,6 +5,8 @@ gunicorn. Every request makes four spans (the request and three stages)."""
 import infersight.auto  # noqa: I001
 
 import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from flask import Flask
 
@@ -31,7 +33,11 @@ def work() -> str:
     return "ok"
 
 
-async def asgi(scope: dict, receive, send) -> None:  # type: ignore[no-untyped-def]
+async def asgi(
+    scope: dict[str, Any],
+    receive: Callable[[], Awaitable[dict[str, Any]]],
+    send: Callable[[dict[str, Any]], Awaitable[None]],
+) -> None:
     """A bare ASGI app using the explicit API: one request and its stages."""
     if scope["type"] == "lifespan":
         while True:
