@@ -79,6 +79,9 @@ class Config:
     ``INFERSIGHT_OTLP_ENCODER``               ``fast`` (default): infersight's OTLP/gRPC span encoder;
                                               ``stock``: the OTel exporter's own
     ``OTEL_TRACES_SAMPLER`` / ``_ARG``        read by the OTel SDK's tracer provider
+    ``OTEL_EXPORTER_OTLP_HEADERS``,           read by the OTLP exporter (``_TRACES_`` variants win);
+    ``_COMPRESSION``, ``_CERTIFICATE``,       checked here: a file that isn't there, a header that
+    ``_CLIENT_KEY``, ``_CLIENT_CERTIFICATE``  doesn't parse fail start-up (``_otlp_settings``)
     ``INFERSIGHT_MODELS``                     JSON: ``{"name": {"version": "2", "slo_p99_seconds": 0.1,
                                               "endpoints": ["/scorer.Scorer/Score"]}}``
     ``INFERSIGHT_METRICS``                    expose Prometheus metrics (default true)
