@@ -49,6 +49,9 @@ if [ ! -f "$compat/.done" ]; then
   touch "$compat/.done"
 fi
 
+# The newest released OTel/prometheus_client beside the pinned ones (tests/test_newest_versions.py).
+bash tools/build-newest-env.sh >/dev/null || echo "setup: the newest-versions env was not built; its test will skip"
+
 if [ "${INFERSIGHT_SKIP_COLLECTOR:-0}" != 1 ]; then
   bash tools/build-collector.sh
 fi

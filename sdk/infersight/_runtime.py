@@ -9,6 +9,7 @@ import contextvars
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from . import _compat, _errors
+from . import _compat, _errors, _signals
 from ._excluded_urls import ExcludedUrls
 from ._keep import TailKeep
 from ._pipeline import Worker
@@ -134,7 +135,10 @@ class Runtime:
             self.provider = tracer_provider
             emitter = self._emitter_for(tracer_provider)
         keep = TailKeep(config) if emitter is not None and config.traces_keep_ratio < 1 else None
-        self.worker = Worker(self.metrics, emitter, self.hooks, config.queue_size, config.flush_interval_s, keep)
+        by_endpoint = config.model_for_endpoint if any(m.endpoints for m in config.models.values()) else None
+        self.worker = Worker(
+            self.metrics, emitter, self.hooks, config.queue_size, config.flush_interval_s, keep, by_endpoint
+        )
         self.exposition = Exposition(registry, drain=self.worker.drain)
         self.excluded_urls = ExcludedUrls()
         self.gpu: Sampler | None = None
@@ -220,6 +224,8 @@ class Runtime:
             return
         self.closed = True
         timeout = self.config.shutdown_timeout_s if timeout_s is None else timeout_s
+        # One deadline for the whole close: a signal handler waits for no longer than this.
+        deadline = time.monotonic() + timeout
         for part in (self.gpu, self.drift, self.metrics_server):
             if part is None:
                 continue
@@ -227,16 +233,17 @@ class Runtime:
                 part.stop()
             except Exception as exc:
                 _errors.report("shutdown", exc)
-        self.worker.stop(timeout)
+        self.worker.stop(max(0.0, deadline - time.monotonic()))
         for replaced in self._replaced_providers:
-            _bounded(replaced.shutdown, timeout)
+            _bounded(replaced.shutdown, max(0.0, deadline - time.monotonic()))
         if self.provider is not None:
+            left = max(0.0, deadline - time.monotonic())
             try:
                 if self.owns_provider:
                     # Bounded: the exporter's own deadline would otherwise hold SIGTERM for ~30 s.
-                    _bounded(lambda: self.provider.shutdown(), timeout)  # type: ignore[union-attr]
+                    _bounded(lambda: self.provider.shutdown(), left)  # type: ignore[union-attr]
                 else:
-                    self.provider.force_flush(int(timeout * 1000))
+                    self.provider.force_flush(int(left * 1000))
             except Exception as exc:
                 _errors.report("shutdown", exc)
         if self.metrics is not None and self.errors.counting_into(self.metrics.sdk_errors):
@@ -284,6 +291,7 @@ def init(
             start_parts(rt)
         rt.worker.start()
         _runtime = rt
+    _signals.install(_flush_on_signal, cfg.shutdown_timeout_s)
     return rt
 
 
@@ -301,11 +309,16 @@ def _adopt_provider(provider: Any) -> None:
             _errors.report("provider", exc)
 
 
+def _flush_on_signal(timeout_s: float) -> None:
+    shutdown(timeout_s)
+
+
 def shutdown(timeout_s: float | None = None) -> None:
     """Flush and stop: the worker, the GPU sampler, the drift monitor and (if ours) the exporter."""
     global _runtime
     with _init_lock:
         rt, _runtime = _runtime, None
+    _signals.uninstall()
     if rt is not None:
         rt.close(timeout_s)
         rt.ledger.unregister_all()

@@ -6,12 +6,15 @@ A bad value raises ``ConfigError`` naming the setting and the variable it came f
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
+
+from . import _otlp_settings
 
 __all__ = ["Config", "ConfigError", "ModelConfig"]
 
@@ -33,14 +36,27 @@ class ConfigError(ValueError):
         super().__init__(f"infersight: invalid {where}: {message}")
 
 
+_MODEL_KEYS = ("version", "slo_p99_seconds", "endpoints")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """What infersight knows of one model: its version and its P99 objective."""
+    """What infersight knows of one model: its version, its P99 objective, and the endpoints
+    that serve it (``/scorer.Scorer/Score``; a trailing ``*`` matches a prefix), which label a
+    request that names no model (a custom gRPC servicer, a route without a pipeline)."""
 
     version: str = ""
     slo_p99_seconds: float | None = None
+    endpoints: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        endpoints = self.endpoints
+        if isinstance(endpoints, str) or not isinstance(endpoints, (list, tuple)):
+            raise ConfigError("endpoints", f"must be a list of endpoint names, got {endpoints!r}")
+        for endpoint in endpoints:
+            if not isinstance(endpoint, str) or not _endpoint_key(endpoint):
+                raise ConfigError("endpoints", f"each must be a non-empty string, got {endpoint!r}")
+        object.__setattr__(self, "endpoints", tuple(endpoints))
         if self.slo_p99_seconds is not None:
             slo = self.slo_p99_seconds
             if isinstance(slo, bool) or not isinstance(slo, (int, float)):
@@ -68,7 +84,11 @@ class Config:
     ``INFERSIGHT_OTLP_ENCODER``               ``fast`` (default): infersight's OTLP/gRPC span encoder;
                                               ``stock``: the OTel exporter's own
     ``OTEL_TRACES_SAMPLER`` / ``_ARG``        read by the OTel SDK's tracer provider
-    ``INFERSIGHT_MODELS``                     JSON: ``{"name": {"version": "2", "slo_p99_seconds": 0.1}}``
+    ``OTEL_EXPORTER_OTLP_HEADERS``,           read by the OTLP exporter (``_TRACES_`` variants win);
+    ``_COMPRESSION``, ``_CERTIFICATE``,       checked here: a file that isn't there, a header that
+    ``_CLIENT_KEY``, ``_CLIENT_CERTIFICATE``  doesn't parse fail start-up (``_otlp_settings``)
+    ``INFERSIGHT_MODELS``                     JSON: ``{"name": {"version": "2", "slo_p99_seconds": 0.1,
+                                              "endpoints": ["/scorer.Scorer/Score"]}}``
     ``INFERSIGHT_METRICS``                    expose Prometheus metrics (default true)
     ``INFERSIGHT_METRICS_PORT``               port of the metrics server for non-Flask apps (9464; 0: off)
     ``INFERSIGHT_METRICS_ADDR``               its bind address (0.0.0.0)
@@ -139,6 +159,7 @@ class Config:
                 raise ConfigError("models", f"model names must be non-empty strings, got {name!r}")
             models[name] = _model_config(name, model)
         object.__setattr__(self, "models", models)
+        _check_endpoints(models)
         object.__setattr__(self, "traces_exporter", _exporter_list(self.traces_exporter))
         _check_choice("otlp_protocol", self.otlp_protocol, _OTLP_PROTOCOLS)
         _check_choice("otlp_encoder", self.otlp_encoder, _OTLP_ENCODERS)
@@ -188,7 +209,7 @@ class Config:
             sources["otlp_protocol"] = protocol_var
         values.update(overrides)
         try:
-            return cls(**values)
+            config = cls(**values)
         except ConfigError as exc:
             # Name the env var the bad value came from, when it did ("models.m.slo_p99_seconds"
             # came from INFERSIGHT_MODELS).
@@ -196,6 +217,12 @@ class Config:
             if exc.source is None and setting in sources and setting not in overrides:
                 raise ConfigError(exc.setting, str(exc).split(": ", 2)[-1], sources[setting]) from None
             raise
+        if config.spans_on and "otlp" in config.trace_exporters:
+            try:
+                _otlp_settings.check(env, config.otlp_protocol)  # the exporter's own: headers, TLS files
+            except _otlp_settings.Problem as problem:
+                raise ConfigError(problem.setting, problem.message, problem.var) from None
+        return config
 
     def with_overrides(self, **overrides: Any) -> Config:
         return replace(self, **overrides)
@@ -212,20 +239,62 @@ class Config:
     def model(self, name: str) -> ModelConfig | None:
         return self.models.get(name)
 
+    def model_for_endpoint(self, endpoint: str) -> str | None:
+        """The model whose ``endpoints`` name this endpoint (exactly, else the longest prefix)."""
+        exact, prefixes = self._endpoint_index
+        key = _endpoint_key(endpoint)
+        name = exact.get(key)
+        if name is None:
+            for prefix, model in prefixes:
+                if key.startswith(prefix):
+                    return model
+        return name
+
+    @functools.cached_property
+    def _endpoint_index(self) -> tuple[dict[str, str], list[tuple[str, str]]]:
+        exact: dict[str, str] = {}
+        prefixes: list[tuple[str, str]] = []
+        for name, model in self.models.items():
+            for endpoint in model.endpoints:
+                key = _endpoint_key(endpoint)
+                if key.endswith("*"):
+                    prefixes.append((key[:-1], name))
+                else:
+                    exact[key] = name
+        prefixes.sort(key=lambda item: -len(item[0]))
+        return exact, prefixes
+
+
+def _endpoint_key(endpoint: str) -> str:
+    """gRPC names a method ``/pkg.Service/Method`` on the wire and ``pkg.Service/Method`` in our
+    records: both match."""
+    return endpoint.strip().lstrip("/")
+
+
+def _check_endpoints(models: Mapping[str, ModelConfig]) -> None:
+    owner: dict[str, str] = {}
+    for name, model in models.items():
+        for endpoint in model.endpoints:
+            key = _endpoint_key(endpoint)
+            other = owner.setdefault(key, name)
+            if other != name:
+                raise ConfigError(f"models.{name}.endpoints", f"{endpoint!r} is already mapped to model {other!r}")
+
 
 def _model_config(name: str, value: Any) -> ModelConfig:
     if isinstance(value, ModelConfig):
         return value
     if not isinstance(value, Mapping):
-        raise ConfigError(f"models.{name}", f"must be a mapping with version/slo_p99_seconds, got {value!r}")
-    extra = set(value) - {"version", "slo_p99_seconds"}
+        raise ConfigError(f"models.{name}", f"must be a mapping with {'/'.join(_MODEL_KEYS)}, got {value!r}")
+    extra = set(value) - set(_MODEL_KEYS)
     if extra:
-        raise ConfigError(f"models.{name}", f"unknown keys {sorted(extra)}; allowed: version, slo_p99_seconds")
+        raise ConfigError(f"models.{name}", f"unknown keys {sorted(extra)}; allowed: {', '.join(_MODEL_KEYS)}")
     try:
         version = value.get("version")
         return ModelConfig(
             version="" if version is None else str(version),  # JSON null: no version
             slo_p99_seconds=value.get("slo_p99_seconds"),
+            endpoints=value.get("endpoints", ()),
         )
     except ConfigError as exc:
         raise ConfigError(f"models.{name}.{exc.setting}", str(exc).split(": ", 2)[-1]) from None
@@ -243,7 +312,7 @@ def _parse_bool(raw: str) -> bool:
 def _parse_models(raw: str) -> dict[str, Any]:
     value = json.loads(raw)
     if not isinstance(value, dict):
-        raise ValueError("expected a JSON object {model: {version, slo_p99_seconds}}")
+        raise ValueError("expected a JSON object {model: {version, slo_p99_seconds, endpoints}}")
     return value
 
 
