@@ -56,6 +56,7 @@ class Tier:
     agent_otlp_grpc: str
     agent_telemetry_url: str
     agent_log: Path
+    agent_pid: int
     gateways: list[Gateway]
     hosts_file: Path | None
 
@@ -179,9 +180,9 @@ def run_tier(binary: Path, tmp: Path, tempo_endpoints: list[str], mode: str = "s
             script = f'mount --bind "{hosts}" /etc/hosts && exec "$0" "$@"'
             argv = [*_unshare(), "sh", "-c", script, *argv]
         log = tmp / "agent.log"
-        stack.enter_context(_process(argv, log, f"http://{LOOPBACK}:{ports['health_check']}/"))
+        agent = stack.enter_context(_process(argv, log, f"http://{LOOPBACK}:{ports['health_check']}/"))
         yield Tier(f"{LOOPBACK}:{ports['otlp_grpc']}", f"http://{LOOPBACK}:{ports['telemetry']}/metrics",
-                   log, gateways, hosts)  # fmt: skip
+                   log, agent.pid, gateways, hosts)  # fmt: skip
 
 
 def metric(url: str, name: str, label: str = "") -> float:
