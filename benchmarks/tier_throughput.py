@@ -32,12 +32,12 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_support import ROOT, binary_or_none, cpu_seconds, raise_priority, sink_config  # noqa: E402
-from collector_load import generate  # noqa: E402
+from bench_support import ROOT, binary_or_none, cpu_seconds, raise_priority, sink_config
+from collector_load import generate
 
 sys.path.insert(0, str(ROOT))
-from tests.scale.tier import gateway_config, metric, run_tier  # noqa: E402
-from tests.support.collector import LOOPBACK, free_port, run_collector  # noqa: E402
+from tests.scale.tier import gateway_config, metric, run_tier
+from tests.support.collector import LOOPBACK, free_port, run_collector
 
 
 @contextlib.contextmanager
@@ -72,12 +72,19 @@ def tier(binary: Path, tmp: Path, gateways: int) -> Iterator[tuple[str, list[str
 
 def measure(phase: Any, binary: Path, args: argparse.Namespace) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
-    with tempfile.TemporaryDirectory(prefix="infersight-tier-") as tmp, phase(binary, Path(tmp)) as (target, urls, pids):
+    with (
+        tempfile.TemporaryDirectory(prefix="infersight-tier-") as tmp,
+        phase(binary, Path(tmp)) as (target, urls, pids),
+    ):
         results = ctx.Queue()
         start_at = time.time() + 3.0  # spawned interpreters import grpc first
-        procs = [ctx.Process(target=generate, args=(target, args.rate / args.procs, args.seconds, args.batch,
-                                                    seed, start_at, results))
-                 for seed in range(args.procs)]  # fmt: skip
+        procs = [
+            ctx.Process(
+                target=generate,
+                args=(target, args.rate / args.procs, args.seconds, args.batch, seed, start_at, results),
+            )
+            for seed in range(args.procs)
+        ]
         for p in procs:
             p.start()
         while time.time() < start_at + args.warmup:
@@ -94,8 +101,13 @@ def measure(phase: Any, binary: Path, args: argparse.Namespace) -> dict[str, Any
             p.join(timeout=30)
     rate = (acc1 - acc0) / (t1 - t0)
     cores = {role: (cpu1[role] - cpu0[role]) / (t1 - t0) for role in pids}
-    return {"rate": rate, "cores": cores, "refused": refused, "failed": sum(g["failed"] for g in gen),
-            "late": sum(g["late"] for g in gen)}  # fmt: skip
+    return {
+        "rate": rate,
+        "cores": cores,
+        "refused": refused,
+        "failed": sum(g["failed"] for g in gen),
+        "late": sum(g["late"] for g in gen),
+    }
 
 
 def main() -> int:
@@ -122,21 +134,27 @@ def main() -> int:
         return sum(r["cores"][x] for x in roles) / max(1.0, r["rate"]) * 1e6
 
     gw_roles = [r for r in many["cores"] if r.startswith("gateway")]
-    lines = ["### Collector tier throughput (loopback, shipped configs)", "",
-             f"Offered {args.rate:.0f} spans/s for {args.seconds:g} s from {args.procs} process(es), {args.batch} spans "
-             f"per OTLP/gRPC request; rates over t={args.warmup:g}..{args.seconds - 0.5:g} s; machine: "
-             f"{os.cpu_count()} CPUs shared by the load, the collectors and the sink "
-             f"(benchmark at nice {-10 if boosted else 0}).", "",
-             "| setup | spans/s accepted by the gateways | collector CPU cores | µs CPU per span | refused | load failures |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |",
-             f"| one gateway | {one['rate']:.0f} | {sum(one['cores'].values()):.2f} | "
-             f"gateway {per_span(one, ['gateway-0']):.1f} | {one['refused']:.0f} | {one['failed']} |",
-             f"| agent + {args.gateways} gateways | {many['rate']:.0f} | {sum(many['cores'].values()):.2f} | "
-             f"agent {per_span(many, ['agent']):.1f}, gateways {per_span(many, gw_roles):.1f} | "
-             f"{many['refused']:.0f} | {many['failed']} |", "",
-             f"- tier / one gateway: **{many['rate'] / max(1.0, one['rate']):.2f}x** spans/s on this machine",
-             f"- per core: one gateway sustains about {1e6 / max(1e-9, per_span(one, ['gateway-0'])):.0f} spans/s, "
-             f"an agent about {1e6 / max(1e-9, per_span(many, ['agent'])):.0f} spans/s"]  # fmt: skip
+    lines = [
+        "### Collector tier throughput (loopback, shipped configs)",
+        "",
+        f"Offered {args.rate:.0f} spans/s for {args.seconds:g} s from {args.procs} process(es), {args.batch} spans "
+        f"per OTLP/gRPC request; rates over t={args.warmup:g}..{args.seconds - 0.5:g} s; machine: "
+        f"{os.cpu_count()} CPUs shared by the load, the collectors and the sink "
+        f"(benchmark at nice {-10 if boosted else 0}).",
+        "",
+        "| setup | spans/s accepted by the gateways | collector CPU cores | µs CPU per span | refused "
+        "| load failures |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| one gateway | {one['rate']:.0f} | {sum(one['cores'].values()):.2f} | "
+        f"gateway {per_span(one, ['gateway-0']):.1f} | {one['refused']:.0f} | {one['failed']} |",
+        f"| agent + {args.gateways} gateways | {many['rate']:.0f} | {sum(many['cores'].values()):.2f} | "
+        f"agent {per_span(many, ['agent']):.1f}, gateways {per_span(many, gw_roles):.1f} | "
+        f"{many['refused']:.0f} | {many['failed']} |",
+        "",
+        f"- tier / one gateway: **{many['rate'] / max(1.0, one['rate']):.2f}x** spans/s on this machine",
+        f"- per core: one gateway sustains about {1e6 / max(1e-9, per_span(one, ['gateway-0'])):.0f} spans/s, "
+        f"an agent about {1e6 / max(1e-9, per_span(many, ['agent'])):.0f} spans/s",
+    ]
     print("\n".join(lines))
     return 0
 

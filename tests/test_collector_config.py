@@ -32,7 +32,9 @@ from stack import (
 )
 
 CONFIG_DIR = ROOT / "collector-config"
-SHIPPED_CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if p.name != "builder-config.yaml")
+# Not collector configs: the ocb manifest, and the kustomization that makes them ConfigMaps.
+NOT_CONFIGS = ("builder-config.yaml", "kustomization.yaml")
+SHIPPED_CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if p.name not in NOT_CONFIGS)
 PRODUCTION = CONFIG_DIR / "otelcol.yaml"
 KINDS = ("receivers", "processors", "connectors", "exporters", "extensions")
 

@@ -52,4 +52,9 @@ fi
 if [ "${INFERSIGHT_SKIP_COLLECTOR:-0}" != 1 ]; then
   bash tools/build-collector.sh
 fi
+
+# kustomize, the Kubernetes schemas and the Prometheus Operator CRDs, for tests/kubernetes/.
+if [ "${INFERSIGHT_SKIP_K8S_TOOLS:-0}" != 1 ]; then
+  bash tools/install-k8s-tools.sh >/dev/null
+fi
 echo "setup: done (venv: $VENV)"

@@ -43,8 +43,12 @@ def whole_in(sink: OtlpSink, trace: Trace) -> bool:
 
 
 def test_every_trace_lands_in_one_gateway_and_tail_decisions_hold(collector: Path, tmp_path: Path) -> None:
-    traces = ([Trace("error") for _ in range(40)] + [Trace("slow") for _ in range(40)]
-              + [Trace("kept") for _ in range(120)] + [Trace("normal") for _ in range(400)])  # fmt: skip
+    traces = (
+        [Trace("error") for _ in range(40)]
+        + [Trace("slow") for _ in range(40)]
+        + [Trace("kept") for _ in range(120)]
+        + [Trace("normal") for _ in range(400)]
+    )
     must_keep = [t for t in traces if t.kind != "normal"]
     with two_sinks() as sinks, run_tier(collector, tmp_path, [f"{LOOPBACK}:{s.port}" for s in sinks]) as tier:
         sender = Sender(tier.agent_otlp_grpc)
@@ -135,13 +139,15 @@ def test_gateway_killed_mid_run_reroutes_and_losses_stay_in_flight(collector: Pa
     duplicates = sum(n - 1 for n in received.values())
     spans_sent = len(sent) * SPANS_PER_TRACE
     lost_spans = sum(len(tr.span_ids - received.keys()) for _, tr in lost)
-    print(f"\ngateway kill: {len(sent)} traces ({spans_sent} spans) at {rate_traces} traces/s; "
-          f"killed at {killed_at:.2f} s, out of DNS at {dns_updated:.2f} s; lost {len(lost)} traces "
-          f"({lost_spans} spans, {lost_spans / spans_sent:.2%}), sent between "
-          f"{min((t for t, _ in lost), default=0):.2f} and {max((t for t, _ in lost), default=0):.2f} s; "
-          f"duplicate spans {duplicates}; agent: failed backend calls {backend_failures:.0f}, "
-          f"spans given up {given_up:.0f}, refused {refused:.0f}, backends now {backends:.0f}; "
-          f"survivor accepted {to_survivor[0]:.0f} spans")  # fmt: skip
+    print(
+        f"\ngateway kill: {len(sent)} traces ({spans_sent} spans) at {rate_traces} traces/s; "
+        f"killed at {killed_at:.2f} s, out of DNS at {dns_updated:.2f} s; lost {len(lost)} traces "
+        f"({lost_spans} spans, {lost_spans / spans_sent:.2%}), sent between "
+        f"{min((t for t, _ in lost), default=0):.2f} and {max((t for t, _ in lost), default=0):.2f} s; "
+        f"duplicate spans {duplicates}; agent: failed backend calls {backend_failures:.0f}, "
+        f"spans given up {given_up:.0f}, refused {refused:.0f}, backends now {backends:.0f}; "
+        f"survivor accepted {to_survivor[0]:.0f} spans"
+    )
 
     assert killed_at and dns_updated, "the run ended before the kill"
     assert backends == 1, f"the agent still routes to {backends:.0f} gateways"

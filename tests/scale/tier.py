@@ -71,8 +71,9 @@ def dns_unavailable() -> str | None:
     """Why the ``dns`` mode cannot run here, or None when it can."""
     if shutil.which("unshare") is None:
         return "no unshare(1) on this machine"
-    res = subprocess.run([*_unshare(), "sh", "-c", "mount --bind /dev/null /etc/hostname"],
-                         capture_output=True, text=True, timeout=10)  # fmt: skip
+    res = subprocess.run(
+        [*_unshare(), "sh", "-c", "mount --bind /dev/null /etc/hostname"], capture_output=True, text=True, timeout=10
+    )
     if res.returncode != 0:
         return f"cannot bind-mount in a private mount namespace: {res.stderr.strip()[:200]}"
     return None
@@ -160,8 +161,13 @@ def run_tier(binary: Path, tmp: Path, tempo_endpoints: list[str], mode: str = "s
             cfg, ports = gateway_config(gdir, grpc, tempo)
             path = gdir / "otelcol.yaml"
             path.write_text(yaml.safe_dump(cfg))
-            gw = Gateway(f"gateway-{i}", grpc, f"http://{LOOPBACK}:{ports['telemetry']}/metrics",
-                         f"http://{LOOPBACK}:{ports['health_check']}/", gdir / "otelcol.log")  # fmt: skip
+            gw = Gateway(
+                f"gateway-{i}",
+                grpc,
+                f"http://{LOOPBACK}:{ports['telemetry']}/metrics",
+                f"http://{LOOPBACK}:{ports['health_check']}/",
+                gdir / "otelcol.log",
+            )
             gw.proc = stack.enter_context(_process([str(binary), "--config", str(path)], gw.log, gw.health_url))
             gateways.append(gw)
 
@@ -181,8 +187,14 @@ def run_tier(binary: Path, tmp: Path, tempo_endpoints: list[str], mode: str = "s
             argv = [*_unshare(), "sh", "-c", script, *argv]
         log = tmp / "agent.log"
         agent = stack.enter_context(_process(argv, log, f"http://{LOOPBACK}:{ports['health_check']}/"))
-        yield Tier(f"{LOOPBACK}:{ports['otlp_grpc']}", f"http://{LOOPBACK}:{ports['telemetry']}/metrics",
-                   log, agent.pid, gateways, hosts)  # fmt: skip
+        yield Tier(
+            f"{LOOPBACK}:{ports['otlp_grpc']}",
+            f"http://{LOOPBACK}:{ports['telemetry']}/metrics",
+            log,
+            agent.pid,
+            gateways,
+            hosts,
+        )
 
 
 def metric(url: str, name: str, label: str = "") -> float:

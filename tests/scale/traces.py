@@ -57,19 +57,29 @@ def request(traces: list[Trace], parts: str = "all", service: str = "scale-test"
         start = now - duration
         model = [_kv(ATTR.MODEL_NAME, "scale-model"), _kv(ATTR.MODEL_VERSION, "1")]
         if parts in ("root", "all"):
-            root = scope.spans.add(trace_id=t.trace_id, span_id=t.root_id, name=SPAN.REQUEST,
-                                   kind=Span.SPAN_KIND_SERVER, start_time_unix_nano=start,
-                                   end_time_unix_nano=now)  # fmt: skip
+            root = scope.spans.add(
+                trace_id=t.trace_id,
+                span_id=t.root_id,
+                name=SPAN.REQUEST,
+                kind=Span.SPAN_KIND_SERVER,
+                start_time_unix_nano=start,
+                end_time_unix_nano=now,
+            )
             root.attributes.extend(model)
             if t.kind == "kept":
                 root.attributes.append(_kv(ATTR.TRACE_KEPT, "ratio"))
         if parts in ("stages", "all"):
             step = duration // (len(STAGES) + 1)
             for i, (stage, span_id) in enumerate(zip(STAGES, t.stage_ids, strict=True)):
-                child = scope.spans.add(trace_id=t.trace_id, span_id=span_id, parent_span_id=t.root_id,
-                                        name=stage, kind=Span.SPAN_KIND_INTERNAL,
-                                        start_time_unix_nano=start + i * step,
-                                        end_time_unix_nano=start + (i + 1) * step)  # fmt: skip
+                child = scope.spans.add(
+                    trace_id=t.trace_id,
+                    span_id=span_id,
+                    parent_span_id=t.root_id,
+                    name=stage,
+                    kind=Span.SPAN_KIND_INTERNAL,
+                    start_time_unix_nano=start + i * step,
+                    end_time_unix_nano=start + (i + 1) * step,
+                )
                 child.attributes.extend([*model, _kv(ATTR.STAGE, stage)])
                 if t.kind == "error" and stage == SPAN.MODEL:
                     child.status.code = Status.STATUS_CODE_ERROR
