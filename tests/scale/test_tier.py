@@ -71,6 +71,7 @@ def test_every_trace_lands_in_one_gateway_and_tail_decisions_hold(collector: Pat
         time.sleep(DECISION_WAIT_S + 1.5)  # the last probabilistic decisions
         accepted = [metric(g.telemetry_url, "otelcol_receiver_accepted_spans") for g in tier.gateways]
 
+    print(f"\nrouting: gateways accepted {[int(a) for a in accepted]} of {sent_spans} spans")
     per_sink = [s.traces() for s in sinks]
     both = set(per_sink[0]) & set(per_sink[1])
     assert not both, f"{len(both)} traces were split across the gateways"
