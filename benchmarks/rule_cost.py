@@ -165,11 +165,24 @@ def query(url: str, expr: str) -> float:
     return float(result[0]["value"][1]) if result else 0.0
 
 
+def rule_times(url: str) -> dict[str, float]:
+    """The last evaluation time of each rule (ms), from the rules API."""
+    status, body = http_get(f"{url}/api/v1/rules", timeout=10)
+    if status != 200:
+        raise OSError(f"{url}/api/v1/rules -> {status}")
+    out = {}
+    for group in json.loads(body)["data"]["groups"]:
+        for rule in group["rules"]:
+            out[rule["name"]] = float(rule.get("evaluationTime", 0.0)) * 1000
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=int, default=50)
     parser.add_argument("--versions", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=45, help="scraping and evaluating this long")
+    parser.add_argument("--rules", type=Path, default=ROOT / "prometheus-rules", help="what-if: another rules folder")
     parser.add_argument("--quick", action="store_true", help="smoke run: 5 models x 2 versions for 15 s")
     args = parser.parse_args()
     if args.quick:
@@ -179,7 +192,7 @@ def main() -> int:
         return 0
     hists, series = synthetic(args.models, args.versions)
     n_input = sum(len(LATENCY_BUCKETS) + 3 for _ in hists) + len(series)
-    rule_files = sorted((ROOT / "prometheus-rules").glob("*.rules.yaml"))
+    rule_files = sorted(args.rules.resolve().glob("*.rules.yaml"))
     rules = sum(len(g["rules"]) for p in rule_files for g in yaml.safe_load(p.read_text())["groups"])
     eval_s = 5
     samples: dict[str, list[float]] = {}
@@ -213,6 +226,7 @@ def main() -> int:
             failures = sum(v for k, v in m.items() if k.startswith("prometheus_rule_evaluation_failures_total"))
             head = m.get("prometheus_tsdb_head_series", 0.0)
             p99s = query(prom.url, "count(model_version:infersight_request_duration_seconds:p99_5m)")
+            rule_ms = rule_times(prom.url)
     per_group = {g: statistics.median(v) * 1000 for g, v in samples.items()}
     total_ms = sum(per_group.values())
     heaviest = sorted(per_group.items(), key=lambda kv: -kv[1])[:3]
@@ -227,6 +241,8 @@ def main() -> int:
         f"- **all groups: {total_ms:.0f} ms per evaluation cycle** "
         f"({total_ms / 15000:.1%} of a 15 s evaluation interval); evaluation failures: {failures:.0f}",
         "- heaviest groups: " + ", ".join(f"{g} {ms:.0f} ms" for g, ms in heaviest),
+        "- heaviest rules (last evaluation): "
+        + ", ".join(f"{r} {ms:.0f} ms" for r, ms in sorted(rule_ms.items(), key=lambda kv: -kv[1])[:4]),
         f"- check: {p99s:.0f} model versions have a recorded P99 (expected {args.models * args.versions})",
     ]
     print("\n".join(lines))
