@@ -38,11 +38,10 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "sdk"), str(ROOT)]
-
-from tests.support.stack import LOOPBACK, find_binary, free_port, http_get, prometheus  # noqa: E402
+sys.path[:0] = [str(ROOT / "sdk"), str(ROOT / "tools")]
 
 from infersight.conventions import LATENCY_BUCKETS, METRIC, STAGES  # noqa: E402
+from stack import LOOPBACK, find_binary, free_port, http_get, prometheus  # noqa: E402
 
 GPUS = 8
 
@@ -152,7 +151,7 @@ def own_metrics(url: str) -> dict[str, float]:
     if status != 200:
         raise OSError(f"{url}/metrics -> {status}")
     out = {}
-    for line in body.decode().splitlines():
+    for line in body.splitlines():
         if line and not line.startswith("#"):
             key, _, value = line.rpartition(" ")
             out[key] = float(value)

@@ -37,7 +37,8 @@ from collector_load import generate
 
 sys.path.insert(0, str(ROOT))
 from tests.scale.tier import gateway_config, metric, run_tier
-from tests.support.collector import LOOPBACK, free_port, run_collector
+
+from stack import LOOPBACK, free_port, run_collector
 
 
 @contextlib.contextmanager

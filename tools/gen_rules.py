@@ -66,17 +66,19 @@ SPEC = SLOSpec(
     objective=Decimal("0.99"),
     alerts=(
         BurnAlert(
-            "critical", "2m",
+            "critical",
+            "2m",
             (BurnWindow(Decimal("14.4"), "1h", "5m"), BurnWindow(Decimal("6"), "6h", "30m")),
             "A model burns its latency error budget fast (page).",
         ),
         BurnAlert(
-            "warning", "15m",
+            "warning",
+            "15m",
             (BurnWindow(Decimal("3"), "1d", "2h"), BurnWindow(Decimal("1"), "3d", "6h")),
             "A model burns its latency error budget (ticket).",
         ),
     ),
-)  # fmt: skip
+)
 
 _UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
 

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.support.stack import find_binary, run_tool
+
+from stack import find_binary, run_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "prometheus" / "prometheus.yml"

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from tests.scale.tier import dns_unavailable, metric, run_tier
 from tests.scale.traces import SPANS_PER_TRACE, Sender, Trace, request
-from tests.support.collector import LOOPBACK, OtlpSink, ensure_collector, running_sink, wait_for
+
+from stack import LOOPBACK, OtlpSink, ensure_collector, running_sink, wait_until
 
 pytestmark = pytest.mark.stack
 
@@ -67,7 +68,7 @@ def test_every_trace_lands_in_one_gateway_and_tail_decisions_hold(collector: Pat
         def delivered() -> bool:
             return all(any(whole_in(s, t) for s in sinks) for t in must_keep)
 
-        wait_for(delivered, 30, "error, slow and SDK-kept traces exported whole")
+        wait_until(delivered, 30, "error, slow and SDK-kept traces exported whole")
         time.sleep(DECISION_WAIT_S + 1.5)  # the last probabilistic decisions
         accepted = [metric(g.telemetry_url, "otelcol_receiver_accepted_spans") for g in tier.gateways]
 
@@ -126,7 +127,7 @@ def test_gateway_killed_mid_run_reroutes_and_losses_stay_in_flight(collector: Pa
         def drained() -> bool:
             return metric(tier.agent_telemetry_url, "otelcol_exporter_queue_size", 'exporter="loadbalancing"') == 0
 
-        wait_for(drained, 60, "the agent's loadbalancing queue drained")
+        wait_until(drained, 60, "the agent's loadbalancing queue drained")
         time.sleep(DECISION_WAIT_S + 2.0)
         agent = tier.agent_telemetry_url
         backend_failures = metric(agent, "otelcol_loadbalancer_backend_outcome", 'success="false"')

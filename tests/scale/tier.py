@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tests.support.collector import LOOPBACK, ROOT, http_get, loopback_config, wait_for
-from tests.support.stack import free_port
+
+from stack import LOOPBACK, ROOT, free_port, http_get, loopback_config, wait_until
 
 AGENT_CONFIG = ROOT / "collector-config" / "agent.yaml"
 GATEWAY_CONFIG = ROOT / "collector-config" / "otelcol.yaml"
@@ -133,7 +133,7 @@ def _process(argv: list[str], log: Path, health_url: str, timeout: float = 30.0)
                     raise RuntimeError(f"{argv[-1]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
                 return http_get(health_url)[0] == 200
 
-            wait_for(healthy, timeout, f"healthy at {health_url}")
+            wait_until(healthy, timeout, f"healthy at {health_url}")
             yield proc
         finally:
             if proc.poll() is None:
