@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_support import ROOT, binary_or_none, cpu_seconds, raise_priority, sink_config
+from bench_support import ROOT, binary_or_none, cpu_seconds, raise_priority, rss_mib, sink_config
 from collector_load import generate
 
 sys.path.insert(0, str(ROOT))
@@ -92,8 +92,10 @@ def measure(phase: Any, binary: Path, args: argparse.Namespace) -> dict[str, Any
             time.sleep(0.1)
         t0, acc0 = time.time(), sum(metric(u, "otelcol_receiver_accepted_spans") for u in urls)
         cpu0 = {role: cpu_seconds(pid) for role, pid in pids.items()}
+        rss = dict.fromkeys(pids, 0.0)
         while time.time() < start_at + args.seconds - 0.5:
-            time.sleep(0.1)
+            rss = {role: max(rss[role], rss_mib(pid)) for role, pid in pids.items()}
+            time.sleep(0.25)
         t1, acc1 = time.time(), sum(metric(u, "otelcol_receiver_accepted_spans") for u in urls)
         cpu1 = {role: cpu_seconds(pid) for role, pid in pids.items()}
         refused = sum(metric(u, "otelcol_receiver_refused_spans") for u in urls)
@@ -105,6 +107,7 @@ def measure(phase: Any, binary: Path, args: argparse.Namespace) -> dict[str, Any
     return {
         "rate": rate,
         "cores": cores,
+        "rss": rss,
         "refused": refused,
         "failed": sum(g["failed"] for g in gen),
         "late": sum(g["late"] for g in gen),
@@ -135,6 +138,7 @@ def main() -> int:
         return sum(r["cores"][x] for x in roles) / max(1.0, r["rate"]) * 1e6
 
     gw_roles = [r for r in many["cores"] if r.startswith("gateway")]
+    gw_rss = " / ".join(f"{many['rss'][g]:.0f}" for g in gw_roles)
     lines = [
         "### Collector tier throughput (loopback, shipped configs)",
         "",
@@ -143,13 +147,15 @@ def main() -> int:
         f"{os.cpu_count()} CPUs shared by the load, the collectors and the sink "
         f"(benchmark at nice {-10 if boosted else 0}).",
         "",
-        "| setup | spans/s accepted by the gateways | collector CPU cores | µs CPU per span | refused "
-        "| load failures |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| setup | spans/s accepted by the gateways | collector CPU cores | µs CPU per span | max RSS MiB "
+        "| refused | load failures |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         f"| one gateway | {one['rate']:.0f} | {sum(one['cores'].values()):.2f} | "
-        f"gateway {per_span(one, ['gateway-0']):.1f} | {one['refused']:.0f} | {one['failed']} |",
+        f"gateway {per_span(one, ['gateway-0']):.1f} | gateway {one['rss']['gateway-0']:.0f} | "
+        f"{one['refused']:.0f} | {one['failed']} |",
         f"| agent + {args.gateways} gateways | {many['rate']:.0f} | {sum(many['cores'].values()):.2f} | "
         f"agent {per_span(many, ['agent']):.1f}, gateways {per_span(many, gw_roles):.1f} | "
+        f"agent {many['rss']['agent']:.0f}, gateways {gw_rss} | "
         f"{many['refused']:.0f} | {many['failed']} |",
         "",
         f"- tier / one gateway: **{many['rate'] / max(1.0, one['rate']):.2f}x** spans/s on this machine",
