@@ -90,7 +90,7 @@ def test_every_trace_lands_in_one_gateway_and_tail_decisions_hold(collector: Pat
 
 # A trace is in a gateway's memory from its arrival until the tail decision (decision_wait),
 # then in its batch (200 ms) and exporter; the agent batches for 200 ms before that.
-LOSS_WINDOW_S = DECISION_WAIT_S + 0.2 + 0.2 + 1.6  # + margin for a loaded 2-core machine
+LOSS_WINDOW_S = DECISION_WAIT_S + 0.2 + 0.2 + 2.6  # + margin for a loaded 2-core machine
 DNS_DELAY_S = 1.0  # the dead gateway stays in DNS this long, as a pod's until its readiness fails
 
 
