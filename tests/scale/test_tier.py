@@ -134,7 +134,7 @@ def test_gateway_killed_mid_run_reroutes_and_losses_stay_in_flight(collector: Pa
         given_up = metric(agent, "otelcol_exporter_send_failed_spans", 'exporter="loadbalancing"')
         refused = metric(agent, "otelcol_exporter_enqueue_failed_spans", 'exporter="loadbalancing"')
         backends = metric(agent, "otelcol_loadbalancer_num_backends", 'resolver="dns"')
-        to_survivor = [metric(survivor.telemetry_url, "otelcol_receiver_accepted_spans")]
+        to_survivor = metric(survivor.telemetry_url, "otelcol_receiver_accepted_spans")
 
     received = Counter(span.span_id for s in sinks for spans in s.traces().values() for _, span in spans)
     lost = [(t_sent, tr) for t_sent, tr in sent if not tr.span_ids <= received.keys()]
@@ -148,7 +148,7 @@ def test_gateway_killed_mid_run_reroutes_and_losses_stay_in_flight(collector: Pa
         f"{min((t for t, _ in lost), default=0):.2f} and {max((t for t, _ in lost), default=0):.2f} s; "
         f"duplicate spans {duplicates}; agent: failed backend calls {backend_failures:.0f}, "
         f"spans given up {given_up:.0f}, refused {refused:.0f}, backends now {backends:.0f}; "
-        f"survivor accepted {to_survivor[0]:.0f} spans"
+        f"survivor accepted {to_survivor:.0f} spans"
     )
 
     assert killed_at and dns_updated, "the run ended before the kill"
