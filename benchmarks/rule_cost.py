@@ -24,6 +24,7 @@ import contextlib
 import json
 import math
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -41,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "sdk"), str(ROOT / "tools")]
 
 from infersight.conventions import LATENCY_BUCKETS, METRIC, STAGES  # noqa: E402
-from stack import LOOPBACK, find_binary, free_port, http_get, prometheus  # noqa: E402
+from stack import LOOPBACK, find_binary, free_port, http_get, prometheus, require  # noqa: E402
 
 GPUS = 8
 
@@ -118,14 +119,37 @@ def exposition(hists: list[Histogram], series: list[Series], elapsed_s: float) -
     return "\n".join(lines) + "\n"
 
 
+def backfill(data_dir: Path, hists: list[Histogram], series: list[Series], zero: float, step_s: int) -> int:
+    """The series the long-window (SLO) rules read, from ``zero`` (wall clock) to now every ``step_s``,
+    written as TSDB blocks into ``data_dir`` with promtool; returns the sample count."""
+    counts = [(f"{h.name}_count{_labels(h.labels)}", h.per_s) for h in hists if h.name == METRIC.REQUEST_DURATION.name]
+    over = [(f"{s.name}{_labels(s.labels)}", s.per_s) for s in series if s.name == METRIC.REQUESTS_OVER_SLO.sample_name]
+    stamps = range(int(zero) + step_s, int(time.time()) - step_s, step_s)
+    text = data_dir.parent / "backfill.om"
+    with open(text, "w") as f:
+        for name, per_s in counts + over:
+            f.writelines(f"{name} {per_s * (t - zero):.0f} {t}\n" for t in stamps)
+        f.write("# EOF\n")
+    res = subprocess.run(
+        [require("promtool"), "tsdb", "create-blocks-from", "openmetrics", str(text), str(data_dir)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    text.unlink()
+    if res.returncode != 0:
+        raise RuntimeError(f"promtool backfill failed:\n{(res.stdout + res.stderr)[-2000:]}")
+    return len(stamps) * len(counts + over)
+
+
 @contextlib.contextmanager
-def target(hists: list[Histogram], series: list[Series]) -> Iterator[str]:
-    """An HTTP /metrics serving the synthetic series; yields host:port."""
-    start = time.monotonic()
+def target(hists: list[Histogram], series: list[Series], zero: float) -> Iterator[str]:
+    """An HTTP /metrics serving the synthetic series, counters at their values ``time.time() - zero``
+    seconds after they started; yields host:port."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = exposition(hists, series, time.monotonic() - start).encode()
+            body = exposition(hists, series, time.time() - zero).encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4")
             self.send_header("Content-Length", str(len(body)))
@@ -182,6 +206,14 @@ def main() -> int:
     parser.add_argument("--versions", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=45, help="scraping and evaluating this long")
     parser.add_argument("--rules", type=Path, default=ROOT / "prometheus-rules", help="what-if: another rules folder")
+    parser.add_argument(
+        "--history-hours",
+        type=float,
+        default=0,
+        help="backfill the SLO rules' inputs this far "
+        "back (72: their 3 d window), so long windows read production-sized data",
+    )
+    parser.add_argument("--history-step", type=int, default=60, help="seconds between backfilled samples")
     parser.add_argument("--quick", action="store_true", help="smoke run: 5 models x 2 versions for 15 s")
     args = parser.parse_args()
     if args.quick:
@@ -195,7 +227,13 @@ def main() -> int:
     rules = sum(len(g["rules"]) for p in rule_files for g in yaml.safe_load(p.read_text())["groups"])
     eval_s = 5
     samples: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory(prefix="infersight-rules-") as tmp, target(hists, series) as addr:
+    zero = time.time() - args.history_hours * 3600
+    backfilled = 0
+    with tempfile.TemporaryDirectory(prefix="infersight-rules-") as tmp, target(hists, series, zero) as addr:
+        if args.history_hours:
+            data = Path(tmp) / "prometheus-data"  # where stack.prometheus() keeps its TSDB
+            data.mkdir()
+            backfilled = backfill(data, hists, series, zero, args.history_step)
         config = Path(tmp) / "prometheus.yml"
         config.write_text(
             yaml.safe_dump(
@@ -226,6 +264,8 @@ def main() -> int:
             head = m.get("prometheus_tsdb_head_series", 0.0)
             p99s = query(prom.url, "count(model_version:infersight_request_duration_seconds:p99_5m)")
             rule_ms = rule_times(prom.url)
+            window = f"{int(args.history_hours * 60) + 1}m"
+            seen_back = query(prom.url, f"sum(count_over_time({METRIC.REQUESTS_OVER_SLO.sample_name}[{window}]))")
     per_group = {g: statistics.median(v) * 1000 for g, v in samples.items()}
     total_ms = sum(per_group.values())
     heaviest = sorted(per_group.items(), key=lambda kv: -kv[1])[:3]
@@ -237,6 +277,10 @@ def main() -> int:
         f"every {eval_s} s; median of {min((len(v) for v in samples.values()), default=0)} readings per group "
         f"(prometheus_rule_group_last_duration_seconds).",
         "",
+        f"- backfilled: {backfilled} samples of the SLO rules' inputs over {args.history_hours:g} h, one every "
+        f"{args.history_step} s (over-SLO counters: {seen_back:.0f} samples in Prometheus)"
+        if backfilled
+        else "- no backfill: windows longer than the run read only its samples",
         f"- **all groups: {total_ms:.0f} ms per evaluation cycle** "
         f"({total_ms / 15000:.1%} of a 15 s evaluation interval); evaluation failures: {failures:.0f}",
         "- heaviest groups: " + ", ".join(f"{g} {ms:.0f} ms" for g, ms in heaviest),
