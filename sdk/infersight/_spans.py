@@ -130,7 +130,13 @@ class SpanEmitter:
             status = Status(StatusCode.ERROR, f"{type(error).__qualname__}: {_message(error)}")
         else:
             status = _ERROR if error_status else _UNSET
-        if self.with_on_start and self._processor is not None:
+        for queue, size in self._queues:
+            if len(queue) >= size and self.on_drop is not None:
+                self.on_drop(1)
+        if self._on_end is None:
+            _errors.report("compat.span_processor")  # the SDK moved it: no span can be handed over
+            return
+        if self.with_on_start:
             self._emit_started(name, kind, ctx, parent, attrs, events, status, wall_ns(start_ns), end)
             return
         span = ReadableSpan(
@@ -146,12 +152,6 @@ class SpanEmitter:
             end_time=end,
             instrumentation_scope=self.scope,
         )
-        for queue, size in self._queues:
-            if len(queue) >= size and self.on_drop is not None:
-                self.on_drop(1)
-        if self._on_end is None:
-            _errors.report("compat.span_processor")  # the SDK moved it: no span can be handed over
-            return
         self._on_end(span)
 
     def _emit_started(
@@ -178,9 +178,6 @@ class SpanEmitter:
             instrumentation_scope=self.scope,
         )
         parent_context = set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None
-        for queue, size in self._queues:
-            if len(queue) >= size and self.on_drop is not None:
-                self.on_drop(1)
         span.start(start_time=start, parent_context=parent_context)
         span.set_status(status)
         span.end(end_time=end)
