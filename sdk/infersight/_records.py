@@ -93,6 +93,7 @@ class RequestRecord:
         "end_ns",
         "endpoint",
         "error",
+        "first_byte_ns",
         "kind",
         "live_span",
         "model",
@@ -129,6 +130,7 @@ class RequestRecord:
         self.emit_span = True  # False when an existing OTel span already covers the request
         self.start_ns = now_ns()
         self.end_ns = 0
+        self.first_byte_ns = 0  # streaming responses: when the first body chunk went out
         self.model: str | None = None
         self.version: str | None = None
         self.stages: list[StageRecord] = []
