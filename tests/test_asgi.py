@@ -14,7 +14,7 @@ import httpx
 import pytest
 import requests
 import uvicorn
-from fastapi import BackgroundTasks, FastAPI
+from fastapi import APIRouter, BackgroundTasks, FastAPI
 from fastapi.responses import StreamingResponse
 from opentelemetry import propagate
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -32,6 +32,13 @@ ABANDONED = "infersight.generator.abandoned"
 
 def fastapi_app(**kwargs: Any) -> Any:
     app = FastAPI(**kwargs)
+    items = APIRouter(prefix="/items")
+
+    @items.get("/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    app.include_router(items, prefix="/v1")
 
     @app.post("/predict/{name}")
     def predict(name: str, body: dict[str, str]) -> dict[str, Any]:  # sync: FastAPI's thread pool
@@ -151,6 +158,7 @@ def test_fastapi_over_uvicorn_spans_propagation_metrics_and_exemplars(t: Capture
         r = requests.post(f"{url}/predict/x", json={"text": "a b c"}, headers={"traceparent": TRACEPARENT}, timeout=5)
         assert r.status_code == 200
         requests.post(f"{url}/predict/y", json={"text": "a"}, timeout=5)
+        assert requests.get(f"{url}/v1/items/3", timeout=5).json() == {"id": 3}
         t.flush()
         scrape = requests.get(f"{url}/metrics", headers={"Accept": "application/openmetrics-text"}, timeout=5)
     spans = {s.name: s for s in t.spans() if f"{s.context.trace_id:032x}" == TRACE_ID}
@@ -170,7 +178,9 @@ def test_fastapi_over_uvicorn_spans_propagation_metrics_and_exemplars(t: Capture
     assert [(s.labels["model"], s.value) for s in counts] == [("clf", 2.0)]
     exemplars = {s.exemplar.labels["trace_id"] for s in hist.samples if s.exemplar is not None}
     assert TRACE_ID in exemplars
-    assert "/metrics" not in {s.labels.get("endpoint") for s in hist.samples}  # scrapes aren't requests
+    endpoints = {s.labels.get("endpoint") for s in hist.samples}
+    assert "/v1/items/{item_id}" in endpoints  # an included router's prefixes are in the template
+    assert "/metrics" not in endpoints  # scrapes aren't requests
     stages = families["infersight_stage_duration_seconds"]
     assert {s.labels["stage"] for s in stages.samples if s.name.endswith("_count")} == {
         "preprocess",

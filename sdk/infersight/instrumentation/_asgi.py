@@ -73,7 +73,7 @@ _GETTER = _Getter()
 class AsgiRequest:
     """What ``serve`` learns about one request while the app runs (kept in the scope)."""
 
-    __slots__ = ("bytes_out", "disconnected", "end_ns", "first_ns", "headers_out", "mounts", "rec", "status")
+    __slots__ = ("bytes_out", "disconnected", "end_ns", "first_ns", "headers_out", "mounts", "rec", "route", "status")
 
     def __init__(self, rec: RequestRecord) -> None:
         self.rec = rec
@@ -84,6 +84,7 @@ class AsgiRequest:
         self.end_ns = 0
         self.disconnected = False
         self.mounts: list[Any] = []  # route prefixes the framework went through (Starlette's Mount)
+        self.route: Any = None  # the route that handled it, as the framework's hook saw it
 
 
 async def serve(

@@ -2,9 +2,10 @@
 latency observation, labelled with the route template; ``/metrics`` is served.
 
 ``Starlette.__call__`` is patched on the class, so apps created before or after the import are
-covered, and so are FastAPI apps (FastAPI's ``__call__`` calls Starlette's). Starlette puts the
-matched route in ``scope["route"]``; ``Mount.handle`` is patched to know the prefixes in front
-of it. WebSocket and lifespan scopes pass through untouched.
+covered, and so are FastAPI apps (FastAPI's ``__call__`` calls Starlette's). The route template
+comes from the matched route (``scope["route"]`` in recent Starlette, ``Route.handle`` before),
+with the prefixes of the ``Mount``s in front of it (``Mount.handle``), or from FastAPI's record
+of an included router's route. WebSocket and lifespan scopes pass through untouched.
 
 opentelemetry-instrumentation-fastapi puts its middleware inside the app's middleware stack,
 below ``Starlette.__call__``. When an app's stack holds that middleware, the request is taken at
@@ -23,7 +24,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from .. import _errors, _runtime, multiprocess
+from .. import _compat, _errors, _runtime, multiprocess
 from ..metrics import multiprocess_mode
 from ._asgi import SCOPE_KEY, AsgiRequest, serve, serve_page
 from ._common import unwrap, wrap
@@ -151,14 +152,16 @@ async def _serve_page(page: Callable[[], tuple[str, bytes]], send: Any) -> None:
 
 
 def _route_of(scope: Any, state: AsgiRequest) -> str | None:
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    if not isinstance(path, str):
-        return None
+    """The template of the route that handled the request, with its mounts' prefixes."""
+    route = scope.get("route") or state.route  # Starlette sets scope["route"] from 1.x on
+    template = _compat.fastapi_route_template(scope)  # FastAPI's included routers
+    if template is None:
+        template = getattr(route, "path", None)
+        if not isinstance(template, str):
+            return None
     if state.mounts:
-        prefix = "".join(m.path for m in state.mounts if m is not route)
-        return prefix + path
-    return path
+        return "".join(m.path for m in state.mounts if m is not route) + template
+    return template
 
 
 def _app_call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -211,6 +214,14 @@ def _mount_handle(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, .
     return wrapped(*args, **kwargs)
 
 
+def _route_handle(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The matched route, for Starlette versions that don't put it in the scope."""
+    state = args[0].get(SCOPE_KEY) if args else None
+    if isinstance(state, AsgiRequest):
+        state.route = instance
+    return wrapped(*args, **kwargs)
+
+
 def _reap_in_background() -> None:
     """Spawned workers (``uvicorn --workers N``) have no gunicorn ``child_exit``: each worker, as
     it starts, merges the files of workers that died before it (see ``infersight.multiprocess``)."""
@@ -222,6 +233,7 @@ def instrument() -> None:
     wrap("starlette.applications", "Starlette.__call__", _app_call)
     wrap("starlette.routing", "Router.__call__", _router_call)
     wrap("starlette.routing", "Mount.handle", _mount_handle)
+    wrap("starlette.routing", "Route.handle", _route_handle)
     _reap_in_background()
 
 
@@ -229,3 +241,4 @@ def uninstrument() -> None:
     unwrap("starlette.applications", "Starlette.__call__")
     unwrap("starlette.routing", "Router.__call__")
     unwrap("starlette.routing", "Mount.handle")
+    unwrap("starlette.routing", "Route.handle")
