@@ -37,17 +37,28 @@ SCOPE_KEY = "infersight"
 _START = "http.response.start"
 _BODY = "http.response.body"
 _TRACEPARENT = b"traceparent"
+_CONTENT_LENGTH = b"content-length"
 
 
 class _Headers:
-    """ASGI headers (a list of byte pairs) as a propagation carrier, scanned only when asked."""
+    """ASGI headers (a list of byte pairs) as a propagation carrier. One pass at the start finds
+    the two the request path needs; the propagator's other lookups scan the list."""
 
-    __slots__ = ("raw",)
+    __slots__ = ("content_length", "raw", "traceparent")
 
     def __init__(self, raw: Any) -> None:
         self.raw = raw
+        self.traceparent: bytes | None = None
+        self.content_length: bytes | None = None
+        for name, value in raw:
+            if name == _TRACEPARENT:
+                self.traceparent = value
+            elif name == _CONTENT_LENGTH:
+                self.content_length = value
 
     def __contains__(self, key: object) -> bool:
+        if key == "traceparent":
+            return self.traceparent is not None
         want = key.encode("latin-1") if isinstance(key, str) else key
         return any(name == want for name, _ in self.raw)
 
@@ -73,12 +84,22 @@ _GETTER = _Getter()
 class AsgiRequest:
     """What ``serve`` learns about one request while the app runs (kept in the scope)."""
 
-    __slots__ = ("bytes_out", "disconnected", "end_ns", "first_ns", "headers_out", "mounts", "rec", "route", "status")
+    __slots__ = (
+        "bytes_out",
+        "disconnected",
+        "end_ns",
+        "first_ns",
+        "headers",
+        "mounts",
+        "rec",
+        "route",
+        "status",
+    )
 
-    def __init__(self, rec: RequestRecord) -> None:
+    def __init__(self, rec: RequestRecord, headers: _Headers) -> None:
         self.rec = rec
+        self.headers = headers
         self.status = 0
-        self.headers_out: Any = None
         self.bytes_out = 0
         self.first_ns = 0
         self.end_ns = 0
@@ -101,30 +122,28 @@ async def serve(
     if rec is None:
         await call(scope, receive, send)
         return
-    state = AsgiRequest(rec)
+    state = AsgiRequest(rec, headers)
     scope[SCOPE_KEY] = state
 
     async def send_observed(message: Message) -> None:
         kind = message.get("type")
-        if kind == _BODY:
+        last = False
+        if kind == _START:
+            state.status = message.get("status", 0)
+        elif kind == _BODY:
             body = message.get("body")
             if body:
                 state.bytes_out += len(body)
-            more = message.get("more_body", False)
-            if not state.first_ns:
-                state.first_ns = now_ns() if more else -1  # -1: not streamed, no first-byte time
-        elif kind == _START:
-            state.status = message.get("status", 0)
-            state.headers_out = message.get("headers")
-            more = True
-        else:
-            more = True
+            if not message.get("more_body", False):
+                last = True
+            elif not state.first_ns:
+                state.first_ns = now_ns()  # a first chunk with more to come: a streamed response
         try:
             await send(message)
         except OSError:
             state.disconnected = True  # the server's send fails once the client has gone
             raise
-        if not more and not state.end_ns:
+        if last and not state.end_ns:
             state.end_ns = now_ns()
 
     try:
@@ -158,10 +177,10 @@ def _finish(
         code = state.status or 500  # no response started: the server answers 500 (or nothing)
         rec.status_code = code
         rec.outcome = OUTCOME_ERROR if (code >= 500 or error is not None) else OUTCOME_SUCCESS
-        if state.first_ns > 0:
+        if state.first_ns:
             rec.first_byte_ns = state.first_ns
-        headers = _Headers(scope.get("headers") or ())
-        rec.payload_in = content_length(headers.first(b"content-length"))
+        length = state.headers.content_length
+        rec.payload_in = -1 if length is None else content_length(bytes(length).decode("latin-1"))
         rec.payload_out = state.bytes_out if state.status else -1
         attrs: dict[str, Any] = {
             ATTR.HTTP_REQUEST_METHOD: method,

@@ -66,10 +66,17 @@ def _contrib_inside(app: Any, stack: Any) -> bool:
     return False
 
 
+_last: tuple[Any, _AppInfo | None] = (None, None)  # most processes serve one app: skip the weak lookup
+
+
 def _info(app: Any) -> _AppInfo:
-    info = _apps.get(app)
-    if info is None:
-        info = _apps[app] = _AppInfo()
+    global _last
+    last_app, info = _last
+    if last_app is not app or info is None:
+        info = _apps.get(app)
+        if info is None:
+            info = _apps[app] = _AppInfo()
+        _last = (app, info)
     stack = app.middleware_stack
     if stack is None:
         # What Starlette.__call__ does first; done here to see what the stack holds.
