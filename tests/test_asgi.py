@@ -331,6 +331,27 @@ def test_fastapi_native_telemetry_keeps_one_server_span(t: Captured) -> None:
     assert count(t, "/predict/{name}") == 1.0
 
 
+def test_fastapi_tracing_switched_on_only_by_our_provider_is_left_to_us(
+    t: Captured, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``import infersight.auto`` sets the global provider, which switches FastAPI's own tracing
+    on: from the app's second request the server span is infersight's again."""
+    from opentelemetry import trace
+
+    rt = infersight.get_runtime()
+    assert rt is not None
+    monkeypatch.setattr(rt, "owns_provider", True)
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: t.provider)  # as if set globally
+    app = fastapi_app()
+    for _ in range(3):
+        assert call(app, "POST", "/predict/x", json={"text": "a"}).status_code == 200
+    servers = [s for s in t.spans() if s.kind.name == "SERVER"]
+    assert [s.instrumentation_scope.name for s in servers] == ["fastapi", "infersight", "infersight"]
+    assert len(t.spans("fastapi.endpoint")) == 1  # the first request only
+    assert servers[-1].attributes["infersight.model.name"] == "clf"  # type: ignore[index]
+    assert count(t, "/predict/{name}") == 3.0
+
+
 @pytest.mark.parametrize("contrib_first", [True, False])
 def test_with_contrib_fastapi_instrumentation_there_is_one_server_span(t: Captured, contrib_first: bool) -> None:
     from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor

@@ -35,6 +35,7 @@ __all__ = [
     "composite_propagators",
     "fast_otlp_exporter_class",
     "fastapi_route_template",
+    "fastapi_telemetry_config",
     "histogram_parts",
     "is_wrapt_wrapper",
     "multiprocess_collector_path",
@@ -315,6 +316,24 @@ def fastapi_route_template(scope: Any) -> str | None:
     return path if isinstance(path, str) and path else None
 
 
+def fastapi_telemetry_config(app: Any) -> dict[str, Any] | None:
+    """The app's own-telemetry settings, which FastAPI reads on each request (``tracing``,
+    ``tracer_provider``, ...). None on a FastAPI without them, or where they moved."""
+    config = getattr(app, "_telemetry", None)
+    if isinstance(config, dict) and "tracing" in config and "tracer_provider" in config:
+        return config
+    return None
+
+
+def _probe_fastapi_telemetry_config() -> bool:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    config = fastapi_telemetry_config(app)
+    native = getattr(app, "_native_telemetry", None)
+    return config is not None and getattr(native, "config", None) is config
+
+
 def _probe_fastapi_route_template() -> bool:
     import asyncio
 
@@ -356,4 +375,5 @@ PROBES: dict[str, Callable[[], bool]] = {
     "prometheus.mmap_dict": _probe_mmap,
     "prometheus.multiprocess_collector_path": _probe_multiprocess_collector,
     "fastapi.route_template": _probe_fastapi_route_template,
+    "fastapi.telemetry_config": _probe_fastapi_telemetry_config,
 }

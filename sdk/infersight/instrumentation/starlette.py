@@ -7,6 +7,7 @@ comes from the matched route (``scope["route"]`` in recent Starlette, ``Route.ha
 with the prefixes of the ``Mount``s in front of it (``Mount.handle``), or from FastAPI's record
 of an included router's route. WebSocket and lifespan scopes pass through untouched.
 
+FastAPI traces requests itself when a tracer provider is set: see ``_leave_tracing_to_us``.
 opentelemetry-instrumentation-fastapi puts its middleware inside the app's middleware stack,
 below ``Starlette.__call__``. When an app's stack holds that middleware, the request is taken at
 the app's router instead (``Router.__call__``), inside the contrib SERVER span, so there is one
@@ -84,7 +85,20 @@ def _info(app: Any) -> _AppInfo:
     if stack is not info.stack:
         info.stack = stack
         info.contrib_inside = _contrib_inside(app, stack)
+        _leave_tracing_to_us(app)
     return info
+
+
+def _leave_tracing_to_us(app: Any) -> None:
+    """FastAPI traces its requests itself once any tracer provider is set, and infersight sets
+    one when the app has none. A provider only infersight made then turns FastAPI's tracing
+    off for this app (from its next request), so the server span is infersight's, at a fraction
+    of the cost; a provider the user set, globally or in ``FastAPI(telemetry=...)``, leaves it on,
+    and infersight's stages join FastAPI's server span."""
+    rt = _runtime.get_runtime()
+    config = _compat.fastapi_telemetry_config(app)
+    if rt is not None and rt.owns_provider and config is not None and config["tracer_provider"] is None:
+        config["tracing"] = False
 
 
 def _owns(app: Any, info: _AppInfo, path: str) -> bool:
