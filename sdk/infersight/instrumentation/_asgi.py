@@ -116,7 +116,12 @@ async def serve(
     route_of: Callable[[Scope, AsgiRequest], str | None],
 ) -> None:
     """Await ``call(scope, receive, send)`` as one request. Exceptions pass through unchanged."""
-    headers = _Headers(scope.get("headers") or ())
+    try:
+        headers = _Headers(scope.get("headers") or ())
+    except Exception as exc:  # headers not as the ASGI spec has them: the request goes on, unobserved
+        _errors.report("asgi", exc)
+        await call(scope, receive, send)
+        return
     parent = extract_remote_parent(headers, _GETTER, "traceparent")
     rec, tokens = _runtime.start_request(scope.get("method", "GET"), SpanKind.SERVER, "", parent)
     if rec is None:

@@ -25,10 +25,13 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from packaging.version import InvalidVersion, Version
+
 from .. import _compat, _errors, _runtime, multiprocess
 from ..metrics import multiprocess_mode
 from ._asgi import SCOPE_KEY, AsgiRequest, serve, serve_page
 from ._common import unwrap, wrap
+from ._library import installed_version
 
 __all__ = ["instrument", "uninstrument"]
 
@@ -85,6 +88,8 @@ def _info(app: Any) -> _AppInfo:
     if stack is not info.stack:
         info.stack = stack
         info.contrib_inside = _contrib_inside(app, stack)
+        if info.contrib_inside:
+            _defer_to_router()
         _leave_tracing_to_us(app)
     return info
 
@@ -250,11 +255,27 @@ def _reap_in_background() -> None:
         threading.Thread(target=multiprocess.reap_dead, name="infersight-reap", daemon=True).start()
 
 
+def _route_in_scope() -> bool:
+    """Starlette 1.7 and later put the matched route in ``scope["route"]``; before, the
+    ``Route.handle`` hook finds it (FastAPI's routes set it in every version)."""
+    found = installed_version("starlette")
+    try:
+        return found is not None and Version(found) >= Version("1.7")
+    except InvalidVersion:
+        return False
+
+
+def _defer_to_router() -> None:
+    """The router's hook, installed once an app with contrib's middleware is seen: until then
+    requests don't pay for it."""
+    wrap("starlette.routing", "Router.__call__", _router_call)
+
+
 def instrument() -> None:
     wrap("starlette.applications", "Starlette.__call__", _app_call)
-    wrap("starlette.routing", "Router.__call__", _router_call)
     wrap("starlette.routing", "Mount.handle", _mount_handle)
-    wrap("starlette.routing", "Route.handle", _route_handle)
+    if not _route_in_scope():
+        wrap("starlette.routing", "Route.handle", _route_handle)
     _reap_in_background()
 
 
