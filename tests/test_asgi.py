@@ -401,3 +401,63 @@ def test_a_path_the_app_owns_stays_the_apps_and_metrics_move_to_their_port() -> 
             uninstrument_all()
     assert scrape.status_code == 200 and "infersight_request_duration_seconds" in scrape.text
     assert t.spans("GET /mine")
+
+
+def test_route_template_on_starlette_versions_without_scope_route(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before Starlette 1.7 the router didn't put the route in the scope: the Route.handle hook
+    finds it. A router routing as those versions did stands in for them."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Match, Route, Router
+
+    from infersight.instrumentation import starlette as patcher
+
+    class OldRouter(Router):
+        async def app(self, scope: Any, receive: Any, send: Any) -> None:
+            for route in self.routes:
+                match, child_scope = route.matches(scope)
+                if match is Match.FULL:
+                    scope.update(child_scope)
+                    await route.handle(scope, receive, send)
+                    return
+            await self.not_found(scope, receive, send)
+
+    async def user(request: Any) -> PlainTextResponse:
+        return PlainTextResponse(request.path_params["uid"])
+
+    app = Starlette()
+    app.router = OldRouter([Route("/users/{uid}", user)])
+    monkeypatch.setattr(patcher, "_route_in_scope", lambda: False)
+    with capture() as t:
+        instrument_all(["starlette"])
+        try:
+            assert call(app, "GET", "/users/5").text == "5"
+        finally:
+            uninstrument_all()
+    assert [s.name for s in t.spans()] == ["GET /users/{uid}"]
+
+
+def test_malformed_headers_leave_the_request_to_the_app(t: Captured) -> None:
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def hello(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("hi")
+
+    sent: list[Any] = []
+
+    async def go() -> None:
+        scope = {"type": "http", "method": "GET", "path": "/", "headers": [(b"x",)], "query_string": b""}
+
+        async def receive() -> Any:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        await Starlette(routes=[Route("/", hello)])(scope, receive, send)
+
+    asyncio.run(go())
+    assert sent[0]["status"] == 200 and sent[1]["body"] == b"hi"
+    assert t.value("infersight_sdk_errors_total", component="asgi") == 1.0
