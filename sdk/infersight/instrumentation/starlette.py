@@ -19,6 +19,7 @@ are on ``INFERSIGHT_METRICS_PORT``.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import weakref
@@ -248,10 +249,15 @@ def _route_handle(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, .
     return wrapped(*args, **kwargs)
 
 
+_reaped_in: int | None = None  # the pid that started its reap (once per process)
+
+
 def _reap_in_background() -> None:
     """Spawned workers (``uvicorn --workers N``) have no gunicorn ``child_exit``: each worker, as
     it starts, merges the files of workers that died before it (see ``infersight.multiprocess``)."""
-    if multiprocess_mode():
+    global _reaped_in
+    if multiprocess_mode() and _reaped_in != os.getpid():
+        _reaped_in = os.getpid()
         threading.Thread(target=multiprocess.reap_dead, name="infersight-reap", daemon=True).start()
 
 
