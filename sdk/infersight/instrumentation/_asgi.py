@@ -40,11 +40,36 @@ _TRACEPARENT = b"traceparent"
 _CONTENT_LENGTH = b"content-length"
 
 
-class _Headers:
-    """ASGI headers (a list of byte pairs) as a propagation carrier. One pass at the start finds
-    the two the request path needs; the propagator's other lookups scan the list."""
+class _Getter:
+    def get(self, carrier: AsgiRequest, key: str) -> list[str] | None:
+        value = carrier.first(key.lower().encode("latin-1"))
+        return [value] if value is not None else None
 
-    __slots__ = ("content_length", "raw", "traceparent")
+    def keys(self, carrier: AsgiRequest) -> list[str]:
+        return [bytes(name).decode("latin-1") for name, _ in carrier.raw]
+
+
+_GETTER = _Getter()
+
+
+class AsgiRequest:
+    """What ``serve`` learns about one request while the app runs (kept in the scope). It is
+    also the propagation carrier of the request's headers (ASGI's list of byte pairs): one pass
+    at the start finds the two the request path needs, the propagator's other lookups scan."""
+
+    __slots__ = (
+        "bytes_out",
+        "content_length",
+        "disconnected",
+        "end_ns",
+        "first_ns",
+        "mounts",
+        "raw",
+        "rec",
+        "route",
+        "status",
+        "traceparent",
+    )
 
     def __init__(self, raw: Any) -> None:
         self.raw = raw
@@ -55,6 +80,14 @@ class _Headers:
                 self.traceparent = value
             elif name == _CONTENT_LENGTH:
                 self.content_length = value
+        self.rec: RequestRecord = None  # type: ignore[assignment]  # set once the request started
+        self.status = 0
+        self.bytes_out = 0
+        self.first_ns = 0
+        self.end_ns = 0
+        self.disconnected = False
+        self.mounts: list[Any] = []  # route prefixes the framework went through (Starlette's Mount)
+        self.route: Any = None  # the route that handled it, as the framework's hook saw it
 
     def __contains__(self, key: object) -> bool:
         if key == "traceparent":
@@ -69,45 +102,6 @@ class _Headers:
         return None
 
 
-class _Getter:
-    def get(self, carrier: _Headers, key: str) -> list[str] | None:
-        value = carrier.first(key.lower().encode("latin-1"))
-        return [value] if value is not None else None
-
-    def keys(self, carrier: _Headers) -> list[str]:
-        return [bytes(name).decode("latin-1") for name, _ in carrier.raw]
-
-
-_GETTER = _Getter()
-
-
-class AsgiRequest:
-    """What ``serve`` learns about one request while the app runs (kept in the scope)."""
-
-    __slots__ = (
-        "bytes_out",
-        "disconnected",
-        "end_ns",
-        "first_ns",
-        "headers",
-        "mounts",
-        "rec",
-        "route",
-        "status",
-    )
-
-    def __init__(self, rec: RequestRecord, headers: _Headers) -> None:
-        self.rec = rec
-        self.headers = headers
-        self.status = 0
-        self.bytes_out = 0
-        self.first_ns = 0
-        self.end_ns = 0
-        self.disconnected = False
-        self.mounts: list[Any] = []  # route prefixes the framework went through (Starlette's Mount)
-        self.route: Any = None  # the route that handled it, as the framework's hook saw it
-
-
 async def serve(
     call: Callable[[Scope, Receive, Send], Awaitable[None]],
     scope: Scope,
@@ -117,17 +111,17 @@ async def serve(
 ) -> None:
     """Await ``call(scope, receive, send)`` as one request. Exceptions pass through unchanged."""
     try:
-        headers = _Headers(scope.get("headers") or ())
+        state = AsgiRequest(scope.get("headers") or ())
     except Exception as exc:  # headers not as the ASGI spec has them: the request goes on, unobserved
         _errors.report("asgi", exc)
         await call(scope, receive, send)
         return
-    parent = extract_remote_parent(headers, _GETTER, "traceparent")
+    parent = extract_remote_parent(state, _GETTER, "traceparent")
     rec, tokens = _runtime.start_request(scope.get("method", "GET"), SpanKind.SERVER, "", parent)
     if rec is None:
         await call(scope, receive, send)
         return
-    state = AsgiRequest(rec, headers)
+    state.rec = rec
     scope[SCOPE_KEY] = state
 
     async def send_observed(message: Message) -> None:
@@ -184,7 +178,7 @@ def _finish(
         rec.outcome = OUTCOME_ERROR if (code >= 500 or error is not None) else OUTCOME_SUCCESS
         if state.first_ns:
             rec.first_byte_ns = state.first_ns
-        length = state.headers.content_length
+        length = state.content_length
         rec.payload_in = -1 if length is None else content_length(bytes(length).decode("latin-1"))
         rec.payload_out = state.bytes_out if state.status else -1
         attrs: dict[str, Any] = {
