@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind
 from .. import _errors, _runtime
 from .._records import RequestRecord, now_ns
 from ..conventions import ATTR, OUTCOME_ERROR, OUTCOME_SUCCESS
-from ._common import content_length, extract_remote_parent
+from ._common import content_length, extract_remote_parent, w3c_only
 
 __all__ = ["SCOPE_KEY", "AsgiRequest", "serve", "serve_page"]
 
@@ -116,7 +116,8 @@ async def serve(
         _errors.report("asgi", exc)
         await call(scope, receive, send)
         return
-    parent = extract_remote_parent(state, _GETTER, "traceparent")
+    # No traceparent and the default W3C propagator (the common case): no propagator call.
+    parent = None if state.traceparent is None and w3c_only() else extract_remote_parent(state, _GETTER, "traceparent")
     rec, tokens = _runtime.start_request(scope.get("method", "GET"), SpanKind.SERVER, "", parent)
     if rec is None:
         await call(scope, receive, send)

@@ -13,7 +13,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from .. import _compat, _errors
 
-__all__ = ["content_length", "extract_remote_parent", "is_wrapped", "unwrap", "wrap"]
+__all__ = ["content_length", "extract_remote_parent", "is_wrapped", "unwrap", "w3c_only", "wrap"]
 
 
 def _resolve(module: str, path: str) -> tuple[Any, str]:
@@ -75,6 +75,11 @@ def _is_tracecontext_only() -> bool:
         w3c_only = names <= {"TraceContextTextMapPropagator", "W3CBaggagePropagator"}
     _checked = (prop, w3c_only)
     return w3c_only
+
+
+def w3c_only() -> bool:
+    """Whether the global propagator reads only W3C ``traceparent`` (and baggage)."""
+    return _is_tracecontext_only()
 
 
 def extract_remote_parent(carrier: Any, getter: Any, traceparent_key: str) -> SpanContext | None:

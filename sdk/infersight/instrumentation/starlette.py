@@ -203,9 +203,12 @@ def _app_call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
         if info.contrib_inside:
             scope[SCOPE_KEY] = _DEFERRED
             return wrapped(*args, **kwargs)
-        page = _page(rt, instance, info, scope)
-        if page is not None:
-            return _serve_page(page, args[2])
+        metrics_path = rt.config.metrics_path
+        # Most requests: neither the metrics path (root_path stripped: its tail) nor another page.
+        if metrics_path and (rt.exposition.pages or scope.get("path", "").endswith(metrics_path)):
+            page = _page(rt, instance, info, scope)
+            if page is not None:
+                return _serve_page(page, args[2])
     except Exception as exc:
         _errors.report("starlette", exc)
         return wrapped(*args, **kwargs)
