@@ -220,7 +220,7 @@ def asgi_variants(
     request on one event loop, no sockets): an uninstrumented async endpoint, infersight (its
     Starlette instrumentation and stages), the hand-written endpoint (``hand``), and
     opentelemetry-instrumentation-fastapi alone. Then, for reference, FastAPI tracing itself
-    (what it does once a global tracer provider is set, as ``import infersight.auto`` sets one)
+    (what it does once the app has a tracer provider of its own, global or passed to FastAPI)
     with infersight's stages and histograms under its server span."""
     import asyncio
 
@@ -259,7 +259,9 @@ def asgi_variants(
         "fastapi + infersight": make_app(staged),
         "fastapi + hand-written OTel + prometheus_client": make_app(hand),
         "fastapi + otel-fastapi only": otel_app,
-        "fastapi tracing itself + infersight": make_app(staged, telemetry={"tracer_provider": native_provider}),
+        "fastapi tracing itself (own provider) + infersight": make_app(
+            staged, telemetry={"tracer_provider": native_provider}
+        ),
     }
     loop = asyncio.new_event_loop()
     headers = [(b"host", b"bench"), (b"content-length", b"0")]
@@ -288,14 +290,14 @@ def asgi_variants(
         loop.run_until_complete(app(scope, receive, send))
 
     variants = {name: (lambda a=app: call(a)) for name, app in apps.items()}
-    ours = ("fastapi + infersight", "fastapi tracing itself + infersight")
+    ours = ("fastapi + infersight", "fastapi tracing itself (own provider) + infersight")
     # Our patch is class-wide, so it is switched on only for its own blocks of requests.
     setups = {
         name: infersight_starlette.instrument if name in ours else infersight_starlette.uninstrument for name in apps
     }
     flushes = {
         "fastapi + otel-fastapi only": otel_provider.force_flush,
-        "fastapi tracing itself + infersight": native_provider.force_flush,
+        "fastapi tracing itself (own provider) + infersight": native_provider.force_flush,
     }
     return variants, flushes, setups
 
@@ -376,7 +378,9 @@ def main() -> list[str]:
     ]
     av, af, setups = asgi_variants(hand)
     af["fastapi + infersight"] = ours_flush
-    af["fastapi tracing itself + infersight"] = lambda f=af["fastapi tracing itself + infersight"]: (ours_flush(), f())
+    af["fastapi tracing itself (own provider) + infersight"] = (
+        lambda f=af["fastapi tracing itself (own provider) + infersight"]: (ours_flush(), f())
+    )
     af["fastapi + hand-written OTel + prometheus_client"] = hand_flush
     aresults = measure(av, af, flask_requests, setups=setups)
     base, ours_name = "fastapi uninstrumented", "fastapi + infersight"
