@@ -25,7 +25,7 @@ __all__ = ["LIBRARIES", "InfersightInstrumentor", "Library", "instrument_all", "
 LIBRARIES: tuple[Library, ...] = (
     Library("flask", module="flask", requirement="flask >= 3.0", patcher="flask"),
     # FastAPI apps are Starlette apps: this one object covers both.
-    Library("starlette", module="starlette.applications", requirement="starlette >= 0.40, < 2", patcher="starlette"),
+    Library("starlette", module="starlette.applications", requirement="starlette >= 0.37, < 2", patcher="starlette"),
     Library("grpc", module="grpc", requirement="grpcio >= 1.60", patcher="grpc"),  # sync and grpc.aio
     Library(
         "transformers", module="transformers.pipelines", requirement="transformers >= 4.44, < 6", patcher="transformers"
