@@ -395,8 +395,10 @@ def test_a_path_the_app_owns_stays_the_apps_and_metrics_move_to_their_port() -> 
     with capture(metrics_path="/mine", metrics_port=port, metrics_addr="127.0.0.1") as t:
         instrument_all(["starlette"])
         try:
-            assert call(starlette_app(), "GET", "/mine").text == "the app's own"
-            scrape = requests.get(f"http://127.0.0.1:{port}/mine", timeout=5)
+            app = starlette_app()
+            assert call(app, "GET", "/api/v1/items/1").status_code == 200
+            scrape = requests.get(f"http://127.0.0.1:{port}/mine", timeout=5)  # open since the first request
+            assert call(app, "GET", "/mine").text == "the app's own"
         finally:
             uninstrument_all()
     assert scrape.status_code == 200 and "infersight_request_duration_seconds" in scrape.text

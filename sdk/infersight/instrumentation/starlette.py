@@ -92,6 +92,9 @@ def _info(app: Any) -> _AppInfo:
         if info.contrib_inside:
             _defer_to_router()
         _leave_tracing_to_us(app)
+        rt = _runtime.get_runtime()
+        if rt is not None and rt.config.metrics and rt.config.metrics_path:
+            _owns(app, info, rt.config.metrics_path)  # owned: the metrics port opens now
     return info
 
 
@@ -197,7 +200,10 @@ def _app_call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
         return wrapped(*args, **kwargs)
     try:
         scope = args[0]
-        if scope.get("type") != "http" or SCOPE_KEY in scope:
+        kind = scope.get("type")
+        if kind != "http" or SCOPE_KEY in scope:
+            if kind == "lifespan":
+                _info(instance)  # at start-up: the metrics port opens before the first request
             return wrapped(*args, **kwargs)  # websocket, lifespan, or a mounted sub-app
         info = _info(instance)
         if info.contrib_inside:
