@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import wrapt
 from packaging.version import InvalidVersion, Version
 
 from .. import _compat, _errors, _runtime, multiprocess
@@ -101,9 +102,10 @@ def _info(app: Any) -> _AppInfo:
 def _leave_tracing_to_us(app: Any) -> None:
     """FastAPI traces its requests itself once any tracer provider is set, and infersight sets
     one when the app has none. A provider only infersight made then turns FastAPI's tracing
-    off for this app (from its next request), so the server span is infersight's, at a fraction
-    of the cost; a provider the user set, globally or in ``FastAPI(telemetry=...)``, leaves it on,
-    and infersight's stages join FastAPI's server span."""
+    off for this app, so the server span is infersight's, at a fraction of the cost; a provider
+    the user set, globally or in ``FastAPI(telemetry=...)``, leaves it on, and infersight's
+    stages join FastAPI's server span. Run when the app is created, and again on its first
+    request (for an app created before infersight started)."""
     rt = _runtime.get_runtime()
     config = _compat.fastapi_telemetry_config(app)
     if rt is not None and rt.owns_provider and config is not None and config["tracer_provider"] is None:
@@ -286,7 +288,37 @@ def _defer_to_router() -> None:
     wrap("starlette.routing", "Router.__call__", _router_call)
 
 
+def _fastapi_init(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    result = wrapped(*args, **kwargs)
+    try:
+        _leave_tracing_to_us(instance)  # from the app's first request
+    except Exception as exc:
+        _errors.report("starlette", exc)
+    return result
+
+
+_active = False  # wrapt can't take the FastAPI import hook back: it checks this
+
+
+def _on_fastapi_import(_module: Any) -> None:
+    if _active:
+        try:
+            wrap("fastapi.applications", "FastAPI.__init__", _fastapi_init)
+        except Exception as exc:
+            _errors.report("starlette", exc)
+
+
+_fastapi_hooked = False
+
+
 def instrument() -> None:
+    global _active, _fastapi_hooked
+    _active = True
+    if "fastapi.applications" in sys.modules:
+        _on_fastapi_import(sys.modules["fastapi.applications"])
+    elif not _fastapi_hooked:
+        _fastapi_hooked = True
+        wrapt.register_post_import_hook(_on_fastapi_import, "fastapi.applications")
     wrap("starlette.applications", "Starlette.__call__", _app_call)
     wrap("starlette.routing", "Mount.handle", _mount_handle)
     if not _route_in_scope():
@@ -295,6 +327,9 @@ def instrument() -> None:
 
 
 def uninstrument() -> None:
+    global _active
+    _active = False
+    unwrap("fastapi.applications", "FastAPI.__init__")
     unwrap("starlette.applications", "Starlette.__call__")
     unwrap("starlette.routing", "Router.__call__")
     unwrap("starlette.routing", "Mount.handle")
