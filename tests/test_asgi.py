@@ -127,7 +127,7 @@ class Uvicorn:
 @pytest.fixture
 def t() -> Iterator[Captured]:
     with capture(models={"clf": {"version": "7", "slo_p99_seconds": 0.5}}) as captured:
-        instrument_all(["starlette"])
+        instrument_all(["starlette", "fastapi"])
         try:
             yield captured
         finally:
@@ -345,7 +345,7 @@ def test_fastapi_tracing_switched_on_only_by_our_provider_is_left_to_us(
     monkeypatch.setattr(trace, "get_tracer_provider", lambda: t.provider)  # as if set globally
     uninstrument_all()
     before = fastapi_app()
-    instrument_all(["starlette"])
+    instrument_all(["starlette", "fastapi"])
     after = fastapi_app()
     for app in (after, after, before, before):
         assert call(app, "POST", "/predict/x", json={"text": "a"}).status_code == 200

@@ -85,7 +85,7 @@ def test_supported_ranges_hold_the_installed_versions() -> None:
 def test_instrumentation_dependencies_come_from_the_objects(monkeypatch: pytest.MonkeyPatch) -> None:
     deps = InfersightInstrumentor().instrumentation_dependencies()
     assert list(deps) == [library.requirement for library in LIBRARIES]
-    assert {Requirement(dep).name for dep in deps} == {"flask", "starlette", "grpcio", "transformers"}
+    assert {Requirement(dep).name for dep in deps} == {"flask", "starlette", "fastapi", "grpcio", "transformers"}
     extra = Library("extra", module="extra_lib", requirement="extra-lib >= 1.0", patcher="extra")
     monkeypatch.setattr(instrumentation, "LIBRARIES", (*LIBRARIES, extra))
     assert list(InfersightInstrumentor().instrumentation_dependencies())[-1] == "extra-lib >= 1.0"
@@ -160,6 +160,7 @@ from infersight.instrumentation._common import is_wrapped
 print(json.dumps({"before": before, "fired": sorted(fired),
                   "flask": is_wrapped(flask.Flask.__dict__["wsgi_app"]),
                   "starlette": is_wrapped(Starlette.__dict__["__call__"]),
+                  "fastapi": is_wrapped(fastapi.FastAPI.__dict__["__init__"]),
                   "grpc": is_wrapped(vars(grpc)["server"]), "aio": is_wrapped(vars(grpc.aio)["server"])}))
 """
 
@@ -170,9 +171,10 @@ def test_hooks_fire_on_import_in_a_fresh_interpreter() -> None:
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out == {
         "before": [],
-        "fired": [["flask", True], ["grpc", True], ["starlette", True]],
+        "fired": [["fastapi", True], ["flask", True], ["grpc", True], ["starlette", True]],
         "flask": True,
         "starlette": True,
+        "fastapi": True,
         "grpc": True,
         "aio": True,
     }

@@ -7,7 +7,7 @@ comes from the matched route (``scope["route"]`` in recent Starlette, ``Route.ha
 with the prefixes of the ``Mount``s in front of it (``Mount.handle``), or from FastAPI's record
 of an included router's route. WebSocket and lifespan scopes pass through untouched.
 
-FastAPI traces requests itself when a tracer provider is set: see ``_leave_tracing_to_us``.
+FastAPI traces requests itself when a tracer provider is set: see ``instrumentation.fastapi``.
 opentelemetry-instrumentation-fastapi puts its middleware inside the app's middleware stack,
 below ``Starlette.__call__``. When an app's stack holds that middleware, the request is taken at
 the app's router instead (``Router.__call__``), inside the contrib SERVER span, so there is one
@@ -26,7 +26,6 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-import wrapt
 from packaging.version import InvalidVersion, Version
 
 from .. import _compat, _errors, _runtime, multiprocess
@@ -34,6 +33,7 @@ from ..metrics import multiprocess_mode
 from ._asgi import SCOPE_KEY, AsgiRequest, serve, serve_page
 from ._common import unwrap, wrap
 from ._library import installed_version
+from .fastapi import hand_over_tracing
 
 __all__ = ["instrument", "uninstrument"]
 
@@ -92,24 +92,11 @@ def _info(app: Any) -> _AppInfo:
         info.contrib_inside = _contrib_inside(app, stack)
         if info.contrib_inside:
             _defer_to_router()
-        _leave_tracing_to_us(app)
+        hand_over_tracing(app)  # an app created before infersight started: from its next request
         rt = _runtime.get_runtime()
         if rt is not None and rt.config.metrics and rt.config.metrics_path:
             _owns(app, info, rt.config.metrics_path)  # owned: the metrics port opens now
     return info
-
-
-def _leave_tracing_to_us(app: Any) -> None:
-    """FastAPI traces its requests itself once any tracer provider is set, and infersight sets
-    one when the app has none. A provider only infersight made then turns FastAPI's tracing
-    off for this app, so the server span is infersight's, at a fraction of the cost; a provider
-    the user set, globally or in ``FastAPI(telemetry=...)``, leaves it on, and infersight's
-    stages join FastAPI's server span. Run when the app is created, and again on its first
-    request (for an app created before infersight started)."""
-    rt = _runtime.get_runtime()
-    config = _compat.fastapi_telemetry_config(app)
-    if rt is not None and rt.owns_provider and config is not None and config["tracer_provider"] is None:
-        config["tracing"] = False
 
 
 def _owns(app: Any, info: _AppInfo, path: str) -> bool:
@@ -288,37 +275,7 @@ def _defer_to_router() -> None:
     wrap("starlette.routing", "Router.__call__", _router_call)
 
 
-def _fastapi_init(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    result = wrapped(*args, **kwargs)
-    try:
-        _leave_tracing_to_us(instance)  # from the app's first request
-    except Exception as exc:
-        _errors.report("starlette", exc)
-    return result
-
-
-_active = False  # wrapt can't take the FastAPI import hook back: it checks this
-
-
-def _on_fastapi_import(_module: Any) -> None:
-    if _active:
-        try:
-            wrap("fastapi.applications", "FastAPI.__init__", _fastapi_init)
-        except Exception as exc:
-            _errors.report("starlette", exc)
-
-
-_fastapi_hooked = False
-
-
 def instrument() -> None:
-    global _active, _fastapi_hooked
-    _active = True
-    if "fastapi.applications" in sys.modules:
-        _on_fastapi_import(sys.modules["fastapi.applications"])
-    elif not _fastapi_hooked:
-        _fastapi_hooked = True
-        wrapt.register_post_import_hook(_on_fastapi_import, "fastapi.applications")
     wrap("starlette.applications", "Starlette.__call__", _app_call)
     wrap("starlette.routing", "Mount.handle", _mount_handle)
     if not _route_in_scope():
@@ -327,9 +284,6 @@ def instrument() -> None:
 
 
 def uninstrument() -> None:
-    global _active
-    _active = False
-    unwrap("fastapi.applications", "FastAPI.__init__")
     unwrap("starlette.applications", "Starlette.__call__")
     unwrap("starlette.routing", "Router.__call__")
     unwrap("starlette.routing", "Mount.handle")
