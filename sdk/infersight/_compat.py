@@ -34,6 +34,8 @@ __all__ = [
     "batch_queues",
     "composite_propagators",
     "fast_otlp_exporter_class",
+    "fastapi_route_template",
+    "fastapi_telemetry_config",
     "flask_app_traced_by_contrib",
     "histogram_parts",
     "is_wrapt_wrapper",
@@ -401,6 +403,64 @@ def _probe_wrapt() -> bool:
     return is_wrapt_wrapper(Owner.__dict__["method"]) and not is_wrapt_wrapper(lambda: None)
 
 
+# ---- FastAPI -------------------------------------------------------------------------------
+
+
+def fastapi_route_template(scope: Any) -> str | None:
+    """The matched route's full template when FastAPI routed through an included router (whose
+    routes keep the path they had in their own router, without the prefixes): FastAPI keeps it
+    in the scope's ``fastapi`` dict. None on a plain Starlette route or an older FastAPI."""
+    state = scope.get("fastapi")
+    if not isinstance(state, dict):
+        return None
+    path = getattr(state.get("effective_route_context"), "path_format", None)
+    return path if isinstance(path, str) and path else None
+
+
+def fastapi_telemetry_config(app: Any) -> dict[str, Any] | None:
+    """The app's own-telemetry settings, which FastAPI reads on each request (``tracing``,
+    ``tracer_provider``, ...). None on a FastAPI without them, or where they moved."""
+    config = getattr(app, "_telemetry", None)
+    if isinstance(config, dict) and "tracing" in config and "tracer_provider" in config:
+        return config
+    return None
+
+
+def _probe_fastapi_telemetry_config() -> bool:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    config = fastapi_telemetry_config(app)
+    native = getattr(app, "_native_telemetry", None)
+    return config is not None and getattr(native, "config", None) is config
+
+
+def _probe_fastapi_route_template() -> bool:
+    import asyncio
+
+    from fastapi import APIRouter, FastAPI
+
+    seen: list[str | None] = []
+    router = APIRouter(prefix="/items")
+
+    @router.get("/{item_id}")
+    def item(item_id: int) -> None: ...
+
+    app = FastAPI()
+    app.include_router(router, prefix="/v1")
+    scope = {"type": "http", "method": "GET", "path": "/v1/items/1", "headers": [], "query_string": b""}
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            seen.append(fastapi_route_template(scope))
+
+    asyncio.run(app(scope, receive, send))
+    return seen == ["/v1/items/{item_id}"]
+
+
 # Name -> a check that the internal is where this module looks for it, on the installed versions.
 # ``multiprocess_values_lock`` is probed in a process started in multiprocess mode (the mode is
 # chosen when prometheus_client is imported): see tests/test_compat.py.
@@ -418,4 +478,6 @@ PROBES: dict[str, Callable[[], bool]] = {
     "prometheus.histogram_parts": _probe_histogram,
     "prometheus.mmap_dict": _probe_mmap,
     "prometheus.multiprocess_collector_path": _probe_multiprocess_collector,
+    "fastapi.route_template": _probe_fastapi_route_template,
+    "fastapi.telemetry_config": _probe_fastapi_telemetry_config,
 }

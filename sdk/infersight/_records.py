@@ -94,6 +94,7 @@ class RequestRecord:
         "end_ns",
         "endpoint",
         "error",
+        "first_byte_ns",
         "kind",
         "live_span",
         "model",
@@ -131,6 +132,7 @@ class RequestRecord:
         self.deferred = False  # another instrumentation's server span is yet to start (see _runtime)
         self.start_ns = now_ns()
         self.end_ns = 0
+        self.first_byte_ns = 0  # streaming responses: when the first body chunk went out
         self.model: str | None = None
         self.version: str | None = None
         self.stages: list[StageRecord] = []

@@ -416,13 +416,19 @@ def adopt_server_span(rec: RequestRecord) -> None:
 
 
 def finish_request(
-    rec: RequestRecord | None, tokens: Tokens, error: BaseException | None = None, outcome: str | None = None
+    rec: RequestRecord | None,
+    tokens: Tokens,
+    error: BaseException | None = None,
+    outcome: str | None = None,
+    end_ns: int = 0,
 ) -> None:
+    """``end_ns`` (``now_ns()`` clock): when the request ended, if before this call (a streamed
+    response's last byte, before background tasks ran)."""
     if rec is None:
         return
     rt = _runtime
     try:
-        rec.end_ns = now_ns()
+        rec.end_ns = end_ns or now_ns()
         rec.error = error
         if outcome is not None:
             rec.outcome = outcome
