@@ -64,7 +64,7 @@ def test_routes(labels: dict[str, str], receiver: str) -> None:
 
 def test_shipped_timings_and_grouping() -> None:
     route = _config()["route"]
-    assert route["group_by"] == ["alertname", "model"]
+    assert route["group_by"] == ["alertname", "model", "stage"]
     # Production values, explicit (the live test below uses a copy with 1s).
     assert (route["group_wait"], route["group_interval"]) == ("30s", "5m")
     assert "repeat_interval" in route
@@ -172,3 +172,23 @@ def test_live_alertmanager_inhibits(live: tuple[Service, WebhookReceiver]) -> No
     assert not _notified(hook, "/ticket", alertname="InferenceP99RegressionVsYesterday", model="inh-bert")
     assert not _notified(hook, "/ticket", alertname="InferenceLatencySLOBurnRate", model="inh-llama")
     assert _notified(hook, "/page", alertname="InferenceLatencySLOBurnRate", model="inh-llama")
+
+
+@pytest.mark.timeout(30)
+def test_live_alertmanager_one_notification_names_model_and_stage(live: tuple[Service, WebhookReceiver]) -> None:
+    am, hook = live
+    post_alerts(
+        am.url,
+        [
+            _alert(alertname="InferenceP99AboveSLO", severity="warning", model="att-bert"),
+            _alert(alertname="InferenceSLOBreachByStage", severity="warning", model="att-bert", stage="preprocess"),
+            _alert(alertname="InferenceP99AboveSLO", severity="warning", model="att-gpt"),  # no stage named
+        ],
+    )
+    _, body = hook.wait_for(
+        lambda p, b: isinstance(b, dict) and b.get("groupLabels", {}).get("model") == "att-bert", timeout=15
+    )
+    assert body["groupLabels"] == {"alertname": "InferenceSLOBreachByStage", "model": "att-bert", "stage": "preprocess"}
+    wait_until(lambda: _notified(hook, "/ticket", model="att-gpt"), 15, what="gpt ticket")
+    time.sleep(1.5)  # let every group flush once more
+    assert not _notified(hook, "/ticket", alertname="InferenceP99AboveSLO", model="att-bert")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from infersight.conventions import METRIC
+from infersight.conventions import METRIC, OUTSIDE_STAGES
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "prometheus-rules"
@@ -32,6 +32,7 @@ OUTPUT = RULES_DIR / "slo.rules.yaml"
 K8S_MONITORING = ROOT / "deploy" / "kubernetes" / "monitoring"
 PROMETHEUS_RULES = K8S_MONITORING / "prometheusrules.yaml"
 POD_MONITORS = K8S_MONITORING / "podmonitors.yaml"
+ATTRIBUTION = RULES_DIR / "attribution.rules.yaml"
 PART_OF = {"app.kubernetes.io/part-of": "infersight"}
 RUNBOOK = "https://github.com/infersight/infersight/blob/main/docs/runbook.md"
 
@@ -235,7 +236,138 @@ def render_pod_monitors(scrapes: tuple[Scrape, ...] = SCRAPES) -> str:
 
 def outputs() -> dict[Path, str]:
     slo = render()
-    return {OUTPUT: slo, PROMETHEUS_RULES: render_prometheus_rules(slo), POD_MONITORS: render_pod_monitors()}
+    files = {OUTPUT: slo, ATTRIBUTION: render_attribution()}
+    return {**files, PROMETHEUS_RULES: render_prometheus_rules(slo), POD_MONITORS: render_pod_monitors()}
+
+
+# ---- Attribution: which stage or layer an SLO breach comes from, with no day of history ----
+
+_STAGE_P99 = "model_stage:infersight_stage_duration_seconds:p99_5m"  # latency.rules.yaml
+_MODEL_P99 = "model:infersight_request_duration_seconds:p99_5m"
+_MODEL_RATE = "model:infersight_request_duration_seconds_count:rate5m"
+_LAYER_P99 = "model_stage:infersight_stage_duration_seconds:p99_layers_5m"
+_LAYER_DELTA = "model_stage:infersight_stage_duration_seconds:p99_delta_1h"
+_STAGE_MEAN = "model_stage:infersight_stage_duration_seconds:mean_5m"
+_CPU_MEAN = "model_stage:infersight_stage_cpu_seconds:mean_5m"
+_CPU_SHARE = "model_stage:infersight_stage_cpu_seconds:growth_share_1h"
+_GIL_P99 = "instance:infersight_gil_wait_seconds:p99_5m"
+_PAYLOAD_MEAN = "model:infersight_payload_size_bytes:mean_5m"
+_PAYLOAD_CHANGE = "model:infersight_payload_size_bytes:ratio_1h"
+_TOKENS_MEAN = "model:infersight_input_tokens:mean_5m"
+_TOKENS_CHANGE = "model:infersight_input_tokens:ratio_1h"
+ATTRIBUTION_ALERT = "InferenceSLOBreachByStage"
+WAITING_BELOW = 0.5  # CPU grew by less than half of what the wall time grew: the stage waited
+GIL_SLOW_S = 0.005  # the probe's P99 lateness above which the GIL, not the stage, is named
+PAYLOAD_CHANGED = 1.5  # payload or token means this many times an hour ago (or less than PAYLOAD_SHRANK)
+PAYLOAD_SHRANK = 0.67
+
+
+def _mean(metric: str, by: str) -> str:
+    return f"sum by ({by}) (rate({metric}_sum[5m]))\n/ sum by ({by}) (rate({metric}_count[5m]))"
+
+
+def _vs_hour(record: str) -> str:
+    return f"{record} / ({record} offset 1h)"
+
+
+def _query(promql: str, *args: str) -> str:
+    """``{{ with <promql, %s filled with args> | query }}``: an annotation's note, when it has a value."""
+    return f'{{{{ with printf "{promql}" {" ".join(args)} | query }}}}'
+
+
+def render_attribution() -> str:
+    """prometheus-rules/attribution.rules.yaml: an alert beside InferenceP99AboveSLO that names
+    the stage, or the time outside the stages, whose P99 moved most against the last hour (on a
+    fresh deployment, with no hour of history: the largest P99), whether it computed or waited,
+    whether the GIL was contended, and whether payloads or token counts changed."""
+    outside = METRIC.OUTSIDE_STAGES.name
+    records = [
+        (
+            "model_le:infersight_outside_stages_seconds_bucket:rate5m",
+            f"sum by (model, le) (rate({outside}_bucket[5m]))",
+        ),
+        (
+            _LAYER_P99,
+            f"{_STAGE_P99}\nor\nlabel_replace(\n  histogram_quantile(0.99, "
+            f'model_le:infersight_outside_stages_seconds_bucket:rate5m),\n  "stage", "{OUTSIDE_STAGES}", "", ""\n)',
+        ),
+        (_LAYER_DELTA, f"{_LAYER_P99} - ({_LAYER_P99} offset 1h)\nor\n{_LAYER_P99}"),
+        (_STAGE_MEAN, _mean(METRIC.STAGE_DURATION.name, "model, stage")),
+        (_CPU_MEAN, _mean(METRIC.STAGE_CPU.name, "model, stage")),
+        # CPU growth over wall growth against an hour ago (without the hour: CPU over wall).
+        (
+            _CPU_SHARE,
+            f"({_CPU_MEAN} - ({_CPU_MEAN} offset 1h))\n/ ({_STAGE_MEAN} - ({_STAGE_MEAN} offset 1h))\n"
+            f"or\n{_CPU_MEAN} / {_STAGE_MEAN}",
+        ),
+        (
+            _GIL_P99,
+            f"histogram_quantile(0.99, sum by (instance, le) (rate({METRIC.GIL_WAIT.name}_bucket[5m])))",
+        ),
+        (_PAYLOAD_MEAN, _mean(METRIC.PAYLOAD_SIZE.name, "model")),
+        (_PAYLOAD_CHANGE, _vs_hour(_PAYLOAD_MEAN)),
+        (_TOKENS_MEAN, _mean(METRIC.INPUT_TOKENS.name, "model")),
+        (_TOKENS_CHANGE, _vs_hour(_TOKENS_MEAN)),
+    ]
+    slo = METRIC.MODEL_SLO_P99.name
+    expr = (
+        f"topk by (model) (1, {_LAYER_DELTA})\n"
+        f"and on (model)\n({_MODEL_P99} > on (model) group_left max by (model) ({slo}))\n"
+        f"and on (model)\n{_MODEL_RATE} >= 1"
+    )
+    # Notes filled in by Prometheus when the alert fires (promtool tests them too).
+    model, stage = "$labels.model", "$labels.stage"
+    value = "(. | first | value)"
+    kind = (
+        _query(f"{_CPU_SHARE}{{model='%s',stage='%s'}}", model, stage)
+        + f"{{{{ if lt {value} {WAITING_BELOW} }}}} Waiting (locks, I/O, the GIL or a GPU sync): its CPU time"
+        " did not grow with its wall time.{{ else }} Computing: its CPU time grew with its wall time.{{ end }}{{ end }}"
+    )
+    on_model = "on (instance) group_left max by (instance) (infersight_model_info{model='%s'})"
+    gil = (
+        _query(f"max({_GIL_P99} * {on_model}) > {GIL_SLOW_S}", model)
+        + " GIL contention: a probe thread waited {{ . | first | value | humanizeDuration }} for the GIL"
+        " (P99).{{ end }}"
+    )
+    changes = ""
+    for record, what in ((_PAYLOAD_CHANGE, "payload"), (_TOKENS_CHANGE, "tokens")):
+        changes += (
+            _query(
+                f"{record}{{model='%s'}} > {PAYLOAD_CHANGED} or {record}{{model='%s'}} < {PAYLOAD_SHRANK}", model, model
+            )
+            + f' {what} ×{{{{ {value} | printf "%.1f" }}}} against an hour ago.{{{{ end }}}}'
+        )
+    alert = {
+        "alert": ATTRIBUTION_ALERT,
+        "expr": expr,
+        "for": "10m",
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": "A model is over its P99 SLO; the stage or layer responsible is named.",
+            "description": (
+                "Model {{ $labels.model }} is over its P99 objective. Its P99 moved most in"
+                f" {{{{ $labels.stage }}}} (+{{{{ $value | humanizeDuration }}}} against an hour ago, or its"
+                f" P99 with no hour of history; {OUTSIDE_STAGES} is time no stage covers: parsing,"
+                " the framework, queueing).\n" + kind + gil + changes
+            ),
+            "runbook_url": f"{RUNBOOK}#{ATTRIBUTION_ALERT.lower()}",
+        },
+    }
+    doc = {
+        "groups": [
+            {
+                "name": "infersight-attribution-recording",
+                "rules": [{"record": r, "expr": e} for r, e in records],
+            },
+            {"name": "infersight-attribution-alerts", "rules": [alert]},
+        ]
+    }
+    header = (
+        "# Generated by tools/gen_rules.py (render_attribution), do not edit.\n"
+        "# Which stage or layer an SLO breach comes from, with no day of history; reads latency.rules.yaml.\n"
+        "# Runbook: docs/runbook.md#attribution\n"
+    )
+    return header + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=120)
 
 
 def main(argv: list[str] | None = None) -> int:

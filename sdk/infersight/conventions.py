@@ -53,6 +53,8 @@ LATENCY_BUCKETS = (
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 PAYLOAD_BYTES_BUCKETS = (64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216)
 TOKEN_BUCKETS = (8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
+# How late a thread gets the GIL back: from 100 us (idle) to 1 s (a thread that never yields).
+GIL_WAIT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 RATIO_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 MetricType = Literal["counter", "gauge", "histogram"]
@@ -97,6 +99,27 @@ class METRIC:
         "Latency of one stage (preprocess, model, postprocess, or a custom stage) of a request.",
         ("model", "stage"),
         LATENCY_BUCKETS,
+    )
+    STAGE_CPU = _m(
+        "stage_cpu_seconds",
+        "histogram",
+        "CPU time of the stage's thread during the stage; wall time minus this is waiting (locks, I/O, GIL, GPU).",
+        ("model", "stage"),
+        LATENCY_BUCKETS,
+    )
+    OUTSIDE_STAGES = _m(
+        "outside_stages_seconds",
+        "histogram",
+        "Part of a request that no stage covers: parsing, the framework, queueing in the server's threads.",
+        ("model",),
+        LATENCY_BUCKETS,
+    )
+    GIL_WAIT = _m(
+        "gil_wait_seconds",
+        "histogram",
+        "How late a probe thread woke from a 5 ms sleep: time spent waiting for the GIL (and the CPU).",
+        (),
+        GIL_WAIT_BUCKETS,
     )
     TIME_TO_FIRST_BYTE = _m(
         "time_to_first_byte_seconds",
@@ -340,6 +363,8 @@ class ATTR:
     GPU_BUSY_SECONDS = "infersight.gpu.busy_s"
     GPU_WALL_SECONDS = "infersight.gpu.wall_s"
     GPU_COUNTER_SOURCE = "infersight.gpu.counter_source"  # "gpm_delta" | "sampler_window"
+    STAGE_CPU_SECONDS = "infersight.stage.cpu_s"  # thread CPU time inside the stage
+    OUTSIDE_STAGES_SECONDS = "infersight.outside_stages_s"  # request time no stage covers
     GPU_PREFIX = "infersight.gpu."  # + counter name, e.g. infersight.gpu.sm_active
 
 
@@ -348,3 +373,4 @@ OUTCOME_SUCCESS = "success"
 OUTCOME_ERROR = "error"
 OVERFLOW_LABEL_VALUE = "other"
 UNKNOWN = "unknown"
+OUTSIDE_STAGES = "outside_stages"  # the stage label of the time no stage covers, in alerts and top
