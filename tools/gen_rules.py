@@ -260,6 +260,7 @@ WAITING_BELOW = 0.5  # CPU grew by less than half of what the wall time grew: th
 GIL_SLOW_S = 0.005  # the probe's P99 lateness above which the GIL, not the stage, is named
 PAYLOAD_CHANGED = 1.5  # payload or token means this many times an hour ago (or less than PAYLOAD_SHRANK)
 PAYLOAD_SHRANK = 0.67
+TIMES = "\N{MULTIPLICATION SIGN}"  # as in "payload x4.0", the sign by name for the linter
 
 
 def _mean(metric: str, by: str) -> str:
@@ -335,7 +336,7 @@ def render_attribution() -> str:
             _query(
                 f"{record}{{model='%s'}} > {PAYLOAD_CHANGED} or {record}{{model='%s'}} < {PAYLOAD_SHRANK}", model, model
             )
-            + f' {what} ×{{{{ {value} | printf "%.1f" }}}} against an hour ago.{{{{ end }}}}'
+            + f' {what} {TIMES}{{{{ {value} | printf "%.1f" }}}} against an hour ago.{{{{ end }}}}'
         )
     alert = {
         "alert": ATTRIBUTION_ALERT,
