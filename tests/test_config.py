@@ -49,6 +49,8 @@ def test_traces_protocol_variable_beats_the_generic_one() -> None:
         ({"INFERSIGHT_FLUSH_INTERVAL": "-1"}, "flush_interval_s", "INFERSIGHT_FLUSH_INTERVAL"),
         ({"INFERSIGHT_MODELS": "{not json"}, "models", "INFERSIGHT_MODELS"),
         ({"INFERSIGHT_GPU": "sometimes"}, "gpu", "INFERSIGHT_GPU"),
+        ({"INFERSIGHT_GIL_PROBE": "maybe"}, "gil_probe", "INFERSIGHT_GIL_PROBE"),
+        ({"INFERSIGHT_STAGE_CPU_TIME": "2"}, "stage_cpu_time", "INFERSIGHT_STAGE_CPU_TIME"),
     ],
 )
 def test_bad_env_names_setting_and_variable(env: dict[str, str], setting: str, var: str) -> None:
@@ -210,6 +212,8 @@ VALID: dict[str, st.SearchStrategy[tuple[str, object]]] = {
     "queue_size": _ints(1, 10_000_000),
     "flush_interval_s": _floats(0, 1e6, positive=True),
     "shutdown_timeout_s": _floats(0, 300),
+    "stage_cpu_time": _BOOLS,
+    "gil_probe": _BOOLS,
     "gpu": _choices("auto", "on", "off"),
     "gpu_interval_s": _floats(0, 1e6, positive=True),
     "gpu_span_snapshots": _BOOLS,

@@ -10,7 +10,7 @@ from typing import Any
 
 from . import _errors
 from ._keep import TailKeep
-from ._records import RequestRecord, StageRecord, refresh_epoch_offset
+from ._records import RequestRecord, StageRecord, outside_stages_ns, refresh_epoch_offset
 from ._spans import SpanEmitter
 from .conventions import ATTR, UNKNOWN
 from .hooks import StageHook, call_hooks
@@ -135,6 +135,9 @@ class Worker:
         attrs[ATTR.MODEL_VERSION] = version
         if stage.batch_size:
             attrs[ATTR.BATCH_SIZE] = stage.batch_size
+        cpu = stage.cpu_seconds()
+        if cpu is not None:
+            attrs[ATTR.STAGE_CPU_SECONDS] = cpu
         if self.hooks:
             call_hooks(self.hooks, "enrich", stage, attrs)
         return attrs
@@ -169,6 +172,11 @@ class Worker:
             self.metrics.observe_request(rec, model, version)
         else:
             model, version = rec.model or UNKNOWN, rec.version or UNKNOWN
+        if rec.stages:  # a request with no stage has nothing to tell apart
+            outside = outside_stages_ns(rec) / 1e9
+            rec.set_attr(ATTR.OUTSIDE_STAGES_SECONDS, outside)
+            if self.metrics is not None:
+                self.metrics.observe_outside_stages(rec, model, outside)
         stage_attrs = [self._process_stage(stage, rec, (model, version)) for stage in rec.stages]
         if self.emitter is not None:
             self.emitter.emit(rec, model, version, stage_attrs)

@@ -11,7 +11,15 @@ from contextvars import ContextVar
 from random import getrandbits
 from typing import Any
 
-__all__ = ["RequestRecord", "StageRecord", "current_request", "current_stage", "now_ns", "wall_ns"]
+__all__ = [
+    "RequestRecord",
+    "StageRecord",
+    "current_request",
+    "current_stage",
+    "now_ns",
+    "outside_stages_ns",
+    "wall_ns",
+]
 
 now_ns = time.perf_counter_ns
 
@@ -41,6 +49,8 @@ class StageRecord:
         "attrs",
         "base_attrs",
         "batch_size",
+        "cpu_end_ns",
+        "cpu_start_ns",
         "end_ns",
         "error",
         "extras",
@@ -78,11 +88,37 @@ class StageRecord:
         # Filled by stage hooks (GPU counters, CUDA events); read by the worker.
         self.extras: dict[str, Any] | None = None
         self.batch_size = 0
+        # Thread CPU time at the boundaries (time.thread_time_ns), when INFERSIGHT_STAGE_CPU_TIME.
+        self.cpu_start_ns = -1
+        self.cpu_end_ns = -1
 
     def set_attr(self, key: str, value: Any) -> None:
         if self.attrs is None:
             self.attrs = {}
         self.attrs[key] = value
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time of the stage's thread during the stage; None when not measured or when it
+        cannot be the stage's own (ended on another thread: more CPU than wall time, or less than 0)."""
+        if self.cpu_start_ns < 0 or self.cpu_end_ns < 0:
+            return None
+        cpu = self.cpu_end_ns - self.cpu_start_ns
+        # thread_time ticks coarser than perf_counter on some systems: 1 ms of slack.
+        if cpu < 0 or cpu > self.end_ns - self.start_ns + 1_000_000:
+            return None
+        return min(cpu, self.end_ns - self.start_ns) / 1e9
+
+
+def outside_stages_ns(rec: RequestRecord) -> int:
+    """The part of a request no stage of it covers (stages may nest or overlap), in ns."""
+    start, end = rec.start_ns, rec.end_ns
+    covered, reach = 0, start
+    for st_start, st_end in sorted((s.start_ns, s.end_ns) for s in rec.stages):
+        st_start, st_end = max(st_start, reach), min(st_end, end)
+        if st_end > st_start:
+            covered += st_end - st_start
+            reach = st_end
+    return max(0, end - start - covered)
 
 
 class RequestRecord:

@@ -22,6 +22,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from . import _compat, _errors, _signals
 from ._excluded_urls import ExcludedUrls
+from ._gil import GilProbe
 from ._keep import TailKeep
 from ._pipeline import Worker
 from ._records import (
@@ -140,6 +141,9 @@ class Runtime:
             self.metrics, emitter, self.hooks, config.queue_size, config.flush_interval_s, keep, by_endpoint
         )
         self.exposition = Exposition(registry, drain=self.worker.drain)
+        # Read by start_stage/end_stage: None turns the CPU-time reads off.
+        self.thread_time: Callable[[], int] | None = time.thread_time_ns if config.stage_cpu_time else None
+        self.gil_probe = GilProbe(self.metrics.gil_wait) if config.gil_probe and self.metrics is not None else None
         self.excluded_urls = ExcludedUrls()
         self.gpu: Sampler | None = None
         self.drift: DriftMonitor | None = None
@@ -215,7 +219,7 @@ class Runtime:
             if self.worker.emitter is not None:
                 self.worker.emitter.resource = self.resource
         self.worker.after_fork_in_child()
-        for part in (self.gpu, self.drift):
+        for part in (self.gpu, self.drift, self.gil_probe):
             if part is not None:
                 part.after_fork_in_child()
 
@@ -226,7 +230,7 @@ class Runtime:
         timeout = self.config.shutdown_timeout_s if timeout_s is None else timeout_s
         # One deadline for the whole close: a signal handler waits for no longer than this.
         deadline = time.monotonic() + timeout
-        for part in (self.gpu, self.drift, self.metrics_server):
+        for part in (self.gpu, self.drift, self.metrics_server, self.gil_probe):
             if part is None:
                 continue
             try:
@@ -290,6 +294,8 @@ def init(
         if start_parts is not None:
             start_parts(rt)
         rt.worker.start()
+        if rt.gil_probe is not None:
+            rt.gil_probe.start()
         _runtime = rt
     _signals.install(_flush_on_signal, cfg.shutdown_timeout_s)
     return rt
@@ -482,6 +488,9 @@ def start_stage(name: str, model: str | None = None) -> tuple[StageRecord | None
             otel_token = _attach_span(span_ctx)
         if rt.hooks:
             call_hooks(rt.hooks, "on_stage_start", st)
+        thread_time = rt.thread_time
+        if thread_time is not None:
+            st.cpu_start_ns = thread_time()
         st.start_ns = now_ns()  # after the hooks, so a GPM snapshot isn't billed to the stage
         return st, (stage_token, otel_token)
     except Exception as exc:
@@ -507,6 +516,8 @@ def end_stage(st: StageRecord | None, tokens: Tokens, error: BaseException | Non
     rt = _runtime
     try:
         st.end_ns = now_ns()
+        if rt is not None and rt.thread_time is not None:
+            st.cpu_end_ns = rt.thread_time()
         st.error = error
         if rt is not None and rt.hooks:
             call_hooks(rt.hooks, "on_stage_end", st)

@@ -103,6 +103,8 @@ class Config:
     ``INFERSIGHT_QUEUE_SIZE``                 request records buffered for the background worker (20000)
     ``INFERSIGHT_FLUSH_INTERVAL``             seconds between background flushes (0.1)
     ``INFERSIGHT_SHUTDOWN_TIMEOUT``           seconds shutdown may spend flushing (3)
+    ``INFERSIGHT_STAGE_CPU_TIME``             thread CPU time of each stage beside its wall time (true)
+    ``INFERSIGHT_GIL_PROBE``                  a thread that measures how late it gets the GIL (true)
     ``INFERSIGHT_GPU``                        ``auto`` (default), ``on`` or ``off``
     ``INFERSIGHT_GPU_INTERVAL``               GPU sampler period in seconds (1.0)
     ``INFERSIGHT_GPU_SPAN_SNAPSHOTS``         GPM snapshot at model-stage boundaries (false)
@@ -138,6 +140,10 @@ class Config:
     # RSS (memory.py), past the 30 MB budget: docs/worker.md.
     flush_interval_s: float = 0.1
     shutdown_timeout_s: float = 3.0
+    # Two thread_time_ns() calls per stage: benchmarks/stage_cpu.py measures them.
+    stage_cpu_time: bool = True
+    # 200 short wake-ups a second (5 ms sleeps): benchmarks/stage_cpu.py measures the cost.
+    gil_probe: bool = True
     gpu: str = "auto"
     gpu_interval_s: float = 1.0
     # Off by default: two NVML calls per model stage on the request path (41-51 us each on an H200).
@@ -371,6 +377,8 @@ _ENV: dict[str, tuple[str, Any]] = {
     "queue_size": ("INFERSIGHT_QUEUE_SIZE", int),
     "flush_interval_s": ("INFERSIGHT_FLUSH_INTERVAL", _parse_float),
     "shutdown_timeout_s": ("INFERSIGHT_SHUTDOWN_TIMEOUT", _parse_float),
+    "stage_cpu_time": ("INFERSIGHT_STAGE_CPU_TIME", _parse_bool),
+    "gil_probe": ("INFERSIGHT_GIL_PROBE", _parse_bool),
     "gpu": ("INFERSIGHT_GPU", lambda s: s.lower()),
     "gpu_interval_s": ("INFERSIGHT_GPU_INTERVAL", _parse_float),
     "gpu_span_snapshots": ("INFERSIGHT_GPU_SPAN_SNAPSHOTS", _parse_bool),

@@ -76,6 +76,9 @@ class InferenceMetrics:
         latest = {"multiprocess_mode": "mostrecent"} if mp else {}
         self.request_duration = make(METRIC.REQUEST_DURATION)
         self.stage_duration = make(METRIC.STAGE_DURATION)
+        self.stage_cpu = make(METRIC.STAGE_CPU)
+        self.outside_stages = make(METRIC.OUTSIDE_STAGES)
+        self.gil_wait = make(METRIC.GIL_WAIT)
         self.time_to_first_byte = make(METRIC.TIME_TO_FIRST_BYTE)
         self.in_flight = make(METRIC.REQUESTS_IN_FLIGHT, **livesum)
         # The request path's two calls. One process: a set read at scrape time (add and discard
@@ -176,11 +179,18 @@ class InferenceMetrics:
         name = self.limiter.bound("stage", stage.name)
         ex = self._exemplar(stage.sampled, stage.trace_id, stage.span_id)
         self._observe(self._child(self.stage_duration, model, name), (stage.end_ns - stage.start_ns) / 1e9, ex)
+        cpu = stage.cpu_seconds()
+        if cpu is not None:
+            self._observe(self._child(self.stage_cpu, model, name), cpu, ex)
         if stage.error is not None:
             exc_type = self.limiter.bound("exception_type", type(stage.error).__qualname__)
             self._child(self.errors, model, name, exc_type).inc()
         if stage.batch_size > 0:
             self._observe(self._child(self.batch_size, model), stage.batch_size, ex)
+
+    def observe_outside_stages(self, rec: RequestRecord, model: str, seconds: float) -> None:
+        ex = self._exemplar(rec.sampled, rec.trace_id, rec.span_id)
+        self._observe(self._child(self.outside_stages, model), seconds, ex)
 
     def record_model_load(self, model: str, version: str | None, seconds: float) -> None:
         name, ver = self.model_labels(model, version)
