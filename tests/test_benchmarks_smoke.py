@@ -57,6 +57,7 @@ EXPECTED = {
         "| infersight |",
         "added P99 at 50% load, infersight:",
     ],
+    "benchmarks/stage_cpu.py": ["| what | on ns | off ns | on / off | added |", "thread_time_ns:"],
     "benchmarks/collector_load.py": ["| t s | RSS MiB | anonymous MiB |", "accepted rate:", "collector RSS: **max"],
 }
 

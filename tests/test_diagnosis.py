@@ -104,3 +104,53 @@ def test_gil_probe_off() -> None:
         time.sleep(0.05)
         assert t.value("infersight_gil_wait_seconds_count") == 0.0
         assert not any(th.name == "infersight-gil-probe" for th in threading.enumerate())
+
+
+def test_top_says_waiting_gil_contention_payload_and_outside_stages() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from infersight import top
+    from infersight.conventions import METRIC
+    from infersight.metrics import make_metric
+
+    reg = CollectorRegistry()
+    wall, cpu, outside, gil, payload = (
+        make_metric(spec, reg)
+        for spec in (
+            METRIC.STAGE_DURATION,
+            METRIC.STAGE_CPU,
+            METRIC.OUTSIDE_STAGES,
+            METRIC.GIL_WAIT,
+            METRIC.PAYLOAD_SIZE,
+        )
+    )
+
+    def window(tokenize_s: float, gil_late_s: float, body: int) -> top.Samples:
+        for _ in range(50):
+            wall.labels("bert", "preprocess").observe(tokenize_s)
+            cpu.labels("bert", "preprocess").observe(0.004)  # the same CPU time: the rest is waiting
+            model_s = 0.05 if tokenize_s < 0.01 else 0.09
+            wall.labels("bert", "model").observe(model_s)
+            cpu.labels("bert", "model").observe(model_s)  # it computes more
+            outside.labels("bert").observe(0.002)
+            gil.observe(gil_late_s)
+            payload.labels("bert", "request").observe(body)
+        return top.parse_metrics(generate_latest(reg).decode())
+
+    source = top.MetricsSource("unused")
+    first = window(0.005, 0.0002, 1000)
+    quiet = top.build_snapshot(first, None, 1.0, "test")
+    source._first = top.means_from_samples(first, None, quiet)
+    top.diagnose(quiet, source._first, None)
+    text = top.render(quiet)
+    assert "no GIL contention" in text and "waiting" not in text and "payload" not in text
+
+    second = window(0.3, 0.03, 4000)
+    snap = top.build_snapshot(second, first, 1.0, "test")
+    top.diagnose(snap, top.means_from_samples(second, first, snap), source._first)
+    text = top.render(snap)
+    lines = {ln.split()[0]: ln for ln in text.splitlines() if ln.strip()}
+    assert "waiting (GIL contention)" in lines["preprocess"], text
+    assert "computing" in lines["model"], text
+    assert "payload \N{MULTIPLICATION SIGN}4.0" in lines["bert"], text
+    assert "outside_stages" in lines and "GIL contention" in text

@@ -25,15 +25,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .conventions import METRIC, OUTCOME_ERROR, STAGES
+from .conventions import METRIC, OUTCOME_ERROR, OUTSIDE_STAGES, STAGES
 
 __all__ = [
     "Alert",
+    "Means",
     "MetricsSource",
     "PrometheusSource",
     "Row",
     "Snapshot",
     "bucket_quantile",
+    "diagnose",
     "main",
     "render",
 ]
@@ -83,6 +85,8 @@ class Snapshot:
     gpus: dict[str, float] = field(default_factory=dict)  # "0 (name)" -> utilization 0-1
     alerts: list[Alert] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what could not be fetched
+    notes: dict[Any, str] = field(default_factory=dict)  # model or (model, stage) -> "waiting", "payload x4.0"
+    gil_p99: float = NAN  # the GIL probe's P99 lateness (seconds), over all processes read
     taken_at: float = field(default_factory=time.time)
 
 
@@ -196,6 +200,7 @@ class PrometheusSource:
         for labels, value in results["gpu"]:
             snap.gpus[f"{labels.get('gpu', '?')} ({labels.get('name', '')})"] = value
         if not unreachable:
+            _prometheus_diagnose(self, snap)
             try:
                 snap.alerts = self.alerts()
             except Exception as exc:
@@ -261,6 +266,7 @@ class MetricsSource:
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self._last: tuple[float, Samples] | None = None
+        self._first: Means | None = None
 
     def scrape(self) -> Samples:
         req = urllib.request.Request(self.url, headers={"Accept": "text/plain;version=0.0.4"})
@@ -274,7 +280,11 @@ class MetricsSource:
         now, samples = time.monotonic(), self.scrape()
         then, before = self._last
         self._last = (now, samples)
-        return build_snapshot(samples, before, now - then, f"metrics {self.url}")
+        snap = build_snapshot(samples, before, now - then, f"metrics {self.url}")
+        means = means_from_samples(samples, before, snap)
+        self._first = self._first or means  # the baseline: the first window top read
+        diagnose(snap, means, self._first)
+        return snap
 
 
 def build_snapshot(samples: Samples, before: Samples | None, elapsed_s: float, source: str) -> Snapshot:
@@ -372,16 +382,20 @@ def render(snap: Snapshot, color: bool = False, width: int = 100) -> str:
         err_cell = paint(f"{err:>8}", _RED) if not math.isnan(row.error_ratio) and row.error_ratio > 0 else f"{err:>8}"
         lines.append(
             f"{model[:27]:<28}{_ms(row.p50):>9}{_ms(row.p95):>9}{p99_cell}"
-            f"{_ms(row.slo_p99):>9}  {status or ' ' * 6}{row.rps:>8.1f}{err_cell}"
+            f"{_ms(row.slo_p99):>9}  {status or ' ' * 6}{row.rps:>8.1f}{err_cell}" + _note(snap, model)
         )
         for m, stage in model_stages:
             st = snap.stages[(m, stage)]
             lines.append(
                 paint(
-                    f"  {stage[:25]:<26}{_ms(st.p50):>9}{_ms(st.p95):>9}{_ms(st.p99):>9}{'':>9}  {'':<6}{st.rps:>8.1f}",
+                    f"  {stage[:25]:<26}{_ms(st.p50):>9}{_ms(st.p95):>9}{_ms(st.p99):>9}{'':>9}  {'':<6}{st.rps:>8.1f}"
+                    + _note(snap, (m, stage)),
                     _DIM,
                 )
             )
+    if not math.isnan(snap.gil_p99):
+        lines.append("")
+        lines.append(_gil_line(snap.gil_p99))
     if snap.gpus:
         lines.append("")
         busy = (f"{name}: {util * 100:.0f}% busy" for name, util in sorted(snap.gpus.items()))
@@ -449,3 +463,125 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="infersight top", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))
+
+
+# ---- Diagnosis: computing or waiting, GIL contention, payload changes --------------------
+
+_STAGE_CPU = METRIC.STAGE_CPU.name
+_OUTSIDE = METRIC.OUTSIDE_STAGES.name
+_GIL = METRIC.GIL_WAIT.name
+_PAYLOAD = METRIC.PAYLOAD_SIZE.name
+_TOKENS = METRIC.INPUT_TOKENS.name
+GREW = 1.2  # a stage's mean wall time this many times its baseline (and 1 ms more) "grew"
+WAITING_BELOW = 0.5  # CPU grew by less than this share of the wall-time growth: waiting
+GIL_CONTENDED_S = 0.005  # the probe's P99 lateness above which top says "GIL contention"
+CHANGED = 1.5  # payload or token means this many times the baseline (or 1/this) are noted
+TIMES = "\N{MULTIPLICATION SIGN}"
+
+
+@dataclass
+class Means:
+    """Mean seconds per stage (wall and thread CPU), payload bytes and tokens per model, in one window."""
+
+    wall: dict[tuple[str, str], float] = field(default_factory=dict)
+    cpu: dict[tuple[str, str], float] = field(default_factory=dict)
+    payload: dict[str, float] = field(default_factory=dict)
+    tokens: dict[str, float] = field(default_factory=dict)
+
+
+def _ratio(sums: dict[tuple[str, ...], float], counts: dict[tuple[str, ...], float]) -> dict[tuple[str, ...], float]:
+    return {k: v / counts[k] for k, v in sums.items() if counts.get(k, 0.0) > 0}
+
+
+def means_from_samples(samples: Samples, before: Samples | None, snap: Snapshot) -> Means:
+    """The means over the window, and the outside-stages row and GIL P99 put into ``snap``."""
+    d = _delta(samples, before)
+    pair = ("model", "stage")
+    means = Means(
+        wall=_ratio(_sum_by(d, f"{_STAGE}_sum", pair), _sum_by(d, f"{_STAGE}_count", pair)),  # type: ignore[arg-type]
+        cpu=_ratio(_sum_by(d, f"{_STAGE_CPU}_sum", pair), _sum_by(d, f"{_STAGE_CPU}_count", pair)),  # type: ignore[arg-type]
+    )
+    for name, into in ((_PAYLOAD, means.payload), (_TOKENS, means.tokens)):
+        for (model,), value in _ratio(
+            _sum_by(d, f"{name}_sum", ("model",)), _sum_by(d, f"{name}_count", ("model",))
+        ).items():
+            into[model] = value
+    for (model,), qs in _quantiles(d, f"{_OUTSIDE}_bucket", ("model",)).items():
+        row = snap.stages.setdefault((model, OUTSIDE_STAGES), Row())
+        row.p50, row.p95, row.p99 = qs
+        row.rps = snap.models.get(model, Row()).rps  # one observation per request with stages
+    gil = _quantiles(d, f"{_GIL}_bucket", ())
+    if gil:
+        snap.gil_p99 = gil[()][2]
+    return means
+
+
+def diagnose(snap: Snapshot, now: Means, before: Means | None) -> None:
+    """Notes for ``render``: per stage its CPU share of wall time, and "waiting" or "computing"
+    when its wall time grew against ``before``; per model "payload xN" / "tokens xN"."""
+    contended = not math.isnan(snap.gil_p99) and snap.gil_p99 > GIL_CONTENDED_S
+    for key, wall in now.wall.items():
+        cpu = now.cpu.get(key)
+        if cpu is None or wall <= 0:
+            continue
+        note = f"cpu {min(cpu / wall, 1.0) * 100:.0f}%"
+        was_wall = before.wall.get(key) if before else None
+        was_cpu = before.cpu.get(key) if before else None
+        if was_wall is not None and was_cpu is not None and wall > was_wall * GREW + 0.001:
+            if cpu - was_cpu < WAITING_BELOW * (wall - was_wall):
+                note += ", waiting" + (" (GIL contention)" if contended else "")
+            else:
+                note += ", computing"
+        snap.notes[key] = note
+    if before is None:
+        return
+    for what, current, baseline in (("payload", now.payload, before.payload), ("tokens", now.tokens, before.tokens)):
+        for model, value in current.items():
+            was = baseline.get(model)
+            if was and value > 0 and (value / was > CHANGED or was / value > CHANGED):
+                old = snap.notes.get(model)
+                snap.notes[model] = (old + ", " if old else "") + f"{what} {TIMES}{value / was:.1f}"
+
+
+def _note(snap: Snapshot, key: Any) -> str:
+    note = snap.notes.get(key)
+    return f"  {note}" if note else ""
+
+
+def _gil_line(p99: float) -> str:
+    verdict = "GIL contention" if p99 > GIL_CONTENDED_S else "no GIL contention"
+    return f"GIL  probe P99 {_ms(p99)} late: {verdict}"
+
+
+def _prometheus_means(source: PrometheusSource, snap: Snapshot, offset: str) -> Means:
+    w, means = source.window, Means()
+
+    def mean(metric: str, by: str) -> list[tuple[dict[str, str], float]]:
+        sums = f"sum by ({by}) (rate({metric}_sum[{w}]{offset}))"
+        return source.query(f"{sums} / sum by ({by}) (rate({metric}_count[{w}]{offset}))")
+
+    for labels, value in mean(_STAGE, "model, stage"):
+        means.wall[(labels.get("model", "?"), labels.get("stage", "?"))] = value
+    for labels, value in mean(_STAGE_CPU, "model, stage"):
+        means.cpu[(labels.get("model", "?"), labels.get("stage", "?"))] = value
+    for labels, value in mean(_PAYLOAD, "model"):
+        means.payload[labels.get("model", "?")] = value
+    for labels, value in mean(_TOKENS, "model"):
+        means.tokens[labels.get("model", "?")] = value
+    return means
+
+
+def _prometheus_diagnose(source: PrometheusSource, snap: Snapshot) -> None:
+    """Now against an hour ago (as the alert InferenceSLOBreachByStage does), plus the
+    outside-stages row and the GIL probe's P99."""
+    w = source.window
+    try:
+        for q in QUANTILES:
+            expr = f"histogram_quantile({q}, sum by (model, le) (rate({_OUTSIDE}_bucket[{w}])))"
+            for labels, value in source.query(expr):
+                snap.stages.setdefault((labels.get("model", "?"), OUTSIDE_STAGES), Row()).set_quantile(q, value)
+        for _, value in source.query(f"histogram_quantile(0.99, sum by (le) (rate({_GIL}_bucket[{w}])))"):
+            snap.gil_p99 = value
+        diagnose(snap, _prometheus_means(source, snap, ""), _prometheus_means(source, snap, " offset 1h"))
+    except Exception as exc:
+        snap.problems.append(f"diagnosis: {exc}")
