@@ -459,6 +459,32 @@ def stages() -> Iterable[Any]:
         target(gauge(METRIC.FIRST_REQUEST_DURATION, REQ, "model, version"), "{{model}} {{version}} first request"),
         step=True,
     )
+    yield from diagnosis()
+
+
+def diagnosis() -> Iterable[Any]:
+    """Computing or waiting per stage, the GIL, and the time outside the stages (docs/diagnosis.md)."""
+    yield "Computing or waiting"
+    yield ts(
+        "Stage mean wall time and CPU time",
+        "Did a stage compute more (CPU grew with wall time) or wait more (locks, I/O, the GIL, a GPU sync)?",
+        "s",
+        target(mean(METRIC.STAGE_DURATION, MODEL, "model, stage"), "{{model}} / {{stage}} wall"),
+        target(mean(METRIC.STAGE_CPU, MODEL, "model, stage"), "{{model}} / {{stage}} cpu"),
+    )
+    yield ts(
+        "Time outside the stages P99 / P50",
+        "Do requests queue for a worker thread, or spend longer in the framework, outside every stage?",
+        "s",
+        target(quantile(0.99, METRIC.OUTSIDE_STAGES, MODEL, "model"), "{{model}} p99", exemplar=True),
+        target(quantile(0.5, METRIC.OUTSIDE_STAGES, MODEL, "model"), "{{model}} p50"),
+    )
+    yield ts(
+        "GIL wait P99 by instance",
+        "How late does a thread get the GIL back (probe after a 5 ms sleep)? Over 5 ms: GIL contention.",
+        "s",
+        target(quantile(0.99, METRIC.GIL_WAIT, INST, "instance"), "{{instance}}"),
+    )
 
 
 def gpu() -> Iterable[Any]:
