@@ -255,6 +255,7 @@ _PAYLOAD_MEAN = "model:infersight_payload_size_bytes:mean_5m"
 _PAYLOAD_CHANGE = "model:infersight_payload_size_bytes:ratio_1h"
 _TOKENS_MEAN = "model:infersight_input_tokens:mean_5m"
 _TOKENS_CHANGE = "model:infersight_input_tokens:ratio_1h"
+_TRAFFIC_CHANGE = "model:infersight_request_duration_seconds_count:ratio_1h"
 ATTRIBUTION_ALERT = "InferenceSLOBreachByStage"
 WAITING_BELOW = 0.5  # CPU grew by less than half of what the wall time grew: the stage waited
 GIL_SLOW_S = 0.005  # the probe's P99 lateness above which the GIL, not the stage, is named
@@ -309,6 +310,7 @@ def render_attribution() -> str:
         (_PAYLOAD_CHANGE, _vs_hour(_PAYLOAD_MEAN)),
         (_TOKENS_MEAN, _mean(METRIC.INPUT_TOKENS.name, "model")),
         (_TOKENS_CHANGE, _vs_hour(_TOKENS_MEAN)),
+        (_TRAFFIC_CHANGE, _vs_hour(_MODEL_RATE)),
     ]
     slo = METRIC.MODEL_SLO_P99.name
     expr = (
@@ -338,6 +340,13 @@ def render_attribution() -> str:
             )
             + f' {what} {TIMES}{{{{ {value} | printf "%.1f" }}}} against an hour ago.{{{{ end }}}}'
         )
+    # A load spike: more requests than an hour ago; with the time outside the stages, they queue.
+    changes += (
+        _query(f"{_TRAFFIC_CHANGE}{{model='%s'}} > {PAYLOAD_CHANGED}", model)
+        + f' traffic {TIMES}{{{{ {value} | printf "%.1f" }}}} against an hour ago'
+        + f'{{{{ if eq $labels.stage "{OUTSIDE_STAGES}" }}}}: requests queue for the server\'s threads{{{{ end }}}}.'
+        + "{{ end }}"
+    )
     alert = {
         "alert": ATTRIBUTION_ALERT,
         "expr": expr,
