@@ -17,12 +17,19 @@ def _spin(seconds: float) -> None:
         pass
 
 
+def _burn_cpu(seconds: float) -> None:
+    """This thread's CPU time, not wall time: a loaded machine can't make it compute less."""
+    end = time.thread_time() + seconds
+    while time.thread_time() < end:
+        pass
+
+
 def test_stage_cpu_time_tells_computing_from_waiting(telemetry: Captured) -> None:
     lock = threading.Lock()
     lock.acquire()
     with infersight.request(model="m"):
         with infersight.stage("preprocess"):
-            _spin(0.03)
+            _burn_cpu(0.02)
         with infersight.stage("postprocess"):
             threading.Timer(0.03, lock.release).start()
             assert lock.acquire(timeout=5)  # waits ~30 ms on a lock
