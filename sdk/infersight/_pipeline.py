@@ -126,7 +126,7 @@ class Worker:
         self._wake = threading.Event()
         self.start()
 
-    def _stage_attrs(self, stage: StageRecord, model: str, version: str) -> dict[str, Any]:
+    def _stage_attrs(self, stage: StageRecord, model: str, version: str, cpu: float | None) -> dict[str, Any]:
         attrs: dict[str, Any] = dict(stage.base_attrs) if stage.base_attrs else {}
         if stage.attrs:
             attrs.update(stage.attrs)
@@ -135,7 +135,6 @@ class Worker:
         attrs[ATTR.MODEL_VERSION] = version
         if stage.batch_size:
             attrs[ATTR.BATCH_SIZE] = stage.batch_size
-        cpu = stage.cpu_seconds()
         if cpu is not None:
             attrs[ATTR.STAGE_CPU_SECONDS] = cpu
         if self.hooks:
@@ -154,9 +153,10 @@ class Worker:
         else:
             model = stage.model or (owner.model if owner else None) or UNKNOWN
             version = (owner.version if owner else None) or UNKNOWN
+        cpu = stage.cpu_seconds()
         if self.metrics is not None:
-            self.metrics.observe_stage(stage, model)
-        attrs = self._stage_attrs(stage, model, version)
+            self.metrics.observe_stage(stage, model, cpu)
+        attrs = self._stage_attrs(stage, model, version, cpu)
         if rec is None and self.emitter is not None:
             self.emitter.emit_stage(stage, attrs)
         return attrs

@@ -175,13 +175,13 @@ class InferenceMetrics:
             self._observe(self._child(self.queue_wait, model), rec.queue_wait_s, ex)
         self._batch.count(self.records, None)
 
-    def observe_stage(self, stage: StageRecord, model: str) -> None:
+    def observe_stage(self, stage: StageRecord, model: str, cpu: float | None = None) -> None:
+        """``cpu``: ``stage.cpu_seconds()``, computed once by the worker for the metric and the span."""
         name = self.limiter.bound("stage", stage.name)
         ex = self._exemplar(stage.sampled, stage.trace_id, stage.span_id)
         self._observe(self._child(self.stage_duration, model, name), (stage.end_ns - stage.start_ns) / 1e9, ex)
-        cpu = stage.cpu_seconds()
         if cpu is not None:
-            self._observe(self._child(self.stage_cpu, model, name), cpu, ex)
+            self._observe(self._child(self.stage_cpu, model, name), cpu, None)  # the wall time's exemplar will do
         if stage.error is not None:
             exc_type = self.limiter.bound("exception_type", type(stage.error).__qualname__)
             self._child(self.errors, model, name, exc_type).inc()
