@@ -435,11 +435,7 @@ def finish_request(
         elif rec.outcome is None:
             rec.outcome = OUTCOME_ERROR if error is not None else OUTCOME_SUCCESS
         rec.live_span = None  # it refers to the record: no cycle left for the GC
-        req_token, otel_token = tokens
-        if otel_token is not None:
-            _reset(otel_token)
-        if req_token is not None:
-            current_request.reset(req_token)
+        suspend_request(tokens)
     except Exception as exc:
         _errors.report("request", exc)
     if rt is not None:
@@ -449,6 +445,27 @@ def finish_request(
             rt.worker.submit(rec)
         except Exception as exc:
             _errors.report("request", exc)
+
+
+def suspend_request(tokens: Tokens) -> None:
+    """Leave the request's context without ending it: a WSGI response streamed after the app
+    returned goes on in the server's loop, where the request must not stay current."""
+    req_token, otel_token = tokens
+    if otel_token is not None:
+        _reset(otel_token)
+    if req_token is not None:
+        current_request.reset(req_token)
+
+
+def resume_request(rec: RequestRecord) -> Tokens:
+    """Make a suspended request current again, while the server pulls its next streamed chunk
+    (stages in the response's generator nest under it)."""
+    try:
+        otel_token = _attach(rec.live_span) if rec.live_span is not None else None
+        return current_request.set(rec), otel_token
+    except Exception as exc:
+        _errors.report("request", exc)
+        return None, None
 
 
 def start_stage(name: str, model: str | None = None) -> tuple[StageRecord | None, Tokens]:
