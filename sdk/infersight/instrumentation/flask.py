@@ -19,7 +19,7 @@ from prometheus_client import REGISTRY
 
 from .. import _compat, _errors, _runtime
 from .._records import current_request, now_ns
-from ..conventions import ATTR, OUTCOME_ERROR, OUTCOME_SUCCESS
+from ..conventions import ATTR, OUTCOME_ERROR
 from ._common import content_length, extract_remote_parent, unwrap, wrap
 
 __all__ = ["instrument", "uninstrument"]
