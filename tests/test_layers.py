@@ -16,6 +16,7 @@ import grpc.aio
 import httpx
 import pytest
 import requests
+from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 from tests.test_asgi import Uvicorn
@@ -80,7 +81,7 @@ def one(spans: Any, kind: SpanKind) -> ReadableSpan:
     return found[0]
 
 
-def assert_layers(t: Captured, target: str, endpoint: str, header: str | None) -> None:
+def assert_layers(t: Captured, target: str, endpoint: str, header: str | None, ours: bool = True) -> None:
     """One CLIENT span, the server's span its child, the client histogram and the remainder."""
     assert header is not None and "total;dur=" in header
     server_total = _server_timing.total_seconds(header)
@@ -92,14 +93,16 @@ def assert_layers(t: Captured, target: str, endpoint: str, header: str | None) -
     client, server = one(spans, SpanKind.CLIENT), one(spans, SpanKind.SERVER)
     assert server.parent is not None and server.parent.span_id == client.context.span_id
     assert server.context.trace_id == client.context.trace_id
-    network = client.attributes[infersight.conventions.ATTR.CLIENT_NETWORK]  # type: ignore[index]
-    client_total = (client.end_time - client.start_time) / 1e9  # type: ignore[operator]
-    assert network == pytest.approx(max(0.0, client_total - server_total), abs=1e-3)
+    assert (client.instrumentation_scope.name == "infersight") is ours  # type: ignore[union-attr]
+    if ours:
+        network = client.attributes[infersight.conventions.ATTR.CLIENT_NETWORK]  # type: ignore[index]
+        client_total = (client.end_time - client.start_time) / 1e9  # type: ignore[operator]
+        assert network == pytest.approx(max(0.0, client_total - server_total), abs=1e-3)
     labels = {"target": target, "endpoint": endpoint}
     assert t.value("infersight_client_request_duration_seconds_count", outcome="success", **labels) == 1
     assert t.value("infersight_client_network_seconds_count", **labels) == 1
     text = t.openmetrics()
-    exemplar = f'trace_id="{client.context.trace_id:032x}"'
+    exemplar = f'span_id="{client.context.span_id:016x}",trace_id="{client.context.trace_id:032x}"'
     assert any(
         line.startswith("infersight_client_network_seconds_bucket") and exemplar in line for line in text.splitlines()
     )
@@ -159,7 +162,7 @@ async def _say_async(request: bytes, context: Any) -> bytes:
 METHOD = "/layers.Echo/Say"
 
 
-def test_grpc_sync_trailer_and_channel(t: Captured) -> None:
+def _grpc_sync_call() -> tuple[int, dict[str, Any]]:
     handler = grpc.method_handlers_generic_handler("layers.Echo", {"Say": grpc.unary_unary_rpc_method_handler(_say)})
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=(handler,))
     port = server.add_insecure_port("127.0.0.1:0")
@@ -168,31 +171,36 @@ def test_grpc_sync_trailer_and_channel(t: Captured) -> None:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             reply, call = channel.unary_unary(METHOD).with_call(b"hi", timeout=10)
         assert reply == b"hi"
-        trailing = dict(call.trailing_metadata())
-        assert trailing["own-key"] == "kept"  # the servicer's own trailers stay
-        assert_layers(t, f"127.0.0.1:{port}", METHOD.lstrip("/"), trailing.get("server-timing"))
+        return port, dict(call.trailing_metadata())
     finally:
         server.stop(0).wait(5)
 
 
-def test_grpc_aio_trailer_and_channel(t: Captured) -> None:
-    async def scenario() -> tuple[int, Any]:
-        handler = grpc.method_handlers_generic_handler(
-            "layers.Echo", {"Say": grpc.unary_unary_rpc_method_handler(_say_async)}
-        )
-        server = grpc.aio.server(handlers=(handler,))
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                call = channel.unary_unary(METHOD)(b"hi", timeout=10)
-                assert await call == b"hi"
-                return port, await call.trailing_metadata()
-        finally:
-            await server.stop(0)
+async def _grpc_aio_call() -> tuple[int, dict[str, Any]]:
+    handler = grpc.method_handlers_generic_handler(
+        "layers.Echo", {"Say": grpc.unary_unary_rpc_method_handler(_say_async)}
+    )
+    server = grpc.aio.server(handlers=(handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.unary_unary(METHOD)(b"hi", timeout=10)
+            assert await call == b"hi"
+            return port, dict(await call.trailing_metadata())
+    finally:
+        await server.stop(0)
 
-    port, trailing = asyncio.run(asyncio.wait_for(scenario(), 20))
-    assert_layers(t, f"127.0.0.1:{port}", METHOD.lstrip("/"), dict(trailing).get("server-timing"))
+
+def test_grpc_sync_trailer_and_channel(t: Captured) -> None:
+    port, trailing = _grpc_sync_call()
+    assert trailing["own-key"] == "kept"  # the servicer's own trailers stay
+    assert_layers(t, f"127.0.0.1:{port}", METHOD.lstrip("/"), trailing.get("server-timing"))
+
+
+def test_grpc_aio_trailer_and_channel(t: Captured) -> None:
+    port, trailing = asyncio.run(asyncio.wait_for(_grpc_aio_call(), 20))
+    assert_layers(t, f"127.0.0.1:{port}", METHOD.lstrip("/"), trailing.get("server-timing"))
 
 
 def test_the_setting_turns_the_header_off() -> None:
@@ -246,3 +254,76 @@ def test_client_errors_pass_through_unchanged_and_are_counted(t: Captured) -> No
 )
 def test_reading_the_total(header: str | None, seconds: float | None) -> None:
     assert _server_timing.total_seconds(header) == (pytest.approx(seconds) if seconds is not None else None)
+
+
+def _contrib(library: str) -> Any:
+    if library == "requests":
+        from opentelemetry.instrumentation.requests import RequestsInstrumentor
+
+        return RequestsInstrumentor()
+    if library == "httpx":
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+        return HTTPXClientInstrumentor()
+    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcInstrumentorClient
+
+    return GrpcInstrumentorClient() if library == "grpc" else GrpcAioInstrumentorClient()
+
+
+@pytest.mark.parametrize("contrib_first", [True, False], ids=["contrib_first", "infersight_first"])
+@pytest.mark.parametrize("library", ["requests", "httpx", "grpc", "grpc_aio"])
+def test_beside_the_contrib_client_there_is_one_client_span(
+    library: str, contrib_first: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Theirs is the call's CLIENT span and the exemplar; infersight adds only its metrics."""
+    with capture() as t:
+        # otel-grpc's sync channel wrapper takes the global provider: this test's, for now.
+        monkeypatch.setattr(otel_trace, "get_tracer_provider", lambda: t.provider)
+        contrib = _contrib(library)
+        ours = [
+            "flask",
+            "grpc",
+            "requests" if library == "requests" else "httpx" if library == "httpx" else "grpc_client",
+        ]
+        if contrib_first:
+            contrib.instrument(tracer_provider=t.provider)
+        instrument_all(ours)
+        if not contrib_first:
+            contrib.instrument(tracer_provider=t.provider)
+        try:
+            if library in ("requests", "httpx"):
+                with FlaskServer() as base:
+                    get = requests.get if library == "requests" else httpx.get
+                    header = get(f"{base}/predict", timeout=10).headers.get("server-timing")
+                    assert_layers(t, base.removeprefix("http://"), "/predict", header, ours=False)
+            elif library == "grpc":
+                port, trailing = _grpc_sync_call()
+                assert_layers(t, f"127.0.0.1:{port}", METHOD.lstrip("/"), trailing.get("server-timing"), ours=False)
+            else:
+                port, trailing = asyncio.run(asyncio.wait_for(_grpc_aio_call(), 20))
+                assert_layers(t, f"127.0.0.1:{port}", METHOD.lstrip("/"), trailing.get("server-timing"), ours=False)
+        finally:
+            if contrib_first:  # undone in reverse: each side's unwrap takes off the outer wrapper
+                uninstrument_all()
+                contrib.uninstrument()
+            else:
+                contrib.uninstrument()
+                uninstrument_all()
+
+
+def test_uninstrument_takes_off_only_infersight_wrapper_beneath_the_contrib_one() -> None:
+    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+    from infersight.instrumentation._common import is_wrapped
+
+    contrib = HTTPXClientInstrumentor()
+    with capture():
+        instrument_all(["httpx"])
+        contrib.instrument()
+        try:
+            uninstrument_all()  # ours is the inner wrapper here
+            current = vars(httpx.HTTPTransport)["handle_request"]
+            assert is_wrapped(current) and not is_wrapped(current.__wrapped__)  # theirs alone
+        finally:
+            contrib.uninstrument()
+    assert not is_wrapped(vars(httpx.HTTPTransport)["handle_request"])

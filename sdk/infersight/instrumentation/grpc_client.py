@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from .. import _errors
+from .. import _compat, _errors
 from ..conventions import ATTR, SERVER_TIMING_HEADER
 from ._client import Call
 from ._common import unwrap, wrap
@@ -132,13 +132,18 @@ class _AioInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[mis
 
 
 def _channel(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    channel = wrapped(*args, **kwargs)
-    try:
-        target = str(args[0] if args else kwargs.get("target", ""))
-        return grpc.intercept_channel(channel, _Interceptor(target))
-    except Exception as exc:
-        _errors.report("grpc_client", exc)
-        return channel
+    target = str(args[0] if args else kwargs.get("target", ""))
+
+    def intercepted(channel: Any) -> Any:
+        try:
+            return grpc.intercept_channel(channel, _Interceptor(target))
+        except Exception as exc:
+            _errors.report("grpc_client", exc)
+            return channel
+
+    # Innermost: an OpenTelemetry client interceptor patched in before infersight stays outside
+    # ours, so its CLIENT span is current when ours runs (and is the call's one span).
+    return _compat.call_innermost(wrapped, args, kwargs, intercepted)
 
 
 def _aio_channel(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
