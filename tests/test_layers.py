@@ -327,3 +327,33 @@ def test_uninstrument_takes_off_only_infersight_wrapper_beneath_the_contrib_one(
         finally:
             contrib.uninstrument()
     assert not is_wrapped(vars(httpx.HTTPTransport)["handle_request"])
+
+
+def test_a_traced_call_into_a_flask_app_otel_flask_traces_has_one_server_span() -> None:
+    """The client's traceparent reaches both server instrumentations: the SERVER span is
+    otel-flask's, the child of the client's span, with infersight's stages beneath it."""
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    with capture() as t:
+        instrument_all(["flask", "requests"])
+        app = flask_app()
+        FlaskInstrumentor().instrument_app(app, tracer_provider=t.provider)
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            assert requests.get(f"http://127.0.0.1:{server.server_port}/predict", timeout=10).ok
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not any(s.name == "model" for s in t.spans()):
+                time.sleep(0.01)
+            spans = t.spans()
+            client, served = one(spans, SpanKind.CLIENT), one(spans, SpanKind.SERVER)
+            assert served.instrumentation_scope.name != "infersight"  # type: ignore[union-attr]
+            assert served.parent is not None and served.parent.span_id == client.context.span_id
+            (model,) = [s for s in spans if s.name == "model"]
+            assert model.parent is not None and model.parent.span_id == served.context.span_id
+        finally:
+            server.shutdown()
+            thread.join(5)
+            FlaskInstrumentor().uninstrument_app(app)
+            uninstrument_all()
