@@ -357,3 +357,16 @@ def test_a_traced_call_into_a_flask_app_otel_flask_traces_has_one_server_span() 
             thread.join(5)
             FlaskInstrumentor().uninstrument_app(app)
             uninstrument_all()
+
+
+def test_the_value_sums_a_repeated_stage_and_keeps_names_to_tokens() -> None:
+    from infersight._records import RequestRecord, StageRecord
+
+    rec = RequestRecord("GET", SpanKind.SERVER.value, "/", 1, 0, True)
+    rec.start_ns = 0
+    for start, end in ((1_000_000, 2_000_000), (3_000_000, 5_500_000)):
+        stage = StageRecord("tok enize", None, rec, rec.span_id, 1, True)
+        stage.start_ns, stage.end_ns = start, end
+        rec.stages.append(stage)
+    assert _server_timing.value(rec, at_ns=7_000_000) == "tok_enize;dur=3.50, total;dur=7.00"
+    assert _server_timing.total_seconds(_server_timing.value(rec, at_ns=7_000_000)) == pytest.approx(0.007)
