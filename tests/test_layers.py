@@ -370,3 +370,48 @@ def test_the_value_sums_a_repeated_stage_and_keeps_names_to_tokens() -> None:
         rec.stages.append(stage)
     assert _server_timing.value(rec, at_ns=7_000_000) == "tok_enize;dur=3.50, total;dur=7.00"
     assert _server_timing.total_seconds(_server_timing.value(rec, at_ns=7_000_000)) == pytest.approx(0.007)
+
+
+def _missing(request: bytes, context: Any) -> bytes:
+    context.abort(grpc.StatusCode.NOT_FOUND, "no such model")
+    return b""
+
+
+async def _missing_async(request: bytes, context: Any) -> bytes:
+    await context.abort(grpc.StatusCode.NOT_FOUND, "no such model")
+    return b""
+
+
+def test_grpc_client_errors_reach_the_caller_unchanged(t: Captured) -> None:
+    def handler(fn: Any) -> Any:
+        return grpc.method_handlers_generic_handler("layers.Echo", {"Say": grpc.unary_unary_rpc_method_handler(fn)})
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2), handlers=(handler(_missing),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, pytest.raises(grpc.RpcError) as sync_error:
+            channel.unary_unary(METHOD)(b"hi", timeout=10)
+    finally:
+        server.stop(0).wait(5)
+    assert sync_error.value.code() is grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+
+    async def aio() -> tuple[int, Any]:
+        aio_server = grpc.aio.server(handlers=(handler(_missing_async),))
+        aio_port = aio_server.add_insecure_port("127.0.0.1:0")
+        await aio_server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{aio_port}") as channel:
+                with pytest.raises(grpc.aio.AioRpcError) as aio_error:
+                    await channel.unary_unary(METHOD)(b"hi", timeout=10)
+                return aio_port, aio_error.value.code()
+        finally:
+            await aio_server.stop(0)
+
+    aio_port, code = asyncio.run(asyncio.wait_for(aio(), 20))
+    assert code is grpc.StatusCode.NOT_FOUND
+    for p in (port, aio_port):
+        labels = {"target": f"127.0.0.1:{p}", "endpoint": METHOD.lstrip("/"), "outcome": "error"}
+        assert t.value("infersight_client_request_duration_seconds_count", **labels) == 1
+    clients = [s for s in t.spans() if s.kind is SpanKind.CLIENT]
+    assert [s.attributes["rpc.grpc.status_code"] for s in clients] == [5, 5]  # type: ignore[index]
