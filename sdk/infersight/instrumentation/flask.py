@@ -21,7 +21,7 @@ from .. import _compat, _errors, _runtime
 from .. import _server_timing as server_timing
 from .._records import current_request
 from ..conventions import ATTR, OUTCOME_ERROR, OUTCOME_SUCCESS, SERVER_TIMING_HEADER
-from ._common import extract_remote_parent, unwrap, wrap
+from ._common import content_length, extract_remote_parent, unwrap, wrap
 
 __all__ = ["instrument", "uninstrument"]
 
@@ -177,22 +177,6 @@ def _preprocess_request(
     return result
 
 
-_INT64_MAX = 2**63 - 1  # the largest integer an OTLP attribute carries
-
-
-def _content_length(value: Any) -> int:
-    """A Content-Length as the client sent it: digits only (RFC 9110), else -1 (not recorded).
-    ``int()`` would raise on garbage, losing the span's attributes, and accepts "1_0" or "-5"."""
-    if not isinstance(value, str):
-        return -1
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        length = int(value)
-        if length <= _INT64_MAX:
-            return length
-    return -1
-
-
 def _finish(
     rec: Any, tokens: Any, environ: dict[str, Any], status_holder: list[Any], error: BaseException | None
 ) -> None:
@@ -204,11 +188,11 @@ def _finish(
         code = int(status_holder[0].split(" ", 1)[0]) if status_holder else 500
         rec.status_code = code
         rec.outcome = OUTCOME_ERROR if (code >= 500 or error is not None) else OUTCOME_SUCCESS
-        rec.payload_in = _content_length(environ.get("CONTENT_LENGTH"))
+        rec.payload_in = content_length(environ.get("CONTENT_LENGTH"))
         if len(status_holder) > 1:
             for key, value in status_holder[1]:
                 if key.lower() == "content-length":
-                    rec.payload_out = _content_length(value)
+                    rec.payload_out = content_length(value)
                     break
         attrs = {
             ATTR.HTTP_REQUEST_METHOD: method,
