@@ -48,6 +48,7 @@ __all__ = ["Runtime", "get_runtime", "init", "shutdown"]
 
 logger = logging.getLogger("infersight")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_CLIENT = SpanKind.CLIENT.value
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
 
@@ -360,7 +361,15 @@ def start_request(
         return None, (None, None)
     try:
         emit_span = True
-        active = _current_span() if parent is None else None
+        active = _current_span()
+        if parent is not None and active is not None:
+            # A remote parent, and a span current: another instrumentation's server span, if it
+            # continues that same trace (it read the same traceparent first); else not ours to use.
+            ctx = active.get_span_context()
+            if not (active.is_recording() and ctx.trace_id == parent.trace_id and ctx.span_id != parent.span_id):
+                active = None
+            else:
+                parent = None
         if active is not None:
             if active.is_recording():
                 # Another instrumentation (e.g. opentelemetry-instrumentation-flask) owns the
@@ -466,6 +475,59 @@ def resume_request(rec: RequestRecord) -> Tokens:
     except Exception as exc:
         _errors.report("request", exc)
         return None, None
+
+
+def start_client(name: str, target: str, endpoint: str) -> RequestRecord | None:
+    """Open the record of an outgoing call (kind CLIENT). Nothing is made current: the call's
+    own span is its leaf, and a client instrumentation of OpenTelemetry's running around this
+    call keeps its span current; then that span is the call's (``emit_span`` False)."""
+    rt = _runtime
+    if rt is None:
+        return None
+    try:
+        active = _current_span()
+        parent = None
+        if active is not None:
+            ctx = active.get_span_context()
+            if active.is_recording() and getattr(active, "kind", None) is SpanKind.CLIENT:
+                rec = RequestRecord(name, _CLIENT, endpoint, ctx.trace_id, 0, bool(ctx.trace_flags.sampled))
+                rec.span_id, rec.emit_span, rec.target = ctx.span_id, False, target
+                return rec
+            if ctx.is_valid:
+                parent = ctx
+        if parent is not None:
+            trace_id = parent.trace_id
+            sampled = rt.sample(parent, trace_id, name, SpanKind.CLIENT)
+        else:
+            trace_id = new_trace_id()
+            sampled = rt.sample(None, trace_id, name, SpanKind.CLIENT)
+        rec = RequestRecord(name, _CLIENT, endpoint, trace_id, parent.span_id if parent else 0, sampled)
+        if parent is not None:
+            rec.parent_remote = parent.is_remote
+            rec.trace_state = parent.trace_state
+        rec.target = target
+        rec.emit_span = rt.provider is not None
+        return rec
+    except Exception as exc:
+        _errors.report("client", exc)
+        return None
+
+
+def finish_client(rec: RequestRecord | None, status_code: int | None, failed: bool, server_s: float | None) -> None:
+    """Close an outgoing call's record: ``server_s`` is the server's total from its Server-Timing."""
+    if rec is None:
+        return
+    rt = _runtime
+    try:
+        rec.end_ns = now_ns()
+        rec.status_code = status_code
+        rec.outcome = OUTCOME_ERROR if failed else OUTCOME_SUCCESS
+        if server_s is not None:
+            rec.server_s = server_s
+        if rt is not None:
+            rt.worker.submit(rec)
+    except Exception as exc:
+        _errors.report("client", exc)
 
 
 def start_stage(name: str, model: str | None = None) -> tuple[StageRecord | None, Tokens]:

@@ -18,8 +18,9 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 
 from .. import _compat, _errors, _runtime
+from .. import _server_timing as server_timing
 from .._records import current_request, now_ns
-from ..conventions import ATTR, OUTCOME_ERROR
+from ..conventions import ATTR, OUTCOME_ERROR, SERVER_TIMING_HEADER
 from ._common import content_length, extract_remote_parent, unwrap, wrap
 
 __all__ = ["instrument", "uninstrument"]
@@ -60,15 +61,18 @@ def _wsgi_app(
     method = environ.get("REQUEST_METHOD", "GET")
     parent = extract_remote_parent(environ, _GETTER, "HTTP_TRACEPARENT")
     # otel-flask starts its server span later, in before_request: leave the SERVER kind to it.
-    deferred = parent is None and _compat.flask_app_traced_by_contrib(instance)
+    deferred = _compat.flask_app_traced_by_contrib(instance)
     rec, tokens = _runtime.start_request(method, SpanKind.SERVER, _UNSET_ROUTE, parent, defer_span=deferred)
     if rec is None:
         return wrapped(*args, **kwargs)  # type: ignore[no-any-return]
     status_holder: list[Any] = []
+    timing = rt.config.server_timing
 
     def _start_response(status: str, headers: list[tuple[str, str]], *a: Any) -> Any:
         status_holder.append(status)
         status_holder.append(headers)
+        if timing:
+            headers = _with_server_timing(rec, headers)
         return start_response(status, headers, *a)
 
     try:
@@ -136,6 +140,18 @@ class _StreamedBody:
                 _errors.report("flask", exc)
             # Ends at the last byte; a stream the client left ends now.
             _runtime.finish_request(rec, (None, None), error, end_ns=rec.end_ns)
+
+
+def _with_server_timing(rec: Any, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The view has returned: its stages are finished, and the total runs to now."""
+    try:
+        return [*headers, (_SERVER_TIMING, server_timing.value(rec))]
+    except Exception as exc:
+        _errors.report("flask", exc)
+        return headers
+
+
+_SERVER_TIMING = SERVER_TIMING_HEADER
 
 
 def _url(environ: dict[str, Any]) -> str:
