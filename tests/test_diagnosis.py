@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from typing import Any
+
+import anyio.to_thread
+import httpx
+import pytest
+from fastapi import FastAPI
 
 import infersight
 from infersight._records import RequestRecord, StageRecord, outside_stages_ns
+from infersight.instrumentation import instrument_all, uninstrument_all
 from infersight.testing import Captured, capture
 
 
@@ -61,6 +71,41 @@ def test_cpu_time_from_another_thread_is_dropped() -> None:
     assert st.cpu_seconds() is None
     st.cpu_start_ns, st.cpu_end_ns = 0, 400_000
     assert st.cpu_seconds() == 0.0004
+
+
+def test_a_generator_stage_resumed_on_another_thread_has_no_cpu_time(telemetry: Captured) -> None:
+    @infersight.stage("tokens")
+    def tokens() -> Iterator[int]:
+        yield 1
+        _burn_cpu(0.005)
+        yield 2
+
+    def on_a_thread(fn: Any, until: threading.Event) -> threading.Thread:
+        def run() -> None:
+            fn()
+            until.wait(5)  # alive, as a pool's threads are: another thread can't reuse its id
+
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(run,))  # as anyio does
+        thread.start()
+        return thread
+
+    with infersight.request(model="m"):
+        same = tokens()
+        assert list(same) == [1, 2]
+        moved = tokens()  # as Starlette streams a sync generator: each next() in the thread pool
+        done, first_step, rest = threading.Event(), threading.Event(), threading.Event()
+        threads = [on_a_thread(lambda: (next(moved), first_step.set()), done)]
+        assert first_step.wait(5)
+        threads.append(on_a_thread(lambda: (list(moved), rest.set()), done))
+        assert rest.wait(5)
+        done.set()
+        for thread in threads:
+            thread.join(5)
+    first, second = telemetry.spans("tokens")
+    assert first.attributes["infersight.stage.cpu_s"] > 0.003  # type: ignore[index,operator]
+    assert "infersight.stage.cpu_s" not in (second.attributes or {})
+    assert telemetry.value("infersight_stage_duration_seconds_count", model="m", stage="tokens") == 2
+    assert telemetry.value("infersight_stage_cpu_seconds_count", model="m", stage="tokens") == 1
 
 
 def test_outside_stages_is_the_union_of_gaps() -> None:
@@ -161,3 +206,76 @@ def test_top_says_waiting_gil_contention_payload_and_outside_stages() -> None:
     assert "computing" in lines["model"], text
     assert "payload \N{MULTIPLICATION SIGN}4.0" in lines["bert"], text
     assert "outside_stages" in lines and "GIL contention" in text
+
+
+# ---- ASGI: FastAPI runs sync endpoints in its thread pool, async ones in the event loop ------
+
+
+@pytest.fixture
+def asgi() -> Iterator[Captured]:
+    with capture() as captured:
+        instrument_all(["starlette", "fastapi"])
+        try:
+            yield captured
+        finally:
+            uninstrument_all()
+
+
+def _fastapi_app() -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/sync")
+    def in_thread_pool() -> dict[str, str]:
+        with infersight.preprocess(model="clf"):
+            _burn_cpu(0.02)
+        with infersight.postprocess():
+            time.sleep(0.03)
+        return {}
+
+    @app.get("/async")
+    async def in_event_loop() -> dict[str, str]:
+        with infersight.preprocess(model="clf"):
+            _burn_cpu(0.02)
+        with infersight.postprocess():
+            await asyncio.sleep(0.03)
+        return {}
+
+    @app.get("/slow", response_model=None)  # no validation: it would queue for the thread again
+    def slow() -> dict[str, str]:
+        with infersight.model(model="clf"):
+            time.sleep(0.1)
+        return {}
+
+    return app
+
+
+async def _get(app: FastAPI, *paths: str, threads: int | None = None) -> list[int]:
+    if threads is not None:  # the loop's own limiter: set inside it
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        responses = await asyncio.gather(*(client.get(path) for path in paths))
+    return [r.status_code for r in responses]
+
+
+@pytest.mark.parametrize("path", ["/sync", "/async"])
+def test_fastapi_stage_cpu_time_in_the_thread_pool_and_the_event_loop(asgi: Captured, path: str) -> None:
+    assert asyncio.run(_get(_fastapi_app(), path)) == [200]
+    (server,) = asgi.spans(f"GET {path}")
+    spans = {s.name: s for s in asgi.spans() if s.parent is not None and s.parent.span_id == server.context.span_id}
+    busy = spans["preprocess"].attributes["infersight.stage.cpu_s"]  # type: ignore[index]
+    idle = spans["postprocess"].attributes["infersight.stage.cpu_s"]  # type: ignore[index]
+    assert busy > 0.015 and idle < 0.01, (busy, idle)
+    assert asgi.value("infersight_stage_cpu_seconds_count", model="clf", stage="preprocess") == 1
+    assert server.attributes["infersight.outside_stages_s"] >= 0  # type: ignore[index,operator]
+    assert asgi.value("infersight_outside_stages_seconds_count", model="clf") == 1
+
+
+def test_fastapi_requests_queued_for_the_thread_pool_are_outside_stages(asgi: Captured) -> None:
+    # One thread: the second request waits ~0.1 s for it, outside any stage.
+    assert asyncio.run(_get(_fastapi_app(), "/slow", "/slow", threads=1)) == [200, 200]
+    outside = sorted(s.attributes["infersight.outside_stages_s"] for s in asgi.spans("GET /slow"))  # type: ignore[index]
+    assert outside[0] < 0.05 and outside[1] >= 0.08, outside
+    assert asgi.value("infersight_outside_stages_seconds_count", model="clf") == 2
+    total = asgi.value("infersight_outside_stages_seconds_sum", model="clf")
+    assert total is not None and total >= 0.08

@@ -51,6 +51,7 @@ class StageRecord:
         "batch_size",
         "cpu_end_ns",
         "cpu_start_ns",
+        "cpu_thread",
         "end_ns",
         "error",
         "extras",
@@ -91,6 +92,7 @@ class StageRecord:
         # Thread CPU time at the boundaries (time.thread_time_ns), when INFERSIGHT_STAGE_CPU_TIME.
         self.cpu_start_ns = -1
         self.cpu_end_ns = -1
+        self.cpu_thread = 0  # threading.get_ident() of the start: the end reads the clock only there
 
     def set_attr(self, key: str, value: Any) -> None:
         if self.attrs is None:
@@ -98,8 +100,9 @@ class StageRecord:
         self.attrs[key] = value
 
     def cpu_seconds(self) -> float | None:
-        """CPU time of the stage's thread during the stage; None when not measured or when it
-        cannot be the stage's own (ended on another thread: more CPU than wall time, or less than 0)."""
+        """CPU time of the stage's thread during the stage; None when not measured, when it ended
+        on another thread than it started on, or when the reads cannot be the stage's own (more
+        CPU than wall time, or less than none)."""
         if self.cpu_start_ns < 0 or self.cpu_end_ns < 0:
             return None
         cpu = self.cpu_end_ns - self.cpu_start_ns
@@ -143,10 +146,12 @@ class RequestRecord:
         "protocol",
         "queue_wait_s",
         "sampled",
+        "server_s",
         "span_id",
         "stages",
         "start_ns",
         "status_code",
+        "target",
         "tokens",
         "trace_id",
         "trace_state",
@@ -181,6 +186,8 @@ class RequestRecord:
         self.queue_wait_s = -1.0
         self.batch_size = 0
         self.protocol = ""
+        self.target = ""  # outgoing calls (kind CLIENT): the server's host:port
+        self.server_s = -1.0  # outgoing calls: the server's total, from its Server-Timing
         self.attrs: dict[str, Any] | None = None
 
     def set_attr(self, key: str, value: Any) -> None:
