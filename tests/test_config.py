@@ -194,7 +194,17 @@ VALID: dict[str, st.SearchStrategy[tuple[str, object]]] = {
     "shutdown_timeout_s": _floats(0, 300),
     "gpu": _choices("auto", "on", "off"),
     "gpu_interval_s": _floats(0, 1e6, positive=True),
+    "gpu_slow_interval_s": _floats(0, 1e6, positive=True),
     "gpu_span_snapshots": _BOOLS,
+    "gpu_hourly_cost": st.one_of(
+        _floats(0, 1e6).map(lambda pair: (pair[0], {"*": pair[1]})),
+        st.dictionaries(
+            st.text("ABCDHXGa0123456789 -*", min_size=1, max_size=12).map(str.strip).filter(bool),
+            st.floats(0, 1e6, allow_nan=False, allow_infinity=False),
+            min_size=1,
+            max_size=4,
+        ).map(lambda d: (",".join(f"{k}={v!r}" for k, v in d.items()), d)),
+    ),
     "cuda_events": _BOOLS,
     "nvtx": _BOOLS,
     "drift": _BOOLS,

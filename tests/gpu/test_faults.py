@@ -41,6 +41,7 @@ DEVICE_CALLS = (
     "nvmlDeviceGetPcieThroughput",
     "nvmlDeviceGetTotalEccErrors",
     "nvmlDeviceGetComputeRunningProcesses",
+    "nvmlDeviceGetProcessUtilization",
     "nvmlEventSetWait",
 )
 

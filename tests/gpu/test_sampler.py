@@ -49,7 +49,7 @@ def two_gpus() -> FakeNVML:
 
 @pytest.fixture
 def running(two_gpus: FakeNVML) -> Iterator[tuple[Sampler, CollectorRegistry]]:
-    sampler = Sampler(two_gpus, interval_s=60.0, mode="on")
+    sampler = Sampler(two_gpus, interval_s=60.0, mode="on", process_memory_every=1)  # all on every tick
     assert sampler.start()
     registry = CollectorRegistry()
     registry.register(GpuCollector(sampler))
