@@ -41,8 +41,9 @@ from infersight.instrumentation import instrument_all
 
 EXAMPLES = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(EXAMPLES))
-import faults  # noqa: E402
 import shared_gpu  # noqa: E402
+
+import faults  # noqa: E402
 from sentiment_model import DEFAULT_MODEL, model_path  # noqa: E402
 
 MODELS = {
