@@ -4,12 +4,13 @@ Scrapes read the last snapshot (``readings``) through ``collector.GpuCollector``
 happens at scrape time. A short ring buffer of timestamped samples per GPU lets a stage look up
 the GPU activity around it.
 
-Each tick reads what changes by the second (utilization, memory, throttle reasons, GPM, XID
-events). Every ``slow_every``-th tick also reads what changes slowly or costs more: power,
-energy, temperature, clocks, ECC counters, the processes on the GPU and their utilization,
-and torch's allocator; their last values are exported in between. On a GPU with GSP firmware
-every NVML query is a round trip to the GPU, so the number of calls per second is the
-sampler's cost (docs/benchmarks-gpu.md).
+Each tick reads what stage spans need by the second: utilization and the GPM counters. Every
+``slow_every``-th tick (10 s by default, finer than a usual scrape interval) also reads the
+rest: memory, throttle reasons, power, energy, temperature, clocks, ECC counters, XID events
+(queued by NVML meanwhile), the processes on the GPU and their utilization, and torch's
+allocator; their last values are exported in between. On a GPU with GSP firmware an NVML
+query is a round trip to the GPU, so calls per second are the sampler's cost
+(docs/benchmarks-gpu.md).
 
 Faults never reach the app. A failing call is counted in ``infersight_gpu_sampler_errors_total
 {call}`` and logged once; that metric is then dropped for that GPU (at once for permanent
@@ -95,6 +96,7 @@ class GpuState:
     mig_parent: bool = False  # a GPU in MIG mode: its processes run in its instances
     slow: dict[MetricSpec, float] = field(default_factory=dict)  # last slow-tick values
     slow_ecc: dict[str, float] = field(default_factory=dict)
+    slow_throttle: dict[str, int] = field(default_factory=dict)
     util_seen_us: int = 0  # lastSeenTimeStamp for nvmlDeviceGetProcessUtilization
     hourly_cost: float | None = None
 
@@ -363,11 +365,11 @@ class Sampler:
             readings = []
             for gpu in self.gpus:
                 if gpu.up:
-                    values, throttle, ecc = self._read(gpu, slow)
+                    values = self._read(gpu, slow)
                     if torch_memory is not None:
                         self._put_torch(gpu, torch_memory.get(gpu.index))
                     values.update(gpu.slow)
-                    ecc = {**gpu.slow_ecc, **ecc}
+                    throttle, ecc = dict(gpu.slow_throttle), dict(gpu.slow_ecc)
                     if gpu.hourly_cost is not None:
                         values[METRIC.GPU_HOURLY_COST] = gpu.hourly_cost
                 else:
@@ -382,7 +384,8 @@ class Sampler:
         """Running and reading at least one GPU (``infersight_gpu_sampler_up``)."""
         return not self.closed and any(g.up for g in self.gpus)
 
-    def _read(self, gpu: GpuState, slow: bool) -> tuple[dict[MetricSpec, float], dict[str, int], dict[str, float]]:
+    def _read(self, gpu: GpuState, slow: bool) -> dict[MetricSpec, float]:
+        """The fast set into the returned values; on slow ticks the slow set into ``gpu.slow``."""
         gpu.tick_ok = gpu.tick_failed = 0
         nvml = self.nvml
         values: dict[MetricSpec, float] = {}
@@ -391,12 +394,6 @@ class Sampler:
         if util is not None:
             values[METRIC.GPU_UTILIZATION] = util.gpu / 100.0
             values[METRIC.GPU_MEMORY_UTILIZATION] = util.memory / 100.0
-        mem = self._call(gpu, "memory", nvml.nvmlDeviceGetMemoryInfo)
-        if mem is not None:
-            values[METRIC.GPU_MEMORY_USED] = float(mem.used)
-            values[METRIC.GPU_MEMORY_TOTAL] = float(mem.total)
-        mask = self._call(gpu, "throttle", nvml.nvmlDeviceGetCurrentClocksEventReasons)
-        throttle = decode(int(mask)) if mask is not None else {}
         gpm = self._read_gpm(gpu, now)
         # Ticks under 100 ms apart get no new GPM delta: the gauges keep the last one.
         latest = gpm if gpm is not None else gpu.last_gpm
@@ -407,10 +404,9 @@ class Sampler:
         # GPM gives PCIe rates cheaply; NVML's counters (KB/s) block ~20 ms per call in the
         # driver, so they are read only without GPM (on slow ticks), or when GPM left PCIe out.
         gpm_pcie = gpu.mode == "gpm" and (latest is None or METRIC.GPU_PCIE_TX in values)
-        ecc: dict[str, float] = {}
         if slow:
             self._read_slow(gpu, gpm_pcie)
-        self._poll_xid(gpu)
+            self._poll_xid(gpu)
         if gpu.process_memory is not None and "process_memory" not in gpu.disabled:
             values[METRIC.GPU_PROCESS_MEMORY] = gpu.process_memory
         if gpu.tick_failed and not gpu.tick_ok:
@@ -422,16 +418,23 @@ class Sampler:
         if not gpu.up:
             gpu.slow.clear()
             gpu.slow_ecc.clear()
-            return {}, {}, {}
+            gpu.slow_throttle.clear()
+            return {}
         gpu.ring.append(
             WindowSample(now, values.get(METRIC.GPU_UTILIZATION), values.get(METRIC.GPU_MEMORY_UTILIZATION), gpm)
         )
-        return values, throttle, ecc
+        return values
 
     def _read_slow(self, gpu: GpuState, gpm_pcie: bool) -> None:
         """The slow set, into ``gpu.slow`` (kept until the next slow tick; a failure drops it)."""
         nvml = self.nvml
         slow: dict[MetricSpec, float] = {}
+        mem = self._call(gpu, "memory", nvml.nvmlDeviceGetMemoryInfo)
+        if mem is not None:
+            slow[METRIC.GPU_MEMORY_USED] = float(mem.used)
+            slow[METRIC.GPU_MEMORY_TOTAL] = float(mem.total)
+        mask = self._call(gpu, "throttle", nvml.nvmlDeviceGetCurrentClocksEventReasons)
+        gpu.slow_throttle = decode(int(mask)) if mask is not None else {}
         self._put(slow, METRIC.GPU_POWER, 1e-3, self._call(gpu, "power", nvml.nvmlDeviceGetPowerUsage))  # mW
         self._put(
             slow, METRIC.GPU_ENERGY, 1e-3, self._call(gpu, "energy", nvml.nvmlDeviceGetTotalEnergyConsumption)
