@@ -195,7 +195,7 @@ def test_process_memory_is_left_out_when_nvml_lists_no_process_with_this_pid(
 
 def test_ecc_and_xid_errors_are_counters() -> None:
     fake = FakeNVML([FakeDevice(ecc_corrected=4, ecc_uncorrected=1)])
-    sampler = Sampler(fake, interval_s=60.0)
+    sampler = Sampler(fake, interval_s=60.0, process_memory_every=1)  # ECC and XID are in the slow set
     assert sampler.start()
     try:
         registry = CollectorRegistry()
