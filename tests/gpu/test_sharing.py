@@ -64,6 +64,21 @@ def test_without_cuda_events_a_models_gpu_time_is_estimated_from_utilization(
         assert gpu_seconds(t, "other", fake) is None
 
 
+def test_the_estimate_leaves_out_another_processs_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "torch", None)
+    pid, other = os.getpid(), os.getpid() + 1
+    # The GPU is 80% busy, but this process ran kernels 20% of the time: the rest is the neighbour's.
+    device = _device({pid: (GIB, 20.0), other: (GIB, 60.0)})
+    device.utilization = 80
+    fake = FakeNVML([device])
+    with use_fake_nvml(fake), capture(gpu="on", gpu_interval_s=60.0) as t:
+        with infersight.request(model="ranker"), infersight.model():
+            time.sleep(STAGE_S)
+        (span,) = t.spans("model")
+        wall = (span.end_time - span.start_time) / 1e9  # type: ignore[operator]
+        assert (span.attributes or {})[ATTR.GPU_SECONDS] == pytest.approx(wall * 0.2, rel=0.05)
+
+
 def test_a_batch_splits_its_gpu_time_across_its_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "torch", None)
     fake = FakeNVML([FakeDevice(utilization=100, gpm=False)])

@@ -211,7 +211,11 @@ class SpanCounters:
             source = GPU_SECONDS_BATCH_SHARE if share > 1 else GPU_SECONDS_MEASURED
         elif utilization is not None:
             # No CUDA events (torch not on CUDA here, or events off): the GPU was busy this share
-            # of the stage's time, with whatever ran on it; an upper bound when others share it.
+            # of the stage's time. Other processes' kernels are not ours: when NVML gives this
+            # process's own SM share (over the last slow interval), the smaller one counts.
+            own = gpu.slow.get(METRIC.GPU_PROCESS_SM_UTILIZATION)
+            if own is not None:
+                utilization = min(utilization, own)
             seconds = wall_ns / 1e9 * utilization / share
             source = GPU_SECONDS_ESTIMATED
         else:
