@@ -42,6 +42,8 @@ DEVICE_CALLS = (
     "nvmlDeviceGetTotalEccErrors",
     "nvmlDeviceGetComputeRunningProcesses",
     "nvmlDeviceGetProcessUtilization",
+    "nvmlDeviceGetAccountingMode",
+    "nvmlDeviceGetAccountingStats",
     "nvmlEventSetWait",
 )
 

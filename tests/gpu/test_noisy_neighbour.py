@@ -79,6 +79,7 @@ def test_a_gpu_heavy_neighbour_fires_the_noisy_neighbour_alert(tiny_model_dir: P
         "INFERSIGHT_GPU": "on",
         "EXAMPLE_FAKE_GPU": "1",
         "INFERSIGHT_GPU_INTERVAL": "0.1",
+        "INFERSIGHT_GPU_SLOW_INTERVAL": "1",
         "INFERSIGHT_GPU_HOURLY_COST": "H100=4",
     }
     reads: list[Samples] = []

@@ -315,3 +315,28 @@ def test_sampler_up_while_it_reads_a_gpu(gpu_telemetry: Callable[..., Any], fake
     with gpu_telemetry() as t:
         assert t.value(METRIC.GPU_SAMPLER_UP.name) == 1.0
         assert t.value(METRIC.GPU_SAMPLER_ERRORS.sample_name, call="init") is None
+
+
+def test_accounting_stats_stand_in_where_per_process_utilization_is_unsupported() -> None:
+    pid = os.getpid()
+    device = FakeDevice(gpm=False, processes=[(pid, GIB)], process_utilization_supported=False, accounting={pid: 35.0})
+    fake = FakeNVML([device])
+    sampler = Sampler(fake, interval_s=60.0, process_memory_every=1)
+    assert sampler.start()
+    try:
+        assert _shares(sampler)["sm"] == 0.35
+        sampler.sample_once()
+        assert fake.calls["nvmlDeviceGetProcessUtilization"] == 1  # asked once, NOT_SUPPORTED
+        assert fake.calls["nvmlDeviceGetAccountingMode"] == 1
+        assert not sampler.errors()
+    finally:
+        sampler.stop()
+    # Accounting mode off: nothing to say, and no error either.
+    device = FakeDevice(gpm=False, processes=[(pid, GIB)], process_utilization_supported=False)
+    sampler = Sampler(FakeNVML([device]), interval_s=60.0, process_memory_every=1)
+    assert sampler.start()
+    try:
+        assert _shares(sampler)["sm"] is None
+        assert not sampler.errors()
+    finally:
+        sampler.stop()

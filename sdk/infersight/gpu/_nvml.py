@@ -101,6 +101,9 @@ class NVML(Protocol):
     # Samples (.pid, .timeStamp µs, .smUtil %, .memUtil %) newer than ``last_seen_us``;
     # NOT_FOUND when there is none.
     def nvmlDeviceGetProcessUtilization(self, handle: Any, last_seen_us: int) -> Sequence[Any]: ...
+    def nvmlDeviceGetAccountingMode(self, handle: Any) -> bool: ...
+    # .gpuUtilization %: the mean over the process's lifetime; NOT_FOUND for an unknown PID.
+    def nvmlDeviceGetAccountingStats(self, handle: Any, pid: int) -> Any: ...
     def nvmlDeviceGetMigMode(self, handle: Any) -> int: ...  # current mode: DEVICE_MIG_ENABLE or 0
     def nvmlDeviceGetMaxMigDeviceCount(self, handle: Any) -> int: ...
     def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: Any, index: int) -> Any: ...  # NOT_FOUND: empty slot
@@ -221,6 +224,14 @@ class PyNVML:
     @_translated
     def nvmlDeviceGetProcessUtilization(self, handle: Any, last_seen_us: int) -> Sequence[Any]:
         return list(self._p.nvmlDeviceGetProcessUtilization(handle, last_seen_us))
+
+    @_translated
+    def nvmlDeviceGetAccountingMode(self, handle: Any) -> bool:
+        return bool(self._p.nvmlDeviceGetAccountingMode(handle))
+
+    @_translated
+    def nvmlDeviceGetAccountingStats(self, handle: Any, pid: int) -> Any:
+        return self._p.nvmlDeviceGetAccountingStats(handle, pid)
 
     @_translated
     def nvmlDeviceGetMigMode(self, handle: Any) -> int:

@@ -98,6 +98,7 @@ class GpuState:
     slow_ecc: dict[str, float] = field(default_factory=dict)
     slow_throttle: dict[str, int] = field(default_factory=dict)
     util_seen_us: int = 0  # lastSeenTimeStamp for nvmlDeviceGetProcessUtilization
+    accounting: bool | None = None  # NVML accounting mode, once asked
     hourly_cost: float | None = None
 
     def __post_init__(self) -> None:
@@ -500,7 +501,7 @@ class Sampler:
     def _process_sm(self, gpu: GpuState, pid: int, listed: bool) -> float | None:
         """This process's SM utilization (0-1) since the last slow tick, or None when unknowable."""
         if "process_utilization" in gpu.disabled:
-            return None
+            return self._accounted_sm(gpu, pid)
         try:
             samples = self.nvml.nvmlDeviceGetProcessUtilization(gpu.handle, gpu.util_seen_us)
         except Exception as exc:
@@ -508,7 +509,7 @@ class Sampler:
                 gpu.tick_ok += 1
                 return 0.0 if listed else None
             self._failed(gpu, "process_utilization", "nvmlDeviceGetProcessUtilization", exc)
-            return None
+            return self._accounted_sm(gpu, pid) if "process_utilization" in gpu.disabled else None
         gpu.tick_ok += 1
         if samples:
             gpu.util_seen_us = max(int(s.timeStamp) for s in samples)
@@ -516,6 +517,26 @@ class Sampler:
         if mine:
             return min(1.0, sum(mine) / len(mine) / 100.0)
         return 0.0 if listed else None
+
+    def _accounted_sm(self, gpu: GpuState, pid: int) -> float | None:
+        """Where per-process utilization is unsupported: NVML accounting stats, when an admin
+        turned accounting mode on (``nvidia-smi -am 1``). Its figure is a lifetime mean."""
+        if "accounting" in gpu.disabled:
+            return None
+        if gpu.accounting is None:
+            mode = self._call(gpu, "accounting", self.nvml.nvmlDeviceGetAccountingMode)
+            gpu.accounting = bool(mode)
+            if not mode:
+                gpu.disabled.add("accounting")
+                return None
+        try:
+            stats = self.nvml.nvmlDeviceGetAccountingStats(gpu.handle, pid)
+        except Exception as exc:
+            if error_code(exc) != _nvml.ERROR_NOT_FOUND:  # NOT_FOUND: no context here yet
+                self._failed(gpu, "accounting", "nvmlDeviceGetAccountingStats", exc)
+            return None
+        gpu.tick_ok += 1
+        return min(1.0, float(stats.gpuUtilization) / 100.0)
 
     def _torch_memory(self) -> dict[int, tuple[float, float, float]] | None:
         """torch's caching allocator per NVML index: (allocated, reserved, OOMs). None without torch

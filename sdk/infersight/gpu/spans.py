@@ -212,9 +212,10 @@ class SpanCounters:
         elif utilization is not None:
             # No CUDA events (torch not on CUDA here, or events off): the GPU was busy this share
             # of the stage's time. Other processes' kernels are not ours: when NVML gives this
-            # process's own SM share (over the last slow interval), the smaller one counts.
+            # process's own SM share (over the last slow interval), the smaller one counts. A
+            # share of 0 is stale (idle then, running a stage now): the device's figure stands.
             own = gpu.slow.get(METRIC.GPU_PROCESS_SM_UTILIZATION)
-            if own is not None:
+            if own:
                 utilization = min(utilization, own)
             seconds = wall_ns / 1e9 * utilization / share
             source = GPU_SECONDS_ESTIMATED

@@ -16,8 +16,10 @@ with ``GPU_IS_LOST``; ``xid(i, code)`` queues an XID event.
 
 Sharing: ``processes`` lists ``(pid, bytes)`` with a CUDA context on the device, and
 ``process_utilization`` maps a PID to its SM utilization (%), as
-``nvmlDeviceGetProcessUtilization`` reports it. ``mig`` holds the MIG instances of a GPU in
-MIG mode (their handles refuse utilization, as real ones do).
+``nvmlDeviceGetProcessUtilization`` reports it (``process_utilization_supported=False``
+refuses that call). ``accounting`` turns NVML accounting mode on, with each PID's lifetime
+GPU utilization (%). ``mig`` holds the MIG instances of a GPU in MIG mode (their handles
+refuse utilization, as real ones do).
 """
 
 from __future__ import annotations
@@ -120,6 +122,8 @@ class FakeDevice:
     ecc_uncorrected: int = 0
     processes: list[tuple[int, int]] = field(default_factory=list)  # (pid, bytes)
     process_utilization: dict[int, float] = field(default_factory=dict)  # pid -> SM %
+    process_utilization_supported: bool = True
+    accounting: dict[int, float] | None = None  # pid -> lifetime GPU %, when accounting mode is on
     mig: list[FakeDevice] = field(default_factory=list)  # MIG instances (MIG mode on when any)
     gpm: bool = True
     gpm_values: dict[int, float] = field(default_factory=_default_gpm)
@@ -321,6 +325,8 @@ class FakeNVML:
 
     def nvmlDeviceGetProcessUtilization(self, handle: Any, last_seen_us: int) -> Sequence[Any]:
         dev = self._dev("nvmlDeviceGetProcessUtilization", handle)
+        if not dev.process_utilization_supported:
+            raise NVMLError(ERROR_NOT_SUPPORTED, "Not Supported")
         now_us = time.time_ns() // 1000
         if not dev.process_utilization:
             raise NVMLError(ERROR_NOT_FOUND, "Not Found")  # NVML's answer when no sample is new
@@ -328,6 +334,17 @@ class FakeNVML:
             SimpleNamespace(pid=pid, timeStamp=now_us, smUtil=sm, memUtil=0, encUtil=0, decUtil=0)
             for pid, sm in dev.process_utilization.items()
         ]
+
+    def nvmlDeviceGetAccountingMode(self, handle: Any) -> bool:
+        return self._dev("nvmlDeviceGetAccountingMode", handle).accounting is not None
+
+    def nvmlDeviceGetAccountingStats(self, handle: Any, pid: int) -> Any:
+        dev = self._dev("nvmlDeviceGetAccountingStats", handle)
+        if dev.accounting is None:
+            raise NVMLError(ERROR_NOT_SUPPORTED, "accounting mode is off")
+        if pid not in dev.accounting:
+            raise NVMLError(ERROR_NOT_FOUND, "Not Found")
+        return SimpleNamespace(gpuUtilization=dev.accounting[pid], memoryUtilization=0, maxMemoryUsage=0, isRunning=1)
 
     def nvmlDeviceGetMigMode(self, handle: Any) -> int:
         dev = self._dev("nvmlDeviceGetMigMode", handle)
