@@ -223,7 +223,7 @@ def test_a_gpu_to_itself_is_not_time_sliced_and_an_idle_process_reads_zero() -> 
         sampler.stop()
 
 
-def test_mig_instances_are_gpus_of_their_own() -> None:
+def test_mig_instances_are_gpus_of_their_own(monkeypatch: pytest.MonkeyPatch) -> None:
     parent = FakeDevice(
         name="NVIDIA H100 80GB HBM3",
         gpm=False,
@@ -233,9 +233,12 @@ def test_mig_instances_are_gpus_of_their_own() -> None:
         ],
     )
     fake = FakeNVML([parent])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", parent.mig[1].uuid)  # a pod given one instance
     sampler = Sampler(fake, interval_s=60.0, process_memory_every=1)
     assert sampler.start()
     try:
+        gpu = sampler.gpu(sampler.nvml_index(None))
+        assert gpu is not None and gpu.label == "0/mig1"  # spans go to that instance
         registry = CollectorRegistry()
         registry.register(GpuCollector(sampler))
         used = {
