@@ -1,4 +1,4 @@
-"""Two models behind one Flask server, each with its own P99 objective:
+"""Three models behind one Flask server, each with its own P99 objective:
 
 * ``realtime`` (100 ms P99): served directly on the request thread;
 * ``batch`` (2 s P99): requests wait in a queue; a worker thread runs up to ``--max-batch``
