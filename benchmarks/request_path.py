@@ -8,6 +8,9 @@ Variants: uninstrumented; infersight; the hand-written OTel SDK + prometheus_cli
 exemplars). Then the same through a Flask app (test client): an uninstrumented view,
 infersight's Flask instrumentation and stages, the hand-written version as the view's body
 (the baseline of the targets), and opentelemetry-instrumentation-flask alone (a reference).
+Then the same through a FastAPI app called as uvicorn calls it: uninstrumented, infersight's
+Starlette instrumentation, the hand-written version, opentelemetry-instrumentation-fastapi alone,
+and FastAPI tracing itself (its own server span) with infersight's stages under it.
 "Added" = variant minus uninstrumented, at the same percentile. CPU per request counts every
 thread of the process (background export included), flushed inside the measured window.
 """
@@ -209,6 +212,96 @@ def flask_variants(
     return variants, {"flask + otel-flask only": otel_provider.force_flush}, setups
 
 
+def asgi_variants(
+    hand: Callable[[], None],
+    exporter: SpanExporter | None = None,
+) -> tuple[Variants, Variants, dict[str, Callable[[], None]]]:
+    """The same request through a FastAPI app, called as uvicorn calls it (one ASGI call per
+    request on one event loop, no sockets): an uninstrumented async endpoint, infersight (its
+    Starlette instrumentation and stages), the hand-written endpoint (``hand``), and
+    opentelemetry-instrumentation-fastapi alone. Then, for reference, FastAPI tracing itself
+    (what it does once the app has a tracer provider of its own, global or passed to FastAPI)
+    with infersight's stages and histograms under its server span."""
+    import asyncio
+
+    from fastapi import FastAPI
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from starlette.responses import PlainTextResponse
+
+    from infersight.instrumentation import starlette as infersight_starlette
+
+    def make_app(view: Callable[[], None], **kwargs: Any) -> Any:
+        app = FastAPI(**kwargs)
+
+        @app.post("/predict/{name}")
+        async def predict(name: str) -> PlainTextResponse:
+            view()
+            return PlainTextResponse("ok")
+
+        return app
+
+    def staged() -> None:
+        with infersight.preprocess():
+            work()
+        with infersight.model(model="m"):
+            work()
+        with infersight.postprocess():
+            work()
+
+    otel_provider = TracerProvider()
+    otel_provider.add_span_processor(BatchSpanProcessor(exporter or NullExporter()))
+    otel_app = make_app(uninstrumented)
+    FastAPIInstrumentor.instrument_app(otel_app, tracer_provider=otel_provider)
+    native_provider = TracerProvider()
+    native_provider.add_span_processor(BatchSpanProcessor(exporter or NullExporter()))
+    apps = {
+        "fastapi uninstrumented": make_app(uninstrumented),
+        "fastapi + infersight": make_app(staged),
+        "fastapi + hand-written OTel + prometheus_client": make_app(hand),
+        "fastapi + otel-fastapi only": otel_app,
+        "fastapi tracing itself (own provider) + infersight": make_app(
+            staged, telemetry={"tracer_provider": native_provider}
+        ),
+    }
+    loop = asyncio.new_event_loop()
+    headers = [(b"host", b"bench"), (b"content-length", b"0")]
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        pass
+
+    def call(app: Any) -> None:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": "/predict/x",
+            "raw_path": b"/predict/x",
+            "root_path": "",
+            "query_string": b"",
+            "headers": headers,
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+        }
+        loop.run_until_complete(app(scope, receive, send))
+
+    variants = {name: (lambda a=app: call(a)) for name, app in apps.items()}
+    ours = ("fastapi + infersight", "fastapi tracing itself (own provider) + infersight")
+    # Our patch is class-wide, so it is switched on only for its own blocks of requests.
+    setups = {
+        name: infersight_starlette.instrument if name in ours else infersight_starlette.uninstrument for name in apps
+    }
+    flushes = {
+        "fastapi + otel-fastapi only": otel_provider.force_flush,
+        "fastapi tracing itself (own provider) + infersight": native_provider.force_flush,
+    }
+    return variants, flushes, setups
+
+
 def report(results: dict[str, dict[str, float]], base: str, title: str) -> list[str]:
     b = results[base]
     lines = [
@@ -283,6 +376,22 @@ def main() -> list[str]:
         ratio.replace(" (target", " (reference; target").replace("**", "")
         for ratio in ratios(fresults, "flask uninstrumented", "flask + infersight", "flask + otel-flask only")
     ]
+    av, af, setups = asgi_variants(hand)
+    af["fastapi + infersight"] = ours_flush
+    af["fastapi tracing itself (own provider) + infersight"] = (
+        lambda f=af["fastapi tracing itself (own provider) + infersight"]: (ours_flush(), f())
+    )
+    af["fastapi + hand-written OTel + prometheus_client"] = hand_flush
+    aresults = measure(av, af, flask_requests, setups=setups)
+    base, ours_name = "fastapi uninstrumented", "fastapi + infersight"
+    lines += ["", *report(aresults, base, "FastAPI (ASGI, as uvicorn calls it), same request")]
+    lines += ["", *ratios(aresults, base, ours_name, "fastapi + hand-written OTel + prometheus_client")]
+    lines.append(backlog_line(flask_requests // 10))
+    for other in ("fastapi + otel-fastapi only",):
+        lines += [
+            ratio.replace(" (target", " (reference; target").replace("**", "")
+            for ratio in ratios(aresults, base, ours_name, other)
+        ]
     infersight.shutdown()
     print("\n".join(lines))
     return lines

@@ -114,7 +114,14 @@ def write(path: str | os.PathLike[str], **values: Any) -> None:
 
 
 def install(app: Any) -> None:
-    """Add ``GET``/``POST /admin/faults`` to a Flask app."""
+    """Add ``GET``/``POST /admin/faults`` to a Flask, FastAPI or Starlette app."""
+    if hasattr(app, "add_url_rule"):
+        _install_flask(app)
+    else:
+        _install_asgi(app)
+
+
+def _install_flask(app: Any) -> None:
     from flask import jsonify, request
 
     def admin_faults() -> Any:
@@ -126,3 +133,18 @@ def install(app: Any) -> None:
         return jsonify(current())
 
     app.add_url_rule("/admin/faults", "admin_faults", admin_faults, methods=["GET", "POST"])
+
+
+def _install_asgi(app: Any) -> None:
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+
+    async def admin_faults(request: Request) -> JSONResponse:
+        if request.method == "POST":
+            try:
+                return JSONResponse(set_faults(json.loads(await request.body() or b"{}")))
+            except (TypeError, ValueError) as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse(current())
+
+    app.add_route("/admin/faults", admin_faults, methods=["GET", "POST"])

@@ -398,6 +398,13 @@ def stages() -> Iterable[Any]:
         target(quantile(0.99, METRIC.QUEUE_WAIT, MODEL, "model"), "{{model}} p99", exemplar=True),
         target(quantile(0.5, METRIC.QUEUE_WAIT, MODEL, "model"), "{{model}} p50"),
     )
+    yield ts(
+        "Time to first byte P99 (streamed responses)",
+        "How long streamed responses (server-sent events, token streams) take to send their first chunk.",
+        "s",
+        target(quantile(0.99, METRIC.TIME_TO_FIRST_BYTE, MODEL, "model"), "{{model}} p99", exemplar=True),
+        target(quantile(0.5, METRIC.TIME_TO_FIRST_BYTE, MODEL, "model"), "{{model}} p50"),
+    )
     yield heat(
         "Batch size distribution",
         "How full are executed batches (requests per batch)?",

@@ -32,14 +32,20 @@ from stack import (
 )
 
 CONFIG_DIR = ROOT / "collector-config"
-SHIPPED_CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if p.name != "builder-config.yaml")
+# Not collector configs: the ocb manifest, and the kustomization that makes them ConfigMaps.
+NOT_CONFIGS = ("builder-config.yaml", "kustomization.yaml")
+SHIPPED_CONFIGS = sorted(p for p in CONFIG_DIR.glob("*.yaml") if p.name not in NOT_CONFIGS)
 PRODUCTION = CONFIG_DIR / "otelcol.yaml"
 KINDS = ("receivers", "processors", "connectors", "exporters", "extensions")
 
 # Old component names that still load (with a warning) but are deprecated.
-DEPRECATED = {"otlp": "receiver only; exporter is otlp_grpc", "otlphttp": "otlp_http",
-              "spanmetrics": "span_metrics", "prometheusremotewrite": "prometheus_remote_write",
-              "resourcedetection": "resource_detection"}  # fmt: skip
+DEPRECATED = {
+    "otlp": "receiver only; exporter is otlp_grpc",
+    "otlphttp": "otlp_http",
+    "spanmetrics": "span_metrics",
+    "prometheusremotewrite": "prometheus_remote_write",
+    "resourcedetection": "resource_detection",
+}
 
 
 def _type(component_id: str) -> str:
@@ -53,8 +59,7 @@ def collector() -> Path:
 
 @pytest.fixture(scope="session")
 def components(collector: Path) -> dict[str, Any]:
-    out = subprocess.run([str(collector), "components"], capture_output=True, text=True,
-                         timeout=30, check=True)  # fmt: skip
+    out = subprocess.run([str(collector), "components"], capture_output=True, text=True, timeout=30, check=True)
     parsed: dict[str, Any] = yaml.safe_load(out.stdout)
     return parsed
 
@@ -71,8 +76,9 @@ def test_configs_found() -> None:
 
 @pytest.mark.parametrize("path", SHIPPED_CONFIGS, ids=lambda p: p.name)
 def test_config_validates(collector: Path, path: Path) -> None:
-    res = subprocess.run([str(collector), "validate", "--config", str(path)],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    res = subprocess.run(
+        [str(collector), "validate", "--config", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
 
@@ -118,8 +124,7 @@ def test_span_metrics_before_sampling(config: dict[str, Any]) -> None:
     for name in feeding:
         assert "otlp" in pipelines[name]["receivers"], name
         assert not any(_type(p) == "tail_sampling" for p in pipelines[name]["processors"]), name
-    sampled = [n for n, p in pipelines.items()
-               if any(_type(x) == "tail_sampling" for x in p["processors"])]  # fmt: skip
+    sampled = [n for n, p in pipelines.items() if any(_type(x) == "tail_sampling" for x in p["processors"])]
     assert sampled
     for name in sampled:
         assert "otlp" not in pipelines[name]["receivers"], f"{name} must not see raw OTLP"
@@ -138,7 +143,6 @@ def test_tempo_queue_is_persistent(config: dict[str, Any]) -> None:
 
 
 # ---- the real run -------------------------------------------------------------------
-
 
 
 def _send_spans(otlp_port: int, model: str) -> dict[str, list[str]]:
@@ -161,11 +165,10 @@ def _send_spans(otlp_port: int, model: str) -> dict[str, list[str]]:
         attrs = {ATTR.MODEL_NAME: model}
         if kind == "kept":
             attrs[ATTR.TRACE_KEPT] = "ratio"  # the SDK's tail keep already chose it
-        with tracer.start_as_current_span(SPAN.REQUEST, start_time=start, attributes=attrs,
-                                          end_on_exit=False) as root:  # fmt: skip
-            with tracer.start_as_current_span(SPAN.MODEL, start_time=start,
-                                              attributes={ATTR.MODEL_NAME: model,
-                                                          ATTR.STAGE: SPAN.MODEL}):  # fmt: skip
+        with tracer.start_as_current_span(SPAN.REQUEST, start_time=start, attributes=attrs, end_on_exit=False) as root:
+            with tracer.start_as_current_span(
+                SPAN.MODEL, start_time=start, attributes={ATTR.MODEL_NAME: model, ATTR.STAGE: SPAN.MODEL}
+            ):
                 pass
             if error:
                 root.set_status(Status(StatusCode.ERROR, "boom"))
@@ -185,8 +188,9 @@ def _send_spans(otlp_port: int, model: str) -> dict[str, list[str]]:
     return ids
 
 
-def test_real_run_samples_and_exports_span_metrics(collector: Path, config: dict[str, Any],
-                                                   sink: OtlpSink, tmp_path: Path) -> None:  # fmt: skip
+def test_real_run_samples_and_exports_span_metrics(
+    collector: Path, config: dict[str, Any], sink: OtlpSink, tmp_path: Path
+) -> None:
     cfg, ports = loopback_config(config, tmp_path, f"{LOOPBACK}:{sink.port}")
     cfg_path = tmp_path / "otelcol-test.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
@@ -207,7 +211,8 @@ def test_real_run_samples_and_exports_span_metrics(collector: Path, config: dict
         pattern = re.compile(
             rf'^{calls_metric}\{{(?=[^}}]*{model_label}="{model}")'
             rf'(?=[^}}]*span_name="{SPAN.REQUEST}")[^}}]*\}} (\S+)(?: # \{{([^}}]*)\}}.*)?$',
-            re.M)  # fmt: skip
+            re.M,
+        )
 
         # Poll often and collect exemplars across scrapes: a new series is first
         # reported as 0 (so rate() sees its first increase), possibly with the exemplars.
@@ -216,13 +221,11 @@ def test_real_run_samples_and_exports_span_metrics(collector: Path, config: dict
         def scrape() -> str | None:
             status, text = http_get(url, headers={"Accept": "application/openmetrics-text"})
             matches = list(pattern.finditer(text))
-            exemplar_ids.update(re.findall(r'trace_id="([0-9a-f]{32})"',
-                                           " ".join(m.group(2) or "" for m in matches)))  # fmt: skip
+            exemplar_ids.update(re.findall(r'trace_id="([0-9a-f]{32})"', " ".join(m.group(2) or "" for m in matches)))
             total = sum(float(m.group(1)) for m in matches)
             return text if status == 200 and total >= len(sent) and exemplar_ids else None
 
-        text = wait_until(scrape, 30, f"{calls_metric} for {len(sent)} root spans, with exemplars",
-                          interval=0.1)  # fmt: skip
+        text = wait_until(scrape, 30, f"{calls_metric} for {len(sent)} root spans, with exemplars", interval=0.1)
         assert sum(float(m.group(1)) for m in pattern.finditer(text)) == len(sent)
         assert exemplar_ids <= sent, "exemplars point at traces we did not send"
         assert "# EOF" in text  # it really was OpenMetrics
@@ -251,8 +254,11 @@ def test_persistent_queue_survives_a_restart(collector: Path, config: dict[str, 
     with run_collector(collector, cfg_path, log1, health_url=health):
         ids = _send_spans(ports["otlp_grpc"], "queue-test")
         # The error trace passed sampling and the Tempo exporter is retrying it.
-        wait_until(lambda: "otlp_grpc/tempo" in log1.read_text() and "retry" in log1.read_text().lower(),
-                   30, "the Tempo exporter retrying")  # fmt: skip
+        wait_until(
+            lambda: "otlp_grpc/tempo" in log1.read_text() and "retry" in log1.read_text().lower(),
+            30,
+            "the Tempo exporter retrying",
+        )
     queue_files = [p for p in (tmp_path / "queue").iterdir() if p.is_file()]
     assert queue_files, "file_storage wrote no queue file"
 

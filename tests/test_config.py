@@ -157,26 +157,44 @@ _BOOLS = st.sampled_from(
 ).flatmap(lambda pair: _spaced(st.sampled_from([pair[0], pair[0].upper()])).map(lambda raw: (raw, pair[1])))
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40).map(str.strip).filter(bool)
 _MODEL = st.fixed_dictionaries(
-    {}, optional={"version": st.one_of(st.none(), _TEXT, st.integers(0, 99)), "slo_p99_seconds": st.floats(1e-6, 1e3)}
+    {},
+    optional={
+        "version": st.one_of(st.none(), _TEXT, st.integers(0, 99)),
+        "slo_p99_seconds": st.floats(1e-6, 1e3),
+        "endpoints": st.lists(_TEXT.filter(lambda s: s.lstrip("/")), max_size=3),
+    },
 )
+
+
+def _endpoints_unique(models: dict[str, dict[str, object]]) -> bool:
+    """An endpoint maps to one model (a second is a ConfigError, tested on its own)."""
+    keys = [e.strip().lstrip("/") for m in models.values() for e in m.get("endpoints", ())]  # type: ignore[attr-defined]
+    return len(keys) == len(set(keys))
 
 
 def _expected_models(models: dict[str, dict[str, object]]) -> dict[str, ModelConfig]:
     """JSON null or no version: no version; numbers are kept as text."""
     return {
         name: ModelConfig(
-            version="" if m.get("version") is None else str(m["version"]), slo_p99_seconds=m.get("slo_p99_seconds")
-        )  # type: ignore[arg-type]
+            version="" if m.get("version") is None else str(m["version"]),
+            slo_p99_seconds=m.get("slo_p99_seconds"),  # type: ignore[arg-type]
+            endpoints=tuple(m.get("endpoints", ())),  # type: ignore[call-overload]
+        )
         for name, m in models.items()
     }
 
 
-_MODELS = st.dictionaries(_TEXT, _MODEL, max_size=4).map(lambda m: (json.dumps(m), _expected_models(m)))
+_MODELS = (
+    st.dictionaries(_TEXT, _MODEL, max_size=4)
+    .filter(_endpoints_unique)
+    .map(lambda m: (json.dumps(m), _expected_models(m)))
+)
 
 # setting -> strategy of (what the variable says, what the setting must then be)
 VALID: dict[str, st.SearchStrategy[tuple[str, object]]] = {
     "service": _TEXT.map(lambda s: (s, s)),
     "traces_exporter": _choices("otlp", "console", "none"),
+    "sdk_disabled": _BOOLS,
     "otlp_protocol": _choices("grpc", "http/protobuf", fold_case=False),
     "otlp_encoder": _choices("fast", "stock"),
     "models": _MODELS,
@@ -223,6 +241,8 @@ _BAD_MODELS = [
     '{"m": {"slo_p99_seconds": "fast"}}',
     '{"m": 3}',
     '{"m": {"slo": 1}}',
+    '{"m": {"endpoints": "/a"}}',
+    '{"m": {"endpoints": ["/a"]}, "n": {"endpoints": ["a"]}}',
     '{"": {}}',
     "[]",
     '"m"',

@@ -246,3 +246,29 @@ def test_load_generator_large_payloads_and_input_shift(sentiment: tuple[str, Pat
         after, METRIC.PAYLOAD_SIZE, "_bucket", model="tiny-sentiment", direction="request", le="65536.0"
     )
     assert big1 - big0 == result.requests  # every large body landed above the 64 KiB bucket
+
+
+FASTAPI_SENTIMENT = ROOT / "examples" / "fastapi_sentiment" / "app.py"
+
+
+def test_fastapi_sentiment_gets_what_the_flask_one_gets(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The FastAPI twin, under uvicorn: templated endpoints, stage histograms, exemplars, and a
+    time-to-first-byte histogram for the streamed route."""
+    models = json.dumps({"tiny-sentiment": {"version": "3", "slo_p99_seconds": 0.1}})
+    with serve_example(FASTAPI_SENTIMENT, tiny_model_dir, tmp_path, INFERSIGHT_MODELS=models) as url:
+        for text in ("great excellent movie", "awful terrible service"):
+            r = requests.post(f"{url}/predict", json={"text": text}, timeout=10)
+            assert r.status_code == 200 and r.json()["label"] in {"POSITIVE", "NEGATIVE"}, r.text
+        streamed = requests.post(f"{url}/predict/stream", json={"text": "fine"}, timeout=10)
+        assert streamed.text.count("data: ") == 2
+        fams = scrape(url)
+    ok = {"model": "tiny-sentiment", "version": "3", "outcome": "success"}
+    assert value(fams, METRIC.REQUEST_DURATION, "_count", endpoint="/predict", **ok) == 2
+    assert value(fams, METRIC.REQUEST_DURATION, "_count", endpoint="/predict/stream", **ok) == 1
+    assert value(fams, METRIC.TIME_TO_FIRST_BYTE, "_count", endpoint="/predict/stream") == 1
+    for stage in STAGES:
+        assert value(fams, METRIC.STAGE_DURATION, "_count", model="tiny-sentiment", stage=stage) == 3, stage
+    exemplars = [s for s in samples(fams, METRIC.REQUEST_DURATION, "_bucket", endpoint="/predict") if s.exemplar]
+    assert exemplars and all(len(s.exemplar.labels["trace_id"]) == 32 for s in exemplars)
+    stage_ex = [s for s in samples(fams, METRIC.STAGE_DURATION, "_bucket", model="tiny-sentiment") if s.exemplar]
+    assert {s.labels["stage"] for s in stage_ex} == set(STAGES)

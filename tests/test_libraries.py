@@ -53,7 +53,7 @@ def test_out_of_range_version_logs_one_line_and_is_not_instrumented(
     caplog.set_level(logging.INFO, logger="infersight")
     instrument_all(["flask"])  # flask is imported: the check and the patching happen now
     assert looked_up == ["flask"]
-    assert not is_wrapped(Flask.__dict__["wsgi_app"])
+    assert not is_wrapped(Flask.__dict__["__call__"])
     lines = _infersight_records(caplog)
     assert len(lines) == 1, lines
     assert "flask" in lines[0] and "2.3.1" in lines[0] and FLASK.requirement in lines[0]
@@ -65,16 +65,16 @@ def test_in_range_version_is_instrumented_silently(
     monkeypatch.setattr(_library, "installed_version", lambda distribution: "3.1.0")
     caplog.set_level(logging.INFO, logger="infersight")
     instrument_all(["flask"])
-    assert is_wrapped(Flask.__dict__["wsgi_app"])
+    assert is_wrapped(Flask.__dict__["__call__"])
     assert _infersight_records(caplog) == []
     uninstrument_all()
-    assert not is_wrapped(Flask.__dict__["wsgi_app"])
+    assert not is_wrapped(Flask.__dict__["__call__"])
 
 
 def test_without_metadata_the_library_is_still_instrumented(clean: None, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_library, "installed_version", lambda distribution: None)
     instrument_all(["flask"])
-    assert is_wrapped(Flask.__dict__["wsgi_app"])
+    assert is_wrapped(Flask.__dict__["__call__"])
 
 
 def test_supported_ranges_hold_the_installed_versions() -> None:
@@ -85,7 +85,7 @@ def test_supported_ranges_hold_the_installed_versions() -> None:
 def test_instrumentation_dependencies_come_from_the_objects(monkeypatch: pytest.MonkeyPatch) -> None:
     deps = InfersightInstrumentor().instrumentation_dependencies()
     assert list(deps) == [library.requirement for library in LIBRARIES]
-    assert {Requirement(dep).name for dep in deps} == {"flask", "grpcio", "transformers"}
+    assert {Requirement(dep).name for dep in deps} == {"flask", "starlette", "fastapi", "grpcio", "transformers"}
     extra = Library("extra", module="extra_lib", requirement="extra-lib >= 1.0", patcher="extra")
     monkeypatch.setattr(instrumentation, "LIBRARIES", (*LIBRARIES, extra))
     assert list(InfersightInstrumentor().instrumentation_dependencies())[-1] == "extra-lib >= 1.0"
@@ -154,9 +154,13 @@ before = sorted(l.module for l in LIBRARIES if l.module in sys.modules)
 instrument_all()
 assert fired == [], fired  # nothing imported yet, nothing patched
 import flask, grpc, grpc.aio  # transformers: the hook is the same code, without torch's import time
+import fastapi  # imports starlette.applications: FastAPI apps are Starlette apps
+from starlette.applications import Starlette
 from infersight.instrumentation._common import is_wrapped
 print(json.dumps({"before": before, "fired": sorted(fired),
-                  "flask": is_wrapped(flask.Flask.__dict__["wsgi_app"]),
+                  "flask": is_wrapped(flask.Flask.__dict__["__call__"]),
+                  "starlette": is_wrapped(Starlette.__dict__["__call__"]),
+                  "fastapi": is_wrapped(fastapi.FastAPI.__dict__["__init__"]),
                   "grpc": is_wrapped(vars(grpc)["server"]), "aio": is_wrapped(vars(grpc.aio)["server"])}))
 """
 
@@ -165,4 +169,12 @@ def test_hooks_fire_on_import_in_a_fresh_interpreter() -> None:
     result = subprocess.run([sys.executable, "-c", HOOKS_SCRIPT], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out == {"before": [], "fired": [["flask", True], ["grpc", True]], "flask": True, "grpc": True, "aio": True}
+    assert out == {
+        "before": [],
+        "fired": [["fastapi", True], ["flask", True], ["grpc", True], ["starlette", True]],
+        "flask": True,
+        "starlette": True,
+        "fastapi": True,
+        "grpc": True,
+        "aio": True,
+    }

@@ -1,7 +1,8 @@
 """``make demo`` / ``python tools/demo.py``: the whole loop on one machine, no Docker.
 
 1. builds the tiny sentiment model if missing (examples/build_model.py);
-2. starts the Flask example (examples/flask_sentiment/app.py, ``import infersight.auto``) on a
+2. starts the Flask example (examples/flask_sentiment/app.py, ``import infersight.auto``), or with
+   ``--server fastapi`` its FastAPI twin (examples/fastapi_sentiment/app.py, under uvicorn), on a
    loopback port, its P99 objective 100 ms;
 3. starts a real Prometheus (scraping every second, the repo's rule files with their ``for:``
    windows shortened; the shipped files keep production values) and Alertmanager, plus a
@@ -48,7 +49,10 @@ from webhook_receiver import AlertLog  # noqa: E402  (examples/)
 
 FAULTS = ("slow_postprocess", "slow_preprocess", "slow_model", "cold_start")
 SLO_P99_S = 0.1
-APP = stack.ROOT / "examples" / "flask_sentiment" / "app.py"
+APPS = {
+    "flask": stack.ROOT / "examples" / "flask_sentiment" / "app.py",
+    "fastapi": stack.ROOT / "examples" / "fastapi_sentiment" / "app.py",
+}
 SCRAPE_JOB = "model-server"  # the shipped job name for the model servers
 
 
@@ -59,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fault-at", type=float, default=60, help="seconds of load before the fault is turned on (default 60)"
     )
+    parser.add_argument("--server", choices=sorted(APPS), default="flask", help="the example server (default flask)")
     parser.add_argument("--fault", choices=FAULTS, default="slow_postprocess")
     parser.add_argument("--fault-ms", type=float, default=200, help="delay of a slow_* fault (ms)")
     parser.add_argument("--no-fault", action="store_true", help="never inject a fault")
@@ -222,8 +227,11 @@ def _serve(
     env.update(_start_collector(exits, workdir, events))
 
     port = stack.free_port()
-    events.add(f"starting the example server ({label}) on {stack.LOOPBACK}:{port}, Alertmanager and Prometheus ...")
-    argv = [sys.executable, str(APP), "--port", str(port), "--model", model]
+    events.add(
+        f"starting the {args.server} example server ({label}) on {stack.LOOPBACK}:{port},"
+        " Alertmanager and Prometheus ..."
+    )
+    argv = [sys.executable, str(APPS[args.server]), "--port", str(port), "--model", model]
     log = workdir / "server.log"
     server = stack.Service("server", port, stack.spawn(argv, log, env, cwd=stack.ROOT), log)
     exits.callback(server.stop)

@@ -49,7 +49,16 @@ if [ ! -f "$compat/.done" ]; then
   touch "$compat/.done"
 fi
 
+# The newest released OTel/prometheus_client beside the pinned ones (tests/test_newest_versions.py).
+bash tools/build-newest-env.sh >/dev/null || echo "setup: the newest-versions env was not built; its test will skip"
+
 if [ "${INFERSIGHT_SKIP_COLLECTOR:-0}" != 1 ]; then
   bash tools/build-collector.sh
+fi
+
+# kustomize, the Kubernetes schemas and the Prometheus Operator CRDs, for tests/kubernetes/
+# (which say why they skip when these cannot be fetched).
+if [ "${INFERSIGHT_SKIP_K8S_TOOLS:-0}" != 1 ]; then
+  bash tools/install-k8s-tools.sh >/dev/null || echo "setup: Kubernetes tools not installed (see above)"
 fi
 echo "setup: done (venv: $VENV)"

@@ -34,14 +34,19 @@ __all__ = [
     "batch_queues",
     "composite_propagators",
     "fast_otlp_exporter_class",
+    "fastapi_route_template",
+    "fastapi_telemetry_config",
+    "flask_app_traced_by_contrib",
     "histogram_parts",
     "is_wrapt_wrapper",
+    "let_app_replace_tracer_provider",
     "multiprocess_collector_path",
     "multiprocess_values_lock",
     "otel_context_var",
     "read_mmap_values",
     "span_processor",
     "span_processors",
+    "wrap_batch_exporters",
     "write_mmap_values",
 ]
 
@@ -87,6 +92,22 @@ def batch_export_locks(provider: Any) -> list[Any]:
     return found
 
 
+def wrap_batch_exporters(provider: Any, wrap: Callable[[Any], Any]) -> int:
+    """Put ``wrap(exporter)`` around the exporter of each of the provider's batch processors
+    (to count what an app-owned provider exports). ``wrap`` returns its argument for an
+    exporter it already wraps. Returns how many it wrapped."""
+    wrapped = 0
+    for processor in span_processors(provider):
+        core = _batch_core(processor)
+        exporter = getattr(core, "_exporter", None)
+        if exporter is not None:
+            replacement = wrap(exporter)
+            if replacement is not exporter:
+                core._exporter = replacement
+                wrapped += 1
+    return wrapped
+
+
 def otel_context_var() -> contextvars.ContextVar[Context] | None:
     """The ContextVar behind OTel's default runtime context, or None for another runtime."""
     runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
@@ -95,6 +116,43 @@ def otel_context_var() -> contextvars.ContextVar[Context] | None:
         if isinstance(var, contextvars.ContextVar):
             return var
     return None
+
+
+_provider_hook_installed = False
+
+
+def let_app_replace_tracer_provider(is_ours: Callable[[Any], bool], on_replaced: Callable[[Any], None]) -> bool:
+    """Let ``trace.set_tracer_provider(theirs)`` replace a provider infersight set, instead of
+    being refused ("Overriding of current TracerProvider is not allowed"): an app that sets
+    its own after ``import infersight.auto`` gets it, and ``on_replaced(theirs)`` is called.
+    The OTel API sets the global once; its private ``_set_tracer_provider`` is wrapped to undo
+    that once for infersight's own provider only. Installed once per process."""
+    global _provider_hook_installed
+    import wrapt
+    from opentelemetry import trace as api
+
+    if _provider_hook_installed:
+        return True
+    once: Any = getattr(api, "_TRACER_PROVIDER_SET_ONCE", None)
+    if not callable(getattr(api, "_set_tracer_provider", None)) or not hasattr(once, "_done"):
+        return False
+
+    def set_provider(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        provider = args[0] if args else kwargs.get("tracer_provider")
+        current = getattr(api, "_TRACER_PROVIDER", None)
+        if current is None or current is provider or not is_ours(current):
+            return wrapped(*args, **kwargs)
+        with once._lock:
+            once._done = False
+            api._TRACER_PROVIDER = None
+        result = wrapped(*args, **kwargs)
+        if getattr(api, "_TRACER_PROVIDER", None) is provider:
+            on_replaced(provider)
+        return result
+
+    wrapt.wrap_function_wrapper(api, "_set_tracer_provider", set_provider)
+    _provider_hook_installed = True
+    return True
 
 
 # The key under which OTel's context holds the current span (found through the public API).
@@ -153,6 +211,12 @@ def fast_otlp_exporter_class() -> type[Any]:
             return ExportTraceServiceRequest.FromString(encoded)
 
     return FastOTLPSpanExporter
+
+
+def flask_app_traced_by_contrib(app: Any) -> bool:
+    """Whether opentelemetry-instrumentation-flask traces ``app`` (its instrumented Flask
+    subclass and ``instrument_app`` both mark the app so)."""
+    return getattr(app, "_is_instrumented_by_opentelemetry", False) is True
 
 
 def composite_propagators(propagator: Any) -> tuple[Any, ...]:
@@ -254,6 +318,21 @@ def _probe_batch(find: Callable[[Any], list[Any]]) -> bool:
         processor.shutdown()
 
 
+def _probe_batch_exporter() -> bool:
+    provider, processor = _batch_processor_fixture()
+    try:
+        found: list[Any] = []
+
+        def see(exporter: Any) -> Any:
+            found.append(exporter)
+            return exporter
+
+        wrap_batch_exporters(provider, see)
+        return len(found) == 1 and type(found[0]).__name__ == "InMemorySpanExporter"
+    finally:
+        processor.shutdown()
+
+
 def _probe_histogram() -> bool:
     from prometheus_client import CollectorRegistry, Histogram
 
@@ -290,6 +369,30 @@ def _probe_composite() -> bool:
     return composite_propagators(CompositePropagator([inner])) == (inner,)
 
 
+def _probe_flask_contrib() -> bool:
+    from flask import Flask
+    from opentelemetry.instrumentation.flask import FlaskInstrumentor
+
+    app = Flask("probe")
+    FlaskInstrumentor().instrument_app(app)  # type: ignore[no-untyped-call]
+    try:
+        return flask_app_traced_by_contrib(app) and not flask_app_traced_by_contrib(Flask("plain"))
+    finally:
+        FlaskInstrumentor().uninstrument_app(app)  # type: ignore[no-untyped-call]
+
+
+def _probe_provider_once() -> bool:
+    from opentelemetry import trace as api
+
+    once = getattr(api, "_TRACER_PROVIDER_SET_ONCE", None)
+    return (
+        callable(getattr(api, "_set_tracer_provider", None))
+        and isinstance(getattr(once, "_done", None), bool)
+        and hasattr(getattr(once, "_lock", None), "acquire")
+        and hasattr(api, "_TRACER_PROVIDER")
+    )
+
+
 def _probe_wrapt() -> bool:
     import wrapt
 
@@ -300,6 +403,64 @@ def _probe_wrapt() -> bool:
     return is_wrapt_wrapper(Owner.__dict__["method"]) and not is_wrapt_wrapper(lambda: None)
 
 
+# ---- FastAPI -------------------------------------------------------------------------------
+
+
+def fastapi_route_template(scope: Any) -> str | None:
+    """The matched route's full template when FastAPI routed through an included router (whose
+    routes keep the path they had in their own router, without the prefixes): FastAPI keeps it
+    in the scope's ``fastapi`` dict. None on a plain Starlette route or an older FastAPI."""
+    state = scope.get("fastapi")
+    if not isinstance(state, dict):
+        return None
+    path = getattr(state.get("effective_route_context"), "path_format", None)
+    return path if isinstance(path, str) and path else None
+
+
+def fastapi_telemetry_config(app: Any) -> dict[str, Any] | None:
+    """The app's own-telemetry settings, which FastAPI reads on each request (``tracing``,
+    ``tracer_provider``, ...). None on a FastAPI without them, or where they moved."""
+    config = getattr(app, "_telemetry", None)
+    if isinstance(config, dict) and "tracing" in config and "tracer_provider" in config:
+        return config
+    return None
+
+
+def _probe_fastapi_telemetry_config() -> bool:
+    from fastapi import FastAPI
+
+    app = FastAPI()
+    config = fastapi_telemetry_config(app)
+    native = getattr(app, "_native_telemetry", None)
+    return config is not None and getattr(native, "config", None) is config
+
+
+def _probe_fastapi_route_template() -> bool:
+    import asyncio
+
+    from fastapi import APIRouter, FastAPI
+
+    seen: list[str | None] = []
+    router = APIRouter(prefix="/items")
+
+    @router.get("/{item_id}")
+    def item(item_id: int) -> None: ...
+
+    app = FastAPI()
+    app.include_router(router, prefix="/v1")
+    scope = {"type": "http", "method": "GET", "path": "/v1/items/1", "headers": [], "query_string": b""}
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            seen.append(fastapi_route_template(scope))
+
+    asyncio.run(app(scope, receive, send))
+    return seen == ["/v1/items/{item_id}"]
+
+
 # Name -> a check that the internal is where this module looks for it, on the installed versions.
 # ``multiprocess_values_lock`` is probed in a process started in multiprocess mode (the mode is
 # chosen when prometheus_client is imported): see tests/test_compat.py.
@@ -307,11 +468,16 @@ PROBES: dict[str, Callable[[], bool]] = {
     "otel.span_processor": _probe_span_processor,
     "otel.batch_queues": lambda: _probe_batch(batch_queues),
     "otel.batch_export_locks": lambda: _probe_batch(batch_export_locks),
+    "otel.batch_exporter": lambda: _probe_batch_exporter(),
     "otel.context_var": lambda: otel_context_var() is not None,
     "otel.exporter_hooks": _exporter_hooks_present,
     "otel.composite_propagators": lambda: _probe_composite(),
     "wrapt.wrapper": lambda: _probe_wrapt(),
+    "otel.tracer_provider_once": lambda: _probe_provider_once(),
+    "otel_contrib.flask_app_marker": lambda: _probe_flask_contrib(),
     "prometheus.histogram_parts": _probe_histogram,
     "prometheus.mmap_dict": _probe_mmap,
     "prometheus.multiprocess_collector_path": _probe_multiprocess_collector,
+    "fastapi.route_template": _probe_fastapi_route_template,
+    "fastapi.telemetry_config": _probe_fastapi_telemetry_config,
 }

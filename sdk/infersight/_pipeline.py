@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from . import _errors
@@ -36,8 +37,10 @@ class Worker:
         queue_size: int,
         interval_s: float,
         keep: TailKeep | None = None,
+        model_for_endpoint: Callable[[str], str | None] | None = None,
     ) -> None:
         self.metrics = metrics
+        self.model_for_endpoint = model_for_endpoint
         self.emitter = emitter
         self.keep = keep
         self.hooks = hooks
@@ -156,6 +159,9 @@ class Worker:
         return attrs
 
     def _process_request(self, rec: RequestRecord) -> None:
+        if rec.model is None and self.model_for_endpoint is not None and rec.endpoint:
+            # Off the request path: a request that named no model gets its endpoint's (INFERSIGHT_MODELS).
+            rec.set_model(self.model_for_endpoint(rec.endpoint))
         if self.keep is not None:
             self.keep.apply(rec)  # before the metrics, so exemplars only name exported traces
         if self.metrics is not None:

@@ -89,10 +89,12 @@ class RequestRecord:
     __slots__ = (
         "attrs",
         "batch_size",
+        "deferred",
         "emit_span",
         "end_ns",
         "endpoint",
         "error",
+        "first_byte_ns",
         "kind",
         "live_span",
         "model",
@@ -127,8 +129,10 @@ class RequestRecord:
         self.live_span: Any = None  # the OTel span current while it is served (see _runtime)
         self.span_id = new_span_id()
         self.emit_span = True  # False when an existing OTel span already covers the request
+        self.deferred = False  # another instrumentation's server span is yet to start (see _runtime)
         self.start_ns = now_ns()
         self.end_ns = 0
+        self.first_byte_ns = 0  # streaming responses: when the first body chunk went out
         self.model: str | None = None
         self.version: str | None = None
         self.stages: list[StageRecord] = []

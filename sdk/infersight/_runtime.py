@@ -9,6 +9,7 @@ import contextvars
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from . import _compat, _errors
+from . import _compat, _errors, _signals
+from ._excluded_urls import ExcludedUrls
 from ._keep import TailKeep
 from ._pipeline import Worker
 from ._records import (
@@ -31,7 +33,7 @@ from ._records import (
     now_ns,
 )
 from ._spans import SpanEmitter
-from ._tracing import make_resource, setup_tracer_provider
+from ._tracing import CountingExporter, make_resource, setup_tracer_provider
 from .config import Config
 from .conventions import OUTCOME_ERROR, OUTCOME_SUCCESS, MetricSpec
 from .exposition import Exposition, MetricsServer
@@ -124,22 +126,44 @@ class Runtime:
         self.metrics: InferenceMetrics | None = InferenceMetrics(config, self.ledger) if config.metrics else None
         self.hooks: list[StageHook] = []
         self.owns_provider = False
+        self._replaced_providers: list[TracerProvider] = []
         self.provider: TracerProvider | None = None
         emitter = None
-        if config.traces:
+        if config.spans_on:
             if tracer_provider is None:
                 tracer_provider, self.owns_provider = setup_tracer_provider(config, self._on_export)
             self.provider = tracer_provider
-            self.resource = make_resource(config, tracer_provider.resource)
-            emitter = SpanEmitter(tracer_provider, self.resource, self._on_export_queue_full)
-            self._always_on = tracer_provider.sampler.get_description().startswith("ParentBased{root:AlwaysOnSampler")
+            emitter = self._emitter_for(tracer_provider)
         keep = TailKeep(config) if emitter is not None and config.traces_keep_ratio < 1 else None
-        self.worker = Worker(self.metrics, emitter, self.hooks, config.queue_size, config.flush_interval_s, keep)
+        by_endpoint = config.model_for_endpoint if any(m.endpoints for m in config.models.values()) else None
+        self.worker = Worker(
+            self.metrics, emitter, self.hooks, config.queue_size, config.flush_interval_s, keep, by_endpoint
+        )
         self.exposition = Exposition(registry, drain=self.worker.drain)
+        self.excluded_urls = ExcludedUrls()
         self.gpu: Sampler | None = None
         self.drift: DriftMonitor | None = None
         self.metrics_server: MetricsServer | None = None
         self.closed = False
+
+    def _emitter_for(self, provider: TracerProvider) -> SpanEmitter:
+        if not self.owns_provider:  # count what the app's batch processors export, as for ours
+            _compat.wrap_batch_exporters(provider, self._counting)
+        self.resource = make_resource(self.config, provider.resource)
+        self._always_on = provider.sampler.get_description().startswith("ParentBased{root:AlwaysOnSampler")
+        # The app's processors get on_start too; infersight's own batch processor needs only on_end.
+        return SpanEmitter(provider, self.resource, self._on_export_queue_full, with_on_start=not self.owns_provider)
+
+    def adopt_provider(self, provider: Any) -> None:
+        """The app set its own TracerProvider after infersight had set one: infersight's spans
+        go to the app's from now on, and infersight's provider exports what it holds and stops."""
+        if not isinstance(provider, TracerProvider) or self.provider is None:
+            return
+        replaced, self.provider, self.owns_provider = self.provider, provider, False
+        self.worker.emitter = self._emitter_for(provider)
+        self._replaced_providers.append(replaced)
+        threading.Thread(target=replaced.force_flush, name="infersight-flush", daemon=True).start()
+        logger.info("infersight: the app set its own TracerProvider; infersight's spans now go to it.")
 
     def make_metric(self, spec: MetricSpec, **kwargs: Any) -> Any:
         """A metric in this runtime's registry, unregistered again on re-init/shutdown."""
@@ -157,6 +181,9 @@ class Runtime:
                 self.exposition, addr or cfg.metrics_addr, cfg.metrics_port if port is None else port, cfg.metrics_path
             )
         return self.metrics_server
+
+    def _counting(self, exporter: Any) -> Any:
+        return exporter if isinstance(exporter, CountingExporter) else CountingExporter(exporter, self._on_export)
 
     def _on_export(self, count: int, ok: bool) -> None:
         if self.metrics is None:
@@ -197,6 +224,8 @@ class Runtime:
             return
         self.closed = True
         timeout = self.config.shutdown_timeout_s if timeout_s is None else timeout_s
+        # One deadline for the whole close: a signal handler waits for no longer than this.
+        deadline = time.monotonic() + timeout
         for part in (self.gpu, self.drift, self.metrics_server):
             if part is None:
                 continue
@@ -204,14 +233,17 @@ class Runtime:
                 part.stop()
             except Exception as exc:
                 _errors.report("shutdown", exc)
-        self.worker.stop(timeout)
+        self.worker.stop(max(0.0, deadline - time.monotonic()))
+        for replaced in self._replaced_providers:
+            _bounded(replaced.shutdown, max(0.0, deadline - time.monotonic()))
         if self.provider is not None:
+            left = max(0.0, deadline - time.monotonic())
             try:
                 if self.owns_provider:
                     # Bounded: the exporter's own deadline would otherwise hold SIGTERM for ~30 s.
-                    _bounded(lambda: self.provider.shutdown(), timeout)  # type: ignore[union-attr]
+                    _bounded(lambda: self.provider.shutdown(), left)  # type: ignore[union-attr]
                 else:
-                    self.provider.force_flush(int(timeout * 1000))
+                    self.provider.force_flush(int(left * 1000))
             except Exception as exc:
                 _errors.report("shutdown", exc)
         if self.metrics is not None and self.errors.counting_into(self.metrics.sdk_errors):
@@ -253,11 +285,32 @@ def init(
         rt = Runtime(cfg, registry, tracer_provider)
         if rt.metrics is not None:
             rt.errors.count_into(rt.metrics.sdk_errors)
+        if rt.owns_provider:
+            _compat.let_app_replace_tracer_provider(_is_running_provider, _adopt_provider)
         if start_parts is not None:
             start_parts(rt)
         rt.worker.start()
         _runtime = rt
+    _signals.install(_flush_on_signal, cfg.shutdown_timeout_s)
     return rt
+
+
+def _is_running_provider(provider: Any) -> bool:
+    rt = _runtime
+    return rt is not None and rt.owns_provider and provider is rt.provider
+
+
+def _adopt_provider(provider: Any) -> None:
+    rt = _runtime
+    if rt is not None:
+        try:
+            rt.adopt_provider(provider)
+        except Exception as exc:
+            _errors.report("provider", exc)
+
+
+def _flush_on_signal(timeout_s: float) -> None:
+    shutdown(timeout_s)
 
 
 def shutdown(timeout_s: float | None = None) -> None:
@@ -265,6 +318,7 @@ def shutdown(timeout_s: float | None = None) -> None:
     global _runtime
     with _init_lock:
         rt, _runtime = _runtime, None
+    _signals.uninstall()
     if rt is not None:
         rt.close(timeout_s)
         rt.ledger.unregister_all()
@@ -290,9 +344,17 @@ Tokens = tuple[Any, Any]
 
 
 def start_request(
-    name: str, kind: SpanKind = SpanKind.SERVER, endpoint: str = "", parent: SpanContext | None = None
+    name: str,
+    kind: SpanKind = SpanKind.SERVER,
+    endpoint: str = "",
+    parent: SpanContext | None = None,
+    defer_span: bool = False,
 ) -> tuple[RequestRecord | None, Tokens]:
-    """Open a request record. ``parent`` is a remote span context extracted from headers."""
+    """Open a request record. ``parent`` is a remote span context extracted from headers.
+
+    ``defer_span``: another instrumentation will start this request's server span later (e.g.
+    opentelemetry-instrumentation-flask, in ``before_request``). Then nothing is made current
+    now, so that its span is the SERVER span; ``adopt_server_span`` makes it the request's."""
     rt = _runtime
     if rt is None:
         return None, (None, None)
@@ -322,7 +384,9 @@ def start_request(
         rec.emit_span = emit_span
         req_token = current_request.set(rec)
         otel_token = None
-        if emit_span and rt.provider is not None:
+        if emit_span and defer_span:
+            rec.deferred = True
+        elif emit_span and rt.provider is not None:
             rec.live_span = _LiveSpan(rec, _SAMPLED if sampled else _UNSAMPLED)
             otel_token = _attach(rec.live_span)
         if rt.metrics is not None:
@@ -333,14 +397,38 @@ def start_request(
         return None, (None, None)
 
 
+def adopt_server_span(rec: RequestRecord) -> None:
+    """For a request started with ``defer_span``, once the other instrumentation had its chance:
+    its recording span, if current, becomes the request's (one SERVER span, infersight's stages
+    its children). If none came (it excluded the request), infersight emits its own."""
+    if not rec.deferred:
+        return
+    rec.deferred = False
+    try:
+        active = _current_span()
+        if active is not None and active.is_recording():
+            ctx = active.get_span_context()
+            rec.trace_id, rec.span_id, rec.sampled = ctx.trace_id, ctx.span_id, bool(ctx.trace_flags.sampled)
+            rec.parent_span_id = 0
+            rec.emit_span = False
+    except Exception as exc:
+        _errors.report("request", exc)
+
+
 def finish_request(
-    rec: RequestRecord | None, tokens: Tokens, error: BaseException | None = None, outcome: str | None = None
+    rec: RequestRecord | None,
+    tokens: Tokens,
+    error: BaseException | None = None,
+    outcome: str | None = None,
+    end_ns: int = 0,
 ) -> None:
+    """``end_ns`` (``now_ns()`` clock): when the request ended, if before this call (a streamed
+    response's last byte, before background tasks ran)."""
     if rec is None:
         return
     rt = _runtime
     try:
-        rec.end_ns = now_ns()
+        rec.end_ns = end_ns or now_ns()
         rec.error = error
         if outcome is not None:
             rec.outcome = outcome

@@ -12,9 +12,17 @@ from collections.abc import Callable
 from typing import Any
 
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, Span, TracerProvider
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    set_span_in_context,
+)
 
 from . import _compat, _errors
 from ._records import RequestRecord, StageRecord, wall_ns
@@ -65,17 +73,32 @@ class _HashOnceResource(Resource):
         return super().__eq__(other)
 
 
+class _ReplayedSpan(Span):
+    """An SDK span started and ended from a finished record (the SDK lets only subclasses be
+    built outside a tracer, which would draw new ids)."""
+
+
 class SpanEmitter:
+    """Hands finished spans to the provider's processors. For infersight's own provider (whose
+    batch processor does nothing on start) a ReadableSpan goes straight to ``on_end``; for a
+    provider the app owns, each span is started and ended as an SDK span, so the app's
+    processors see ``on_start`` too (``with_on_start``)."""
+
     def __init__(
-        self, provider: TracerProvider, resource: Resource, on_drop: Callable[[int], Any] | None = None
+        self,
+        provider: TracerProvider,
+        resource: Resource,
+        on_drop: Callable[[int], Any] | None = None,
+        with_on_start: bool = False,
     ) -> None:
         self.provider = provider
+        self.with_on_start = with_on_start
         self.resource = resource
         self.scope = InstrumentationScope(SPAN.INSTRUMENTATION_SCOPE, __version__)
         self.on_drop = on_drop
         self._queues = _compat.batch_queues(provider)
-        processor = _compat.span_processor(provider)
-        self._on_end = processor.on_end if processor is not None else None
+        self._processor = _compat.span_processor(provider)
+        self._on_end = self._processor.on_end if self._processor is not None else None
 
     @property
     def resource(self) -> Resource:
@@ -107,6 +130,15 @@ class SpanEmitter:
             status = Status(StatusCode.ERROR, f"{type(error).__qualname__}: {_message(error)}")
         else:
             status = _ERROR if error_status else _UNSET
+        for queue, size in self._queues:
+            if len(queue) >= size and self.on_drop is not None:
+                self.on_drop(1)
+        if self._on_end is None:
+            _errors.report("compat.span_processor")  # the SDK moved it: no span can be handed over
+            return
+        if self.with_on_start:
+            self._emit_started(name, kind, ctx, parent, attrs, events, status, wall_ns(start_ns), end)
+            return
         span = ReadableSpan(
             name,
             context=ctx,
@@ -120,13 +152,35 @@ class SpanEmitter:
             end_time=end,
             instrumentation_scope=self.scope,
         )
-        for queue, size in self._queues:
-            if len(queue) >= size and self.on_drop is not None:
-                self.on_drop(1)
-        if self._on_end is None:
-            _errors.report("compat.span_processor")  # the SDK moved it: no span can be handed over
-            return
         self._on_end(span)
+
+    def _emit_started(
+        self,
+        name: str,
+        kind: SpanKind,
+        ctx: SpanContext,
+        parent: SpanContext | None,
+        attrs: dict[str, Any],
+        events: tuple[Event, ...],
+        status: Status,
+        start: int,
+        end: int,
+    ) -> None:
+        span = _ReplayedSpan(
+            name,
+            ctx,
+            parent=parent,
+            resource=self.resource,
+            attributes=attrs,
+            events=events,
+            kind=kind,
+            span_processor=self._processor,
+            instrumentation_scope=self.scope,
+        )
+        parent_context = set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None
+        span.start(start_time=start, parent_context=parent_context)
+        span.set_status(status)
+        span.end(end_time=end)
 
     def emit(self, rec: RequestRecord, model: str, version: str, stage_attrs: list[dict[str, Any]]) -> None:
         if not rec.sampled:

@@ -61,10 +61,11 @@ class CountingExporter(SpanExporter):
         return self.inner.force_flush(timeout_millis)
 
 
-def _make_exporter(config: Config) -> SpanExporter | None:
-    if config.traces_exporter == "none":
+def _make_exporter(config: Config, name: str | None = None) -> SpanExporter | None:
+    name = name or (config.trace_exporters[0] if config.trace_exporters else "none")
+    if name == "none":
         return None
-    if config.traces_exporter == "console":
+    if name == "console":
         return ConsoleSpanExporter()
     # A bounded export: the default 10 s deadline would hold shutdown past k8s grace periods.
     timeout = float(
@@ -104,9 +105,10 @@ def setup_tracer_provider(config: Config, on_export: Callable[[int, bool], Any])
         return existing, False
     # Our own bounded shutdown runs at exit; the SDK's would wait out the exporter's retries.
     provider = TracerProvider(resource=make_resource(config), shutdown_on_exit=False)
-    exporter = _make_exporter(config)
-    if exporter is not None:
-        provider.add_span_processor(BatchSpanProcessor(CountingExporter(exporter, on_export)))
+    for name in config.trace_exporters:
+        exporter = _make_exporter(config, name)
+        if exporter is not None:  # each counted: infersight_spans_exported_total sums the exporters
+            provider.add_span_processor(BatchSpanProcessor(CountingExporter(exporter, on_export)))
     trace.set_tracer_provider(provider)
     # set_tracer_provider refuses a second time (another library won the race): use theirs.
     current = trace.get_tracer_provider()

@@ -6,12 +6,15 @@ A bad value raises ``ConfigError`` naming the setting and the variable it came f
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
+
+from . import _otlp_settings
 
 __all__ = ["Config", "ConfigError", "ModelConfig"]
 
@@ -33,14 +36,27 @@ class ConfigError(ValueError):
         super().__init__(f"infersight: invalid {where}: {message}")
 
 
+_MODEL_KEYS = ("version", "slo_p99_seconds", "endpoints")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """What infersight knows of one model: its version and its P99 objective."""
+    """What infersight knows of one model: its version, its P99 objective, and the endpoints
+    that serve it (``/scorer.Scorer/Score``; a trailing ``*`` matches a prefix), which label a
+    request that names no model (a custom gRPC servicer, a route without a pipeline)."""
 
     version: str = ""
     slo_p99_seconds: float | None = None
+    endpoints: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        endpoints = self.endpoints
+        if isinstance(endpoints, str) or not isinstance(endpoints, (list, tuple)):
+            raise ConfigError("endpoints", f"must be a list of endpoint names, got {endpoints!r}")
+        for endpoint in endpoints:
+            if not isinstance(endpoint, str) or not _endpoint_key(endpoint):
+                raise ConfigError("endpoints", f"each must be a non-empty string, got {endpoint!r}")
+        object.__setattr__(self, "endpoints", tuple(endpoints))
         if self.slo_p99_seconds is not None:
             slo = self.slo_p99_seconds
             if isinstance(slo, bool) or not isinstance(slo, (int, float)):
@@ -57,13 +73,22 @@ class Config:
 
     ========================================  ==================================================
     ``OTEL_SERVICE_NAME``                     service name on every span (``service``)
-    ``OTEL_TRACES_EXPORTER``                  ``otlp`` (default), ``console`` or ``none``
+    ``OTEL_SDK_DISABLED``                     ``true``: no spans (metrics stay; they aren't OTel's)
+    ``OTEL_TRACES_EXPORTER``                  ``otlp`` (default), ``console``, a list (``otlp,console``)
+                                              or ``none``
+    ``OTEL_PYTHON_EXCLUDED_URLS``             routes with no span and no latency sample (and the
+                                              per-framework ``OTEL_PYTHON_FLASK_EXCLUDED_URLS``...;
+                                              default: health probes, see ``_excluded_urls``)
     ``OTEL_EXPORTER_OTLP_PROTOCOL``           ``grpc`` (default) or ``http/protobuf``
     ``OTEL_EXPORTER_OTLP_ENDPOINT``           read by the OTLP exporter itself
     ``INFERSIGHT_OTLP_ENCODER``               ``fast`` (default): infersight's OTLP/gRPC span encoder;
                                               ``stock``: the OTel exporter's own
     ``OTEL_TRACES_SAMPLER`` / ``_ARG``        read by the OTel SDK's tracer provider
-    ``INFERSIGHT_MODELS``                     JSON: ``{"name": {"version": "2", "slo_p99_seconds": 0.1}}``
+    ``OTEL_EXPORTER_OTLP_HEADERS``,           read by the OTLP exporter (``_TRACES_`` variants win);
+    ``_COMPRESSION``, ``_CERTIFICATE``,       checked here: a file that isn't there, a header that
+    ``_CLIENT_KEY``, ``_CLIENT_CERTIFICATE``  doesn't parse fail start-up (``_otlp_settings``)
+    ``INFERSIGHT_MODELS``                     JSON: ``{"name": {"version": "2", "slo_p99_seconds": 0.1,
+                                              "endpoints": ["/scorer.Scorer/Score"]}}``
     ``INFERSIGHT_METRICS``                    expose Prometheus metrics (default true)
     ``INFERSIGHT_METRICS_PORT``               port of the metrics server for non-Flask apps (9464; 0: off)
     ``INFERSIGHT_METRICS_ADDR``               its bind address (0.0.0.0)
@@ -102,7 +127,8 @@ class Config:
     traces: bool = True
     traces_keep_ratio: float = 1.0
     traces_keep_slower_than_s: float = 0.5
-    traces_exporter: str = "otlp"
+    traces_exporter: str = "otlp"  # comma-separated, as OTEL_TRACES_EXPORTER
+    sdk_disabled: bool = False
     otlp_protocol: str = "grpc"
     otlp_encoder: str = "fast"
     metrics: bool = True
@@ -141,8 +167,9 @@ class Config:
                 raise ConfigError("models", f"model names must be non-empty strings, got {name!r}")
             models[name] = _model_config(name, model)
         object.__setattr__(self, "models", models)
+        _check_endpoints(models)
         object.__setattr__(self, "gpu_hourly_cost", _hourly_costs(self.gpu_hourly_cost))
-        _check_choice("traces_exporter", self.traces_exporter, _TRACES_EXPORTERS)
+        object.__setattr__(self, "traces_exporter", _exporter_list(self.traces_exporter))
         _check_choice("otlp_protocol", self.otlp_protocol, _OTLP_PROTOCOLS)
         _check_choice("otlp_encoder", self.otlp_encoder, _OTLP_ENCODERS)
         _check_choice("gpu", self.gpu, _GPU_MODES)
@@ -191,7 +218,7 @@ class Config:
             sources["otlp_protocol"] = protocol_var
         values.update(overrides)
         try:
-            return cls(**values)
+            config = cls(**values)
         except ConfigError as exc:
             # Name the env var the bad value came from, when it did ("models.m.slo_p99_seconds"
             # came from INFERSIGHT_MODELS).
@@ -199,27 +226,84 @@ class Config:
             if exc.source is None and setting in sources and setting not in overrides:
                 raise ConfigError(exc.setting, str(exc).split(": ", 2)[-1], sources[setting]) from None
             raise
+        if config.spans_on and "otlp" in config.trace_exporters:
+            try:
+                _otlp_settings.check(env, config.otlp_protocol)  # the exporter's own: headers, TLS files
+            except _otlp_settings.Problem as problem:
+                raise ConfigError(problem.setting, problem.message, problem.var) from None
+        return config
 
     def with_overrides(self, **overrides: Any) -> Config:
         return replace(self, **overrides)
 
+    @property
+    def trace_exporters(self) -> tuple[str, ...]:
+        """The exporters spans go to (empty for ``none``)."""
+        return tuple(n for n in self.traces_exporter.split(",") if n != "none")
+
+    @property
+    def spans_on(self) -> bool:
+        return self.traces and not self.sdk_disabled
+
     def model(self, name: str) -> ModelConfig | None:
         return self.models.get(name)
+
+    def model_for_endpoint(self, endpoint: str) -> str | None:
+        """The model whose ``endpoints`` name this endpoint (exactly, else the longest prefix)."""
+        exact, prefixes = self._endpoint_index
+        key = _endpoint_key(endpoint)
+        name = exact.get(key)
+        if name is None:
+            for prefix, model in prefixes:
+                if key.startswith(prefix):
+                    return model
+        return name
+
+    @functools.cached_property
+    def _endpoint_index(self) -> tuple[dict[str, str], list[tuple[str, str]]]:
+        exact: dict[str, str] = {}
+        prefixes: list[tuple[str, str]] = []
+        for name, model in self.models.items():
+            for endpoint in model.endpoints:
+                key = _endpoint_key(endpoint)
+                if key.endswith("*"):
+                    prefixes.append((key[:-1], name))
+                else:
+                    exact[key] = name
+        prefixes.sort(key=lambda item: -len(item[0]))
+        return exact, prefixes
+
+
+def _endpoint_key(endpoint: str) -> str:
+    """gRPC names a method ``/pkg.Service/Method`` on the wire and ``pkg.Service/Method`` in our
+    records: both match."""
+    return endpoint.strip().lstrip("/")
+
+
+def _check_endpoints(models: Mapping[str, ModelConfig]) -> None:
+    owner: dict[str, str] = {}
+    for name, model in models.items():
+        for endpoint in model.endpoints:
+            key = _endpoint_key(endpoint)
+            other = owner.setdefault(key, name)
+            if other != name:
+                raise ConfigError(f"models.{name}.endpoints", f"{endpoint!r} is already mapped to model {other!r}")
 
 
 def _model_config(name: str, value: Any) -> ModelConfig:
     if isinstance(value, ModelConfig):
         return value
     if not isinstance(value, Mapping):
-        raise ConfigError(f"models.{name}", f"must be a mapping with version/slo_p99_seconds, got {value!r}")
-    extra = set(value) - {"version", "slo_p99_seconds"}
+        raise ConfigError(f"models.{name}", f"must be a mapping with {'/'.join(_MODEL_KEYS)}, got {value!r}")
+    extra = set(value) - set(_MODEL_KEYS)
     if extra:
-        raise ConfigError(f"models.{name}", f"unknown keys {sorted(extra)}; allowed: version, slo_p99_seconds")
+        raise ConfigError(f"models.{name}", f"unknown keys {sorted(extra)}; allowed: {', '.join(_MODEL_KEYS)}")
     try:
         version = value.get("version")
         return ModelConfig(
             version="" if version is None else str(version),  # JSON null: no version
             slo_p99_seconds=value.get("slo_p99_seconds"),
+            endpoints=value.get("endpoints", ()),
         )
     except ConfigError as exc:
         raise ConfigError(f"models.{name}.{exc.setting}", str(exc).split(": ", 2)[-1]) from None
@@ -265,7 +349,7 @@ def _parse_bool(raw: str) -> bool:
 def _parse_models(raw: str) -> dict[str, Any]:
     value = json.loads(raw)
     if not isinstance(value, dict):
-        raise ValueError("expected a JSON object {model: {version, slo_p99_seconds}}")
+        raise ValueError("expected a JSON object {model: {version, slo_p99_seconds, endpoints}}")
     return value
 
 
@@ -274,6 +358,17 @@ def _parse_float(raw: str) -> float:
     if not math.isfinite(value):
         raise ValueError("must be a finite number")
     return value
+
+
+def _exporter_list(value: str) -> str:
+    names = list(dict.fromkeys(n.strip().lower() for n in str(value).split(",") if n.strip()))
+    if not names:
+        raise ConfigError("traces_exporter", f"{value!r} names no exporter; use none for no spans")
+    for name in names:
+        _check_choice("traces_exporter", name, _TRACES_EXPORTERS)
+    if "none" in names and len(names) > 1:
+        raise ConfigError("traces_exporter", f"{value!r}: none can't be combined with other exporters")
+    return ",".join(names)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -297,6 +392,7 @@ _EMPTY_IS_A_VALUE = frozenset({"metrics_path"})
 _ENV: dict[str, tuple[str, Any]] = {
     "service": ("OTEL_SERVICE_NAME", str),
     "traces_exporter": ("OTEL_TRACES_EXPORTER", lambda s: s.lower()),
+    "sdk_disabled": ("OTEL_SDK_DISABLED", _parse_bool),
     "otlp_protocol": ("OTEL_EXPORTER_OTLP_PROTOCOL", str),
     "otlp_encoder": ("INFERSIGHT_OTLP_ENCODER", lambda s: s.strip().lower()),
     "models": ("INFERSIGHT_MODELS", _parse_models),

@@ -98,6 +98,13 @@ class METRIC:
         ("model", "stage"),
         LATENCY_BUCKETS,
     )
+    TIME_TO_FIRST_BYTE = _m(
+        "time_to_first_byte_seconds",
+        "histogram",
+        "Streaming responses: time from the request's first byte to the response's first body chunk.",
+        ("model", "version", "endpoint"),
+        LATENCY_BUCKETS,
+    )
     REQUESTS_IN_FLIGHT = _m("requests_in_flight", "gauge", "Requests being served now.", ())
     QUEUE_WAIT = _m(
         "queue_wait_seconds",

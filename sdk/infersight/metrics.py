@@ -76,6 +76,7 @@ class InferenceMetrics:
         latest = {"multiprocess_mode": "mostrecent"} if mp else {}
         self.request_duration = make(METRIC.REQUEST_DURATION)
         self.stage_duration = make(METRIC.STAGE_DURATION)
+        self.time_to_first_byte = make(METRIC.TIME_TO_FIRST_BYTE)
         self.in_flight = make(METRIC.REQUESTS_IN_FLIGHT, **livesum)
         # The request path's two calls. One process: a set read at scrape time (add and discard
         # are single GIL-held calls, no lock). Multiprocess mode: the gauge's own file-backed value.
@@ -149,6 +150,9 @@ class InferenceMetrics:
         seconds = (rec.end_ns - rec.start_ns) / 1e9
         ex = self._exemplar(rec.sampled, rec.trace_id, rec.span_id)
         self._observe(self._child(self.request_duration, model, version, endpoint, outcome), seconds, ex)
+        if rec.first_byte_ns:
+            ttfb = (rec.first_byte_ns - rec.start_ns) / 1e9
+            self._observe(self._child(self.time_to_first_byte, model, version, endpoint), ttfb, ex)
         configured = self.config.model(model)
         if configured and configured.slo_p99_seconds is not None:
             over = self._child(self.over_slo, model)  # the series exists from the first request

@@ -38,7 +38,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from . import _compat, _errors
 
-__all__ = ["LockedMultiProcessCollector", "child_exit", "mark_process_dead"]
+__all__ = ["LockedMultiProcessCollector", "child_exit", "mark_process_dead", "reap_dead"]
 
 LOCK_FILE = ".infersight.lock"  # not *.db: the collector's glob skips it
 ARCHIVE = "archive"
@@ -143,9 +143,9 @@ def _merge(path: str, prefix: str, files: Iterable[str]) -> None:
     os.replace(tmp, archive)
 
 
-def _compact(path: str, pid: int) -> int:
+def _compact(path: str, pid: int | None) -> int:
     groups: dict[str, list[str]] = {}
-    verdicts: dict[int, bool] = {pid: True}
+    verdicts: dict[int, bool] = {pid: True} if pid is not None else {}
     for entry in os.scandir(path):
         parsed = _parse(entry.name)
         if parsed is None:
@@ -170,6 +170,17 @@ def _compact(path: str, pid: int) -> int:
 def mark_process_dead(pid: int, path: str | None = None) -> int:
     """Clean up after process ``pid`` died: drop its live gauges, merge its other files into the
     archives. Returns how many files went. Never raises: errors are counted and logged once."""
+    return _cleanup(pid, path)
+
+
+def reap_dead(path: str | None = None) -> int:
+    """Clean up after every process of the directory found dead. For servers that spawn their
+    workers and call no hook when one dies (``uvicorn --workers N``): each worker runs it as it
+    starts, so a restarted worker cleans up after the one it replaces."""
+    return _cleanup(None, path)
+
+
+def _cleanup(pid: int | None, path: str | None) -> int:
     try:
         path = path or os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if not path or not os.path.isdir(path):
@@ -179,9 +190,10 @@ def mark_process_dead(pid: int, path: str | None = None) -> int:
                 return _compact(path, pid)
         # Scrapes kept the lock: just what prometheus_client does (its collector tolerates
         # live gauges vanishing); the next death merges the rest.
-        from prometheus_client import multiprocess
+        if pid is not None:
+            from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+            multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
         return 0
     except Exception as exc:
         _errors.report("multiprocess", exc)

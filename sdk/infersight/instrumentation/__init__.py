@@ -1,4 +1,5 @@
-"""Automatic instrumentation of Flask, gRPC (sync and asyncio) and transformers pipelines.
+"""Automatic instrumentation of Flask, Starlette and FastAPI, gRPC (sync and asyncio) and
+transformers pipelines.
 
 Libraries are patched when they are imported (wrapt post-import hooks), so importing
 infersight never imports a heavy library the app doesn't use.
@@ -23,6 +24,10 @@ __all__ = ["LIBRARIES", "InfersightInstrumentor", "Library", "instrument_all", "
 # instrumentation_dependencies() both come from here.
 LIBRARIES: tuple[Library, ...] = (
     Library("flask", module="flask", requirement="flask >= 3.0", patcher="flask"),
+    # FastAPI apps are Starlette apps: "starlette" instruments both; "fastapi" only hands
+    # FastAPI's own tracing to infersight when infersight's provider is the one that enabled it.
+    Library("starlette", module="starlette.applications", requirement="starlette >= 0.37, < 2", patcher="starlette"),
+    Library("fastapi", module="fastapi", requirement="fastapi >= 0.115", patcher="fastapi"),
     Library("grpc", module="grpc", requirement="grpcio >= 1.60", patcher="grpc"),  # sync and grpc.aio
     Library(
         "transformers", module="transformers.pipelines", requirement="transformers >= 4.44, < 6", patcher="transformers"

@@ -13,7 +13,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from .. import _compat, _errors
 
-__all__ = ["extract_remote_parent", "is_wrapped", "unwrap", "wrap"]
+__all__ = ["content_length", "extract_remote_parent", "is_wrapped", "unwrap", "w3c_only", "wrap"]
 
 
 def _resolve(module: str, path: str) -> tuple[Any, str]:
@@ -45,6 +45,22 @@ def unwrap(module: str, path: str) -> None:
         setattr(owner, attr, current.__wrapped__)
 
 
+_INT64_MAX = 2**63 - 1  # the largest integer an OTLP attribute carries
+
+
+def content_length(value: Any) -> int:
+    """A Content-Length as the client sent it: digits only (RFC 9110), else -1 (not recorded).
+    ``int()`` would raise on garbage, losing the span's attributes, and accepts "1_0" or "-5"."""
+    if not isinstance(value, str):
+        return -1
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        length = int(value)
+        if length <= _INT64_MAX:
+            return length
+    return -1
+
+
 _checked: tuple[Any, bool] = (None, False)  # (global propagator, whether W3C-only): one per process
 
 
@@ -59,6 +75,11 @@ def _is_tracecontext_only() -> bool:
         w3c_only = names <= {"TraceContextTextMapPropagator", "W3CBaggagePropagator"}
     _checked = (prop, w3c_only)
     return w3c_only
+
+
+def w3c_only() -> bool:
+    """Whether the global propagator reads only W3C ``traceparent`` (and baggage)."""
+    return _is_tracecontext_only()
 
 
 def extract_remote_parent(carrier: Any, getter: Any, traceparent_key: str) -> SpanContext | None:

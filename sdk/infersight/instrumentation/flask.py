@@ -1,23 +1,30 @@
 """Flask: every request becomes a server span and a latency observation; ``/metrics`` is served.
 
-``Flask.wsgi_app`` is patched on the class, so apps created before or after the import are
-covered. The server span is built later by the worker from ids drawn here; if
-opentelemetry-instrumentation-flask already made a server span, stages attach to it instead.
+``Flask.__call__`` is patched on the base class, so apps created before or after the import are
+covered, whatever wraps their ``wsgi_app``. The server span is built later by the worker from
+ids drawn here; on an app that opentelemetry-instrumentation-flask traces, its span is the
+request's SERVER span and infersight's stages are its children. If the app serves the metrics
+path itself, that stays the app's.
 """
 
 from __future__ import annotations
 
+import logging
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from opentelemetry.trace import SpanKind
+from prometheus_client import REGISTRY
 
-from .. import _errors, _runtime
+from .. import _compat, _errors, _runtime
 from .._records import current_request
 from ..conventions import ATTR, OUTCOME_ERROR, OUTCOME_SUCCESS
-from ._common import extract_remote_parent, unwrap, wrap
+from ._common import content_length, extract_remote_parent, unwrap, wrap
 
 __all__ = ["instrument", "uninstrument"]
+
+logger = logging.getLogger("infersight")
 
 
 class _EnvironGetter:
@@ -42,17 +49,19 @@ def _wsgi_app(
     environ, start_response = args[0], args[1]
     path = environ.get("PATH_INFO", "")
     if rt.config.metrics and rt.config.metrics_path and path == rt.config.metrics_path:
-        content_type, body = rt.exposition.metrics(environ.get("HTTP_ACCEPT"))
-        start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
-        return [body]
+        return _serve_metrics(rt, instance, wrapped, args, kwargs)  # type: ignore[no-any-return]
     page = rt.exposition.pages.get(path) if rt.config.metrics_path else None
     if page is not None:  # e.g. /drift, next to /metrics
         content_type, body = page()
         start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(body)))])
         return [body]
+    if rt.excluded_urls.excluded("flask", _url(environ)):
+        return wrapped(*args, **kwargs)  # type: ignore[no-any-return]
     method = environ.get("REQUEST_METHOD", "GET")
     parent = extract_remote_parent(environ, _GETTER, "HTTP_TRACEPARENT")
-    rec, tokens = _runtime.start_request(method, SpanKind.SERVER, _UNSET_ROUTE, parent)
+    # otel-flask starts its server span later, in before_request: leave the SERVER kind to it.
+    deferred = parent is None and _compat.flask_app_traced_by_contrib(instance)
+    rec, tokens = _runtime.start_request(method, SpanKind.SERVER, _UNSET_ROUTE, parent, defer_span=deferred)
     if rec is None:
         return wrapped(*args, **kwargs)  # type: ignore[no-any-return]
     status_holder: list[Any] = []
@@ -71,33 +80,85 @@ def _wsgi_app(
     return result  # type: ignore[no-any-return]
 
 
-def _dispatch_request(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Runs inside Flask's request context, where the matched route template is known."""
+def _url(environ: dict[str, Any]) -> str:
+    """The request's URL as the excluded-URL patterns of OTel's instrumentations see it."""
+    host = environ.get("HTTP_HOST") or environ.get("SERVER_NAME", "")
+    query = environ.get("QUERY_STRING")
+    url = f"{environ.get('wsgi.url_scheme', 'http')}://{host}{environ.get('PATH_INFO', '')}"
+    return f"{url}?{query}" if query else url
+
+
+_app_owns_metrics: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def _serve_metrics(
+    rt: Any, app: Any, wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """The metrics path: the app's own, if it serves one (a route, or prometheus_client's WSGI
+    app mounted in front of it); else infersight's. The app is asked first, once per app."""
+    environ, start_response = args[0], args[1]
+    owns = _app_owns_metrics.get(app)
+    if owns is None:
+        captured: list[Any] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], *exc: Any) -> Callable[[bytes], Any]:
+            captured[:] = [status, headers, exc]
+            return lambda data: None
+
+        body = wrapped(environ, capture, **kwargs)
+        owns = bool(captured) and not str(captured[0]).startswith("404")
+        _app_owns_metrics[app] = owns
+        if owns:
+            _log_metrics_owner(rt)
+        if owns:
+            start_response(captured[0], captured[1], *captured[2])
+            return body
+        if hasattr(body, "close"):
+            body.close()
+    elif owns:
+        return wrapped(*args, **kwargs)
+    content_type, payload = rt.exposition.metrics(environ.get("HTTP_ACCEPT"))
+    start_response("200 OK", [("Content-Type", content_type), ("Content-Length", str(len(payload)))])
+    return [payload]
+
+
+def _log_metrics_owner(rt: Any) -> None:
+    path = rt.config.metrics_path
+    if rt.registry is REGISTRY:
+        logger.info(
+            "infersight: the app serves %s itself; infersight's metrics are in prometheus_client's "
+            "default registry, which that route serves.",
+            path,
+        )
+        return
+    try:
+        server = rt.start_metrics_server()
+        where = f"port {server.port}"
+    except Exception as exc:
+        _errors.report("metrics_server", exc)
+        where = "no port (the metrics server could not start)"
+    logger.warning("infersight: the app serves %s itself; infersight's metrics are served on %s.", path, where)
+
+
+def _preprocess_request(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Runs inside Flask's request context, where the matched route template is known, around
+    the before_request handlers: otel-flask starts its span in one of them (and one of the app's
+    may answer the request itself, so this is the place rather than dispatch_request)."""
     rec = current_request.get()
-    if rec is not None:
-        try:
-            rule = _flask_request.url_rule
-            if rule is not None:
-                rec.endpoint = rule.rule
-        except Exception as exc:
-            _errors.report("flask", exc)
-    return wrapped(*args, **kwargs)
-
-
-_INT64_MAX = 2**63 - 1  # the largest integer an OTLP attribute carries
-
-
-def _content_length(value: Any) -> int:
-    """A Content-Length as the client sent it: digits only (RFC 9110), else -1 (not recorded).
-    ``int()`` would raise on garbage, losing the span's attributes, and accepts "1_0" or "-5"."""
-    if not isinstance(value, str):
-        return -1
-    value = value.strip()
-    if value.isascii() and value.isdigit():
-        length = int(value)
-        if length <= _INT64_MAX:
-            return length
-    return -1
+    if rec is None:
+        return wrapped(*args, **kwargs)
+    try:
+        rule = _flask_request.url_rule
+        if rule is not None:
+            rec.endpoint = rule.rule
+    except Exception as exc:
+        _errors.report("flask", exc)
+    result = wrapped(*args, **kwargs)
+    if rec.deferred:
+        _runtime.adopt_server_span(rec)
+    return result
 
 
 def _finish(
@@ -111,11 +172,11 @@ def _finish(
         code = int(status_holder[0].split(" ", 1)[0]) if status_holder else 500
         rec.status_code = code
         rec.outcome = OUTCOME_ERROR if (code >= 500 or error is not None) else OUTCOME_SUCCESS
-        rec.payload_in = _content_length(environ.get("CONTENT_LENGTH"))
+        rec.payload_in = content_length(environ.get("CONTENT_LENGTH"))
         if len(status_holder) > 1:
             for key, value in status_holder[1]:
                 if key.lower() == "content-length":
-                    rec.payload_out = _content_length(value)
+                    rec.payload_out = content_length(value)
                     break
         attrs = {
             ATTR.HTTP_REQUEST_METHOD: method,
@@ -149,10 +210,12 @@ def instrument() -> None:
     from flask import request
 
     _flask_request = request
-    wrap("flask", "Flask.wsgi_app", _wsgi_app)
-    wrap("flask", "Flask.dispatch_request", _dispatch_request)
+    # On the base class, looked up on the type: apps whose wsgi_app another instrumentation
+    # wrapped (even before this import), and its Flask subclass, are covered.
+    wrap("flask.app", "Flask.__call__", _wsgi_app)
+    wrap("flask.app", "Flask.preprocess_request", _preprocess_request)
 
 
 def uninstrument() -> None:
-    unwrap("flask", "Flask.wsgi_app")
-    unwrap("flask", "Flask.dispatch_request")
+    unwrap("flask.app", "Flask.__call__")
+    unwrap("flask.app", "Flask.preprocess_request")

@@ -291,16 +291,19 @@ def _start_metrics_server() -> None:
 def _with_interceptor(
     interceptor: Any, position: int, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Put ``interceptor`` first, whether interceptors came by keyword, by position or not at all."""
+    """Put ``interceptor`` first, whether interceptors came by keyword, by position or not at all;
+    but after OpenTelemetry's own server interceptor, whose SERVER span then stays the RPC's
+    one server span, with infersight's stages as its children."""
+    given = args[position] if len(args) > position else kwargs.get("interceptors")
+    rest = [i for i in (given or ()) if not isinstance(i, type(interceptor))]
+    contrib = [i for i in rest if type(i).__module__.startswith(_CONTRIB_MODULE)]
+    ordered = [*contrib, interceptor, *(i for i in rest if i not in contrib)]
     if len(args) > position:
-        existing = args[position]
-        rest = [i for i in (existing or ()) if not isinstance(i, type(interceptor))]
-        args = (*args[:position], [interceptor, *rest], *args[position + 1 :])
-    else:
-        existing = kwargs.get("interceptors")
-        rest = [i for i in (existing or ()) if not isinstance(i, type(interceptor))]
-        kwargs = {**kwargs, "interceptors": [interceptor, *rest]}
-    return args, kwargs
+        return (*args[:position], ordered, *args[position + 1 :]), kwargs
+    return args, {**kwargs, "interceptors": ordered}
+
+
+_CONTRIB_MODULE = "opentelemetry.instrumentation.grpc"
 
 
 _SYNC = _ServerInterceptor()
