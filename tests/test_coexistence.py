@@ -39,7 +39,10 @@ def server_span_with_stage_child(out: dict[str, Any], name: str) -> dict[str, An
     assert len(servers) == 1, spans
     (stage,) = [s for s in spans if s["name"] == "model"]
     assert stage["parent"] == servers[0]["id"] and stage["trace"] == servers[0]["trace"], spans
-    assert [s for s in spans if s["kind"] != "SERVER" and s["name"] != "model"] == [], spans
+    clients = [s for s in spans if s["kind"] == "CLIENT"]  # the caller's, when instrumented too
+    assert [s for s in spans if s["kind"] not in ("SERVER", "CLIENT") and s["name"] != "model"] == [], spans
+    for client in clients:
+        assert servers[0]["parent"] == client["id"] and servers[0]["trace"] == client["trace"], spans
     return servers[0]
 
 
@@ -64,6 +67,7 @@ def test_flask_beside_otel_flask_has_one_server_span(scenario: str) -> None:
 def test_grpc_beside_the_otel_interceptor_has_one_server_span_in_one_trace(scenario: str) -> None:
     out = run(scenario)
     server_span_with_stage_child(out, "Predict")
+    assert [s["kind"] for s in out["spans"] if "Predict" in s["name"]].count("CLIENT") == 1  # infersight's channel
     assert out["requests_counted"] == 1.0
 
 

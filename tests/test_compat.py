@@ -22,7 +22,11 @@ SDK = Path(__file__).resolve().parents[1] / "sdk" / "infersight"
 
 @pytest.mark.parametrize("name", sorted(_compat.PROBES))
 def test_each_probe_finds_its_target_on_the_installed_versions(name: str) -> None:
-    assert _compat.PROBES[name](), f"{name}: the internal moved in this version; see infersight/_compat.py"
+    try:
+        found = _compat.PROBES[name]()
+    except ModuleNotFoundError as exc:  # an optional library (FastAPI, ...) this env lacks
+        pytest.skip(f"{name}: {exc.name} is not installed")
+    assert found, f"{name}: the internal moved in this version; see infersight/_compat.py"
 
 
 def test_the_multiprocess_lock_is_found_in_multiprocess_mode(tmp_path: Path) -> None:

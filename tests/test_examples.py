@@ -251,11 +251,12 @@ def test_load_generator_large_payloads_and_input_shift(sentiment: tuple[str, Pat
 FASTAPI_SENTIMENT = ROOT / "examples" / "fastapi_sentiment" / "app.py"
 
 
-def test_fastapi_sentiment_gets_what_the_flask_one_gets(tiny_model_dir: Path, tmp_path: Path) -> None:
-    """The FastAPI twin, under uvicorn: templated endpoints, stage histograms, exemplars, and a
-    time-to-first-byte histogram for the streamed route."""
+@pytest.mark.parametrize("app", [SENTIMENT, FASTAPI_SENTIMENT], ids=["flask", "fastapi"])
+def test_sentiment_twins_stream_with_time_to_first_byte(app: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
+    """The Flask server and its FastAPI twin (under uvicorn) get the same: templated endpoints,
+    stage histograms, exemplars, and a time-to-first-byte histogram for the streamed route."""
     models = json.dumps({"tiny-sentiment": {"version": "3", "slo_p99_seconds": 0.1}})
-    with serve_example(FASTAPI_SENTIMENT, tiny_model_dir, tmp_path, INFERSIGHT_MODELS=models) as url:
+    with serve_example(app, tiny_model_dir, tmp_path, INFERSIGHT_MODELS=models) as url:
         for text in ("great excellent movie", "awful terrible service"):
             r = requests.post(f"{url}/predict", json={"text": text}, timeout=10)
             assert r.status_code == 200 and r.json()["label"] in {"POSITIVE", "NEGATIVE"}, r.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -20,7 +21,7 @@ PARENT_ID = "b7ad6b7169203331"
 
 
 def make_app():  # type: ignore[no-untyped-def]
-    from flask import Flask, jsonify, request
+    from flask import Flask, Response, jsonify, request
 
     app = Flask("test-app")
 
@@ -37,6 +38,24 @@ def make_app():  # type: ignore[no-untyped-def]
     @app.get("/fail")
     def fail():  # type: ignore[no-untyped-def]
         raise RuntimeError("handler bug")
+
+    @app.get("/stream")
+    def stream():  # type: ignore[no-untyped-def]
+        def tokens():  # type: ignore[no-untyped-def]
+            for i in range(3):
+                with infersight.model(model="clf"):  # one model step per token
+                    time.sleep(0.08)
+                yield f"data: token{i}\n\n"
+
+        return Response(tokens(), mimetype="text/event-stream")
+
+    @app.get("/stream/broken")
+    def broken_stream():  # type: ignore[no-untyped-def]
+        def tokens():  # type: ignore[no-untyped-def]
+            yield "data: token0\n\n"
+            raise RuntimeError("generator bug")
+
+        return Response(tokens(), mimetype="text/event-stream")
 
     return app
 
@@ -160,3 +179,48 @@ def test_extra_pages_such_as_drift_are_served_next_to_metrics() -> None:
             uninstrument_all()
     assert response.status_code == 200
     assert response.data == b"<html>report</html>"
+
+
+def test_streamed_response_ends_at_its_last_byte_with_time_to_first_byte(served: tuple[str, Captured]) -> None:
+    url, t = served
+    r = requests.get(f"{url}/stream", timeout=5)
+    assert r.text.count("data: token") == 3
+    labels = {"model": "clf", "version": "7", "endpoint": "/stream"}  # the model its stages named
+    # The server closes the body just after the client has the last chunk.
+    total = _wait_for(t, "infersight_request_duration_seconds_sum", outcome="success", **labels)
+    first = t.value("infersight_time_to_first_byte_seconds_sum", **labels)
+    # Before: the request ended when the view returned its generator (~0 s), with no first byte.
+    assert total is not None and total >= 0.2, total  # the three model steps ran inside it
+    assert first is not None and 0.05 <= first < total, (first, total)
+    server = t.spans("GET /stream")[0]
+    assert server.attributes["http.response.body.size"] == len(r.content)
+    steps = t.spans("model")
+    assert len(steps) == 3 and all(s.parent.span_id == server.context.span_id for s in steps)  # type: ignore[union-attr]
+    # The model stages ran in the generator: attributed to the request, not lost.
+    assert t.value("infersight_stage_duration_seconds_count", model="clf", stage="model") == 3.0
+
+
+def test_a_failing_stream_is_an_error_and_the_next_request_starts_clean(served: tuple[str, Captured]) -> None:
+    url, t = served
+    try:
+        assert requests.get(f"{url}/stream/broken", timeout=5).content.startswith(b"data: token0")
+    except requests.RequestException:
+        pass  # the server cuts the body short: the client may see a broken chunked encoding
+    r = requests.post(f"{url}/predict/x", json={"text": "a"}, timeout=5)
+    assert r.status_code == 200
+    labels = {"model": "unknown", "version": "unknown", "endpoint": "/stream/broken"}
+    assert _wait_for(t, "infersight_request_duration_seconds_count", outcome="error", **labels) == 1.0
+    (broken,) = t.spans("GET /stream/broken")
+    after = t.spans("POST /predict/<name>")[0]
+    assert after.context.trace_id != broken.context.trace_id  # the stream's context did not leak
+    assert after.parent is None
+
+
+def _wait_for(t: Captured, sample: str, **labels: str) -> float | None:
+    deadline = time.monotonic() + 5
+    while True:
+        t.flush()
+        value = t.value(sample, **labels)
+        if value is not None or time.monotonic() > deadline:
+            return value
+        time.sleep(0.02)

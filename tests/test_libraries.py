@@ -85,7 +85,15 @@ def test_supported_ranges_hold_the_installed_versions() -> None:
 def test_instrumentation_dependencies_come_from_the_objects(monkeypatch: pytest.MonkeyPatch) -> None:
     deps = InfersightInstrumentor().instrumentation_dependencies()
     assert list(deps) == [library.requirement for library in LIBRARIES]
-    assert {Requirement(dep).name for dep in deps} == {"flask", "starlette", "fastapi", "grpcio", "transformers"}
+    assert {Requirement(dep).name for dep in deps} == {
+        "flask",
+        "starlette",
+        "fastapi",
+        "grpcio",
+        "requests",
+        "httpx",
+        "transformers",
+    }
     extra = Library("extra", module="extra_lib", requirement="extra-lib >= 1.0", patcher="extra")
     monkeypatch.setattr(instrumentation, "LIBRARIES", (*LIBRARIES, extra))
     assert list(InfersightInstrumentor().instrumentation_dependencies())[-1] == "extra-lib >= 1.0"
@@ -171,7 +179,7 @@ def test_hooks_fire_on_import_in_a_fresh_interpreter() -> None:
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out == {
         "before": [],
-        "fired": [["fastapi", True], ["flask", True], ["grpc", True], ["starlette", True]],
+        "fired": [["fastapi", True], ["flask", True], ["grpc", True], ["grpc_client", True], ["starlette", True]],
         "flask": True,
         "starlette": True,
         "fastapi": True,

@@ -33,9 +33,11 @@ def test_compat_and_coexistence_pass_on_the_newest_releases() -> None:
         "PYTHONPATH": str(ROOT / "sdk"),
         "HOME": os.environ.get("HOME", "/tmp"),
     }
-    argv = [python, "-m", "pytest", *tests, "-q", "-x", "-p", "no:cacheprovider"]
+    argv = [python, "-m", "pytest", *tests, "-q", "-x", "-rs", "-p", "no:cacheprovider"]
     out = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     versions = Path(python).parents[1] / "versions.txt"
     pinned = versions.read_text() if versions.exists() else ""
     assert out.returncode == 0, f"on the newest versions:\n{pinned}\n{out.stdout[-5000:]}\n{out.stderr[-2000:]}"
     assert " passed" in out.stdout, out.stdout[-2000:]
+    # Every probe ran: a library missing from the newest env would skip its probe unseen.
+    assert "is not installed" not in out.stdout, f"add it to {BUILD.name}:\n{out.stdout[-3000:]}"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A second, small Python env with the NEWEST released OpenTelemetry SDK, instrumentations and
-# prometheus_client (no torch, no extras beyond Flask and gRPC), so tests/test_newest_versions.py
+# prometheus_client (no torch, no extras beyond Flask, FastAPI and gRPC), so tests/test_newest_versions.py
 # can run the compat and coexistence tests against what users will install next.
 # Cached OUTSIDE the repo, keyed by the hash of this script, pyproject.toml and the ISO week:
 # a new week (or a new pin) builds a fresh env with whatever is newest then.
@@ -18,7 +18,8 @@ PACKAGES=(
   # The instrumentations are only released as betas (0.xxbN): a beta lower bound lets pip take one.
   "opentelemetry-instrumentation>=0.61b0" "opentelemetry-instrumentation-flask>=0.61b0"
   "opentelemetry-instrumentation-grpc>=0.61b0"
-  prometheus-client wrapt flask grpcio protobuf
+  "opentelemetry-instrumentation-asgi>=0.61b0" "opentelemetry-instrumentation-fastapi>=0.61b0"
+  prometheus-client wrapt flask grpcio protobuf fastapi starlette uvicorn httpx
   pytest pytest-timeout pyyaml requests
 )
 KEY=$( (cat "$0" pyproject.toml; date -u +%G-%V) | sha256sum | cut -c1-16)

@@ -14,13 +14,15 @@ switches (examples/faults.py), called from the pipeline's own stage methods.
 import infersight.auto  # noqa: F401, I001  (the one added line: first, before the app imports)
 
 import argparse
+import json
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 
 EXAMPLES = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(EXAMPLES))
@@ -42,17 +44,39 @@ def classifier() -> Any:
         return _classifier
 
 
-@app.post("/predict")
-def predict() -> Any:
-    body = request.get_json(silent=True) or {}
-    text = body.get("text")
-    if not isinstance(text, str) or not text:
-        return jsonify(error='expected JSON {"text": "..."}'), 400
+def classify(text: str) -> dict[str, Any]:
     clf = classifier()
     # Long inputs are cut to what the model's position embeddings can take.
     max_length = getattr(clf.model.config, "max_position_embeddings", 512)
     result = clf(text, truncation=True, max_length=max_length)[0]
-    return jsonify(label=result["label"], score=round(float(result["score"]), 4))
+    return {"label": result["label"], "score": round(float(result["score"]), 4)}
+
+
+def _text() -> str | None:
+    body = request.get_json(silent=True) or {}
+    text = body.get("text")
+    return text if isinstance(text, str) and text else None
+
+
+@app.post("/predict")
+def predict() -> Any:
+    text = _text()
+    if text is None:
+        return jsonify(error='expected JSON {"text": "..."}'), 400
+    return jsonify(classify(text))
+
+
+@app.post("/predict/stream")
+def predict_stream() -> Any:
+    """Server-sent events: the request ends at the last byte, and its time to first byte is a
+    histogram of its own."""
+    text = _text() or " "
+
+    def events() -> Iterator[str]:
+        yield "event: start\ndata: {}\n\n"
+        yield f"data: {json.dumps(classify(text))}\n\n"
+
+    return Response(events(), mimetype="text/event-stream")
 
 
 @app.get("/healthz")

@@ -32,6 +32,7 @@ __all__ = [
     "SPAN_KEY",
     "batch_export_locks",
     "batch_queues",
+    "call_innermost",
     "composite_propagators",
     "fast_otlp_exporter_class",
     "fastapi_route_template",
@@ -44,9 +45,11 @@ __all__ = [
     "multiprocess_values_lock",
     "otel_context_var",
     "read_mmap_values",
+    "replace_wrapped",
     "span_processor",
     "span_processors",
     "wrap_batch_exporters",
+    "wrapt_wrapper_of",
     "write_mmap_values",
 ]
 
@@ -233,6 +236,56 @@ def is_wrapt_wrapper(obj: Any) -> bool:
     import wrapt
 
     return isinstance(obj, wrapt.FunctionWrapper) or hasattr(obj, "_self_wrapper")
+
+
+def call_innermost(wrapped: Any, args: Any, kwargs: Any, then: Callable[[Any], Any]) -> Any:
+    """Call ``wrapped`` (what a wrapt wrapper of ours was handed) with ``then`` applied to the
+    result of the original function, beneath any other library's wrapt wrappers in between:
+    what ``then`` adds (a channel's interceptor) sits inside theirs, whichever patched first."""
+    wrapper = getattr(wrapped, "_self_wrapper", None)
+    inner = getattr(wrapped, "__wrapped__", None)
+    if wrapper is None or inner is None:
+        return then(wrapped(*args, **kwargs))
+    instance = getattr(wrapped, "_self_instance", None)
+    return wrapper(lambda *a, **k: call_innermost(inner, a, k, then), instance, args, kwargs)
+
+
+def wrapt_wrapper_of(obj: Any) -> Any:
+    """The wrapper function of a wrapt wrapper (None for anything else)."""
+    return getattr(obj, "_self_wrapper", None)
+
+
+def replace_wrapped(proxy: Any, target: Any) -> None:
+    """Point a wrapt wrapper at ``target`` instead of what it wrapped (its ``__wrapped__`` is
+    assignable): takes one wrapper out of the middle of a stack."""
+    proxy.__wrapped__ = target
+
+
+def _probe_replace_wrapped() -> bool:
+    import wrapt
+
+    def one() -> int:
+        return 1
+
+    def plus(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        return wrapped() + 10
+
+    outer = wrapt.FunctionWrapper(wrapt.FunctionWrapper(one, plus), plus)
+    replace_wrapped(outer, one)
+    return bool(outer() == 11)
+
+
+def _probe_call_innermost() -> bool:
+    import wrapt
+
+    def original(x: int) -> list[str]:
+        return [str(x)]
+
+    def theirs(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        return ["theirs", *wrapped(*args, **kwargs)]
+
+    stacked = wrapt.FunctionWrapper(original, theirs)
+    return bool(call_innermost(stacked, (1,), {}, lambda r: [*r, "ours"]) == ["theirs", "1", "ours"])
 
 
 # ---- prometheus_client --------------------------------------------------------------------
@@ -473,6 +526,8 @@ PROBES: dict[str, Callable[[], bool]] = {
     "otel.exporter_hooks": _exporter_hooks_present,
     "otel.composite_propagators": lambda: _probe_composite(),
     "wrapt.wrapper": lambda: _probe_wrapt(),
+    "wrapt.call_innermost": _probe_call_innermost,
+    "wrapt.replace_wrapped": _probe_replace_wrapped,
     "otel.tracer_provider_once": lambda: _probe_provider_once(),
     "otel_contrib.flask_app_marker": lambda: _probe_flask_contrib(),
     "prometheus.histogram_parts": _probe_histogram,

@@ -8,6 +8,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from opentelemetry.trace import SpanKind
+
 from . import _errors
 from ._keep import TailKeep
 from ._records import RequestRecord, StageRecord, refresh_epoch_offset
@@ -17,6 +19,8 @@ from .hooks import StageHook, call_hooks
 from .metrics import InferenceMetrics
 
 __all__ = ["Worker"]
+
+_CLIENT = SpanKind.CLIENT.value
 
 # Longest the worker keeps the GIL before handing it to request threads. Measured with
 # benchmarks/request_path.py (Flask, 2-core box, 3 paired runs): added p99 0.5-1.1 ms instead of
@@ -158,7 +162,23 @@ class Worker:
             self.emitter.emit_stage(stage, attrs)
         return attrs
 
+    def _process_client(self, rec: RequestRecord) -> None:
+        """An outgoing call: its own histograms, and its CLIENT span (none when another
+        instrumentation's span covers the call: then that one is the exemplar)."""
+        network = -1.0
+        if rec.server_s >= 0:
+            network = max(0.0, (rec.end_ns - rec.start_ns) / 1e9 - rec.server_s)
+            rec.set_attr(ATTR.SERVER_TIMING_TOTAL, rec.server_s)
+            rec.set_attr(ATTR.CLIENT_NETWORK, network)
+        if self.metrics is not None:
+            self.metrics.observe_client(rec, network)
+        if self.emitter is not None and rec.emit_span:
+            self.emitter.emit(rec, UNKNOWN, UNKNOWN, [])
+
     def _process_request(self, rec: RequestRecord) -> None:
+        if rec.kind == _CLIENT:
+            self._process_client(rec)
+            return
         if rec.model is None and self.model_for_endpoint is not None and rec.endpoint:
             # Off the request path: a request that named no model gets its endpoint's (INFERSIGHT_MODELS).
             rec.set_model(self.model_for_endpoint(rec.endpoint))

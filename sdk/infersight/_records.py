@@ -107,10 +107,12 @@ class RequestRecord:
         "protocol",
         "queue_wait_s",
         "sampled",
+        "server_s",
         "span_id",
         "stages",
         "start_ns",
         "status_code",
+        "target",
         "tokens",
         "trace_id",
         "trace_state",
@@ -145,6 +147,8 @@ class RequestRecord:
         self.queue_wait_s = -1.0
         self.batch_size = 0
         self.protocol = ""
+        self.target = ""  # outgoing calls (kind CLIENT): the server's host:port
+        self.server_s = -1.0  # outgoing calls: the server's total, from its Server-Timing
         self.attrs: dict[str, Any] | None = None
 
     def set_attr(self, key: str, value: Any) -> None:

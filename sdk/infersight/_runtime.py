@@ -48,6 +48,7 @@ __all__ = ["Runtime", "get_runtime", "init", "shutdown"]
 
 logger = logging.getLogger("infersight")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+_CLIENT = SpanKind.CLIENT.value
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 
 
@@ -360,7 +361,15 @@ def start_request(
         return None, (None, None)
     try:
         emit_span = True
-        active = _current_span() if parent is None else None
+        active = _current_span()
+        if parent is not None and active is not None:
+            # A remote parent, and a span current: another instrumentation's server span, if it
+            # continues that same trace (it read the same traceparent first); else not ours to use.
+            ctx = active.get_span_context()
+            if not (active.is_recording() and ctx.trace_id == parent.trace_id and ctx.span_id != parent.span_id):
+                active = None
+            else:
+                parent = None
         if active is not None:
             if active.is_recording():
                 # Another instrumentation (e.g. opentelemetry-instrumentation-flask) owns the
@@ -435,11 +444,7 @@ def finish_request(
         elif rec.outcome is None:
             rec.outcome = OUTCOME_ERROR if error is not None else OUTCOME_SUCCESS
         rec.live_span = None  # it refers to the record: no cycle left for the GC
-        req_token, otel_token = tokens
-        if otel_token is not None:
-            _reset(otel_token)
-        if req_token is not None:
-            current_request.reset(req_token)
+        suspend_request(tokens)
     except Exception as exc:
         _errors.report("request", exc)
     if rt is not None:
@@ -449,6 +454,80 @@ def finish_request(
             rt.worker.submit(rec)
         except Exception as exc:
             _errors.report("request", exc)
+
+
+def suspend_request(tokens: Tokens) -> None:
+    """Leave the request's context without ending it: a WSGI response streamed after the app
+    returned goes on in the server's loop, where the request must not stay current."""
+    req_token, otel_token = tokens
+    if otel_token is not None:
+        _reset(otel_token)
+    if req_token is not None:
+        current_request.reset(req_token)
+
+
+def resume_request(rec: RequestRecord) -> Tokens:
+    """Make a suspended request current again, while the server pulls its next streamed chunk
+    (stages in the response's generator nest under it)."""
+    try:
+        otel_token = _attach(rec.live_span) if rec.live_span is not None else None
+        return current_request.set(rec), otel_token
+    except Exception as exc:
+        _errors.report("request", exc)
+        return None, None
+
+
+def start_client(name: str, target: str, endpoint: str) -> RequestRecord | None:
+    """Open the record of an outgoing call (kind CLIENT). Nothing is made current: the call's
+    own span is its leaf, and a client instrumentation of OpenTelemetry's running around this
+    call keeps its span current; then that span is the call's (``emit_span`` False)."""
+    rt = _runtime
+    if rt is None:
+        return None
+    try:
+        active = _current_span()
+        parent = None
+        if active is not None:
+            ctx = active.get_span_context()
+            if active.is_recording() and getattr(active, "kind", None) is SpanKind.CLIENT:
+                rec = RequestRecord(name, _CLIENT, endpoint, ctx.trace_id, 0, bool(ctx.trace_flags.sampled))
+                rec.span_id, rec.emit_span, rec.target = ctx.span_id, False, target
+                return rec
+            if ctx.is_valid:
+                parent = ctx
+        if parent is not None:
+            trace_id = parent.trace_id
+            sampled = rt.sample(parent, trace_id, name, SpanKind.CLIENT)
+        else:
+            trace_id = new_trace_id()
+            sampled = rt.sample(None, trace_id, name, SpanKind.CLIENT)
+        rec = RequestRecord(name, _CLIENT, endpoint, trace_id, parent.span_id if parent else 0, sampled)
+        if parent is not None:
+            rec.parent_remote = parent.is_remote
+            rec.trace_state = parent.trace_state
+        rec.target = target
+        rec.emit_span = rt.provider is not None
+        return rec
+    except Exception as exc:
+        _errors.report("client", exc)
+        return None
+
+
+def finish_client(rec: RequestRecord | None, status_code: int | None, failed: bool, server_s: float | None) -> None:
+    """Close an outgoing call's record: ``server_s`` is the server's total from its Server-Timing."""
+    if rec is None:
+        return
+    rt = _runtime
+    try:
+        rec.end_ns = now_ns()
+        rec.status_code = status_code
+        rec.outcome = OUTCOME_ERROR if failed else OUTCOME_SUCCESS
+        if server_s is not None:
+            rec.server_s = server_s
+        if rt is not None:
+            rt.worker.submit(rec)
+    except Exception as exc:
+        _errors.report("client", exc)
 
 
 def start_stage(name: str, model: str | None = None) -> tuple[StageRecord | None, Tokens]:

@@ -35,6 +35,7 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
 _ERROR = Status(StatusCode.ERROR)
 _KINDS = {k.value: k for k in SpanKind}
+_CLIENT = SpanKind.CLIENT.value
 
 
 def _message(exc: BaseException) -> str:
@@ -188,8 +189,9 @@ class SpanEmitter:
         req_ctx = self._ctx(rec.trace_id, rec.span_id, rec.trace_state)
         if rec.emit_span:
             attrs = dict(rec.attrs) if rec.attrs else {}
-            attrs[ATTR.MODEL_NAME] = model
-            attrs[ATTR.MODEL_VERSION] = version
+            if rec.kind != _CLIENT:  # an outgoing call serves no model of ours
+                attrs[ATTR.MODEL_NAME] = model
+                attrs[ATTR.MODEL_VERSION] = version
             if rec.batch_size:
                 attrs[ATTR.BATCH_SIZE] = rec.batch_size
             if rec.queue_wait_s >= 0:
@@ -201,7 +203,9 @@ class SpanEmitter:
                 parent = SpanContext(
                     rec.trace_id, rec.parent_span_id, is_remote=rec.parent_remote, trace_flags=_SAMPLED
                 )
-            error_status = rec.status_code is not None and rec.status_code >= 500
+            # A client's span is an error from 400 up (OTel semantic conventions); a server's from 500.
+            floor = 400 if rec.kind == _CLIENT else 500
+            error_status = rec.status_code is not None and rec.status_code >= floor and rec.protocol != "grpc"
             if rec.outcome == OUTCOME_ERROR and rec.error is None:
                 error_status = True
             self._emit(

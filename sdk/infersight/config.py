@@ -94,6 +94,7 @@ class Config:
     ``INFERSIGHT_METRICS_ADDR``               its bind address (0.0.0.0)
     ``INFERSIGHT_METRICS_PATH``               route added to Flask apps (``/metrics``; empty: off)
     ``INFERSIGHT_EXEMPLARS``                  attach trace exemplars to histograms (true)
+    ``INFERSIGHT_SERVER_TIMING``              answer with a ``Server-Timing`` header (gRPC: trailer) (true)
     ``INFERSIGHT_TRACES``                     emit spans (true)
     ``INFERSIGHT_TRACES_KEEP_RATIO``          share of fast, successful requests whose spans are
                                               exported (1.0); errors and slow ones always are
@@ -136,6 +137,7 @@ class Config:
     metrics_addr: str = "0.0.0.0"
     metrics_path: str = "/metrics"
     exemplars: bool = True
+    server_timing: bool = True
     max_label_values: int = 100
     queue_size: int = 20000
     # 1 s saved CPU in a busy server (server_load.py's infersight-flush1) but added ~16 MiB of
@@ -404,6 +406,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "metrics_addr": ("INFERSIGHT_METRICS_ADDR", str),
     "metrics_path": ("INFERSIGHT_METRICS_PATH", str),
     "exemplars": ("INFERSIGHT_EXEMPLARS", _parse_bool),
+    "server_timing": ("INFERSIGHT_SERVER_TIMING", _parse_bool),
     "max_label_values": ("INFERSIGHT_MAX_LABEL_VALUES", int),
     "queue_size": ("INFERSIGHT_QUEUE_SIZE", int),
     "flush_interval_s": ("INFERSIGHT_FLUSH_INTERVAL", _parse_float),

@@ -15,6 +15,8 @@ __all__ = [
     "EVENT",
     "LATENCY_BUCKETS",
     "METRIC",
+    "SERVER_TIMING_HEADER",
+    "SERVER_TIMING_TOTAL",
     "SPAN",
     "STAGES",
     "MetricSpec",
@@ -103,6 +105,22 @@ class METRIC:
         "histogram",
         "Streaming responses: time from the request's first byte to the response's first body chunk.",
         ("model", "version", "endpoint"),
+        LATENCY_BUCKETS,
+    )
+    # Outgoing calls (requests, httpx, gRPC channels): the client's side of the layered view
+    CLIENT_REQUEST_DURATION = _m(
+        "client_request_duration_seconds",
+        "histogram",
+        "Client-side latency of an outgoing call, from sending the request to the response returned.",
+        ("target", "endpoint", "outcome"),
+        LATENCY_BUCKETS,
+    )
+    CLIENT_NETWORK = _m(
+        "client_network_seconds",
+        "histogram",
+        "Outgoing calls whose response carried Server-Timing: the client's time minus the server's total "
+        "(network, plus any queueing outside the server's handler).",
+        ("target", "endpoint"),
         LATENCY_BUCKETS,
     )
     REQUESTS_IN_FLIGHT = _m("requests_in_flight", "gauge", "Requests being served now.", ())
@@ -380,6 +398,8 @@ class ATTR:
     EXCEPTION_STACKTRACE = "exception.stacktrace"
     EXCEPTION_ESCAPED = "exception.escaped"
     # infersight's own
+    SERVER_TIMING_TOTAL = "infersight.server_timing.total_s"  # the server's total, from its Server-Timing
+    CLIENT_NETWORK = "infersight.client.network_s"  # client total minus the server's total
     MODEL_NAME = "infersight.model.name"
     MODEL_VERSION = "infersight.model.version"
     STAGE = "infersight.stage"
@@ -400,6 +420,10 @@ class ATTR:
     GPU_SECONDS_SOURCE = "infersight.gpu.seconds_source"
     GPU_PREFIX = "infersight.gpu."  # + counter name, e.g. infersight.gpu.sm_active
 
+
+# The W3C Server-Timing header (gRPC: a trailing-metadata key of the same name, lower case)
+SERVER_TIMING_HEADER = "server-timing"
+SERVER_TIMING_TOTAL = "total"  # the metric name, in that header, of the server's whole time
 
 # Label values
 OUTCOME_SUCCESS = "success"

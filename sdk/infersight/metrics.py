@@ -78,6 +78,8 @@ class InferenceMetrics:
         self.stage_duration = make(METRIC.STAGE_DURATION)
         self.time_to_first_byte = make(METRIC.TIME_TO_FIRST_BYTE)
         self.in_flight = make(METRIC.REQUESTS_IN_FLIGHT, **livesum)
+        self.client_duration = make(METRIC.CLIENT_REQUEST_DURATION)
+        self.client_network = make(METRIC.CLIENT_NETWORK)
         # The request path's two calls. One process: a set read at scrape time (add and discard
         # are single GIL-held calls, no lock). Multiprocess mode: the gauge's own file-backed value.
         self.request_started: Callable[[Any], Any]
@@ -171,6 +173,17 @@ class InferenceMetrics:
         if rec.queue_wait_s >= 0:
             self._observe(self._child(self.queue_wait, model), rec.queue_wait_s, ex)
         self._batch.count(self.records, None)
+
+    def observe_client(self, rec: RequestRecord, network_s: float) -> None:
+        """An outgoing call; ``network_s``: its time outside the server's handler (-1: unknown)."""
+        target = self.limiter.bound("target", rec.target or UNKNOWN)
+        endpoint = self.limiter.bound("endpoint", rec.endpoint or UNKNOWN)
+        outcome = rec.outcome or OUTCOME_SUCCESS
+        ex = self._exemplar(rec.sampled, rec.trace_id, rec.span_id)
+        seconds = (rec.end_ns - rec.start_ns) / 1e9
+        self._observe(self._child(self.client_duration, target, endpoint, outcome), seconds, ex)
+        if network_s >= 0:
+            self._observe(self._child(self.client_network, target, endpoint), network_s, ex)
 
     def observe_stage(self, stage: StageRecord, model: str) -> None:
         name = self.limiter.bound("stage", stage.name)

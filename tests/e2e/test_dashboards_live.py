@@ -116,6 +116,9 @@ def test_every_panel_has_data(live: LiveStack) -> None:
             for url in (f"{live.multi.url}/predict/realtime", f"{live.sentiment.url}/predict"):
                 for _ in range(burst):
                     assert http_post_json(url, bad, timeout=5)[0] == 500, url
+            for _ in range(burst):  # streamed answers, for the time-to-first-byte panel
+                status, text = http_post_json(f"{live.sentiment.url}/predict/stream", {"text": "fine"}, timeout=5)
+                assert status == 200 and text.count("data: ") == 2, text
             time.sleep(3)
     for result in (normal, *batch, *realtime):
         assert result.requests and not result.errors, result.summary()

@@ -1,5 +1,6 @@
 """Automatic instrumentation of Flask, Starlette and FastAPI, gRPC (sync and asyncio) and
-transformers pipelines.
+transformers pipelines; and of the clients the app calls others with: requests, httpx, gRPC
+channels.
 
 Libraries are patched when they are imported (wrapt post-import hooks), so importing
 infersight never imports a heavy library the app doesn't use.
@@ -29,6 +30,10 @@ LIBRARIES: tuple[Library, ...] = (
     Library("starlette", module="starlette.applications", requirement="starlette >= 0.37, < 2", patcher="starlette"),
     Library("fastapi", module="fastapi", requirement="fastapi >= 0.115", patcher="fastapi"),
     Library("grpc", module="grpc", requirement="grpcio >= 1.60", patcher="grpc"),  # sync and grpc.aio
+    # Clients: outgoing calls, for the network's share of a call (see docs/layers.md)
+    Library("requests", module="requests", requirement="requests >= 2.28", patcher="requests"),
+    Library("httpx", module="httpx", requirement="httpx >= 0.24, < 1", patcher="httpx"),  # sync and async
+    Library("grpc_client", module="grpc", requirement="grpcio >= 1.60", patcher="grpc_client"),  # sync and aio
     Library(
         "transformers", module="transformers.pipelines", requirement="transformers >= 4.44, < 6", patcher="transformers"
     ),

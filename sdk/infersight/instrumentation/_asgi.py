@@ -19,8 +19,9 @@ from typing import Any
 from opentelemetry.trace import SpanKind
 
 from .. import _errors, _runtime
+from .. import _server_timing as server_timing
 from .._records import RequestRecord, now_ns
-from ..conventions import ATTR, OUTCOME_ERROR, OUTCOME_SUCCESS
+from ..conventions import ATTR, OUTCOME_ERROR, OUTCOME_SUCCESS, SERVER_TIMING_HEADER
 from ._common import content_length, extract_remote_parent, w3c_only
 
 __all__ = ["SCOPE_KEY", "AsgiRequest", "serve", "serve_page"]
@@ -38,6 +39,7 @@ _START = "http.response.start"
 _BODY = "http.response.body"
 _TRACEPARENT = b"traceparent"
 _CONTENT_LENGTH = b"content-length"
+_SERVER_TIMING = SERVER_TIMING_HEADER.encode("latin-1")
 
 
 class _Getter:
@@ -130,12 +132,15 @@ async def serve(
         return
     state.rec = rec
     scope[SCOPE_KEY] = state
+    timing = rt is not None and rt.config.server_timing
 
     async def send_observed(message: Message) -> None:
         kind = message.get("type")
         last = False
         if kind == _START:
             state.status = message.get("status", 0)
+            if timing:
+                message = _with_server_timing(rec, message)
         elif kind == _BODY:
             body = message.get("body")
             if body:
@@ -158,6 +163,17 @@ async def serve(
         _finish(scope, state, tokens, exc, route_of)
         raise
     _finish(scope, state, tokens, None, route_of)
+
+
+def _with_server_timing(rec: RequestRecord, message: Message) -> Message:
+    """The response starts: the header tells what was spent before it (for a streamed response,
+    the time to its headers, not to its last byte). A copy: the app may reuse its message."""
+    try:
+        value = server_timing.value(rec).encode("latin-1")
+        return {**message, "headers": [*(message.get("headers") or ()), (_SERVER_TIMING, value)]}
+    except Exception as exc:
+        _errors.report("asgi", exc)
+        return message
 
 
 def _url(scope: Scope) -> str:

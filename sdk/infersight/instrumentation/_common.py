@@ -28,21 +28,49 @@ def is_wrapped(obj: Any) -> bool:
     return _compat.is_wrapt_wrapper(obj)
 
 
+def _ours(current: Any, wrapper: Any) -> bool:
+    """Whether ``wrapper`` is among the wrapt wrappers stacked on ``current`` (another library's,
+    e.g. an OpenTelemetry instrumentation's, may sit on top of or under ours)."""
+    for _ in range(16):  # a bounded walk down the stack
+        if not is_wrapped(current):
+            return False
+        if _compat.wrapt_wrapper_of(current) is wrapper:
+            return True
+        current = getattr(current, "__wrapped__", None)
+    return False
+
+
 def wrap(module: str, path: str, wrapper: Any) -> None:
     owner, attr = _resolve(module, path)
-    if is_wrapped(owner.__dict__.get(attr)):
+    if _ours(owner.__dict__.get(attr), wrapper):
         return
     wrapt.wrap_function_wrapper(owner, attr, wrapper)
 
 
 def unwrap(module: str, path: str) -> None:
+    """Take infersight's wrapper off, wherever it is in the stack: other libraries' stay."""
     try:
         owner, attr = _resolve(module, path)
     except (ImportError, AttributeError):
         return
     current = owner.__dict__.get(attr)
-    if is_wrapped(current):
+    if not is_wrapped(current):
+        return
+    if getattr(_compat.wrapt_wrapper_of(current), "__module__", "").startswith(_OURS):
         setattr(owner, attr, current.__wrapped__)
+        return
+    parent: Any = current
+    below: Any = current.__wrapped__
+    for _ in range(16):
+        if not is_wrapped(below):
+            return
+        if getattr(_compat.wrapt_wrapper_of(below), "__module__", "").startswith(_OURS):
+            _compat.replace_wrapped(parent, below.__wrapped__)
+            return
+        parent, below = below, getattr(below, "__wrapped__", None)
+
+
+_OURS = "infersight."
 
 
 _INT64_MAX = 2**63 - 1  # the largest integer an OTLP attribute carries

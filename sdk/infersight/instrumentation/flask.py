@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import logging
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from opentelemetry.trace import SpanKind
 from prometheus_client import REGISTRY
 
 from .. import _compat, _errors, _runtime
-from .._records import current_request
-from ..conventions import ATTR, OUTCOME_ERROR, OUTCOME_SUCCESS
+from .. import _server_timing as server_timing
+from .._records import current_request, now_ns
+from ..conventions import ATTR, OUTCOME_ERROR, SERVER_TIMING_HEADER
 from ._common import content_length, extract_remote_parent, unwrap, wrap
 
 __all__ = ["instrument", "uninstrument"]
@@ -60,24 +61,97 @@ def _wsgi_app(
     method = environ.get("REQUEST_METHOD", "GET")
     parent = extract_remote_parent(environ, _GETTER, "HTTP_TRACEPARENT")
     # otel-flask starts its server span later, in before_request: leave the SERVER kind to it.
-    deferred = parent is None and _compat.flask_app_traced_by_contrib(instance)
+    deferred = _compat.flask_app_traced_by_contrib(instance)
     rec, tokens = _runtime.start_request(method, SpanKind.SERVER, _UNSET_ROUTE, parent, defer_span=deferred)
     if rec is None:
         return wrapped(*args, **kwargs)  # type: ignore[no-any-return]
     status_holder: list[Any] = []
+    timing = rt.config.server_timing
 
     def _start_response(status: str, headers: list[tuple[str, str]], *a: Any) -> Any:
         status_holder.append(status)
         status_holder.append(headers)
+        if timing:
+            headers = _with_server_timing(rec, headers)
         return start_response(status, headers, *a)
 
     try:
         result = wrapped(environ, _start_response)
     except BaseException as exc:
-        _finish(rec, tokens, environ, status_holder, exc)
+        _describe(rec, environ, status_holder)
+        _runtime.finish_request(rec, tokens, exc)
         raise
-    _finish(rec, tokens, environ, status_holder, None)
+    _describe(rec, environ, status_holder)
+    if rec.payload_out < 0 and status_holder and environ.get("REQUEST_METHOD") != "HEAD":
+        # No Content-Length: a streamed body (a generator, server-sent events). The request
+        # ends at its last byte, when the server closes it, not when the view returned.
+        _runtime.suspend_request(tokens)
+        return _StreamedBody(rec, result)
+    _runtime.finish_request(rec, tokens, None)
     return result  # type: ignore[no-any-return]
+
+
+class _StreamedBody:
+    """The WSGI body of a streamed response: times its first and last byte, counts its bytes,
+    and ends the request when the server closes it (after the last chunk, an error, or the
+    client going away). The app's generator runs with the request current, so its stages nest."""
+
+    __slots__ = ("_body", "_error", "_rec")
+
+    def __init__(self, rec: Any, body: Iterable[bytes]) -> None:
+        self._rec = rec
+        self._body = body
+        self._error: BaseException | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        rec = self._rec
+        chunks = iter(self._body)
+        rec.payload_out = 0
+        while True:
+            tokens = _runtime.resume_request(rec)
+            try:
+                chunk = next(chunks)
+            except StopIteration:
+                rec.end_ns = now_ns()  # the last byte went out with the previous chunk
+                return
+            except BaseException as exc:
+                self._error = exc
+                raise
+            finally:
+                _runtime.suspend_request(tokens)
+            if chunk and not rec.first_byte_ns:
+                rec.first_byte_ns = now_ns()
+            rec.payload_out += len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        rec, error = self._rec, self._error
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()  # the app's teardown runs here: Flask's request context ends
+        finally:
+            try:
+                if rec.payload_out >= 0 and rec.attrs is not None:
+                    rec.attrs[ATTR.HTTP_RESPONSE_BODY_SIZE] = rec.payload_out
+                if error is not None:
+                    rec.outcome = OUTCOME_ERROR
+            except Exception as exc:
+                _errors.report("flask", exc)
+            # Ends at the last byte; a stream the client left ends now.
+            _runtime.finish_request(rec, (None, None), error, end_ns=rec.end_ns)
+
+
+def _with_server_timing(rec: Any, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The view has returned: its stages are finished, and the total runs to now."""
+    try:
+        return [*headers, (_SERVER_TIMING, server_timing.value(rec))]
+    except Exception as exc:
+        _errors.report("flask", exc)
+        return headers
+
+
+_SERVER_TIMING = SERVER_TIMING_HEADER
 
 
 def _url(environ: dict[str, Any]) -> str:
@@ -161,9 +235,8 @@ def _preprocess_request(
     return result
 
 
-def _finish(
-    rec: Any, tokens: Any, environ: dict[str, Any], status_holder: list[Any], error: BaseException | None
-) -> None:
+def _describe(rec: Any, environ: dict[str, Any], status_holder: list[Any]) -> None:
+    """The request's route, status, sizes and span attributes, once the app has answered."""
     try:
         rule = rec.endpoint if rec.endpoint is not _UNSET_ROUTE else None
         method = environ.get("REQUEST_METHOD", "GET")
@@ -171,7 +244,8 @@ def _finish(
         rec.name = f"{method} {rule}" if rule else method
         code = int(status_holder[0].split(" ", 1)[0]) if status_holder else 500
         rec.status_code = code
-        rec.outcome = OUTCOME_ERROR if (code >= 500 or error is not None) else OUTCOME_SUCCESS
+        if code >= 500:
+            rec.outcome = OUTCOME_ERROR  # else finish_request decides, from the error if any
         rec.payload_in = content_length(environ.get("CONTENT_LENGTH"))
         if len(status_holder) > 1:
             for key, value in status_holder[1]:
@@ -199,7 +273,6 @@ def _finish(
         rec.attrs = attrs
     except Exception as exc:
         _errors.report("flask", exc)
-    _runtime.finish_request(rec, tokens, error)
 
 
 _flask_request: Any = None  # flask.request, imported once rather than per request

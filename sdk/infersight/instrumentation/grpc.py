@@ -23,7 +23,8 @@ from opentelemetry.propagators.textmap import default_getter
 from opentelemetry.trace import SpanContext, SpanKind
 
 from .. import _errors, _runtime
-from ..conventions import ATTR, OUTCOME_ERROR, OUTCOME_SUCCESS
+from .. import _server_timing as server_timing
+from ..conventions import ATTR, OUTCOME_ERROR, OUTCOME_SUCCESS, SERVER_TIMING_HEADER
 from ._common import extract_remote_parent, unwrap, wrap
 
 __all__ = ["instrument", "uninstrument"]
@@ -156,6 +157,21 @@ def _finish(
     _runtime.finish_request(rec, tokens, recorded)
 
 
+def _add_server_timing(rec: Any, context: Any) -> None:
+    """The servicer is done: its trailers (sent after the last message) carry what it spent,
+    added to any trailing metadata of its own."""
+    try:
+        rt = _runtime.get_runtime()
+        if rt is None or not rt.config.server_timing:
+            return
+        own = tuple(context.trailing_metadata() or ())
+        if any(item[0] == SERVER_TIMING_HEADER for item in own):
+            return
+        context.set_trailing_metadata((*own, (SERVER_TIMING_HEADER, server_timing.value(rec))))
+    except Exception as exc:
+        _errors.report("grpc", exc)
+
+
 # ---- Behaviour wrappers: one per handler shape, sync and async ----------------------------
 
 
@@ -176,6 +192,8 @@ class _Rpc:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if self._rec is not None:
+            _add_server_timing(self._rec, self.context)
         _finish(self._rec, self._tokens, self.call, self.context, self.request, self.response, ev)
 
 

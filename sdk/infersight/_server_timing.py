@@ -1,0 +1,56 @@
+"""The W3C ``Server-Timing`` value: what the server spent, told to the client in the response.
+
+The server writes it when the response headers go out (``value``): the request's finished stages
+and its total so far. A client reads the total back (``total_seconds``) to split its own wait
+into the server's part and the rest (network, queueing before the handler). Durations are in
+milliseconds, as the W3C spec has them.
+"""
+
+from __future__ import annotations
+
+from ._records import RequestRecord, now_ns
+from .conventions import SERVER_TIMING_TOTAL
+
+__all__ = ["total_seconds", "value"]
+
+# A metric name is an RFC 9110 token: a stage named otherwise is written with "_" instead.
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _token(name: str) -> str:
+    if all(c in _TCHAR for c in name) and name:
+        return name
+    return "".join(c if c in _TCHAR else "_" for c in name) or "_"
+
+
+def value(rec: RequestRecord, at_ns: int = 0) -> str:
+    """``preprocess;dur=0.41, model;dur=1.83, total;dur=2.61``: the stages finished so far (a
+    stage run several times is summed), then the total from the request's start to ``at_ns``."""
+    end = at_ns or now_ns()
+    spent: dict[str, int] = {}
+    for stage in rec.stages:
+        if stage.end_ns:
+            name = _token(stage.name)
+            spent[name] = spent.get(name, 0) + stage.end_ns - stage.start_ns
+    parts = [f"{name};dur={ns / 1e6:.2f}" for name, ns in spent.items() if name != SERVER_TIMING_TOTAL]
+    parts.append(f"{SERVER_TIMING_TOTAL};dur={(end - rec.start_ns) / 1e6:.2f}")
+    return ", ".join(parts)
+
+
+def total_seconds(header: str | None) -> float | None:
+    """The ``total`` metric's duration in a Server-Timing value, in seconds; None without one."""
+    if not header:
+        return None
+    try:
+        for metric in header.split(","):
+            name, _, params = metric.partition(";")
+            if name.strip() != SERVER_TIMING_TOTAL:
+                continue
+            for param in params.split(";"):
+                key, _, raw = param.partition("=")
+                if key.strip().lower() == "dur":
+                    ms = float(raw.strip().strip('"'))
+                    return ms / 1e3 if ms >= 0 and ms == ms and ms != float("inf") else None
+        return None
+    except ValueError:
+        return None
