@@ -2,6 +2,11 @@
 hook call (GPM snapshot on and off), on FakeNVML and, where a GPU is present, on real NVML.
 
     python benchmarks/gpu_bench.py [--seconds 3] [--stages 5000] [--cuda]
+    python benchmarks/gpu_bench.py --calls [--ticks 200]
+
+``--calls`` counts the sampler's NVML calls per tick at the default cadence (the slow set every
+10th tick) and times each kind of call on this backend (real NVML where there is one); it also
+measures infersight's own Python per tick, on a fake whose calls cost nothing.
 
 The sampler's thread CPU time (time.thread_time, read in the thread) is measured twice: per
 tick over a 10 Hz run, and per wall second over a run at the default 1 Hz (``--seconds``
@@ -34,6 +39,117 @@ from infersight.gpu.spans import SpanCounters
 from infersight.gpu.testing import FakeNVML
 
 BATCH = 100  # stages per timed batch; enrich (untimed) then returns their GPM samples
+SLOW_EVERY = 10  # the default: INFERSIGHT_GPU_SLOW_INTERVAL 10 s at INFERSIGHT_GPU_INTERVAL 1 s
+# Read on every tick before the slow set existed (the process list was already every 10th;
+# per-process utilization did not exist).
+_OLD_EVERY_TENTH = frozenset({"nvmlDeviceGetComputeRunningProcesses"})
+_NEW_CALLS = frozenset({"nvmlDeviceGetProcessUtilization"})
+
+
+class _Timed:
+    """Wraps an NVML backend: counts each call and sums its thread CPU time."""
+
+    def __init__(self, nvml: Any) -> None:
+        self._nvml = nvml
+        self.calls: dict[str, int] = {}
+        self.cpu_ns: dict[str, int] = {}
+
+    def reset(self) -> None:
+        self.calls.clear()
+        self.cpu_ns.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        fn = getattr(self._nvml, name)
+        if not callable(fn) or not name.startswith("nvml"):
+            return fn
+
+        def timed(*args: Any) -> Any:
+            t0 = time.thread_time_ns()
+            try:
+                return fn(*args)
+            finally:
+                self.cpu_ns[name] = self.cpu_ns.get(name, 0) + time.thread_time_ns() - t0
+                self.calls[name] = self.calls.get(name, 0) + 1
+
+        return timed
+
+
+class _QuietNVML(FakeNVML):
+    """FakeNVML without call counting or fault checks: what is left is infersight's own Python."""
+
+    def _enter(self, call: str, handle: Any = None) -> Any:
+        if handle is None:
+            return None
+        dev = self.devices[handle.index]
+        return dev if handle.mig is None else dev.mig[handle.mig]
+
+
+def call_profile(nvml: Any, ticks: int) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """(calls per tick now, calls per tick before the slow set, CPU us per call) over ``ticks``
+    ticks run in this thread, 100 ms apart so that GPM takes a sample each time."""
+    timed = _Timed(nvml)
+    sampler = Sampler(timed, interval_s=60.0, process_memory_every=SLOW_EVERY)  # type: ignore[arg-type]
+    if not sampler.start():
+        raise RuntimeError("sampler did not start")
+    try:
+        every: dict[str, float] = {}
+        timed.reset()
+        for _ in range(ticks):
+            time.sleep(0.1)
+            sampler.sample_once()
+        now = {k: v / ticks for k, v in timed.calls.items()}
+        per_call = {k: timed.cpu_ns[k] / timed.calls[k] / 1e3 for k in timed.calls}
+        sampler.slow_every = 1  # everything on every tick: the call mix before the slow set
+        timed.reset()
+        for _ in range(SLOW_EVERY):
+            time.sleep(0.1)
+            sampler.sample_once()
+        for name, count in timed.calls.items():
+            if name in _NEW_CALLS:
+                continue
+            every[name] = count / SLOW_EVERY / (SLOW_EVERY if name in _OLD_EVERY_TENTH else 1)
+    finally:
+        sampler.stop()
+    return now, every, per_call
+
+
+def own_cpu_per_tick(ticks: int) -> tuple[float, float]:
+    """infersight's own CPU per tick (s), on a fake whose calls cost nothing: now (slow set every
+    10th tick) and with every call on every tick (before)."""
+    out = []
+    for slow_every in (SLOW_EVERY, 1):
+        sampler = Sampler(_QuietNVML(1), interval_s=60.0, process_memory_every=slow_every)
+        if not sampler.start():
+            raise RuntimeError("sampler did not start")
+        try:
+            t0 = time.thread_time()
+            for _ in range(ticks):
+                sampler.sample_once()
+            out.append((time.thread_time() - t0) / ticks)
+        finally:
+            sampler.stop()
+    return out[0], out[1]
+
+
+def print_calls(backends: list[tuple[str, Any]], ticks: int) -> None:
+    own_now, own_before = own_cpu_per_tick(max(ticks, 100) * 10)
+    print(f"infersight's own Python per tick (calls cost nothing): {own_now * 1e6:.0f} us now, ")
+    print(f"{own_before * 1e6:.0f} us with every call on every tick\n")
+    for name, make in backends:
+        now, before, per_call = call_profile(make(), ticks)
+        print(f"{name}, {ticks} ticks 100 ms apart, slow set every {SLOW_EVERY}th tick:\n")
+        print("| NVML call | calls per tick before | calls per tick now | CPU per call |")
+        print("|---|---:|---:|---:|")
+        for call in sorted(set(now) | set(before), key=lambda c: -before.get(c, 0) - now.get(c, 0)):
+            print(f"| {call} | {before.get(call, 0):.2f} | {now.get(call, 0):.2f} | {per_call.get(call, 0):.1f} us |")
+        total_before, total_now = sum(before.values()), sum(now.values())
+        cpu_now = sum(now[c] * per_call[c] for c in now)
+        cpu_before = sum(before[c] * per_call.get(c, 0) for c in before)
+        print(f"| **all** | {total_before:.2f} | {total_now:.2f} | |")
+        print(
+            f"\nNVML CPU per tick, from these per-call costs: {cpu_before:.0f} us before, {cpu_now:.0f} us now "
+            f"({total_now / total_before:.2f} of the calls).\n"
+        )
 
 
 def sampler_cpu_at_1hz(nvml: NVML, seconds: float) -> float:
@@ -141,6 +257,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--stages", type=int, default=5000)
     parser.add_argument("--cuda", action="store_true", help="initialise CUDA through torch first")
+    parser.add_argument("--calls", action="store_true", help="NVML calls per tick and CPU per call only")
+    parser.add_argument("--ticks", type=int, default=50, help="ticks for --calls")
     args = parser.parse_args()
     if args.cuda:
         import torch
@@ -157,6 +275,9 @@ def main() -> int:
         backends.append(("NVML", PyNVML))
     except Exception as exc:
         print(f"(no real NVML here: {exc}; FakeNVML only)\n")
+    if args.calls:
+        print_calls(backends, args.ticks)
+        return 0
     torch = sys.modules.get("torch")
     print(
         f"torch CUDA initialised: {bool(torch and torch.cuda.is_initialized())} (CUDA events are recorded only then)\n"

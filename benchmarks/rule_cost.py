@@ -5,7 +5,8 @@ Prometheus over synthetic series for ``--models`` x ``--versions`` (default 50 x
 
 The series are the infersight metrics the rules read, with every label combination the SDK
 exports (conventions: request histograms by model, version and outcome; stage histograms by
-model and stage; one series per model for the SLO gauges and counters; a few GPUs), served by
+model and stage; one series per model for the SLO gauges and counters; a few GPUs, each shared
+by several models with a GPU-seconds counter per model), served by
 a local target whose counters advance every second. Prometheus scrapes it every second (so a
 5 m window holds ~``--seconds`` samples per series, as many as 15 s scrapes give in 5-10 min)
 and evaluates all rule groups every 5 s. Read from Prometheus itself:
@@ -100,6 +101,14 @@ def synthetic(models: int, versions: int) -> tuple[list[Histogram], list[Series]
         series.append(Series(METRIC.GPU_UP.name, gpu, 0, 1))
         series.append(Series(METRIC.GPU_MEMORY_USED.name, gpu, 0, 4e10))
         series.append(Series(METRIC.GPU_MEMORY_TOTAL.name, gpu, 0, 8e10))
+        process = {"gpu": str(g), "uuid": f"GPU-{g}"}
+        series.append(Series(METRIC.GPU_TORCH_ALLOCATED.name, process, 0, 2e10))
+        series.append(Series(METRIC.GPU_TORCH_RESERVED.name, process, 0, 3e10))
+        series.append(Series(METRIC.GPU_HOURLY_COST.name, gpu, 0, 4))
+    series.append(Series(METRIC.GPU_SAMPLER_UP.name, {}, 0, 1))
+    for m in range(models):  # the GPUs are shared: model m runs on GPU m % GPUS
+        labels = {"model": f"m{m:02d}", "gpu": str(m % GPUS), "uuid": f"GPU-{m % GPUS}"}
+        series.append(Series(METRIC.MODEL_GPU_SECONDS.sample_name, labels, 0.01 * (1 + m % 5)))
     return hists, series
 
 

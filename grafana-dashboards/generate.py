@@ -505,6 +505,8 @@ def gpu() -> Iterable[Any]:
         height=7,
     )
 
+    yield from shared_gpu()
+
     yield "Device"
     yield state(
         "GPU up",
@@ -655,6 +657,79 @@ def gpu() -> Iterable[Any]:
         target(
             heatmap_expr(METRIC.STAGE_GPU_SM_ACTIVE, MODEL), "{{le}}", exemplar=True, fmt=pm.PromQueryFormat.HEATMAP
         ),
+    )
+
+
+def shared_gpu() -> Iterable[Any]:
+    """Who uses each GPU, what it costs, and whether a neighbour took it (GPUNoisyNeighbour)."""
+    seconds = METRIC.MODEL_GPU_SECONDS.sample_name
+    per_model = rate(seconds, f"{MODEL}, {GPU}", "model, uuid")
+    per_gpu = rate(seconds, GPU, "uuid")  # every model, so the shares of the selected ones are true
+    requests = rate(hcount(METRIC.REQUEST_DURATION), MODEL, "model")
+    price = f"max by (uuid) ({METRIC.GPU_HOURLY_COST.name}{{{GPU}}} / 3600)"
+    yield "Shared GPU: who uses it, what it costs"
+    yield ts(
+        "GPU share per model",
+        "Which model takes each GPU's time? Each model's GPU-seconds over all models' on that GPU "
+        "(measured with CUDA events, or estimated; see the span's infersight.gpu.seconds_source).",
+        "percentunit",
+        target(f"{per_model} / on (uuid) group_left {per_gpu}", "{{model}} on {{uuid}}"),
+        stack=True,
+    )
+    slo = ts(
+        "P99 per model, against its objective",
+        "Did a model's latency rise when another model's GPU share rose (left)?",
+        "s",
+        target(quantile(0.99, METRIC.REQUEST_DURATION, REQ, "model"), "{{model}} P99"),
+        target(gauge(METRIC.MODEL_SLO_P99, MODEL, "model"), "{{model}} objective"),
+    )
+    yield dashed(slo, "B")
+    yield ts(
+        "GPU-seconds per 1000 requests",
+        "How much GPU time does a model spend to serve 1000 requests?",
+        "s",
+        target(f"1000 * sum by (model) ({per_model}) / {requests}", "{{model}}"),
+    )
+    yield ts(
+        "Cost per 1000 requests",
+        "What do 1000 requests of each model cost, at the price per GPU-hour set in "
+        "INFERSIGHT_GPU_HOURLY_COST (empty without a price)?",
+        "short",
+        target(
+            f"1000 * sum by (model) ({per_model} * on (uuid) group_left {price}) / {requests}",
+            "{{model}}",
+        ),
+    )
+    yield ts(
+        "Processes on each GPU",
+        "How many processes share each GPU (time-sliced when more than one), and how busy is this one?",
+        "short",
+        target(gauge(METRIC.GPU_COMPUTE_PROCESSES, GPU, "gpu, uuid"), "GPU {{gpu}} processes"),
+        target(gauge(METRIC.GPU_TIME_SLICED, GPU, "gpu, uuid"), "GPU {{gpu}} time-sliced"),
+        target(gauge(METRIC.GPU_PROCESS_SM_UTILIZATION, GPU, "gpu, instance"), "GPU {{gpu}} {{instance}} SM share"),
+    )
+    memory = ts(
+        "Memory pressure: processes and torch's allocator",
+        "How close is each process to the device's memory, and how much of torch's reserved memory "
+        "holds no tensor (cache, fragmentation)? OOM errors counted on the right.",
+        "bytes",
+        target(gauge(METRIC.GPU_PROCESS_MEMORY, GPU, "gpu, instance", "sum"), "GPU {{gpu}} {{instance}} process"),
+        target(
+            gauge(METRIC.GPU_TORCH_RESERVED, GPU, "gpu, instance", "sum"), "GPU {{gpu}} {{instance}} torch reserved"
+        ),
+        target(
+            gauge(METRIC.GPU_TORCH_ALLOCATED, GPU, "gpu, instance", "sum"), "GPU {{gpu}} {{instance}} torch allocated"
+        ),
+        target(gauge(METRIC.GPU_MEMORY_TOTAL, GPU, "gpu"), "GPU {{gpu}} total"),
+        target(f"sum by (gpu) (increase({METRIC.GPU_TORCH_OOMS.sample_name}{{{GPU}}}[{RATE}]))", "GPU {{gpu}} OOMs"),
+    )
+    yield on_right(memory, "E", "short")
+    yield state(
+        "GPU sampler up",
+        "Is each process's GPU sampler reading its GPUs (down: INFERSIGHT_GPU=on but NVML failed)?",
+        flag_mappings("down", "up", zero_color="red", one_color="green"),
+        target(gauge(METRIC.GPU_SAMPLER_UP, INST, "instance"), "{{instance}}"),
+        height=4,
     )
 
 

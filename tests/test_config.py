@@ -218,7 +218,17 @@ VALID: dict[str, st.SearchStrategy[tuple[str, object]]] = {
     "gil_probe": _BOOLS,
     "gpu": _choices("auto", "on", "off"),
     "gpu_interval_s": _floats(0, 1e6, positive=True),
+    "gpu_slow_interval_s": _floats(0, 1e6, positive=True),
     "gpu_span_snapshots": _BOOLS,
+    "gpu_hourly_cost": st.one_of(
+        _floats(0, 1e6).map(lambda pair: (pair[0], {"*": pair[1]})),
+        st.dictionaries(
+            st.text("ABCDHXGa0123456789 -*", min_size=1, max_size=12).map(str.strip).filter(bool),
+            st.floats(0, 1e6, allow_nan=False, allow_infinity=False),
+            min_size=1,
+            max_size=4,
+        ).map(lambda d: (",".join(f"{k}={v!r}" for k, v in d.items()), d)),
+    ),
     "cuda_events": _BOOLS,
     "nvtx": _BOOLS,
     "drift": _BOOLS,
@@ -282,3 +292,16 @@ def test_a_bad_value_in_any_variable_names_it(var: str, raw: str) -> None:
     except ConfigError as exc:
         assert exc.source == var, (str(exc), exc.source)
         assert f"${var}" in str(exc)
+
+
+def test_gpu_hourly_cost_is_a_price_or_prices_by_gpu_name() -> None:
+    var = "INFERSIGHT_GPU_HOURLY_COST"
+    assert Config.from_env({var: "2.5"}).gpu_hourly_cost == {"*": 2.5}
+    assert Config.from_env({var: "H100=4.1, A10G = 1.2,*=2"}).gpu_hourly_cost == {"H100": 4.1, "A10G": 1.2, "*": 2.0}
+    assert Config(gpu_hourly_cost=3).gpu_hourly_cost == {"*": 3.0}
+    assert Config().gpu_hourly_cost == {}
+    for bad in ("H100=-1", "H100=", "=2", "H100=4,oops", "-3", "nan"):
+        with pytest.raises(ConfigError, match=var):
+            Config.from_env({var: bad})
+    with pytest.raises(ConfigError, match="gpu_hourly_cost"):
+        Config(gpu_hourly_cost={"H100": "cheap"})

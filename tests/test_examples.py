@@ -31,16 +31,16 @@ OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0"}
 def serve_example(app: Path, model_dir: Path, workdir: Path, **env: str) -> Iterator[str]:
     """Run an example app on a free loopback port; yield its base URL; always stop it."""
     port = free_port()
-    full_env = dict(
-        os.environ,
-        MODEL=str(model_dir),
-        OTEL_TRACES_EXPORTER="none",
-        INFERSIGHT_GPU="off",
-        OMP_NUM_THREADS="1",
-        INFERSIGHT_DEMO_FAULTS=str(workdir / "faults.json"),
-        HF_HUB_DISABLE_PROGRESS_BARS="1",
-        **env,
-    )
+    full_env = {
+        **os.environ,
+        "MODEL": str(model_dir),
+        "OTEL_TRACES_EXPORTER": "none",
+        "INFERSIGHT_GPU": "off",
+        "OMP_NUM_THREADS": "1",
+        "INFERSIGHT_DEMO_FAULTS": str(workdir / "faults.json"),
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        **env,  # may override the defaults above (INFERSIGHT_GPU for a fake GPU)
+    }
     log = workdir / f"{app.parent.name}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(

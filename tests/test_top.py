@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from tests.test_examples import ROOT, SENTIMENT, serve_example
 
 from infersight import top
@@ -69,6 +69,35 @@ def test_snapshot_from_two_reads_uses_only_the_difference() -> None:
     assert "ALERTS  1 firing, 1 pending" in text
     assert re.search(r"FIRING +InferenceP99AboveSLO +model=m severity=warning", text)
     assert "\x1b[" not in text and "\x1b[31m" in top.render(snap, color=True)
+
+
+def test_gpu_share_and_cost_per_model_from_two_reads() -> None:
+    reg = CollectorRegistry()
+    spec, secs, price = METRIC.REQUEST_DURATION, METRIC.MODEL_GPU_SECONDS, METRIC.GPU_HOURLY_COST
+    req = Histogram(spec.name, spec.help, spec.labels, buckets=LATENCY_BUCKETS, registry=reg)
+    gpu_seconds = Counter(secs.name, secs.help, secs.labels, registry=reg)
+    Gauge(price.name, price.help, price.labels, registry=reg).labels("0", "GPU-0", "H100").set(3.6)
+    gpu_seconds.labels("realtime", "0", "GPU-0").inc(50)  # before the window
+    before = top.parse_metrics(generate_latest(reg).decode())
+    for _ in range(100):
+        req.labels("realtime", "1", "/p", "success").observe(0.02)
+    for _ in range(10):
+        req.labels("embedder", "1", "/p", "success").observe(0.5)
+    gpu_seconds.labels("realtime", "0", "GPU-0").inc(1.0)  # 10 ms of GPU per request
+    gpu_seconds.labels("embedder", "0", "GPU-0").inc(4.0)  # 400 ms per request
+    after = top.parse_metrics(generate_latest(reg).decode())
+    snap = top.build_snapshot(after, before, 5.0, "test")
+    realtime, embedder = snap.models["realtime"], snap.models["embedder"]
+    assert realtime.gpu_share == pytest.approx(0.2) and embedder.gpu_share == pytest.approx(0.8)
+    assert realtime.gpu_seconds_per_1k == pytest.approx(10.0)
+    assert embedder.gpu_seconds_per_1k == pytest.approx(400.0)
+    assert embedder.cost_per_1k == pytest.approx(400 * 3.6 / 3600)
+    rows = _rows(top.render(snap))
+    assert rows["realtime"][-3:] == ["20%", "10", "0.01"]
+    assert rows["embedder"][-3:] == ["80%", "400", "0.4"]
+    # Without a price: no cost, the rest stays.
+    no_price = {k: v for k, v in after.items() if k[0] != price.name}
+    assert math.isnan(top.build_snapshot(no_price, before, 5.0, "test").models["embedder"].cost_per_1k)
 
 
 def _rows(output: str) -> dict[str, list[str]]:

@@ -1,8 +1,11 @@
-"""Two models behind one Flask server, each with its own P99 objective:
+"""Three models behind one Flask server, each with its own P99 objective:
 
 * ``realtime`` (100 ms P99): served directly on the request thread;
 * ``batch`` (2 s P99): requests wait in a queue; a worker thread runs up to ``--max-batch``
-  of them together (or whatever came within ``--max-wait-ms``) in one forward pass.
+  of them together (or whatever came within ``--max-wait-ms``) in one forward pass;
+* ``embedder`` (5 s P99): a GPU-heavy neighbour on the same GPU, off until
+  ``POST /admin/neighbour {"on": true}``. Switched on, it takes the GPU from ``realtime``,
+  whose P99 goes over its objective: the GPUNoisyNeighbour alert names it (shared_gpu.py).
 
 This uses the explicit API: stages around the tokenizer, the forward pass and the softmax;
 ``infersight.batch(handles, model=...)`` around the batched call, so each waiting request gets
@@ -10,6 +13,10 @@ its own model span, its queue wait and one batch-size observation per batch.
 
     python examples/multi_model/app.py --port 8000
     curl -s localhost:8000/predict/batch -H 'content-type: application/json' -d '{"text": "fine"}'
+    curl -s localhost:8000/admin/neighbour -H 'content-type: application/json' -d '{"on": true}'
+
+Without a GPU, ``EXAMPLE_FAKE_GPU=1`` gives infersight a fake one whose utilization follows
+the models' work; ``INFERSIGHT_GPU_HOURLY_COST=H100=4`` prices it, for the cost panels.
 """
 
 from __future__ import annotations
@@ -34,14 +41,18 @@ from infersight.instrumentation import instrument_all
 
 EXAMPLES = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(EXAMPLES))
+import shared_gpu  # noqa: E402
+
 import faults  # noqa: E402
 from sentiment_model import DEFAULT_MODEL, model_path  # noqa: E402
 
 MODELS = {
     "realtime": {"version": "1", "slo_p99_seconds": 0.1},
     "batch": {"version": "1", "slo_p99_seconds": 2.0},
+    "embedder": {"version": "1", "slo_p99_seconds": 5.0},
 }
 
+_fake_nvml = shared_gpu.install_fake_nvml() if shared_gpu.FAKE_GPU else None
 infersight.init(service="multi-model-server", models=MODELS)
 instrument_all()
 
@@ -53,6 +64,8 @@ class Classifier:
         start = time.perf_counter()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+        if isinstance(gpu, shared_gpu.CudaGpu):
+            self.model = self.model.to("cuda")
         self.labels = self.model.config.id2label
         infersight.record_model_load(name, time.perf_counter() - start)
 
@@ -60,8 +73,11 @@ class Classifier:
         return self.tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
 
     def forward(self, inputs: Any) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.model(**inputs).logits
+        assert gpu is not None, "load() first"
+        with torch.inference_mode(), gpu.hold():  # the shared GPU: one model at a time
+            if isinstance(gpu, shared_gpu.CudaGpu):
+                inputs = {k: v.to("cuda") for k, v in inputs.items()}
+            return self.model(**inputs).logits.cpu()
 
     def label(self, logits: torch.Tensor) -> dict[str, Any]:
         probs = torch.softmax(logits, dim=-1)
@@ -138,10 +154,16 @@ faults.install(app)
 _model_path = os.environ.get("MODEL", str(DEFAULT_MODEL))
 realtime: Classifier | None = None
 batcher: DynamicBatcher | None = None
+gpu: shared_gpu.SimulatedGpu | shared_gpu.CudaGpu | None = None
+neighbour: shared_gpu.Neighbour | None = None
 
 
-def load(path: str, max_batch: int = 8, max_wait_ms: float = 20.0) -> None:
-    global realtime, batcher
+def load(path: str, max_batch: int = 8, max_wait_ms: float = 20.0, device: str = "cpu") -> None:
+    global realtime, batcher, gpu, neighbour
+    gpu = shared_gpu.CudaGpu() if device == "cuda" else shared_gpu.SimulatedGpu()
+    if _fake_nvml is not None and isinstance(gpu, shared_gpu.SimulatedGpu):
+        shared_gpu.drive_fake_utilization(_fake_nvml, gpu)
+    neighbour = shared_gpu.Neighbour(gpu)
     path = model_path(path)
     realtime = Classifier("realtime", path)
     batcher = DynamicBatcher(Classifier("batch", path), "batch", max_batch, max_wait_ms / 1000)
@@ -186,6 +208,15 @@ def predict_batch() -> Any:
         return jsonify(batcher.clf.label(logits))
 
 
+@app.post("/admin/neighbour")
+def admin_neighbour() -> Any:
+    """``{"on": true}`` starts the GPU-heavy ``embedder``, ``{"on": false}`` stops it."""
+    assert neighbour is not None, "load() first"
+    body = request.get_json(silent=True) or {}
+    neighbour.switch(bool(body.get("on")))
+    return jsonify(on=neighbour.on, device=neighbour.gpu.name)
+
+
 @app.get("/healthz")
 def healthz() -> Any:
     return jsonify(status="ok" if batcher is not None else "loading", models=sorted(MODELS))
@@ -198,8 +229,9 @@ def main() -> None:
     parser.add_argument("--model", default=_model_path, help="local dir or hub id (env MODEL)")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--max-wait-ms", type=float, default=20.0)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the models run")
     args = parser.parse_args()
-    load(args.model, args.max_batch, args.max_wait_ms)
+    load(args.model, args.max_batch, args.max_wait_ms, args.device)
     print(f"serving realtime + batch ({args.model}) on http://{args.host}:{args.port}", flush=True)
     app.run(host=args.host, port=args.port, threaded=True)
 

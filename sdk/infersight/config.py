@@ -108,7 +108,11 @@ class Config:
     ``INFERSIGHT_GIL_PROBE``                  a thread that measures how late it gets the GIL (true)
     ``INFERSIGHT_GPU``                        ``auto`` (default), ``on`` or ``off``
     ``INFERSIGHT_GPU_INTERVAL``               GPU sampler period in seconds (1.0)
+    ``INFERSIGHT_GPU_SLOW_INTERVAL``          seconds between reads of the slow GPU set: power,
+                                              temperature, clocks, ECC, processes (10)
     ``INFERSIGHT_GPU_SPAN_SNAPSHOTS``         GPM snapshot at model-stage boundaries (false)
+    ``INFERSIGHT_GPU_HOURLY_COST``            price of a GPU-hour: ``2.5``, or by GPU name,
+                                              ``H100=4.1,A10G=1.2,*=2`` (unset: no cost metrics)
     ``INFERSIGHT_CUDA_EVENTS``                time model stages with CUDA events (true)
     ``INFERSIGHT_NVTX``                       NVTX ranges around stages (false)
     ``INFERSIGHT_DRIFT``                      run the drift monitor (false)
@@ -148,8 +152,12 @@ class Config:
     gil_probe: bool = True
     gpu: str = "auto"
     gpu_interval_s: float = 1.0
+    # Each NVML query costs ~0.2 ms of CPU on a GSP GPU: what changes slowly is read less often.
+    gpu_slow_interval_s: float = 10.0
     # Off by default: two NVML calls per model stage on the request path (41-51 us each on an H200).
     gpu_span_snapshots: bool = False
+    # Price per GPU-hour by GPU-name pattern ("*": any GPU); a number means {"*": number}.
+    gpu_hourly_cost: Mapping[str, float] = field(default_factory=dict)
     cuda_events: bool = True
     nvtx: bool = False
     drift: bool = False
@@ -168,6 +176,7 @@ class Config:
             models[name] = _model_config(name, model)
         object.__setattr__(self, "models", models)
         _check_endpoints(models)
+        object.__setattr__(self, "gpu_hourly_cost", _hourly_costs(self.gpu_hourly_cost))
         object.__setattr__(self, "traces_exporter", _exporter_list(self.traces_exporter))
         _check_choice("otlp_protocol", self.otlp_protocol, _OTLP_PROTOCOLS)
         _check_choice("otlp_encoder", self.otlp_encoder, _OTLP_ENCODERS)
@@ -177,7 +186,7 @@ class Config:
         _check_range("queue_size", self.queue_size, 1, 10_000_000)
         _check_range("drift_window", self.drift_window, 2, 10_000_000)
         _check_range("drift_reference_size", self.drift_reference_size, 2, 10_000_000)
-        for name in ("flush_interval_s", "gpu_interval_s", "drift_interval_s"):
+        for name in ("flush_interval_s", "gpu_interval_s", "gpu_slow_interval_s", "drift_interval_s"):
             _check_positive(name, getattr(self, name))
         _check_range("shutdown_timeout_s", self.shutdown_timeout_s, 0, 300)
         _check_range("drift_sample_rate", self.drift_sample_rate, 0, 1)
@@ -308,6 +317,34 @@ def _model_config(name: str, value: Any) -> ModelConfig:
         raise ConfigError(f"models.{name}.{exc.setting}", str(exc).split(": ", 2)[-1]) from None
 
 
+def _hourly_costs(value: Any) -> dict[str, float]:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = {"*": value}
+    if not isinstance(value, Mapping):
+        raise ConfigError("gpu_hourly_cost", f"must be a number or a mapping of GPU name to price, got {value!r}")
+    out: dict[str, float] = {}
+    for pattern, price in value.items():
+        if not isinstance(pattern, str) or not pattern.strip():
+            raise ConfigError("gpu_hourly_cost", f"GPU name patterns must be non-empty strings, got {pattern!r}")
+        if isinstance(price, bool) or not isinstance(price, (int, float)) or not math.isfinite(price) or price < 0:
+            raise ConfigError("gpu_hourly_cost", f"price for {pattern!r} must be a number >= 0, got {price!r}")
+        out[pattern.strip()] = float(price)
+    return out
+
+
+def _parse_hourly_cost(raw: str) -> dict[str, float]:
+    """``2.5`` (any GPU) or ``H100=4.1,A10G=1.2,*=2`` (by a part of the NVML name)."""
+    if "=" not in raw:
+        return {"*": _parse_float(raw)}
+    out: dict[str, float] = {}
+    for item in raw.split(","):
+        pattern, sep, price = item.partition("=")
+        if not sep or not pattern.strip():
+            raise ValueError(f"expected NAME=PRICE, got {item.strip()!r}")
+        out[pattern.strip()] = _parse_float(price.strip())
+    return out
+
+
 def _parse_bool(raw: str) -> bool:
     low = raw.lower()
     if low in _TRUE:
@@ -384,7 +421,9 @@ _ENV: dict[str, tuple[str, Any]] = {
     "gil_probe": ("INFERSIGHT_GIL_PROBE", _parse_bool),
     "gpu": ("INFERSIGHT_GPU", lambda s: s.lower()),
     "gpu_interval_s": ("INFERSIGHT_GPU_INTERVAL", _parse_float),
+    "gpu_slow_interval_s": ("INFERSIGHT_GPU_SLOW_INTERVAL", _parse_float),
     "gpu_span_snapshots": ("INFERSIGHT_GPU_SPAN_SNAPSHOTS", _parse_bool),
+    "gpu_hourly_cost": ("INFERSIGHT_GPU_HOURLY_COST", _parse_hourly_cost),
     "cuda_events": ("INFERSIGHT_CUDA_EVENTS", _parse_bool),
     "nvtx": ("INFERSIGHT_NVTX", _parse_bool),
     "drift": ("INFERSIGHT_DRIFT", _parse_bool),

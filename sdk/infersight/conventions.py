@@ -259,6 +259,60 @@ class METRIC:
     GPU_PROCESS_MEMORY = _m(
         "gpu_process_memory_used_bytes", "gauge", "Device memory used by this process.", ("gpu", "uuid")
     )
+    GPU_SAMPLER_UP = _m(
+        "gpu_sampler_up",
+        "gauge",
+        "1 while the GPU sampler runs and reads at least one GPU; 0 when INFERSIGHT_GPU=on but it can't.",
+        (),
+    )
+    GPU_COMPUTE_PROCESSES = _m(
+        "gpu_compute_processes",
+        "gauge",
+        "Processes with a CUDA context on this GPU (NVML), this one included.",
+        ("gpu", "uuid"),
+    )
+    GPU_TIME_SLICED = _m(
+        "gpu_time_sliced",
+        "gauge",
+        "1 while more than one process has a CUDA context on this (non-MIG) GPU, so they take turns.",
+        ("gpu", "uuid"),
+    )
+    GPU_PROCESS_SM_UTILIZATION = _m(
+        "gpu_process_sm_utilization_ratio",
+        "gauge",
+        "Share of time this process had a kernel running on this GPU (NVML per-process utilization), 0-1.",
+        ("gpu", "uuid"),
+    )
+    GPU_HOURLY_COST = _m(
+        "gpu_hourly_cost",
+        "gauge",
+        "Configured price of one hour of this GPU (INFERSIGHT_GPU_HOURLY_COST), in your currency.",
+        ("gpu", "uuid", "name"),
+    )
+    GPU_TORCH_ALLOCATED = _m(
+        "gpu_torch_allocated_bytes",
+        "gauge",
+        "Memory held by tensors in torch's CUDA caching allocator (this process).",
+        ("gpu", "uuid"),
+    )
+    GPU_TORCH_RESERVED = _m(
+        "gpu_torch_reserved_bytes",
+        "gauge",
+        "Memory torch's CUDA caching allocator reserved from the device (this process).",
+        ("gpu", "uuid"),
+    )
+    GPU_TORCH_OOMS = _m(
+        "gpu_torch_ooms",
+        "counter",
+        "CUDA out-of-memory errors torch's caching allocator raised (this process).",
+        ("gpu", "uuid"),
+    )
+    MODEL_GPU_SECONDS = _m(
+        "model_gpu_seconds",
+        "counter",
+        "GPU time of each model's model stages: measured (CUDA events), a batch's share, or estimated.",
+        ("model", "gpu", "uuid"),
+    )
     # GPU kernel-level counters (GPM), normalised like DCGM_FI_PROF_*: ratios 0-1, bytes/s.
     GPU_SM_ACTIVE = _m("gpu_sm_active_ratio", "gauge", "SM active (GPM).", ("gpu", "uuid"))
     GPU_SM_OCCUPANCY = _m("gpu_sm_occupancy_ratio", "gauge", "SM occupancy (GPM).", ("gpu", "uuid"))
@@ -385,6 +439,10 @@ class ATTR:
     GPU_COUNTER_SOURCE = "infersight.gpu.counter_source"  # "gpm_delta" | "sampler_window"
     STAGE_CPU_SECONDS = "infersight.stage.cpu_s"  # thread CPU time inside the stage
     OUTSIDE_STAGES_SECONDS = "infersight.outside_stages_s"  # request time no stage covers
+    GPU_SECONDS = "infersight.gpu.seconds"  # this request's GPU time in the stage
+    # "measured" (CUDA events) | "batch_share" (a batch's measured time / its size) |
+    # "estimated" (wall time x the GPU's utilization around the stage)
+    GPU_SECONDS_SOURCE = "infersight.gpu.seconds_source"
     GPU_PREFIX = "infersight.gpu."  # + counter name, e.g. infersight.gpu.sm_active
 
 
@@ -398,3 +456,6 @@ OUTCOME_ERROR = "error"
 OVERFLOW_LABEL_VALUE = "other"
 UNKNOWN = "unknown"
 OUTSIDE_STAGES = "outside_stages"  # the stage label of the time no stage covers, in alerts and top
+GPU_SECONDS_MEASURED = "measured"
+GPU_SECONDS_BATCH_SHARE = "batch_share"
+GPU_SECONDS_ESTIMATED = "estimated"

@@ -1,5 +1,6 @@
 """``infersight top``: a live terminal table of latency per model and stage, RPS, errors, SLO,
-GPU utilization and firing alerts.
+each model's share of its GPU with its GPU-seconds and cost per 1000 requests, GPU
+utilization and firing alerts.
 
 Two sources, with the same table:
 
@@ -45,6 +46,8 @@ _REQ = METRIC.REQUEST_DURATION.name
 _STAGE = METRIC.STAGE_DURATION.name
 _SLO = METRIC.MODEL_SLO_P99.name
 _GPU_UTIL = METRIC.GPU_UTILIZATION.name
+_GPU_SECONDS = METRIC.MODEL_GPU_SECONDS.sample_name
+_GPU_PRICE = METRIC.GPU_HOURLY_COST.name
 
 NAN = float("nan")
 
@@ -59,6 +62,9 @@ class Row:
     rps: float = 0.0
     error_ratio: float = NAN
     slo_p99: float | None = None
+    gpu_share: float = NAN  # of the GPU time all models took on its GPU (the largest, on several)
+    gpu_seconds_per_1k: float = NAN
+    cost_per_1k: float = NAN  # at the configured price per GPU-hour
 
     def set_quantile(self, q: float, value: float) -> None:
         setattr(self, {0.5: "p50", 0.95: "p95", 0.99: "p99"}[q], value)
@@ -153,6 +159,14 @@ class PrometheusSource:
         exprs["stage_rps"] = f"sum by (model, stage) (rate({_STAGE}_count[{w}]))"
         exprs["slo"] = f"max by (model) ({_SLO})"
         exprs["gpu"] = f"max by (gpu, name) ({_GPU_UTIL})"
+        per_model = f"sum by (model, uuid) (rate({_GPU_SECONDS}[{w}]))"
+        requests = f"sum by (model) (rate({_REQ}_count[{w}]))"
+        exprs["gpu_share"] = f"max by (model) ({per_model} / on (uuid) group_left sum by (uuid) ({per_model}))"
+        exprs["gpu_seconds_per_1k"] = f"1000 * sum by (model) ({per_model}) / {requests}"
+        exprs["gpu_cost_per_1k"] = (
+            f"1000 * sum by (model) ({per_model} * on (uuid) group_left max by (uuid) ({_GPU_PRICE} / 3600))"
+            f" / {requests}"
+        )
         return exprs
 
     def alerts(self) -> list[Alert]:
@@ -199,6 +213,13 @@ class PrometheusSource:
             snap.models.setdefault(labels.get("model", "?"), Row()).slo_p99 = value
         for labels, value in results["gpu"]:
             snap.gpus[f"{labels.get('gpu', '?')} ({labels.get('name', '')})"] = value
+        for key, attr in (
+            ("gpu_share", "gpu_share"),
+            ("gpu_seconds_per_1k", "gpu_seconds_per_1k"),
+            ("gpu_cost_per_1k", "cost_per_1k"),
+        ):
+            for labels, value in results[key]:
+                setattr(snap.models.setdefault(labels.get("model", "?"), Row()), attr, value)
         if not unreachable:
             _prometheus_diagnose(self, snap)
             try:
@@ -310,7 +331,38 @@ def build_snapshot(samples: Samples, before: Samples | None, elapsed_s: float, s
         snap.models.setdefault(model, Row()).slo_p99 = value
     for (gpu, name), value in _sum_by(samples, _GPU_UTIL, ("gpu", "name")).items():
         snap.gpus[f"{gpu} ({name})"] = value
+    _gpu_use(snap, samples, d, counts)
     return snap
+
+
+def _gpu_use(snap: Snapshot, samples: Samples, d: Samples, counts: dict[tuple[str, ...], float]) -> None:
+    """Each model's share of its GPU, GPU-seconds and cost per 1000 requests, over the window."""
+    seconds = _sum_by(d, _GPU_SECONDS, ("model", "uuid"))
+    per_gpu: dict[str, float] = {}
+    for (_, uuid), value in seconds.items():
+        per_gpu[uuid] = per_gpu.get(uuid, 0.0) + value
+    prices: dict[str, float] = {}
+    for (sample, labels), value in samples.items():
+        if sample == _GPU_PRICE:
+            uuid = dict(labels).get("uuid", "")
+            prices[uuid] = max(prices.get(uuid, 0.0), value)
+    used: dict[str, float] = {}
+    cost: dict[str, float] = {}
+    for (model, uuid), value in seconds.items():
+        row = snap.models.setdefault(model, Row())
+        if per_gpu[uuid] > 0:
+            share = value / per_gpu[uuid]
+            row.gpu_share = share if math.isnan(row.gpu_share) else max(row.gpu_share, share)
+        used[model] = used.get(model, 0.0) + value
+        if uuid in prices:
+            cost[model] = cost.get(model, 0.0) + value * prices[uuid] / 3600
+    for model, value in used.items():
+        count = counts.get((model,), 0.0)
+        if count > 0:
+            row = snap.models[model]
+            row.gpu_seconds_per_1k = 1000 * value / count
+            if model in cost:
+                row.cost_per_1k = 1000 * cost[model] / count
 
 
 class CombinedSource:
@@ -347,6 +399,12 @@ def _pct(ratio: float) -> str:
     return "-" if math.isnan(ratio) else f"{ratio * 100:.1f}%"
 
 
+def _num(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    return f"{value:.3g}" if value < 1000 else f"{value:.0f}"
+
+
 def _stage_order(stage: str) -> tuple[int, str]:
     return (STAGES.index(stage), "") if stage in STAGES else (len(STAGES), stage)
 
@@ -359,7 +417,10 @@ def render(snap: Snapshot, color: bool = False, width: int = 100) -> str:
 
     clock = time.strftime("%H:%M:%S", time.localtime(snap.taken_at))
     lines = [paint(f"infersight top  {snap.source}  window {snap.window}", _BOLD) + f"  {clock}", ""]
-    header = f"{'MODEL / stage':<28}{'P50':>9}{'P95':>9}{'P99':>9}{'SLO P99':>9}  {'':<6}{'RPS':>8}{'ERR':>8}"
+    header = (
+        f"{'MODEL / stage':<28}{'P50':>9}{'P95':>9}{'P99':>9}{'SLO P99':>9}  {'':<6}{'RPS':>8}{'ERR':>8}"
+        f"{'GPU%':>7}{'GPU-s/1k':>10}{'COST/1k':>9}"
+    )
     lines.append(paint(header, _BOLD))
     if not snap.models and not snap.stages:
         lines.append(paint("  (no data, see below)" if snap.problems else "  (no requests seen yet)", _DIM))
@@ -380,16 +441,18 @@ def render(snap: Snapshot, color: bool = False, width: int = 100) -> str:
         p99_cell = paint(f"{p99:>9}", _RED) if row.over_slo else f"{p99:>9}"
         err = _pct(row.error_ratio)
         err_cell = paint(f"{err:>8}", _RED) if not math.isnan(row.error_ratio) and row.error_ratio > 0 else f"{err:>8}"
+        share = "-" if math.isnan(row.gpu_share) else f"{row.gpu_share * 100:.0f}%"
         lines.append(
             f"{model[:27]:<28}{_ms(row.p50):>9}{_ms(row.p95):>9}{p99_cell}"
-            f"{_ms(row.slo_p99):>9}  {status or ' ' * 6}{row.rps:>8.1f}{err_cell}" + _note(snap, model)
+            f"{_ms(row.slo_p99):>9}  {status or ' ' * 6}{row.rps:>8.1f}{err_cell}"
+            f"{share:>7}{_num(row.gpu_seconds_per_1k):>10}{_num(row.cost_per_1k):>9}" + _note(snap, model)
         )
         for m, stage in model_stages:
             st = snap.stages[(m, stage)]
             lines.append(
                 paint(
                     f"  {stage[:25]:<26}{_ms(st.p50):>9}{_ms(st.p95):>9}{_ms(st.p99):>9}{'':>9}  {'':<6}{st.rps:>8.1f}"
-                    + _note(snap, (m, stage)),
+                    + (f"{'':>34}{note}" if (note := _note(snap, (m, stage))) else ""),  # under the models' notes
                     _DIM,
                 )
             )

@@ -30,6 +30,12 @@ def test_visible_devices(env: str | None, expected: list[int]) -> None:
     assert visible_nvml_indices(UUIDS, env) == expected
 
 
+def test_a_visible_mig_instance_is_found_by_its_uuid() -> None:
+    uuids = [*UUIDS, "MIG-dddd-0", "MIG-dddd-1"]  # instances after the GPUs, as the sampler numbers them
+    assert visible_nvml_indices(uuids, "MIG-dddd-1") == [4]
+    assert visible_nvml_indices(uuids, "MIG-dddd") == []  # ambiguous
+
+
 def test_torch_uuid_wins_over_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     torch = types.SimpleNamespace(

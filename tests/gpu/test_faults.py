@@ -41,6 +41,9 @@ DEVICE_CALLS = (
     "nvmlDeviceGetPcieThroughput",
     "nvmlDeviceGetTotalEccErrors",
     "nvmlDeviceGetComputeRunningProcesses",
+    "nvmlDeviceGetProcessUtilization",
+    "nvmlDeviceGetAccountingMode",
+    "nvmlDeviceGetAccountingStats",
     "nvmlEventSetWait",
 )
 

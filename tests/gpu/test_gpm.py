@@ -147,7 +147,7 @@ def test_without_gpm_support_mode_is_nvml_and_utilization_remains() -> None:
 
 def test_gpm_failing_mid_run_falls_back_to_nvml(caplog: pytest.LogCaptureFixture) -> None:
     fake = FakeNVML([FakeDevice()])
-    sampler = Sampler(fake, interval_s=60.0)
+    sampler = Sampler(fake, interval_s=60.0, process_memory_every=1)  # NVML PCIe is in the slow set
     assert sampler.start()
     try:
         fake.fail("nvmlGpmSampleGet", ERROR_UNKNOWN)
@@ -193,7 +193,7 @@ def test_pcie_falls_back_to_nvml_when_gpm_leaves_it_out() -> None:
     device = FakeDevice(pcie_tx_kbps=4)
     del device.gpm_values[GPM_PCIE_TX_PER_SEC]  # e.g. a driver without GPM PCIe metrics
     fake = FakeNVML([device])
-    sampler = Sampler(fake, interval_s=60.0)
+    sampler = Sampler(fake, interval_s=60.0, process_memory_every=1)  # NVML PCIe is in the slow set
     assert sampler.start()
     try:
         assert fake.calls["nvmlDeviceGetPcieThroughput"] == 0  # first tick: GPM may have it

@@ -49,7 +49,7 @@ def two_gpus() -> FakeNVML:
 
 @pytest.fixture
 def running(two_gpus: FakeNVML) -> Iterator[tuple[Sampler, CollectorRegistry]]:
-    sampler = Sampler(two_gpus, interval_s=60.0, mode="on")
+    sampler = Sampler(two_gpus, interval_s=60.0, mode="on", process_memory_every=1)  # all on every tick
     assert sampler.start()
     registry = CollectorRegistry()
     registry.register(GpuCollector(sampler))
@@ -195,7 +195,7 @@ def test_process_memory_is_left_out_when_nvml_lists_no_process_with_this_pid(
 
 def test_ecc_and_xid_errors_are_counters() -> None:
     fake = FakeNVML([FakeDevice(ecc_corrected=4, ecc_uncorrected=1)])
-    sampler = Sampler(fake, interval_s=60.0)
+    sampler = Sampler(fake, interval_s=60.0, process_memory_every=1)  # ECC and XID are in the slow set
     assert sampler.start()
     try:
         registry = CollectorRegistry()

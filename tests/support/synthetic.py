@@ -126,8 +126,10 @@ def _bucket_share(spec: MetricSpec, le: float, median: float) -> float:
 
 def _flag(spec: MetricSpec, labels: dict[str, str], t: int, window: Window) -> float | None:
     """0/1 gauges: which series are 'on'. None if ``spec`` is not a flag."""
-    if spec is METRIC.GPU_UP or spec is METRIC.MODEL_INFO:
+    if spec is METRIC.GPU_UP or spec is METRIC.MODEL_INFO or spec is METRIC.GPU_SAMPLER_UP:
         return 1.0
+    if spec is METRIC.GPU_TIME_SLICED:
+        return 1.0 if labels["gpu"] == "0" else 0.0
     if spec is METRIC.GPU_PROFILING_MODE:
         active = "gpm" if labels["gpu"] == "0" else "nvml"
         return 1.0 if labels["mode"] == active else 0.0
@@ -154,6 +156,10 @@ def _gauge(spec: MetricSpec, labels: dict[str, str], t: int, window: Window) -> 
         METRIC.GPU_MEMORY_TOTAL: 80e9,
         METRIC.GPU_MEMORY_USED: 30e9 + 20e9 * w,
         METRIC.GPU_PROCESS_MEMORY: 20e9 + 10e9 * w,
+        METRIC.GPU_TORCH_RESERVED: 18e9 + 10e9 * w,
+        METRIC.GPU_TORCH_ALLOCATED: 12e9 + 8e9 * w,
+        METRIC.GPU_COMPUTE_PROCESSES: 2.0 if labels.get("gpu") == "0" else 1.0,
+        METRIC.GPU_HOURLY_COST: 4.0 if labels.get("gpu") == "0" else 1.0,
         METRIC.GPU_POWER: 150 + 200 * w,
         METRIC.GPU_TEMPERATURE: 55 + 20 * w,
         METRIC.GPU_SM_CLOCK: 1.4e9 + 0.58e9 * w,

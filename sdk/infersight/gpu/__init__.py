@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from . import _nvml
-from .collector import GpuCollector
+from .collector import GpuCollector, UnavailableCollector
 from .nvtx_ranges import NvtxRanges
 from .sampler import Sampler
 from .spans import SpanCounters
@@ -39,9 +39,14 @@ def setup_gpu(rt: Any, nvml: _nvml.NVML | None = None) -> Sampler | None:
     except ImportError as exc:
         level = logging.WARNING if cfg.gpu == "on" else logging.INFO
         logger.log(level, "infersight: GPU metrics are off: nvidia-ml-py is not installed (%s).", exc)
+        _unavailable(rt, {"init": 1})
         return None
-    sampler = Sampler(backend, cfg.gpu_interval_s, cfg.gpu)
+    slow_every = max(1, round(cfg.gpu_slow_interval_s / cfg.gpu_interval_s))
+    sampler = Sampler(
+        backend, cfg.gpu_interval_s, cfg.gpu, process_memory_every=slow_every, hourly_cost=cfg.gpu_hourly_cost
+    )
     if not sampler.start():
+        _unavailable(rt, sampler.errors())
         return None
     try:
         if rt.metrics is not None:  # metrics off: the sampler still serves span counters
@@ -54,3 +59,12 @@ def setup_gpu(rt: Any, nvml: _nvml.NVML | None = None) -> Sampler | None:
     rt.add_hook(hook)
     rt.gpu = sampler
     return sampler
+
+
+def _unavailable(rt: Any, errors: dict[str, int]) -> None:
+    """GPU asked for (``on``) but unreadable: export that, so ``GPUSamplerDown`` can fire.
+    With ``auto`` a machine without a GPU is normal and exports nothing."""
+    if rt.config.gpu != "on" or rt.metrics is None:
+        return
+    rt.register(UnavailableCollector(errors))
+    rt.exposition.multiprocess_collectors.append(UnavailableCollector(errors))

@@ -23,6 +23,7 @@ __all__ = [
     "ERROR_GPU_IS_LOST",
     "ERROR_GPU_NOT_FOUND",
     "ERROR_LIBRARY_NOT_FOUND",
+    "ERROR_NOT_FOUND",
     "ERROR_NOT_SUPPORTED",
     "ERROR_NO_PERMISSION",
     "ERROR_TIMEOUT",
@@ -61,6 +62,7 @@ MEMORY_ERROR_TYPE_CORRECTED = 0
 MEMORY_ERROR_TYPE_UNCORRECTED = 1
 VOLATILE_ECC = 0
 EVENT_TYPE_XID_CRITICAL_ERROR = 0x8
+DEVICE_MIG_ENABLE = 1
 
 
 class NVMLError(Exception):
@@ -96,6 +98,15 @@ class NVML(Protocol):
     def nvmlDeviceGetPcieThroughput(self, handle: Any, counter: int) -> int: ...  # KB/s
     def nvmlDeviceGetTotalEccErrors(self, handle: Any, error_type: int, counter: int) -> int: ...
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> Sequence[Any]: ...
+    # Samples (.pid, .timeStamp µs, .smUtil %, .memUtil %) newer than ``last_seen_us``;
+    # NOT_FOUND when there is none.
+    def nvmlDeviceGetProcessUtilization(self, handle: Any, last_seen_us: int) -> Sequence[Any]: ...
+    def nvmlDeviceGetAccountingMode(self, handle: Any) -> bool: ...
+    # .gpuUtilization %: the mean over the process's lifetime; NOT_FOUND for an unknown PID.
+    def nvmlDeviceGetAccountingStats(self, handle: Any, pid: int) -> Any: ...
+    def nvmlDeviceGetMigMode(self, handle: Any) -> int: ...  # current mode: DEVICE_MIG_ENABLE or 0
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: Any) -> int: ...
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: Any, index: int) -> Any: ...  # NOT_FOUND: empty slot
     def nvmlDeviceGetSupportedEventTypes(self, handle: Any) -> int: ...
     def nvmlEventSetCreate(self) -> Any: ...
     def nvmlDeviceRegisterEvents(self, handle: Any, event_types: int, event_set: Any) -> None: ...
@@ -209,6 +220,31 @@ class PyNVML:
     @_translated
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> Sequence[Any]:
         return list(self._p.nvmlDeviceGetComputeRunningProcesses(handle))
+
+    @_translated
+    def nvmlDeviceGetProcessUtilization(self, handle: Any, last_seen_us: int) -> Sequence[Any]:
+        return list(self._p.nvmlDeviceGetProcessUtilization(handle, last_seen_us))
+
+    @_translated
+    def nvmlDeviceGetAccountingMode(self, handle: Any) -> bool:
+        return bool(self._p.nvmlDeviceGetAccountingMode(handle))
+
+    @_translated
+    def nvmlDeviceGetAccountingStats(self, handle: Any, pid: int) -> Any:
+        return self._p.nvmlDeviceGetAccountingStats(handle, pid)
+
+    @_translated
+    def nvmlDeviceGetMigMode(self, handle: Any) -> int:
+        current, _pending = self._p.nvmlDeviceGetMigMode(handle)
+        return int(current)
+
+    @_translated
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: Any) -> int:
+        return int(self._p.nvmlDeviceGetMaxMigDeviceCount(handle))
+
+    @_translated
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: Any, index: int) -> Any:
+        return self._p.nvmlDeviceGetMigDeviceHandleByIndex(handle, index)
 
     @_translated
     def nvmlDeviceGetSupportedEventTypes(self, handle: Any) -> int:

@@ -1,4 +1,8 @@
-"""Prometheus view of the sampler's last snapshot: a scrape reads memory, never NVML."""
+"""Prometheus view of the sampler's last snapshot: a scrape reads memory, never NVML.
+
+``UnavailableCollector`` stands in when ``INFERSIGHT_GPU=on`` but no sampler could start, so
+that a GPU that was asked for and can't be read shows up (``gpu_sampler_up 0``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ from ..conventions import METRIC, MetricSpec
 from .gpm import GPM_METRICS
 from .sampler import GpuReading, Sampler
 
-__all__ = ["GpuCollector"]
+__all__ = ["GpuCollector", "UnavailableCollector"]
 
 # Per-GPU values from ``GpuReading.values``, in exposition order.
 _VALUE_SPECS: tuple[MetricSpec, ...] = (
@@ -26,9 +30,17 @@ _VALUE_SPECS: tuple[MetricSpec, ...] = (
     METRIC.GPU_PCIE_TX,
     METRIC.GPU_PCIE_RX,
     METRIC.GPU_PROCESS_MEMORY,
+    METRIC.GPU_PROCESS_SM_UTILIZATION,
+    METRIC.GPU_COMPUTE_PROCESSES,
+    METRIC.GPU_TIME_SLICED,
+    METRIC.GPU_TORCH_ALLOCATED,
+    METRIC.GPU_TORCH_RESERVED,
+    METRIC.GPU_TORCH_OOMS,
+    METRIC.GPU_HOURLY_COST,
     *(m.spec for m in GPM_METRICS if m.spec not in (METRIC.GPU_PCIE_TX, METRIC.GPU_PCIE_RX)),
 )
 _ALL_SPECS = (
+    METRIC.GPU_SAMPLER_UP,
     METRIC.GPU_UP,
     METRIC.GPU_SAMPLER_ERRORS,
     METRIC.GPU_PROFILING_MODE,
@@ -63,6 +75,9 @@ class GpuCollector:
 
     def collect(self) -> Iterator[Metric]:
         readings = self.sampler.readings  # one immutable snapshot for the whole scrape
+        sampler_up = _family(METRIC.GPU_SAMPLER_UP)
+        sampler_up.add_metric([], 1.0 if self.sampler.up else 0.0)
+        yield sampler_up
         up = _family(METRIC.GPU_UP)
         mode = _family(METRIC.GPU_PROFILING_MODE)
         for r in readings:
@@ -96,3 +111,23 @@ class GpuCollector:
         yield throttle
         yield ecc
         yield xid
+
+
+class UnavailableCollector:
+    """``gpu_sampler_up 0`` and the failed start in ``gpu_sampler_errors_total{call}``."""
+
+    def __init__(self, errors: dict[str, int]) -> None:
+        self.errors = dict(errors) or {"init": 1}
+
+    def describe(self) -> Iterator[Metric]:
+        yield _family(METRIC.GPU_SAMPLER_UP)
+        yield _family(METRIC.GPU_SAMPLER_ERRORS)
+
+    def collect(self) -> Iterator[Metric]:
+        up = _family(METRIC.GPU_SAMPLER_UP)
+        up.add_metric([], 0.0)
+        yield up
+        errors = _family(METRIC.GPU_SAMPLER_ERRORS)
+        for call, failed in sorted(self.errors.items()):
+            errors.add_metric([call], float(failed))
+        yield errors

@@ -26,13 +26,13 @@ def visible_nvml_indices(uuids: Sequence[str], env: str | None) -> list[int]:
             if not 0 <= index < len(uuids):
                 break  # CUDA ignores the list from the first invalid entry on
             out.append(index)
-        elif token.startswith("GPU-"):
+        elif token.startswith(("GPU-", "MIG-")):  # the sampler lists MIG instances after the GPUs
             matches = [i for i, u in enumerate(uuids) if u.startswith(token)]
             if len(matches) != 1:
                 break
             out.append(matches[0])
         else:
-            break  # empty, MIG-..., or garbage
+            break  # empty, or garbage
     return out
 
 

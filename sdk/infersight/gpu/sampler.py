@@ -4,6 +4,14 @@ Scrapes read the last snapshot (``readings``) through ``collector.GpuCollector``
 happens at scrape time. A short ring buffer of timestamped samples per GPU lets a stage look up
 the GPU activity around it.
 
+Each tick reads what stage spans need by the second: utilization and the GPM counters. Every
+``slow_every``-th tick (10 s by default, finer than a usual scrape interval) also reads the
+rest: memory, throttle reasons, power, energy, temperature, clocks, ECC counters, XID events
+(queued by NVML meanwhile), the processes on the GPU and their utilization, and torch's
+allocator; their last values are exported in between. On a GPU with GSP firmware an NVML
+query is a round trip to the GPU, so calls per second are the sampler's cost
+(docs/benchmarks-gpu.md).
+
 Faults never reach the app. A failing call is counted in ``infersight_gpu_sampler_errors_total
 {call}`` and logged once; that metric is then dropped for that GPU (at once for permanent
 errors, after 3 failures in a row for others; ``NOT_SUPPORTED`` silently). A lost GPU
@@ -19,7 +27,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -31,7 +39,7 @@ from .devices import cuda_to_nvml, visible_nvml_indices
 from .gpm import GPM_METRICS, GpmStream, SamplePool
 from .throttle import decode
 
-__all__ = ["GpuReading", "GpuState", "Sampler", "WindowSample"]
+__all__ = ["GpuReading", "GpuState", "Sampler", "WindowSample", "price_of"]
 
 logger = logging.getLogger("infersight")
 
@@ -83,6 +91,19 @@ class GpuState:
     xid: dict[int, int] = field(default_factory=dict)
     process_memory: float | None = None
     ring: deque[WindowSample] = field(default_factory=lambda: deque(maxlen=128))
+    label: str = ""  # the exported ``gpu`` label: the NVML index, "<index>/mig<k>" for a MIG instance
+    mig: bool = False  # a MIG instance
+    mig_parent: bool = False  # a GPU in MIG mode: its processes run in its instances
+    slow: dict[MetricSpec, float] = field(default_factory=dict)  # last slow-tick values
+    slow_ecc: dict[str, float] = field(default_factory=dict)
+    slow_throttle: dict[str, int] = field(default_factory=dict)
+    util_seen_us: int = 0  # lastSeenTimeStamp for nvmlDeviceGetProcessUtilization
+    accounting: bool | None = None  # NVML accounting mode, once asked
+    hourly_cost: float | None = None
+
+    def __post_init__(self) -> None:
+        if not self.label:
+            self.label = str(self.index)
 
 
 @dataclass(frozen=True)
@@ -111,12 +132,15 @@ class Sampler:
         *,
         process_memory_every: int = 10,
         gpm: bool = True,
+        hourly_cost: Mapping[str, float] | None = None,
     ) -> None:
         self.nvml = nvml
         self.interval_s = interval_s
         self.mode = mode
-        self.process_memory_every = max(1, process_memory_every)
+        # Every this many ticks the slow set is read (process memory was the first of it).
+        self.slow_every = max(1, process_memory_every)
         self.use_gpm = gpm
+        self.hourly_cost = dict(hourly_cost or {})
         self.gpus: list[GpuState] = []
         self.readings: tuple[GpuReading, ...] = ()
         self.pool = SamplePool(nvml)
@@ -141,6 +165,7 @@ class Sampler:
         try:
             self.nvml.nvmlInit()
         except Exception as exc:
+            self._count("init")
             self._no_gpu(f"NVML is unavailable ({exc})")
             return False
         try:
@@ -154,14 +179,22 @@ class Sampler:
             gpu = self._open(index)
             if gpu is not None:
                 self.gpus.append(gpu)
+        # MIG instances are GPUs of their own, numbered after the physical ones.
+        next_index = count
+        for parent in list(self.gpus):
+            children = self._open_mig(parent, next_index)
+            next_index += len(children)
+            self.gpus.extend(children)
         if not self.gpus:
+            self._count("init")
             self._no_gpu("no NVIDIA GPU found" if count == 0 else "no GPU could be opened")
             self._shutdown_nvml()
             return False
         # By NVML index, with "" for a GPU that could not be opened, so positions stay indices.
-        self._uuids = [""] * count
+        self._uuids = [""] * max(count, max(g.index for g in self.gpus) + 1)
         for gpu in self.gpus:
             self._uuids[gpu.index] = gpu.uuid
+            gpu.hourly_cost = price_of(gpu.name, self.hourly_cost)
         visible = visible_nvml_indices(self._uuids, os.environ.get("CUDA_VISIBLE_DEVICES"))
         self.default_gpu = visible[0] if visible and self._uuids[visible[0]] else None
         self.sample_once()
@@ -261,6 +294,37 @@ class Sampler:
         self._register_xid(gpu)
         return gpu
 
+    def _open_mig(self, parent: GpuState, first_index: int) -> list[GpuState]:
+        """The MIG instances of ``parent`` when it is in MIG mode, each sampled as a GPU."""
+        try:
+            if self.nvml.nvmlDeviceGetMigMode(parent.handle) != _nvml.DEVICE_MIG_ENABLE:
+                return []
+            slots = self.nvml.nvmlDeviceGetMaxMigDeviceCount(parent.handle)
+        except Exception as exc:
+            if error_code(exc) not in (_nvml.ERROR_NOT_SUPPORTED, _nvml.ERROR_FUNCTION_NOT_FOUND):
+                self._failed_call("nvmlDeviceGetMigMode", f"GPU {parent.index}", exc)
+            return []
+        parent.mig_parent = True
+        out: list[GpuState] = []
+        for slot in range(slots):
+            try:
+                handle = self.nvml.nvmlDeviceGetMigDeviceHandleByIndex(parent.handle, slot)
+            except Exception as exc:
+                if error_code(exc) != _nvml.ERROR_NOT_FOUND:  # NOT_FOUND: an empty slot
+                    self._failed_call("nvmlDeviceGetMigDeviceHandleByIndex", f"GPU {parent.index}", exc)
+                continue
+            uuid = name = ""
+            try:
+                uuid = self.nvml.nvmlDeviceGetUUID(handle)
+                name = self.nvml.nvmlDeviceGetName(handle)
+            except Exception as exc:
+                self._failed_call("nvmlDeviceGetUUID", f"MIG {parent.index}/{slot}", exc)
+            # No GPM (nvmlGpmMigSampleGet is not used) and no XID registration: the parent has them.
+            out.append(
+                GpuState(first_index + len(out), handle, uuid, name, label=f"{parent.label}/mig{slot}", mig=True)
+            )
+        return out
+
     def _open_gpm(self, gpu: GpuState) -> None:
         try:
             if not self.nvml.nvmlGpmQueryDeviceSupport(gpu.handle):
@@ -296,24 +360,33 @@ class Sampler:
     def sample_once(self) -> None:
         """One tick: read every GPU that is up, then publish a new snapshot."""
         with self._sample_lock:
-            read_processes = self.ticks % self.process_memory_every == 0
+            slow = self.ticks % self.slow_every == 0
             self.ticks += 1
+            torch_memory = self._torch_memory() if slow else None
             readings = []
             for gpu in self.gpus:
                 if gpu.up:
-                    values, throttle, ecc = self._read(gpu, read_processes)
+                    values = self._read(gpu, slow)
+                    if torch_memory is not None:
+                        self._put_torch(gpu, torch_memory.get(gpu.index))
+                    values.update(gpu.slow)
+                    throttle, ecc = dict(gpu.slow_throttle), dict(gpu.slow_ecc)
+                    if gpu.hourly_cost is not None:
+                        values[METRIC.GPU_HOURLY_COST] = gpu.hourly_cost
                 else:
                     values, throttle, ecc = {}, {}, {}
                 readings.append(
-                    GpuReading(
-                        str(gpu.index), gpu.uuid, gpu.name, gpu.up, gpu.mode, values, throttle, ecc, dict(gpu.xid)
-                    )
+                    GpuReading(gpu.label, gpu.uuid, gpu.name, gpu.up, gpu.mode, values, throttle, ecc, dict(gpu.xid))
                 )
             self.readings = tuple(readings)
 
-    def _read(
-        self, gpu: GpuState, read_processes: bool
-    ) -> tuple[dict[MetricSpec, float], dict[str, int], dict[str, float]]:
+    @property
+    def up(self) -> bool:
+        """Running and reading at least one GPU (``infersight_gpu_sampler_up``)."""
+        return not self.closed and any(g.up for g in self.gpus)
+
+    def _read(self, gpu: GpuState, slow: bool) -> dict[MetricSpec, float]:
+        """The fast set into the returned values; on slow ticks the slow set into ``gpu.slow``."""
         gpu.tick_ok = gpu.tick_failed = 0
         nvml = self.nvml
         values: dict[MetricSpec, float] = {}
@@ -322,31 +395,6 @@ class Sampler:
         if util is not None:
             values[METRIC.GPU_UTILIZATION] = util.gpu / 100.0
             values[METRIC.GPU_MEMORY_UTILIZATION] = util.memory / 100.0
-        mem = self._call(gpu, "memory", nvml.nvmlDeviceGetMemoryInfo)
-        if mem is not None:
-            values[METRIC.GPU_MEMORY_USED] = float(mem.used)
-            values[METRIC.GPU_MEMORY_TOTAL] = float(mem.total)
-        self._put(values, METRIC.GPU_POWER, 1e-3, self._call(gpu, "power", nvml.nvmlDeviceGetPowerUsage))  # mW
-        self._put(
-            values, METRIC.GPU_ENERGY, 1e-3, self._call(gpu, "energy", nvml.nvmlDeviceGetTotalEnergyConsumption)
-        )  # mJ
-        self._put(
-            values,
-            METRIC.GPU_TEMPERATURE,
-            1.0,
-            self._call(gpu, "temperature", nvml.nvmlDeviceGetTemperature, _nvml.TEMPERATURE_GPU),
-        )
-        self._put(
-            values, METRIC.GPU_SM_CLOCK, 1e6, self._call(gpu, "sm_clock", nvml.nvmlDeviceGetClockInfo, _nvml.CLOCK_SM)
-        )
-        self._put(
-            values,
-            METRIC.GPU_MEMORY_CLOCK,
-            1e6,
-            self._call(gpu, "memory_clock", nvml.nvmlDeviceGetClockInfo, _nvml.CLOCK_MEM),
-        )
-        mask = self._call(gpu, "throttle", nvml.nvmlDeviceGetCurrentClocksEventReasons)
-        throttle = decode(int(mask)) if mask is not None else {}
         gpm = self._read_gpm(gpu, now)
         # Ticks under 100 ms apart get no new GPM delta: the gauges keep the last one.
         latest = gpm if gpm is not None else gpu.last_gpm
@@ -355,17 +403,67 @@ class Sampler:
                 if m.key in latest:
                     values[m.spec] = latest[m.key]
         # GPM gives PCIe rates cheaply; NVML's counters (KB/s) block ~20 ms per call in the
-        # driver, so they are read only without GPM, or when GPM left PCIe out.
+        # driver, so they are read only without GPM (on slow ticks), or when GPM left PCIe out.
         gpm_pcie = gpu.mode == "gpm" and (latest is None or METRIC.GPU_PCIE_TX in values)
+        if slow:
+            self._read_slow(gpu, gpm_pcie)
+            self._poll_xid(gpu)
+        if gpu.process_memory is not None and "process_memory" not in gpu.disabled:
+            values[METRIC.GPU_PROCESS_MEMORY] = gpu.process_memory
+        if gpu.tick_failed and not gpu.tick_ok:
+            gpu.lost_streak += 1
+            if gpu.lost_streak >= _LOST_AFTER_TICKS:
+                self._lose(gpu, "every NVML call failed for 3 samples in a row")
+        else:
+            gpu.lost_streak = 0
+        if not gpu.up:
+            gpu.slow.clear()
+            gpu.slow_ecc.clear()
+            gpu.slow_throttle.clear()
+            return {}
+        gpu.ring.append(
+            WindowSample(now, values.get(METRIC.GPU_UTILIZATION), values.get(METRIC.GPU_MEMORY_UTILIZATION), gpm)
+        )
+        return values
+
+    def _read_slow(self, gpu: GpuState, gpm_pcie: bool) -> None:
+        """The slow set, into ``gpu.slow`` (kept until the next slow tick; a failure drops it)."""
+        nvml = self.nvml
+        slow: dict[MetricSpec, float] = {}
+        mem = self._call(gpu, "memory", nvml.nvmlDeviceGetMemoryInfo)
+        if mem is not None:
+            slow[METRIC.GPU_MEMORY_USED] = float(mem.used)
+            slow[METRIC.GPU_MEMORY_TOTAL] = float(mem.total)
+        mask = self._call(gpu, "throttle", nvml.nvmlDeviceGetCurrentClocksEventReasons)
+        gpu.slow_throttle = decode(int(mask)) if mask is not None else {}
+        self._put(slow, METRIC.GPU_POWER, 1e-3, self._call(gpu, "power", nvml.nvmlDeviceGetPowerUsage))  # mW
+        self._put(
+            slow, METRIC.GPU_ENERGY, 1e-3, self._call(gpu, "energy", nvml.nvmlDeviceGetTotalEnergyConsumption)
+        )  # mJ
+        self._put(
+            slow,
+            METRIC.GPU_TEMPERATURE,
+            1.0,
+            self._call(gpu, "temperature", nvml.nvmlDeviceGetTemperature, _nvml.TEMPERATURE_GPU),
+        )
+        self._put(
+            slow, METRIC.GPU_SM_CLOCK, 1e6, self._call(gpu, "sm_clock", nvml.nvmlDeviceGetClockInfo, _nvml.CLOCK_SM)
+        )
+        self._put(
+            slow,
+            METRIC.GPU_MEMORY_CLOCK,
+            1e6,
+            self._call(gpu, "memory_clock", nvml.nvmlDeviceGetClockInfo, _nvml.CLOCK_MEM),
+        )
         if not gpm_pcie:
             self._put(
-                values,
+                slow,
                 METRIC.GPU_PCIE_TX,
                 1024.0,
                 self._call(gpu, "pcie_tx", nvml.nvmlDeviceGetPcieThroughput, _nvml.PCIE_UTIL_TX_BYTES),
             )
             self._put(
-                values,
+                slow,
                 METRIC.GPU_PCIE_RX,
                 1024.0,
                 self._call(gpu, "pcie_rx", nvml.nvmlDeviceGetPcieThroughput, _nvml.PCIE_UTIL_RX_BYTES),
@@ -378,30 +476,101 @@ class Sampler:
             count = self._call(gpu, f"ecc_{kind}", nvml.nvmlDeviceGetTotalEccErrors, error_type, _nvml.VOLATILE_ECC)
             if count is not None:
                 ecc[kind] = float(count)
-        self._poll_xid(gpu)
-        if read_processes:
-            # Slow (milliseconds): only every `process_memory_every` ticks.
-            procs = self._call(gpu, "process_memory", nvml.nvmlDeviceGetComputeRunningProcesses)
-            if procs is not None:
-                pid = os.getpid()
-                mine = [p.usedGpuMemory or 0 for p in procs if p.pid == pid]
-                # No entry with our PID: no context here, or NVML sees the PIDs of another namespace
-                # (a container without hostPID): unknowable, so left out rather than exported as 0.
-                gpu.process_memory = float(sum(mine)) if mine else None
-        if gpu.process_memory is not None and "process_memory" not in gpu.disabled:
-            values[METRIC.GPU_PROCESS_MEMORY] = gpu.process_memory
-        if gpu.tick_failed and not gpu.tick_ok:
-            gpu.lost_streak += 1
-            if gpu.lost_streak >= _LOST_AFTER_TICKS:
-                self._lose(gpu, "every NVML call failed for 3 samples in a row")
-        else:
-            gpu.lost_streak = 0
-        if not gpu.up:
-            return {}, {}, {}
-        gpu.ring.append(
-            WindowSample(now, values.get(METRIC.GPU_UTILIZATION), values.get(METRIC.GPU_MEMORY_UTILIZATION), gpm)
+        procs = self._call(gpu, "process_memory", nvml.nvmlDeviceGetComputeRunningProcesses)
+        pid = os.getpid()
+        mine_listed = False
+        if procs is not None:
+            mine = [p.usedGpuMemory or 0 for p in procs if p.pid == pid]
+            mine_listed = bool(mine)
+            # No entry with our PID: no context here, or NVML sees the PIDs of another namespace
+            # (a container without hostPID): unknowable, so left out rather than exported as 0.
+            gpu.process_memory = float(sum(mine)) if mine else None
+            if not gpu.mig_parent:  # a MIG-mode GPU's processes run in separate instances
+                count = len({p.pid for p in procs})
+                slow[METRIC.GPU_COMPUTE_PROCESSES] = float(count)
+                slow[METRIC.GPU_TIME_SLICED] = 1.0 if count > 1 else 0.0
+        if not gpu.mig and not gpu.mig_parent:  # NVML has no per-process utilization under MIG
+            sm = self._process_sm(gpu, pid, mine_listed)
+            if sm is not None:
+                slow[METRIC.GPU_PROCESS_SM_UTILIZATION] = sm
+        torch_keys = (METRIC.GPU_TORCH_ALLOCATED, METRIC.GPU_TORCH_RESERVED, METRIC.GPU_TORCH_OOMS)
+        slow.update({k: v for k, v in gpu.slow.items() if k in torch_keys})
+        gpu.slow = slow
+        gpu.slow_ecc = ecc
+
+    def _process_sm(self, gpu: GpuState, pid: int, listed: bool) -> float | None:
+        """This process's SM utilization (0-1) since the last slow tick, or None when unknowable."""
+        if "process_utilization" in gpu.disabled:
+            return self._accounted_sm(gpu, pid)
+        try:
+            samples = self.nvml.nvmlDeviceGetProcessUtilization(gpu.handle, gpu.util_seen_us)
+        except Exception as exc:
+            if error_code(exc) == _nvml.ERROR_NOT_FOUND:  # no process ran a kernel since last time
+                gpu.tick_ok += 1
+                return 0.0 if listed else None
+            self._failed(gpu, "process_utilization", "nvmlDeviceGetProcessUtilization", exc)
+            return self._accounted_sm(gpu, pid) if "process_utilization" in gpu.disabled else None
+        gpu.tick_ok += 1
+        if samples:
+            gpu.util_seen_us = max(int(s.timeStamp) for s in samples)
+        mine = [float(s.smUtil) for s in samples if s.pid == pid]
+        if mine:
+            return min(1.0, sum(mine) / len(mine) / 100.0)
+        return 0.0 if listed else None
+
+    def _accounted_sm(self, gpu: GpuState, pid: int) -> float | None:
+        """Where per-process utilization is unsupported: NVML accounting stats, when an admin
+        turned accounting mode on (``nvidia-smi -am 1``). Its figure is a lifetime mean."""
+        if "accounting" in gpu.disabled:
+            return None
+        if gpu.accounting is None:
+            mode = self._call(gpu, "accounting", self.nvml.nvmlDeviceGetAccountingMode)
+            gpu.accounting = bool(mode)
+            if not mode:
+                gpu.disabled.add("accounting")
+                return None
+        try:
+            stats = self.nvml.nvmlDeviceGetAccountingStats(gpu.handle, pid)
+        except Exception as exc:
+            if error_code(exc) != _nvml.ERROR_NOT_FOUND:  # NOT_FOUND: no context here yet
+                self._failed(gpu, "accounting", "nvmlDeviceGetAccountingStats", exc)
+            return None
+        gpu.tick_ok += 1
+        return min(1.0, float(stats.gpuUtilization) / 100.0)
+
+    def _torch_memory(self) -> dict[int, tuple[float, float, float]] | None:
+        """torch's caching allocator per NVML index: (allocated, reserved, OOMs). None without torch
+        or before the app initialised CUDA (infersight never initialises it)."""
+        torch = sys.modules.get("torch")
+        cuda = getattr(torch, "cuda", None)
+        if cuda is None:
+            return None
+        try:
+            if not cuda.is_initialized():
+                return None
+            out: dict[int, tuple[float, float, float]] = {}
+            for device in range(cuda.device_count()):
+                index = self.nvml_index(device)
+                if index is None:
+                    continue
+                stats = cuda.memory_stats(device)
+                out[index] = (
+                    float(stats.get("allocated_bytes.all.current", 0)),
+                    float(stats.get("reserved_bytes.all.current", 0)),
+                    float(stats.get("num_ooms", 0)),
+                )
+            return out
+        except Exception as exc:
+            _errors.report("gpu.torch_memory", exc)
+            return None
+
+    @staticmethod
+    def _put_torch(gpu: GpuState, stats: tuple[float, float, float] | None) -> None:
+        if stats is None:
+            return
+        gpu.slow[METRIC.GPU_TORCH_ALLOCATED], gpu.slow[METRIC.GPU_TORCH_RESERVED], gpu.slow[METRIC.GPU_TORCH_OOMS] = (
+            stats
         )
-        return values, throttle, ecc
 
     @staticmethod
     def _put(values: dict[MetricSpec, float], spec: MetricSpec, scale: float, raw: Any) -> None:
@@ -573,6 +742,16 @@ class Sampler:
         for key in _GPM_SPAN_KEYS:
             _mean_into(out, key, [s.gpm.get(key) if s.gpm else None for s in picked])
         return out
+
+
+def price_of(name: str, prices: Mapping[str, float]) -> float | None:
+    """The price per hour of a GPU called ``name``: the longest pattern found in the name
+    (case-insensitive), else ``"*"``, else None."""
+    low = name.lower()
+    found = [p for p in prices if p != "*" and p.lower() in low]
+    if found:
+        return prices[max(found, key=len)]
+    return prices.get("*")
 
 
 def _mean_into(out: dict[str, float], key: str, values: list[float | None]) -> None:

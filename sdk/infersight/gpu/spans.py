@@ -4,7 +4,9 @@ At the stage's boundaries (request path) it only reads what is cheap: the curren
 and, when torch has initialised CUDA, a CUDA event per boundary. The one NVML call allowed
 there is the optional GPM snapshot (``gpu_span_snapshots``). Everything else happens in
 ``enrich`` on the background worker: the GPM delta over the span (spans of 100 ms or more)
-or the sampler window around it, and the CUDA busy time.
+or the sampler window around it, the CUDA busy time, and the stage's GPU time added to
+``infersight_model_gpu_seconds_total{model}``: measured with CUDA events, split evenly across
+the requests of a batch, or else estimated as wall time x the GPU's utilization around it.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ import time
 from typing import Any
 
 from .._observations import exemplar_labels
-from ..conventions import ATTR, METRIC, SPAN, UNKNOWN
+from ..conventions import (
+    ATTR,
+    GPU_SECONDS_BATCH_SHARE,
+    GPU_SECONDS_ESTIMATED,
+    GPU_SECONDS_MEASURED,
+    METRIC,
+    SPAN,
+    UNKNOWN,
+)
 from .gpm import GPM_METRICS, MIN_INTERVAL_NS, SamplePool, metrics_between
 from .sampler import Sampler
 
@@ -53,13 +63,17 @@ class _Snapshot:
 
 
 class _StageGpu:
-    __slots__ = ("end_event", "gpu", "snapshot", "start_event")
+    """Shared by every request of a batch (``Batch`` copies the extras): the first ``enrich``
+    reads the events and keeps the result for the others."""
+
+    __slots__ = ("busy", "end_event", "gpu", "snapshot", "start_event")
 
     def __init__(self, gpu: int | None, start_event: Any, snapshot: _Snapshot | None) -> None:
         self.gpu = gpu
         self.start_event = start_event
         self.end_event: Any = None
         self.snapshot = snapshot
+        self.busy: float | None = None
 
 
 class SpanCounters:
@@ -74,9 +88,11 @@ class SpanCounters:
         self._snapshot_failures = 0
         self.busy_hist: Any = None
         self.sm_hist: Any = None
+        self.gpu_seconds: Any = None
         if rt.metrics is not None:
             self.busy_hist = rt.make_metric(METRIC.STAGE_GPU_BUSY)
             self.sm_hist = rt.make_metric(METRIC.STAGE_GPU_SM_ACTIVE)
+            self.gpu_seconds = rt.make_metric(METRIC.MODEL_GPU_SECONDS)
         if self.snapshots and any(g.gpm is not None for g in sampler.gpus):
             try:
                 sampler.pool.prefill(_PREFILL)
@@ -161,17 +177,54 @@ class SpanCounters:
             attributes[ATTR.GPU_COUNTER_SOURCE] = "gpm_delta" if delta else "sampler_window"
             for key, value in counters.items():
                 attributes[ATTR.GPU_PREFIX + key] = value
-        busy = self._busy_seconds(state)
+        fresh = state.start_event is not None
+        busy = self._busy_seconds(state) if fresh else state.busy
+        state.busy = busy
         if busy is not None:
             attributes[ATTR.GPU_BUSY_SECONDS] = busy
             attributes[ATTR.GPU_WALL_SECONDS] = wall_ns / 1e9
         model = str(attributes.get(ATTR.MODEL_NAME) or UNKNOWN)
+        self._gpu_seconds(gpu, model, busy, wall_ns, counters.get("utilization"), attributes)
         ex = exemplar_labels((stage.trace_id, stage.span_id)) if self.exemplars and stage.sampled else None
-        if busy is not None and self.busy_hist is not None:
+        if busy is not None and fresh and self.busy_hist is not None:  # once per batch
             self.busy_hist.labels(model, stage.name).observe(busy, ex)
         sm_active = counters.get("sm_active")
         if sm_active is not None and self.sm_hist is not None:
             self.sm_hist.labels(model, stage.name).observe(sm_active, ex)
+
+    def _gpu_seconds(
+        self,
+        gpu: Any,
+        model: str,
+        busy: float | None,
+        wall_ns: int,
+        utilization: float | None,
+        attributes: dict[str, Any],
+    ) -> None:
+        """This request's GPU time in the stage: its span attributes and the per-model counter."""
+        if gpu is None:
+            return
+        size = attributes.get(ATTR.BATCH_SIZE)
+        share = int(size) if isinstance(size, int) and size > 1 else 1
+        if busy is not None:
+            seconds = busy / share
+            source = GPU_SECONDS_BATCH_SHARE if share > 1 else GPU_SECONDS_MEASURED
+        elif utilization is not None:
+            # No CUDA events (torch not on CUDA here, or events off): the GPU was busy this share
+            # of the stage's time. Other processes' kernels are not ours: when NVML gives this
+            # process's own SM share (over the last slow interval), the smaller one counts. A
+            # share of 0 is stale (idle then, running a stage now): the device's figure stands.
+            own = gpu.slow.get(METRIC.GPU_PROCESS_SM_UTILIZATION)
+            if own:
+                utilization = min(utilization, own)
+            seconds = wall_ns / 1e9 * utilization / share
+            source = GPU_SECONDS_ESTIMATED
+        else:
+            return
+        attributes[ATTR.GPU_SECONDS] = seconds
+        attributes[ATTR.GPU_SECONDS_SOURCE] = source
+        if self.gpu_seconds is not None and seconds > 0:
+            self.gpu_seconds.labels(model, gpu.label, gpu.uuid).inc(seconds)
 
     def _delta(self, state: _StageGpu, wall_ns: int) -> dict[str, float] | None:
         snap = state.snapshot

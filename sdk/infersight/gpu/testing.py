@@ -13,6 +13,13 @@ Values are in NVML's units (%, mW, mJ, MHz, KB/s, GPM % and MiB/s); change a dev
 at any time and the next sample reads them. ``FakeNVML(no_driver=True)`` fails ``nvmlInit``
 like a machine without the driver; ``lose_gpu(i)`` makes every later call on GPU ``i`` fail
 with ``GPU_IS_LOST``; ``xid(i, code)`` queues an XID event.
+
+Sharing: ``processes`` lists ``(pid, bytes)`` with a CUDA context on the device, and
+``process_utilization`` maps a PID to its SM utilization (%), as
+``nvmlDeviceGetProcessUtilization`` reports it (``process_utilization_supported=False``
+refuses that call). ``accounting`` turns NVML accounting mode on, with each PID's lifetime
+GPU utilization (%). ``mig`` holds the MIG instances of a GPU in MIG mode (their handles
+refuse utilization, as real ones do).
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from ._nvml import (
     ERROR_GPU_NOT_FOUND,
     ERROR_LIBRARY_NOT_FOUND,
     ERROR_NO_PERMISSION,
+    ERROR_NOT_FOUND,
     ERROR_NOT_SUPPORTED,
     ERROR_TIMEOUT,
     ERROR_UNKNOWN,
@@ -48,6 +56,7 @@ __all__ = [
     "ERROR_GPU_IS_LOST",
     "ERROR_GPU_NOT_FOUND",
     "ERROR_LIBRARY_NOT_FOUND",
+    "ERROR_NOT_FOUND",
     "ERROR_NOT_SUPPORTED",
     "ERROR_NO_PERMISSION",
     "ERROR_TIMEOUT",
@@ -112,6 +121,10 @@ class FakeDevice:
     ecc_corrected: int = 0
     ecc_uncorrected: int = 0
     processes: list[tuple[int, int]] = field(default_factory=list)  # (pid, bytes)
+    process_utilization: dict[int, float] = field(default_factory=dict)  # pid -> SM %
+    process_utilization_supported: bool = True
+    accounting: dict[int, float] | None = None  # pid -> lifetime GPU %, when accounting mode is on
+    mig: list[FakeDevice] = field(default_factory=list)  # MIG instances (MIG mode on when any)
     gpm: bool = True
     gpm_values: dict[int, float] = field(default_factory=_default_gpm)
     xid_events: bool = True
@@ -130,13 +143,14 @@ class _Fault:
 
 
 class _Handle:
-    __slots__ = ("index",)
+    __slots__ = ("index", "mig")
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, mig: int | None = None) -> None:
         self.index = index
+        self.mig = mig  # MIG instance of GPU ``index``, or None for the GPU itself
 
     def __repr__(self) -> str:
-        return f"<fake GPU {self.index}>"
+        return f"<fake GPU {self.index}>" if self.mig is None else f"<fake MIG {self.index}/{self.mig}>"
 
 
 class _GpmSample:
@@ -163,6 +177,9 @@ class FakeNVML:
         for i, dev in enumerate(self.devices):
             if not dev.uuid:
                 dev.uuid = f"GPU-00000000-0000-0000-0000-{i:012d}"
+            for k, child in enumerate(dev.mig):
+                if not child.uuid:
+                    child.uuid = f"MIG-00000000-0000-0000-{i:04d}-{k:012d}"
         self.no_driver = no_driver
         self.calls: Counter[str] = Counter()
         self.calls_by_thread: dict[int, Counter[str]] = {}
@@ -228,6 +245,8 @@ class FakeNVML:
         if handle is None:
             return None
         dev = self.devices[handle.index]
+        if handle.mig is not None:
+            dev = dev.mig[handle.mig]
         if dev.lost:
             raise NVMLError(ERROR_GPU_IS_LOST, "GPU is lost")
         return dev
@@ -267,6 +286,8 @@ class FakeNVML:
 
     def nvmlDeviceGetUtilizationRates(self, handle: Any) -> Any:
         dev = self._dev("nvmlDeviceGetUtilizationRates", handle)
+        if handle.mig is not None:
+            raise NVMLError(ERROR_NOT_SUPPORTED, "utilization is not supported on MIG devices")
         return SimpleNamespace(gpu=dev.utilization, memory=dev.memory_utilization)
 
     def nvmlDeviceGetMemoryInfo(self, handle: Any) -> Any:
@@ -301,6 +322,42 @@ class FakeNVML:
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> Sequence[Any]:
         dev = self._dev("nvmlDeviceGetComputeRunningProcesses", handle)
         return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in dev.processes]
+
+    def nvmlDeviceGetProcessUtilization(self, handle: Any, last_seen_us: int) -> Sequence[Any]:
+        dev = self._dev("nvmlDeviceGetProcessUtilization", handle)
+        if not dev.process_utilization_supported:
+            raise NVMLError(ERROR_NOT_SUPPORTED, "Not Supported")
+        now_us = time.time_ns() // 1000
+        if not dev.process_utilization:
+            raise NVMLError(ERROR_NOT_FOUND, "Not Found")  # NVML's answer when no sample is new
+        return [
+            SimpleNamespace(pid=pid, timeStamp=now_us, smUtil=sm, memUtil=0, encUtil=0, decUtil=0)
+            for pid, sm in dev.process_utilization.items()
+        ]
+
+    def nvmlDeviceGetAccountingMode(self, handle: Any) -> bool:
+        return self._dev("nvmlDeviceGetAccountingMode", handle).accounting is not None
+
+    def nvmlDeviceGetAccountingStats(self, handle: Any, pid: int) -> Any:
+        dev = self._dev("nvmlDeviceGetAccountingStats", handle)
+        if dev.accounting is None:
+            raise NVMLError(ERROR_NOT_SUPPORTED, "accounting mode is off")
+        if pid not in dev.accounting:
+            raise NVMLError(ERROR_NOT_FOUND, "Not Found")
+        return SimpleNamespace(gpuUtilization=dev.accounting[pid], memoryUtilization=0, maxMemoryUsage=0, isRunning=1)
+
+    def nvmlDeviceGetMigMode(self, handle: Any) -> int:
+        dev = self._dev("nvmlDeviceGetMigMode", handle)
+        return _nvml.DEVICE_MIG_ENABLE if dev.mig else 0
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, handle: Any) -> int:
+        return len(self._dev("nvmlDeviceGetMaxMigDeviceCount", handle).mig)
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, handle: Any, index: int) -> Any:
+        dev = self._dev("nvmlDeviceGetMigDeviceHandleByIndex", handle)
+        if not 0 <= index < len(dev.mig):
+            raise NVMLError(ERROR_NOT_FOUND, "Not Found")
+        return _Handle(handle.index, index)
 
     def nvmlDeviceGetSupportedEventTypes(self, handle: Any) -> int:
         dev = self._dev("nvmlDeviceGetSupportedEventTypes", handle)
