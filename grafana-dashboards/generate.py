@@ -356,6 +356,28 @@ def overview() -> Iterable[Any]:
         target(gauge(METRIC.REQUESTS_IN_FLIGHT, INST, "instance", "sum"), "{{instance}}"),
     )
 
+    yield "Outgoing calls (the client's side)"
+    yield ts(
+        "Outgoing call P99: total against network",
+        "For the calls this server makes (requests, httpx, gRPC channels): is a slow call slow in the "
+        "network (client time minus the callee's Server-Timing total) or in the callee?",
+        "s",
+        target(
+            quantile(0.99, METRIC.CLIENT_REQUEST_DURATION, INST, "target, endpoint"), "{{target}}{{endpoint}} total"
+        ),
+        target(
+            quantile(0.99, METRIC.CLIENT_NETWORK, INST, "target, endpoint"),
+            "{{target}}{{endpoint}} network",
+            exemplar=True,
+        ),
+    )
+    yield ts(
+        "Outgoing calls per second by outcome",
+        "How often does this server call out, and how many calls fail?",
+        "reqps",
+        target(rate(hcount(METRIC.CLIENT_REQUEST_DURATION), INST, "target, outcome"), "{{target}} {{outcome}}"),
+    )
+
     yield "Telemetry health"
     yield ts(
         "infersight internal errors and drops",

@@ -62,6 +62,12 @@ ALLOWED_EMPTY_GPU = {  # only applied when no server reports a GPU (infersight_g
         "infersight_gpu_nvlink_rx_bytes_per_second",
         "infersight_stage_gpu_busy_seconds",
         "infersight_stage_gpu_sm_active_ratio",
+        "infersight_model_gpu_seconds_total",
+        "infersight_gpu_compute_processes",
+        "infersight_gpu_time_sliced",
+        "infersight_gpu_process_sm_utilization_ratio",
+        "infersight_gpu_torch_",
+        "infersight_gpu_sampler_up",  # INFERSIGHT_GPU=auto: no sampler without a GPU
     )
 }
 # With a GPU (not run here: no GPU on this machine), some panels are still empty by design.
@@ -71,6 +77,8 @@ ALLOWED_EMPTY_WITH_GPU = {
     ("infersight-gpu.json", "infersight_gpu_nvlink_"): "a GPU without NVLink",
     # The examples run their models where transformers/torch put them: the CPU unless told.
     ("infersight-gpu.json", "infersight_stage_gpu_"): "the example models run on the CPU (no CUDA events)",
+    ("infersight-gpu.json", "infersight_model_gpu_seconds_total"): "the example models run on the CPU",
+    ("infersight-gpu.json", "infersight_gpu_torch_"): "the example models leave torch's CUDA allocator unused",
 }
 GPM_ONLY = (
     "infersight_gpu_sm_active_ratio",
@@ -87,6 +95,8 @@ ALLOWED_EMPTY = {
     ("infersight-overview.json", "infersight_sdk_errors_total"): "no SDK-internal errors by design",
     ("infersight-overview.json", "infersight_label_overflow_total"): "no label over its cardinality limit",
     ("infersight-drift.json", "infersight_drift_errors_total"): "drift runs succeed",
+    # The example servers call no other service; tests/test_layers.py covers outgoing calls.
+    ("infersight-overview.json", "infersight_client_"): "the example servers make no outgoing calls",
 }
 DRIFT_METRICS = ("infersight_drift_", "infersight_input_tokens", "infersight_payload_size")
 

@@ -36,6 +36,7 @@ GPUS = (
 # Values for labels that are not tied to another label.
 LABEL_VALUES: dict[str, tuple[str, ...]] = {
     "endpoint": ("/predict",),
+    "target": ("ranker:8001",),
     "outcome": (OUTCOME_SUCCESS, OUTCOME_ERROR),
     "stage": STAGES,
     "exception_type": ("ValueError", "RuntimeError"),
