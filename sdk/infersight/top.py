@@ -1,6 +1,7 @@
 """``infersight top``: a live terminal table of latency per model and stage, RPS, errors, SLO,
 each model's share of its GPU with its GPU-seconds and cost per 1000 requests, GPU
-utilization and firing alerts.
+utilization, the outgoing calls of an instrumented client (their P99, the network's part of it,
+and which layer holds most of it) and firing alerts.
 
 Two sources, with the same table:
 
@@ -30,6 +31,7 @@ from .conventions import METRIC, OUTCOME_ERROR, OUTSIDE_STAGES, STAGES
 
 __all__ = [
     "Alert",
+    "Call",
     "Means",
     "MetricsSource",
     "PrometheusSource",
@@ -48,6 +50,9 @@ _SLO = METRIC.MODEL_SLO_P99.name
 _GPU_UTIL = METRIC.GPU_UTILIZATION.name
 _GPU_SECONDS = METRIC.MODEL_GPU_SECONDS.sample_name
 _GPU_PRICE = METRIC.GPU_HOURLY_COST.name
+_CLIENT = METRIC.CLIENT_REQUEST_DURATION.name
+_NETWORK = METRIC.CLIENT_NETWORK.name
+NETWORK_SHARE = 0.5  # the network holds more than this share of a call's P99: top says "network"
 
 NAN = float("nan")
 
@@ -75,6 +80,23 @@ class Row:
 
 
 @dataclass
+class Call:
+    """Outgoing calls to one target and endpoint, from an instrumented client."""
+
+    p50: float = NAN
+    p99: float = NAN
+    network_p99: float = NAN  # the client's time minus the server's Server-Timing total
+    rps: float = 0.0
+
+    @property
+    def layer(self) -> str:
+        """Which layer holds most of the P99: "network" or "server" ("" when unknown)."""
+        if math.isnan(self.p99) or math.isnan(self.network_p99) or self.p99 <= 0:
+            return ""
+        return "network" if self.network_p99 > NETWORK_SHARE * self.p99 else "server"
+
+
+@dataclass
 class Alert:
     name: str
     state: str  # "firing" or "pending"
@@ -89,6 +111,7 @@ class Snapshot:
     models: dict[str, Row] = field(default_factory=dict)
     stages: dict[tuple[str, str], Row] = field(default_factory=dict)
     gpus: dict[str, float] = field(default_factory=dict)  # "0 (name)" -> utilization 0-1
+    calls: dict[tuple[str, str], Call] = field(default_factory=dict)  # (target, endpoint) -> outgoing calls
     alerts: list[Alert] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what could not be fetched
     notes: dict[Any, str] = field(default_factory=dict)  # model or (model, stage) -> "waiting", "payload x4.0"
@@ -157,6 +180,11 @@ class PrometheusSource:
         exprs["model_rps"] = f"sum by (model) (rate({_REQ}_count[{w}]))"
         exprs["model_errors"] = f'sum by (model) (rate({_REQ}_count{{outcome="{OUTCOME_ERROR}"}}[{w}]))'
         exprs["stage_rps"] = f"sum by (model, stage) (rate({_STAGE}_count[{w}]))"
+        by_call = "target, endpoint"
+        exprs["call_p0.5"] = f"histogram_quantile(0.5, sum by ({by_call}, le) (rate({_CLIENT}_bucket[{w}])))"
+        exprs["call_p0.99"] = f"histogram_quantile(0.99, sum by ({by_call}, le) (rate({_CLIENT}_bucket[{w}])))"
+        exprs["call_network_p0.99"] = f"histogram_quantile(0.99, sum by ({by_call}, le) (rate({_NETWORK}_bucket[{w}])))"
+        exprs["call_rps"] = f"sum by ({by_call}) (rate({_CLIENT}_count[{w}]))"
         exprs["slo"] = f"max by (model) ({_SLO})"
         exprs["gpu"] = f"max by (gpu, name) ({_GPU_UTIL})"
         per_model = f"sum by (model, uuid) (rate({_GPU_SECONDS}[{w}]))"
@@ -211,6 +239,14 @@ class PrometheusSource:
                 snap.stages.setdefault(pair, Row()).set_quantile(q, value)
         for labels, value in results["slo"]:
             snap.models.setdefault(labels.get("model", "?"), Row()).slo_p99 = value
+        for key, attr in (("call_rps", "rps"), ("call_p0.5", "p50"), ("call_p0.99", "p99")):
+            for labels, value in results[key]:
+                call = snap.calls.setdefault((labels.get("target", "?"), labels.get("endpoint", "?")), Call())
+                setattr(call, attr, value)
+        for labels, value in results["call_network_p0.99"]:
+            known = snap.calls.get((labels.get("target", "?"), labels.get("endpoint", "?")))
+            if known is not None:  # a call whose network time is known has a client time too
+                known.network_p99 = value
         for labels, value in results["gpu"]:
             snap.gpus[f"{labels.get('gpu', '?')} ({labels.get('name', '')})"] = value
         for key, attr in (
@@ -332,6 +368,15 @@ def build_snapshot(samples: Samples, before: Samples | None, elapsed_s: float, s
     for (gpu, name), value in _sum_by(samples, _GPU_UTIL, ("gpu", "name")).items():
         snap.gpus[f"{gpu} ({name})"] = value
     _gpu_use(snap, samples, d, counts)
+    pair = ("target", "endpoint")
+    for (target, endpoint), count in _sum_by(d, f"{_CLIENT}_count", pair).items():
+        snap.calls.setdefault((target, endpoint), Call()).rps = count * per_s
+    for (target, endpoint), qs in _quantiles(d, f"{_CLIENT}_bucket", pair).items():
+        call = snap.calls.setdefault((target, endpoint), Call())
+        call.p50, call.p99 = qs[0], qs[2]
+    for (target, endpoint), qs in _quantiles(d, f"{_NETWORK}_bucket", pair).items():
+        if (target, endpoint) in snap.calls:
+            snap.calls[(target, endpoint)].network_p99 = qs[2]
     return snap
 
 
@@ -459,6 +504,18 @@ def render(snap: Snapshot, color: bool = False, width: int = 100) -> str:
     if not math.isnan(snap.gil_p99):
         lines.append("")
         lines.append(_gil_line(snap.gil_p99))
+    calls = [(key, call) for key, call in sorted(snap.calls.items()) if call.rps > 0 or not math.isnan(call.p99)]
+    if calls:
+        lines.append("")
+        lines.append(paint(f"{'OUTGOING CALLS':<40}{'P50':>9}{'P99':>9}{'NET P99':>9}{'RPS':>8}  MOST OF P99", _BOLD))
+        for (target, endpoint), call in calls:
+            where = f"{target}{endpoint}"
+            layer = call.layer
+            verdict = paint(layer, _RED) if layer == "network" else layer
+            lines.append(
+                f"  {where[:37]:<38}{_ms(call.p50):>9}{_ms(call.p99):>9}{_ms(call.network_p99):>9}"
+                f"{call.rps:>8.1f}  {verdict}"
+            )
     if snap.gpus:
         lines.append("")
         busy = (f"{name}: {util * 100:.0f}% busy" for name, util in sorted(snap.gpus.items()))
@@ -468,7 +525,7 @@ def render(snap: Snapshot, color: bool = False, width: int = 100) -> str:
     pending = [a for a in snap.alerts if a.state != "firing"]
     lines.append(paint(f"ALERTS  {len(firing)} firing, {len(pending)} pending", _BOLD))
     for alert in firing + pending:
-        shown = ("model", "severity", "gpu", "stage")
+        shown = ("model", "severity", "gpu", "stage", "layer", "target")
         labels = " ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()) if k in shown)
         text = f"  {alert.state.upper():<8}{alert.name:<34}{labels}"
         lines.append(paint(text, _RED if alert.state == "firing" else _YELLOW))
