@@ -488,6 +488,14 @@ def stages() -> Iterable[Any]:
         target(gauge(METRIC.FIRST_REQUEST_DURATION, REQ, "model, version"), "{{model}} {{version}} first request"),
         step=True,
     )
+    yield ts(
+        "Cold start by phase",
+        "Where did the last cold start go: process start, imports, model load (files read, moved to the device,"
+        " warm-up) or the first request? The trace named cold_start shows the same as a tree.",
+        "s",
+        target(gauge(METRIC.COLD_START, REQ, "model, phase"), "{{model}} {{phase}}"),
+        step=True,
+    )
     yield from diagnosis()
 
 

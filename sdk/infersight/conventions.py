@@ -181,6 +181,13 @@ class METRIC:
         "Latency of the first request a model served after it loaded.",
         ("model", "version"),
     )
+    COLD_START = _m(
+        "cold_start_seconds",
+        "gauge",
+        "The last cold start of a model, by phase: process_start, imports, model_load (read_weights, "
+        "to_device, warm_up), first_request, and total.",
+        ("model", "phase"),
+    )
     MODEL_SLO_P99 = _m(
         "model_slo_p99_seconds",
         "gauge",
@@ -385,6 +392,7 @@ class SPAN:
     POSTPROCESS = "postprocess"
     REQUEST = "inference"  # root span for requests not served over HTTP or gRPC
     PIPELINE = "pipeline"  # + " <task>": root span of a pipeline called outside any request
+    COLD_START = "cold_start"  # root of a cold start's span tree; its children are named by phase
     INSTRUMENTATION_SCOPE = "infersight"
 
 
@@ -444,11 +452,33 @@ class ATTR:
     # "estimated" (wall time x the GPU's utilization around the stage)
     GPU_SECONDS_SOURCE = "infersight.gpu.seconds_source"
     GPU_PREFIX = "infersight.gpu."  # + counter name, e.g. infersight.gpu.sm_active
+    COLD_START_PHASE = "infersight.cold_start.phase"
+    COLD_START_REQUEST_TRACE = "infersight.cold_start.request_trace_id"  # the first request's own trace
 
 
 # The W3C Server-Timing header (gRPC: a trailing-metadata key of the same name, lower case)
 SERVER_TIMING_HEADER = "server-timing"
 SERVER_TIMING_TOTAL = "total"  # the metric name, in that header, of the server's whole time
+
+# Cold start phases: span names under SPAN.COLD_START and values of the "phase" label
+COLD_PROCESS_START = "process_start"  # the process's start (from /proc) to infersight's import
+COLD_IMPORTS = "imports"  # infersight's import to the model load's start: the app's imports
+COLD_MODEL_LOAD = "model_load"  # the load, and its warm-up calls
+COLD_READ_WEIGHTS = "read_weights"  # from_pretrained: reading the model's and tokenizer's files
+COLD_TO_DEVICE = "to_device"  # the pipeline's set-up, which moves the model to its device
+COLD_WARM_UP = "warm_up"  # calls of the pipeline outside any request before the first request
+COLD_FIRST_REQUEST = "first_request"
+COLD_TOTAL = "total"
+COLD_START_PHASES = (
+    COLD_PROCESS_START,
+    COLD_IMPORTS,
+    COLD_MODEL_LOAD,
+    COLD_READ_WEIGHTS,
+    COLD_TO_DEVICE,
+    COLD_WARM_UP,
+    COLD_FIRST_REQUEST,
+    COLD_TOTAL,
+)
 
 # Label values
 OUTCOME_SUCCESS = "success"

@@ -101,6 +101,7 @@ class InferenceMetrics:
         self.errors = make(METRIC.ERRORS)
         self.model_load = make(METRIC.MODEL_LOAD_DURATION, **latest)
         self.first_request = make(METRIC.FIRST_REQUEST_DURATION, **latest)
+        self.cold_start = make(METRIC.COLD_START, **latest)
         self.slo = make(METRIC.MODEL_SLO_P99, **latest)
         self.over_slo = make(METRIC.REQUESTS_OVER_SLO)
         self.model_info = make(METRIC.MODEL_INFO, **latest)
@@ -204,6 +205,11 @@ class InferenceMetrics:
     def observe_outside_stages(self, rec: RequestRecord, model: str, seconds: float) -> None:
         ex = self._exemplar(rec.sampled, rec.trace_id, rec.span_id)
         self._observe(self._child(self.outside_stages, model), seconds, ex)
+
+    def record_cold_start(self, model: str, seconds: dict[str, float]) -> None:
+        """The last cold start of ``model`` (bounded label), by phase."""
+        for phase, value in seconds.items():
+            self.cold_start.labels(model, phase).set(value)
 
     def record_model_load(self, model: str, version: str | None, seconds: float) -> None:
         name, ver = self.model_labels(model, version)

@@ -21,7 +21,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from infersight.conventions import ALL_METRICS, METRIC, OUTCOME_ERROR, OUTCOME_SUCCESS, STAGES, MetricSpec
+from infersight.conventions import (
+    ALL_METRICS,
+    COLD_START_PHASES,
+    METRIC,
+    OUTCOME_ERROR,
+    OUTCOME_SUCCESS,
+    STAGES,
+    MetricSpec,
+)
 
 INSTANCE = "model-server:8000"
 JOB = "model-server"
@@ -37,6 +45,7 @@ GPUS = (
 LABEL_VALUES: dict[str, tuple[str, ...]] = {
     "endpoint": ("/predict",),
     "target": ("ranker:8001",),
+    "phase": COLD_START_PHASES,
     "outcome": (OUTCOME_SUCCESS, OUTCOME_ERROR),
     "stage": STAGES,
     "exception_type": ("ValueError", "RuntimeError"),
@@ -154,6 +163,7 @@ def _gauge(spec: MetricSpec, labels: dict[str, str], t: int, window: Window) -> 
         METRIC.MODEL_SLO_P99: 0.25,
         METRIC.MODEL_LOAD_DURATION: 4.5,
         METRIC.FIRST_REQUEST_DURATION: 0.9,
+        METRIC.COLD_START: 0.5 + w,
         METRIC.GPU_MEMORY_TOTAL: 80e9,
         METRIC.GPU_MEMORY_USED: 30e9 + 20e9 * w,
         METRIC.GPU_PROCESS_MEMORY: 20e9 + 10e9 * w,
