@@ -55,6 +55,8 @@ ALERT_FOR = "3s"  # every rule's for: is capped at this in the test copy (produc
 # does not alert; the test copy keeps that idea with 3 runs of the 4 s drift interval.
 ALERT_FOR_OVERRIDES = {"DriftDetected": "10s"}
 SCRAPE_JOB = "model-server"  # the shipped job name for the model servers
+# The fault matrix's server (matrix_app.py): one model label per fault, SLO P99 0.5 s each.
+MATRIX_LABELS = ("fault-tokenizer", "fault-lock", "fault-model", "fault-gil")
 DAY_S = 86_400
 DRIFT_AVAILABLE = (ROOT / "sdk" / "infersight" / "drift" / "__init__.py").exists()
 DRIFT_ENV = {  # small and fast, so a shift shows within seconds
@@ -247,6 +249,7 @@ class LiveStack:
     started_at: float
     drift: bool
     notes: dict[str, Any] = field(default_factory=dict)
+    matrix: Server | None = None
 
     # ---- Prometheus API helpers
     def api(self, path: str, **params: Any) -> Any:
@@ -311,10 +314,12 @@ def _load(url: str, duration_s: float, **kwargs: Any) -> Any:
     return http_load.run(url, duration_s=duration_s, **kwargs)
 
 
-def _start_server(name: str, app: Path, model_dir: Path, workdir: Path, env: dict[str, str]) -> Server:
+def _start_server(
+    name: str, app: Path, model_dir: Path, workdir: Path, env: dict[str, str], extra: tuple[str, ...] = ()
+) -> Server:
     port = stack.free_port()
     log = workdir / f"{name}.log"
-    argv = [PYTHON, str(app), "--port", str(port), "--model", str(model_dir)]
+    argv = [PYTHON, str(app), "--port", str(port), "--model", str(model_dir), *extra]
     return Server(name, port, stack.spawn(argv, log, _child_env(env), cwd=ROOT), log)
 
 
@@ -369,6 +374,17 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
             {**otlp, "OTEL_SERVICE_NAME": "multi-model-e2e"},
         )
         exits.callback(multi.stop)
+        (workdir / "matrix-models").mkdir()
+        matrix_models = {label: {"version": "1", "slo_p99_seconds": SENTIMENT_SLO_S} for label in MATRIX_LABELS}
+        matrix = _start_server(
+            "matrix",
+            Path(__file__).with_name("matrix_app.py"),
+            model_dir,
+            workdir,
+            {**otlp, "OTEL_SERVICE_NAME": "matrix-e2e", "INFERSIGHT_MODELS": json.dumps(matrix_models)},
+            ("--labels", ",".join(MATRIX_LABELS), "--workdir", str(workdir / "matrix-models")),
+        )
+        exits.callback(matrix.stop)
 
         webhook = exits.enter_context(stack.webhook_receiver())
         am_config = stack.alertmanager_config(workdir / "alertmanager.yml", webhook.url)
@@ -383,14 +399,14 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
             workdir / "prometheus.yml",
             rules,
             {
-                SCRAPE_JOB: [sentiment.instance, multi.instance],
+                SCRAPE_JOB: [sentiment.instance, multi.instance, matrix.instance],
                 "otel-collector": [f"{LOOPBACK}:{ports['prometheus']}"],
                 "otel-collector-internal": [f"{LOOPBACK}:{ports['telemetry']}"],
                 "alertmanager": [am.url.removeprefix("http://")],
             },
             am.url.removeprefix("http://"),
         )
-        for server in (sentiment, multi):
+        for server in (sentiment, multi, matrix):
             _wait_server(server)
         # Warm up before Prometheus scrapes: first requests are slow and not what we test.
         for path in ("/predict", "/predict/realtime", "/predict/batch"):
@@ -412,6 +428,7 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
             time.time(),
             DRIFT_AVAILABLE,
             {"backfill": backfill},
+            matrix,
         )
         live.notes["startup_s"] = round(time.monotonic() - started, 1)
         print(f"\ne2e stack up in {live.notes['startup_s']} s (work dir {workdir})", flush=True)

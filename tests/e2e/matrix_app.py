@@ -1,0 +1,59 @@
+"""The fault matrix's server: the tiny sentiment model under one model label per fault, so that
+each fault has series of its own in Prometheus (no fault sees another's 5 m window), and the
+example fault switches (examples/faults.py, ``POST /admin/faults``) inside its pipeline stages.
+
+    python tests/e2e/matrix_app.py --port 8000 --model DIR --labels a,b,c --workdir DIR
+"""
+
+import infersight.auto  # noqa: F401, I001  (as the examples: first)
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, jsonify, request
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
+import faults
+from sentiment_model import load_model
+
+app = Flask(__name__)
+faults.install(app)
+pipelines: dict[str, Any] = {}
+
+
+@app.post("/predict/<name>")
+def predict(name: str) -> Any:
+    clf = pipelines.get(name)
+    if clf is None:
+        return jsonify(error=f"no model {name}"), 404
+    text = (request.get_json(silent=True) or {}).get("text") or " "
+    result = clf(text, truncation=True, max_length=clf.model.config.max_position_embeddings)[0]
+    return jsonify(label=result["label"])
+
+
+@app.get("/healthz")
+def healthz() -> Any:
+    return jsonify(status="ok", models=sorted(pipelines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--labels", required=True)
+    parser.add_argument("--workdir", required=True)
+    args = parser.parse_args()
+    for label in args.labels.split(","):
+        # The model label is the model directory's name: one link per label.
+        link = Path(args.workdir) / label
+        if not link.exists():
+            os.symlink(args.model, link)
+        pipelines[label] = load_model(link)
+    app.run(host="127.0.0.1", port=args.port, threaded=True)
+
+
+if __name__ == "__main__":
+    main()
