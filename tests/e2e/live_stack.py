@@ -39,6 +39,7 @@ from typing import Any
 
 import yaml
 from prometheus_client.utils import floatToGoString
+from tests.support.netproxy import DelayProxy
 
 import stack
 from infersight.conventions import LATENCY_BUCKETS, METRIC
@@ -56,7 +57,7 @@ ALERT_FOR = "3s"  # every rule's for: is capped at this in the test copy (produc
 ALERT_FOR_OVERRIDES = {"DriftDetected": "10s"}
 SCRAPE_JOB = "model-server"  # the shipped job name for the model servers
 # The fault matrix's server (matrix_app.py): one model label per fault, SLO P99 0.5 s each.
-MATRIX_LABELS = ("fault-tokenizer", "fault-lock", "fault-model", "fault-gil")
+MATRIX_LABELS = ("fault-tokenizer", "fault-lock", "fault-model", "fault-gil", "fault-network")
 DAY_S = 86_400
 DRIFT_AVAILABLE = (ROOT / "sdk" / "infersight" / "drift" / "__init__.py").exists()
 DRIFT_ENV = {  # small and fast, so a shift shows within seconds
@@ -250,6 +251,7 @@ class LiveStack:
     drift: bool
     notes: dict[str, Any] = field(default_factory=dict)
     matrix: Server | None = None
+    network_proxy: DelayProxy | None = None  # between the matrix server's relay and itself; no delay until set
 
     # ---- Prometheus API helpers
     def api(self, path: str, **params: Any) -> Any:
@@ -375,6 +377,9 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
         )
         exits.callback(multi.stop)
         (workdir / "matrix-models").mkdir()
+        proxy = DelayProxy((LOOPBACK, 0)).start()  # its upstream is set once the matrix server has a port
+        exits.callback(proxy.stop)
+        relay = f"http://{LOOPBACK}:{proxy.port}"
         matrix_models = {label: {"version": "1", "slo_p99_seconds": SENTIMENT_SLO_S} for label in MATRIX_LABELS}
         matrix = _start_server(
             "matrix",
@@ -382,8 +387,9 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
             model_dir,
             workdir,
             {**otlp, "OTEL_SERVICE_NAME": "matrix-e2e", "INFERSIGHT_MODELS": json.dumps(matrix_models)},
-            ("--labels", ",".join(MATRIX_LABELS), "--workdir", str(workdir / "matrix-models")),
+            ("--labels", ",".join(MATRIX_LABELS), "--workdir", str(workdir / "matrix-models"), "--relay-to", relay),
         )
+        proxy.upstream = (LOOPBACK, matrix.port)
         exits.callback(matrix.stop)
 
         webhook = exits.enter_context(stack.webhook_receiver())
@@ -429,6 +435,7 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
             DRIFT_AVAILABLE,
             {"backfill": backfill},
             matrix,
+            proxy,
         )
         live.notes["startup_s"] = round(time.monotonic() - started, 1)
         print(f"\ne2e stack up in {live.notes['startup_s']} s (work dir {workdir})", flush=True)

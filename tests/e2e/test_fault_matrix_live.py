@@ -11,9 +11,14 @@ capped at live_stack.ALERT_FOR): a fresh Prometheus has no hour of history, so i
 stage with the largest P99 and says "Waiting" when that stage's CPU time is under half its
 wall time, and "GIL contention" when the GIL probe's P99 is over 5 ms.
 
-Covered elsewhere: the network layer (tests/test_network_fault.py and the promtool tests of
-InferenceNetworkLatencyHigh); a payload jump and a load spike need an hour of history for their
-"payload xN" / "traffic xN" notes (promtool: tests/rules/attribution_test.yaml).
+Network delay: the matrix server relays ``/relay/<label>`` to itself through a delay proxy
+(tests/support/netproxy.py) with an instrumented ``requests`` client; with the delay on, the
+alert InferenceNetworkLatencyHigh (prometheus-rules/network.rules.yaml) names the layer
+"network" and the target, the server's own P99 stays under its objective, and no alert names a
+stage of that model.
+
+Not here: a payload jump and a load spike need an hour of history for their "payload xN" /
+"traffic xN" notes (promtool: tests/rules/attribution_test.yaml).
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ from typing import Any
 
 import pytest
 
-from infersight.conventions import METRIC
+from infersight.conventions import ATTR, METRIC
 
-from .live_stack import SENTIMENT_SLO_S, LiveStack
+from .live_stack import LOOPBACK, SENTIMENT_SLO_S, LiveStack
 from .test_alerts_live import BREACH_ALERT, _notified
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -122,3 +127,66 @@ def test_fault_is_named_by_an_alert_with_its_trace(live: LiveStack, fault: Fault
         "load": summary,
     }
     print(f"\n{fault.label}: {live.notes['fault_matrix'][fault.label]}")
+
+
+NETWORK_ALERT = "InferenceNetworkLatencyHigh"
+DELAY_S, JITTER_S = 0.15, 0.05  # per crossing of the proxy
+
+
+def test_network_delay_is_named_network_not_a_stage(live: LiveStack) -> None:
+    assert live.matrix is not None and live.network_proxy is not None
+    label, proxy = "fault-network", live.network_proxy
+    url = f"{live.matrix.url}/relay/{label}"
+    target, endpoint = f"{LOOPBACK}:{proxy.port}", f"/predict/{label}"
+    t0, since = time.monotonic(), time.time()
+    proxy.set_delay(DELAY_S, JITTER_S)
+    notified = None
+    try:
+        with live.background_load(url, max_s=WITHIN_S + 10, rps=12, concurrency=8, seed=8) as result:
+            while time.monotonic() - t0 < WITHIN_S:
+                notified = _notified(live, NETWORK_ALERT, target=target, endpoint=endpoint)
+                if notified:
+                    break
+                time.sleep(1)
+            after_s = round(time.monotonic() - t0, 1)
+            where = f'{{target="{target}",endpoint="{endpoint}"}}'
+            client_p99 = live.value(f"target_endpoint:infersight_client_request_duration_seconds:p99_5m{where}")
+            network_p99 = live.value(f"target_endpoint:infersight_client_network_seconds:p99_5m{where}")
+            server_p99 = live.value(f'model:infersight_request_duration_seconds:p99_5m{{model="{label}"}}')
+    finally:
+        proxy.set_delay(0.0)
+    summary = result[0].summary() if result else "no load result"
+    figures = {"client_p99": client_p99, "network_p99": network_p99, "server_p99": server_p99}
+    assert notified, f"no {NETWORK_ALERT} for {target}{endpoint} in {WITHIN_S} s: {figures}; {summary}"
+    _, alert = notified
+    assert alert["labels"]["layer"] == "network", alert
+    assert "network" in alert["annotations"]["description"]
+    # The server did not spend it: its own P99 is under the objective, and no stage is blamed.
+    assert server_p99 is not None and server_p99 < SENTIMENT_SLO_S, figures
+    assert network_p99 is not None and network_p99 > 2 * DELAY_S * 0.8, figures
+    assert not _notified(live, BREACH_ALERT, model=label)
+
+    # An exemplar of the network histogram leads to the CLIENT span that carries the network time.
+    selector = f"{METRIC.CLIENT_NETWORK.name}_bucket{where}"
+
+    def find() -> tuple[str, float] | None:
+        data = live.api("query_exemplars", query=selector, start=since, end=time.time() + 1)
+        traces = live.sink.traces()
+        for series in data:
+            for ex in series["exemplars"]:
+                for _, span in traces.get(ex["labels"].get("trace_id", ""), []):
+                    attrs = {a.key: a.value.double_value for a in span.attributes}
+                    if attrs.get(ATTR.CLIENT_NETWORK, 0.0) >= 2 * DELAY_S:
+                        return ex["labels"]["trace_id"], attrs[ATTR.CLIENT_NETWORK]
+        return None
+
+    trace_id, network_s = live_wait(find, 30, f"an exemplar trace of {selector} with its network time")
+    live.notes.setdefault("fault_matrix", {})[label] = {
+        "notified_after_s": after_s,
+        **figures,
+        "description": alert["annotations"]["description"],
+        "exemplar_trace": trace_id,
+        "client_span_network_s": round(network_s, 3),
+        "load": summary,
+    }
+    print(f"\n{label}: {live.notes['fault_matrix'][label]}")
