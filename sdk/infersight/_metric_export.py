@@ -65,7 +65,8 @@ def _exemplars(sample: Sample, now_ns: int) -> list[Exemplar]:
     except (KeyError, ValueError):  # not a trace link: the OTLP exemplar carries its labels only
         trace_id = span_id = None  # type: ignore[assignment]
         labels = dict(ex.labels)
-    at = int(ex.timestamp * 1e9) if ex.timestamp is not None else now_ns
+    stamp = ex.timestamp
+    at = int(float(stamp) * 1e9) if stamp is not None else now_ns  # float() also takes a Timestamp
     return [Exemplar(labels, float(ex.value), at, span_id, trace_id)]
 
 
@@ -80,9 +81,7 @@ def _created_ns(samples: Iterable[Sample], default_ns: int) -> dict[tuple[tuple[
 def _counter(family: Family, start_ns: int, now_ns: int) -> Metric:
     created = _created_ns(family.samples, start_ns)
     points = [
-        NumberDataPoint(
-            s.labels, created.get(_key(s.labels), start_ns), now_ns, float(s.value), _exemplars(s, now_ns)
-        )
+        NumberDataPoint(s.labels, created.get(_key(s.labels), start_ns), now_ns, float(s.value), _exemplars(s, now_ns))
         for s in family.samples
         if s.name == family.name + "_total"
     ]

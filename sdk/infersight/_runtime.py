@@ -24,6 +24,7 @@ from . import _compat, _errors, _signals
 from ._excluded_urls import ExcludedUrls
 from ._gil import GilProbe
 from ._keep import TailKeep
+from ._metric_export import MetricPusher, make_exporter
 from ._pipeline import Worker
 from ._records import (
     RequestRecord,
@@ -40,7 +41,6 @@ from .conventions import OUTCOME_ERROR, OUTCOME_SUCCESS, MetricSpec
 from .exposition import Exposition, MetricsServer
 from .hooks import StageHook, call_hooks
 from .metrics import InferenceMetrics, Ledger
-from ._metric_export import MetricPusher, make_exporter
 
 if TYPE_CHECKING:  # the parts' modules import the runtime's users, not the runtime
     from .drift.monitor import DriftMonitor

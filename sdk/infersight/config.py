@@ -199,7 +199,8 @@ class Config:
         _check_range("queue_size", self.queue_size, 1, 10_000_000)
         _check_range("drift_window", self.drift_window, 2, 10_000_000)
         _check_range("drift_reference_size", self.drift_reference_size, 2, 10_000_000)
-        for name in ("flush_interval_s", "metrics_export_interval_s", "gpu_interval_s", "gpu_slow_interval_s", "drift_interval_s"):
+        positive = ("flush_interval_s", "metrics_export_interval_s", "gpu_interval_s", "gpu_slow_interval_s")
+        for name in (*positive, "drift_interval_s"):
             _check_positive(name, getattr(self, name))
         _check_range("shutdown_timeout_s", self.shutdown_timeout_s, 0, 300)
         _check_range("drift_sample_rate", self.drift_sample_rate, 0, 1)
@@ -414,7 +415,7 @@ def _exporter_list(value: str) -> str:
 def _metrics_exporter_list(value: str) -> str:
     names = list(dict.fromkeys(n.strip().lower() for n in str(value).split(",") if n.strip()))
     if not names:
-        raise ConfigError("metrics_exporter", f"{value!r} names no exporter; INFERSIGHT_METRICS=false turns metrics off")
+        raise ConfigError("metrics_exporter", f"{value!r} names no exporter; INFERSIGHT_METRICS=false turns them off")
     for name in names:
         _check_choice("metrics_exporter", name, _METRICS_EXPORTERS)
     return ",".join(names)
