@@ -112,3 +112,11 @@ def test_two_replicas_count_every_request_once_through_the_collector(
     assert sum(counts.values()) == REQUESTS, counts  # once each: no request counted twice
     served = {instance: n for instance, n in counts.items() if n > 0}
     assert len(served) == 2, f"expected both replicas to serve, by instance: {counts}"
+
+
+def test_the_replica_internal_is_where_infersight_looks_in_the_ray_env(ray_python: str) -> None:
+    """tests/test_compat.py skips this probe in the main env, which has no Ray."""
+    code = "from infersight import _compat; print(_compat.PROBES['ray_serve.http_entrypoint']())"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "sdk")}
+    out = subprocess.run([ray_python, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip().splitlines()[-1:] == ["True"], out.stderr[-2000:]
