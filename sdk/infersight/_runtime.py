@@ -24,7 +24,6 @@ from . import _compat, _errors, _signals
 from ._excluded_urls import ExcludedUrls
 from ._gil import GilProbe
 from ._keep import TailKeep
-from ._metric_export import MetricPusher, make_exporter
 from ._pipeline import Worker
 from ._records import (
     RequestRecord,
@@ -43,6 +42,7 @@ from .hooks import StageHook, call_hooks
 from .metrics import InferenceMetrics, Ledger
 
 if TYPE_CHECKING:  # the parts' modules import the runtime's users, not the runtime
+    from ._metric_export import MetricPusher
     from .drift.monitor import DriftMonitor
     from .gpu.sampler import Sampler
 
@@ -159,6 +159,8 @@ class Runtime:
         self.closed = False
 
     def _new_pusher(self) -> MetricPusher:
+        from ._metric_export import MetricPusher, make_exporter  # the OTel metrics SDK: only when pushing
+
         cfg = self.config
         # The same bounded deadline as the span exporter's: shutdown must not wait out retries.
         timeout = float(
