@@ -97,7 +97,11 @@ def test_two_replicas_count_every_request_once_through_the_collector(
                 counts = _counts(url)
                 return counts if sum(counts.values()) >= REQUESTS else None
 
-            wait_until(all_counted, 30, f"{REQUESTS} requests at the collector", interval=0.5)
+            try:
+                wait_until(all_counted, 30, f"{REQUESTS} requests at the collector", interval=0.5)
+            except TimeoutError as exc:
+                seen = [line for line in http_get(url)[1].splitlines() if "request_duration_seconds_count" in line]
+                raise AssertionError(f"{exc}; the collector serves {seen or 'none'}") from None
             time.sleep(1.5)  # three more pushes of each replica: a request counted twice would show now
             counts = _counts(url)
         finally:
@@ -114,9 +118,13 @@ def test_two_replicas_count_every_request_once_through_the_collector(
     assert len(served) == 2, f"expected both replicas to serve, by instance: {counts}"
 
 
-def test_the_replica_internal_is_where_infersight_looks_in_the_ray_env(ray_python: str) -> None:
-    """tests/test_compat.py skips this probe in the main env, which has no Ray."""
-    code = "from infersight import _compat; print(_compat.PROBES['ray_serve.http_entrypoint']())"
+def test_the_ray_internals_are_where_infersight_looks_in_the_ray_env(ray_python: str) -> None:
+    """tests/test_compat.py skips these probes in the main env, which has no Ray."""
+    code = (
+        "from infersight import _compat\n"
+        "print({n: p() for n, p in _compat.PROBES.items() if n.startswith('ray_serve.')})"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "sdk")}
     out = subprocess.run([ray_python, "-c", code], env=env, capture_output=True, text=True, timeout=120)
-    assert out.stdout.strip().splitlines()[-1:] == ["True"], out.stderr[-2000:]
+    found = out.stdout.strip().splitlines()[-1:]
+    assert found == [str({"ray_serve.http_entrypoint": True, "ray_serve.replica_config": True})], out.stderr[-2000:]

@@ -45,6 +45,7 @@ __all__ = [
     "multiprocess_collector_path",
     "multiprocess_values_lock",
     "otel_context_var",
+    "ray_serve_replica_config",
     "read_mmap_values",
     "replace_wrapped",
     "span_processor",
@@ -553,6 +554,37 @@ def wrap_ray_serve_http_entrypoint(
     return undo
 
 
+def ray_serve_replica_config() -> Any:
+    """The class whose ``create(deployment_def, ...)`` serializes a deployment's class or
+    function for its replicas, when ``@serve.deployment`` (or ``.options``) runs. Ray ships that
+    class by value, so the module it was written in is not imported in a replica; what the
+    class refers to is. None where it moved."""
+    from ray.serve._private.config import ReplicaConfig  # type: ignore[import-not-found]
+
+    create = vars(ReplicaConfig).get("create")
+    if not isinstance(create, classmethod):
+        return None
+    params = list(inspect.signature(create.__func__).parameters)
+    return ReplicaConfig if params[:2] == ["cls", "deployment_def"] else None
+
+
+def _probe_ray_serve_replica_config() -> bool:
+    """The deployment's class is pickled by value, with what its ``__dict__`` refers to: a
+    module there is imported when a replica loads the class."""
+    import pickle
+    import types
+
+    found = ray_serve_replica_config()
+    if found is None:
+        return False
+    cls = types.new_class("Probe", (), {})  # like a decorated class: not importable by name
+    cls.__module__ = "no_such_module_of_infersight"
+    cls.__infersight_auto__ = __import__("json")  # type: ignore[attr-defined]
+    config = found.create(cls)
+    loaded = pickle.loads(config.serialized_deployment_def)
+    return getattr(loaded, "__infersight_auto__", None) is sys.modules["json"]
+
+
 def _probe_ray_serve_http_entrypoint() -> bool:
     found = _ray_serve_http_entrypoint()
     if found is None:
@@ -583,4 +615,5 @@ PROBES: dict[str, Callable[[], bool]] = {
     "fastapi.route_template": _probe_fastapi_route_template,
     "fastapi.telemetry_config": _probe_fastapi_telemetry_config,
     "ray_serve.http_entrypoint": _probe_ray_serve_http_entrypoint,
+    "ray_serve.replica_config": _probe_ray_serve_replica_config,
 }
