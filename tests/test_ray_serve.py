@@ -27,6 +27,8 @@ from stack import LOOPBACK, OtlpSink, ensure_collector, free_port, http_get, loo
 ROOT = Path(__file__).resolve().parent.parent
 BUILD = ROOT / "tools" / "build-ray-env.sh"
 REQUESTS = 40
+INGRESS_REQUESTS = 4  # as tests/apps/ray_serve_driver.py sends to the FastAPI ingress deployment
+INGRESS_ROUTE = "/items/{item_id}"
 DEPLOYMENT = "Classifier"  # the model label: the deployment's name (no stage names a model)
 
 
@@ -41,14 +43,14 @@ def ray_python() -> str:
     return out.stdout.strip().splitlines()[-1]
 
 
-def _counts(url: str) -> dict[str, float]:
-    """Requests counted at the collector's Prometheus exporter, by replica (``instance``)."""
+def _counts(url: str, **labels: str) -> dict[str, float]:
+    """Requests with ``labels`` counted at the collector's Prometheus exporter, by replica (``instance``)."""
     status, text = http_get(url, headers={"Accept": "application/openmetrics-text"})
     assert status == 200
     by_instance: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            if s.name == f"{METRIC.REQUEST_DURATION.name}_count" and s.labels.get("model") == DEPLOYMENT:
+            if s.name == f"{METRIC.REQUEST_DURATION.name}_count" and labels.items() <= s.labels.items():
                 by_instance[s.labels["instance"]] = by_instance.get(s.labels["instance"], 0) + s.value
     return by_instance
 
@@ -94,7 +96,7 @@ def test_two_replicas_count_every_request_once_through_the_collector(
             assert answered["labels"] == {"positive": REQUESTS // 2, "negative": REQUESTS // 2}
 
             def all_counted() -> dict[str, float] | None:
-                counts = _counts(url)
+                counts = _counts(url, model=DEPLOYMENT)
                 return counts if sum(counts.values()) >= REQUESTS else None
 
             try:
@@ -103,7 +105,8 @@ def test_two_replicas_count_every_request_once_through_the_collector(
                 seen = [line for line in http_get(url)[1].splitlines() if "request_duration_seconds_count" in line]
                 raise AssertionError(f"{exc}; the collector serves {seen or 'none'}") from None
             time.sleep(1.5)  # three more pushes of each replica: a request counted twice would show now
-            counts = _counts(url)
+            counts = _counts(url, model=DEPLOYMENT)
+            ingress = _counts(url, endpoint=INGRESS_ROUTE)
         finally:
             if driver.stdin is not None:
                 driver.stdin.close()
@@ -116,6 +119,8 @@ def test_two_replicas_count_every_request_once_through_the_collector(
     assert sum(counts.values()) == REQUESTS, counts  # once each: no request counted twice
     served = {instance: n for instance, n in counts.items() if n > 0}
     assert len(served) == 2, f"expected both replicas to serve, by instance: {counts}"
+    # The FastAPI ingress deployment: by route template, once each, by its one replica.
+    assert list(ingress.values()) == [INGRESS_REQUESTS], ingress
 
 
 def test_the_ray_internals_are_where_infersight_looks_in_the_ray_env(ray_python: str) -> None:
