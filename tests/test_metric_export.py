@@ -90,6 +90,30 @@ def test_a_failed_push_is_counted_and_logged_once(caplog: pytest.LogCaptureFixtu
     _errors.reset()
 
 
+class _Keeping(_Refusing):
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: list[float] = []
+
+    def export(self, data: Any, **kwargs: Any) -> MetricExportResult:
+        self.calls += 1
+        for metric in data.resource_metrics[0].scope_metrics[0].metrics:
+            if metric.name == "calls":
+                self.values += [p.value for p in metric.data.data_points]
+        return MetricExportResult.SUCCESS
+
+
+def test_stop_pushes_what_came_since_the_last_push() -> None:
+    registry = CollectorRegistry()
+    calls = Counter("calls", "calls", registry=registry)
+    exporter = _Keeping()
+    pusher = MetricPusher(registry.collect, lambda: exporter, Resource.create({}), 3600)  # type: ignore[arg-type,return-value]
+    pusher.start()
+    calls.inc(2)
+    pusher.stop(5)
+    assert (exporter.calls, exporter.values, pusher.exported) == (1, [2.0], 1)
+
+
 def test_otlp_only_serves_no_metrics_route(monkeypatch: pytest.MonkeyPatch) -> None:
     """Replicas on one node would fight over one metrics port: with otlp alone none is served."""
     flask = pytest.importorskip("flask")
@@ -122,21 +146,28 @@ def _scraped(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], Any]:
     }
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http/protobuf"])
 def test_pushed_metrics_scrape_from_the_collector_as_from_metrics(
-    sink: OtlpSink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    protocol: str, sink: OtlpSink, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     collector = ensure_collector()
     shipped = yaml.safe_load((ROOT / "collector-config" / "otelcol.yaml").read_text())
     cfg, ports = loopback_config(shipped, tmp_path, f"{LOOPBACK}:{sink.port}")
     cfg_path = tmp_path / "otelcol.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", f"http://{LOOPBACK}:{ports['otlp_grpc']}")
+    endpoint = (
+        f"http://{LOOPBACK}:{ports['otlp_grpc']}"
+        if protocol == "grpc"
+        else f"http://{LOOPBACK}:{ports['otlp_http']}/v1/metrics"
+    )
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", endpoint)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_METRICS_INSECURE", "true")
     health = f"http://{LOOPBACK}:{ports['health_check']}/"
     url = f"http://{LOOPBACK}:{ports['prometheus']}/metrics"
 
     with run_collector(collector, cfg_path, tmp_path / "collector.log", health_url=health):
-        with capture(metrics_exporter="otlp", metrics_export_interval_s=3600, gil_probe=False) as t:
+        settings: dict[str, Any] = {"metrics_export_interval_s": 3600, "otlp_metrics_protocol": protocol}
+        with capture(metrics_exporter="otlp", gil_probe=False, **settings) as t:
             for i in range(12):
                 with infersight.request(model="sst2", endpoint="/predict"), infersight.model():
                     time.sleep(0.002 if i % 2 else 0.03)

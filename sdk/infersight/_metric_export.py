@@ -231,6 +231,13 @@ class MetricPusher:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
+        # On a thread of its own, joined until the deadline: the gRPC exporter keeps to its own
+        # timeout, not the one it is given, and shutdown must not wait out its retries.
+        final = threading.Thread(target=self._last_push, args=(deadline,), name="infersight-metric-export", daemon=True)
+        final.start()
+        final.join(max(0.0, deadline - time.monotonic()))
+
+    def _last_push(self, deadline: float) -> None:
         left = deadline - time.monotonic()
         if left > 0:
             self.push(left)
