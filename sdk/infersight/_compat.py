@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import inspect
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -44,11 +45,13 @@ __all__ = [
     "multiprocess_collector_path",
     "multiprocess_values_lock",
     "otel_context_var",
+    "ray_serve_replica_config",
     "read_mmap_values",
     "replace_wrapped",
     "span_processor",
     "span_processors",
     "wrap_batch_exporters",
+    "wrap_ray_serve_http_entrypoint",
     "wrapt_wrapper_of",
     "write_mmap_values",
 ]
@@ -514,6 +517,82 @@ def _probe_fastapi_route_template() -> bool:
     return seen == ["/v1/items/{item_id}"]
 
 
+# ---- Ray Serve -----------------------------------------------------------------------------
+
+
+def _ray_serve_http_entrypoint() -> tuple[Any, Any, Callable[..., Any], Callable[[Callable[..., Any]], Any]] | None:
+    """Where a Ray Serve replica calls the deployment for an HTTP request: the replica's
+    ``UserCallableWrapper`` class, its ``_call_http_entrypoint`` attribute, that coroutine
+    function as written (it runs on the replica's user-code event loop, with the ASGI scope,
+    receive and send), and the ``_run_user_code`` decorator that moves such a coroutine onto
+    that loop. None where they moved."""
+    from ray.serve._private import replica  # type: ignore[import-not-found]  # not in the main env
+
+    cls = getattr(replica, "UserCallableWrapper", None)
+    decorate = vars(cls).get("_run_user_code") if cls is not None else None
+    entry = vars(cls).get("_call_http_entrypoint") if cls is not None else None
+    inner = getattr(entry, "__wrapped__", None)
+    if not callable(decorate) or not inspect.iscoroutinefunction(inner):
+        return None
+    return cls, entry, inner, decorate
+
+
+def wrap_ray_serve_http_entrypoint(
+    wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
+) -> Callable[[], None] | None:
+    """Replace the replica's HTTP entry point with ``wrap(the coroutine function)``, run on the
+    user-code loop as the original is. Returns what undoes it; None where the internals moved."""
+    found = _ray_serve_http_entrypoint()
+    if found is None:
+        return None
+    cls, entry, inner, decorate = found
+    cls._call_http_entrypoint = decorate(wrap(inner))
+
+    def undo() -> None:
+        cls._call_http_entrypoint = entry
+
+    return undo
+
+
+def ray_serve_replica_config() -> Any:
+    """The class whose ``create(deployment_def, ...)`` serializes a deployment's class or
+    function for its replicas, when ``@serve.deployment`` (or ``.options``) runs. Ray ships that
+    class by value, so the module it was written in is not imported in a replica; what the
+    class refers to is. None where it moved."""
+    from ray.serve._private.config import ReplicaConfig  # type: ignore[import-not-found]
+
+    create = vars(ReplicaConfig).get("create")
+    if not isinstance(create, classmethod):
+        return None
+    params = list(inspect.signature(create.__func__).parameters)
+    return ReplicaConfig if params[:2] == ["cls", "deployment_def"] else None
+
+
+def _probe_ray_serve_replica_config() -> bool:
+    """The deployment's class is pickled by value, with what its ``__dict__`` refers to: a
+    module there is imported when a replica loads the class."""
+    import pickle
+    import types
+
+    found = ray_serve_replica_config()
+    if found is None:
+        return False
+    cls = types.new_class("Probe", (), {})  # like a decorated class: not importable by name
+    cls.__module__ = "no_such_module_of_infersight"
+    cls.__infersight_auto__ = __import__("json")  # type: ignore[attr-defined]
+    config = found.create(cls)
+    loaded = pickle.loads(config.serialized_deployment_def)
+    return getattr(loaded, "__infersight_auto__", None) is sys.modules["json"]
+
+
+def _probe_ray_serve_http_entrypoint() -> bool:
+    found = _ray_serve_http_entrypoint()
+    if found is None:
+        return False
+    params = list(inspect.signature(found[2]).parameters)
+    return params == ["self", "user_method_info", "scope", "receive", "send"]
+
+
 # Name -> a check that the internal is where this module looks for it, on the installed versions.
 # ``multiprocess_values_lock`` is probed in a process started in multiprocess mode (the mode is
 # chosen when prometheus_client is imported): see tests/test_compat.py.
@@ -535,4 +614,6 @@ PROBES: dict[str, Callable[[], bool]] = {
     "prometheus.multiprocess_collector_path": _probe_multiprocess_collector,
     "fastapi.route_template": _probe_fastapi_route_template,
     "fastapi.telemetry_config": _probe_fastapi_telemetry_config,
+    "ray_serve.http_entrypoint": _probe_ray_serve_http_entrypoint,
+    "ray_serve.replica_config": _probe_ray_serve_replica_config,
 }

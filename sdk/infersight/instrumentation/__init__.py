@@ -1,4 +1,4 @@
-"""Automatic instrumentation of Flask, Starlette and FastAPI, gRPC (sync and asyncio) and
+"""Automatic instrumentation of Flask, Starlette and FastAPI, gRPC (sync and asyncio), Ray Serve and
 transformers pipelines; and of the clients the app calls others with: requests, httpx, gRPC
 channels.
 
@@ -30,6 +30,8 @@ LIBRARIES: tuple[Library, ...] = (
     Library("starlette", module="starlette.applications", requirement="starlette >= 0.37, < 2", patcher="starlette"),
     Library("fastapi", module="fastapi", requirement="fastapi >= 0.115", patcher="fastapi"),
     Library("grpc", module="grpc", requirement="grpcio >= 1.60", patcher="grpc"),  # sync and grpc.aio
+    # Each replica's HTTP requests (the module is imported in every replica process).
+    Library("ray_serve", module="ray.serve._private.replica", requirement="ray >= 2.60, < 3", patcher="ray_serve"),
     # Clients: outgoing calls, for the network's share of a call (see docs/layers.md)
     Library("requests", module="requests", requirement="requests >= 2.28", patcher="requests"),
     Library("httpx", module="httpx", requirement="httpx >= 0.24, < 1", patcher="httpx"),  # sync and async

@@ -94,7 +94,7 @@ def _info(app: Any) -> _AppInfo:
             _defer_to_router()
         hand_over_tracing(app)  # an app created before infersight started: from its next request
         rt = _runtime.get_runtime()
-        if rt is not None and rt.config.metrics and rt.config.metrics_path:
+        if rt is not None and rt.config.serves_metrics and rt.config.metrics_path:
             _owns(app, info, rt.config.metrics_path)  # owned: the metrics port opens now
     return info
 
@@ -128,7 +128,7 @@ def _start_metrics_server() -> None:
     if rt is None or rt in _metrics_tried:
         return
     _metrics_tried.add(rt)
-    if not rt.config.metrics or rt.config.metrics_port == 0 or rt.metrics_server is not None:
+    if not rt.config.serves_metrics or rt.config.metrics_port == 0 or rt.metrics_server is not None:
         return
     try:
         rt.start_metrics_server()
@@ -148,7 +148,7 @@ def _page(rt: Any, app: Any, info: _AppInfo, scope: Any) -> Callable[[], tuple[s
     if not cfg.metrics_path:
         return None
     path = _route_path(scope)
-    if path == cfg.metrics_path and cfg.metrics:
+    if path == cfg.metrics_path and cfg.serves_metrics:
         if _owns(app, info, path):
             return None
         accept = None
