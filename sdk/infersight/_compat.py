@@ -28,6 +28,9 @@ from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
 __all__ = [
+    "LITSERVE_HOOK_CALLERS",
+    "LITSERVE_ITEM_LEN",
+    "LITSERVE_QUEUE_GETTER",
     "PROBES",
     "SPAN_KEY",
     "batch_export_locks",
@@ -514,6 +517,37 @@ def _probe_fastapi_route_template() -> bool:
     return seen == ["/v1/items/{item_id}"]
 
 
+# ---- LitServe --------------------------------------------------------------------------------
+# Its API server puts ``(response_queue_id, uid, time.monotonic(), payload)`` on a multiprocessing
+# queue (``LitServer._get_request_queue``) that its spawned inference workers read; its loops call
+# each LitAPI hook as ``_inject_context(context, hook, *args)``, ``context`` being one dict per
+# request (a list of them for a batch), the same object from decode_request to encode_response.
+
+LITSERVE_QUEUE_GETTER = ("litserve.server", "LitServer._get_request_queue")
+LITSERVE_HOOK_CALLERS = (
+    ("litserve.loops.simple_loops", "_inject_context"),
+    ("litserve.loops.simple_loops", "_async_inject_context"),
+)
+LITSERVE_ITEM_LEN = 4  # the queue item's length, as LitServe reads it
+
+
+def _probe_litserve() -> bool:
+    import inspect
+
+    import litserve.loops.simple_loops as loops
+    import litserve.server as server
+
+    submit = inspect.getsource(server.BaseRequestHandler._submit_request)  # the item's shape
+    batched = inspect.getsource(loops.BatchedLoop.run_batched_loop)  # the hooks' context
+    return (
+        callable(getattr(server.LitServer, "_get_request_queue", None))
+        and all(callable(getattr(loops, name, None)) for _, name in LITSERVE_HOOK_CALLERS)
+        and "request_queue.put((response_queue_id, uid, time.monotonic(), payload))" in submit
+        and "_inject_context(contexts, lit_api.predict, x)" in batched
+        and "_inject_context(context, lit_api.encode_response, y)" in batched
+    )
+
+
 # Name -> a check that the internal is where this module looks for it, on the installed versions.
 # ``multiprocess_values_lock`` is probed in a process started in multiprocess mode (the mode is
 # chosen when prometheus_client is imported): see tests/test_compat.py.
@@ -535,4 +569,5 @@ PROBES: dict[str, Callable[[], bool]] = {
     "prometheus.multiprocess_collector_path": _probe_multiprocess_collector,
     "fastapi.route_template": _probe_fastapi_route_template,
     "fastapi.telemetry_config": _probe_fastapi_telemetry_config,
+    "litserve.queue_and_hooks": _probe_litserve,
 }

@@ -1,4 +1,4 @@
-"""Automatic instrumentation of Flask, Starlette and FastAPI, gRPC (sync and asyncio) and
+"""Automatic instrumentation of Flask, Starlette and FastAPI, LitServe, gRPC (sync and asyncio) and
 transformers pipelines; and of the clients the app calls others with: requests, httpx, gRPC
 channels.
 
@@ -29,6 +29,9 @@ LIBRARIES: tuple[Library, ...] = (
     # FastAPI's own tracing to infersight when infersight's provider is the one that enabled it.
     Library("starlette", module="starlette.applications", requirement="starlette >= 0.37, < 2", patcher="starlette"),
     Library("fastapi", module="fastapi", requirement="fastapi >= 0.115", patcher="fastapi"),
+    # LitServe: its API servers are FastAPI apps ("starlette"); this adds the LitAPI's stages,
+    # run in its inference workers, to the requests' traces.
+    Library("litserve", module="litserve.server", requirement="litserve >= 0.2.19, < 0.3", patcher="litserve"),
     Library("grpc", module="grpc", requirement="grpcio >= 1.60", patcher="grpc"),  # sync and grpc.aio
     # Clients: outgoing calls, for the network's share of a call (see docs/layers.md)
     Library("requests", module="requests", requirement="requests >= 2.28", patcher="requests"),
