@@ -28,6 +28,8 @@ from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
 __all__ = [
+    "BENTOML_IO",
+    "BENTOML_LOCAL_CALL",
     "LITSERVE_HOOK_CALLERS",
     "LITSERVE_ITEM_LEN",
     "LITSERVE_QUEUE_GETTER",
@@ -49,6 +51,7 @@ __all__ = [
     "otel_context_var",
     "read_mmap_values",
     "replace_wrapped",
+    "span_goes_nowhere",
     "span_processor",
     "span_processors",
     "wrap_batch_exporters",
@@ -70,6 +73,24 @@ def span_processor(provider: TracerProvider) -> Any:
 def span_processors(provider: Any) -> tuple[Any, ...]:
     """The processors an SDK provider fans out to (empty when they moved)."""
     return tuple(getattr(span_processor(provider), "_span_processors", ()))
+
+
+def span_goes_nowhere(span: Any) -> bool:
+    """A span recorded by an SDK provider that has no span processor: nothing will ever export
+    it (BentoML's own provider, when its tracing has no exporter). False when unsure."""
+    processors = getattr(getattr(span, "_span_processor", None), "_span_processors", None)
+    return isinstance(processors, tuple) and not processors
+
+
+def _probe_span_goes_nowhere() -> bool:
+    import io
+
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+    bare, exporting = TracerProvider(), TracerProvider()
+    exporting.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=io.StringIO())))
+    with bare.get_tracer("probe").start_as_current_span("a") as a, exporting.get_tracer("p").start_span("b") as b:
+        return span_goes_nowhere(a) and not span_goes_nowhere(b)
 
 
 def _batch_core(processor: Any) -> Any:
@@ -548,11 +569,39 @@ def _probe_litserve() -> bool:
     )
 
 
+# ---- BentoML ---------------------------------------------------------------------------------
+# A service's HTTP endpoint parses the request with its input model's ``from_http_request``, calls
+# the API function through ``APIMethod._local_call(instance)`` (whose ``func`` is the user's
+# function, ``batchable`` its adaptive batching) and answers with ``to_http_response``.
+
+BENTOML_IO = ("_bentoml_sdk.io_models", "IOMixin")
+BENTOML_LOCAL_CALL = ("_bentoml_sdk.method", "APIMethod._local_call")
+
+
+def _probe_bentoml() -> bool:
+    import inspect
+
+    from _bentoml_impl.server.app import ServiceAppFactory
+    from _bentoml_sdk.io_models import IOMixin
+    from _bentoml_sdk.method import APIMethod
+
+    endpoint = inspect.getsource(ServiceAppFactory.api_endpoint)
+    return (
+        callable(getattr(APIMethod, "_local_call", None))
+        and inspect.iscoroutinefunction(IOMixin.from_http_request)
+        and inspect.iscoroutinefunction(IOMixin.to_http_response)
+        and "method.input_spec.from_http_request(request, serde)" in endpoint
+        and "method.output_spec.to_http_response(output, serde)" in endpoint
+        and "getattr(self._service_instance, name).local" in endpoint
+    )
+
+
 # Name -> a check that the internal is where this module looks for it, on the installed versions.
 # ``multiprocess_values_lock`` is probed in a process started in multiprocess mode (the mode is
 # chosen when prometheus_client is imported): see tests/test_compat.py.
 PROBES: dict[str, Callable[[], bool]] = {
     "otel.span_processor": _probe_span_processor,
+    "otel.span_goes_nowhere": _probe_span_goes_nowhere,
     "otel.batch_queues": lambda: _probe_batch(batch_queues),
     "otel.batch_export_locks": lambda: _probe_batch(batch_export_locks),
     "otel.batch_exporter": lambda: _probe_batch_exporter(),
@@ -570,4 +619,5 @@ PROBES: dict[str, Callable[[], bool]] = {
     "fastapi.route_template": _probe_fastapi_route_template,
     "fastapi.telemetry_config": _probe_fastapi_telemetry_config,
     "litserve.queue_and_hooks": _probe_litserve,
+    "bentoml.endpoint_steps": _probe_bentoml,
 }

@@ -1,4 +1,4 @@
-"""Automatic instrumentation of Flask, Starlette and FastAPI, LitServe, gRPC (sync and asyncio) and
+"""Automatic instrumentation of Flask, Starlette and FastAPI, LitServe, BentoML, gRPC (sync and asyncio) and
 transformers pipelines; and of the clients the app calls others with: requests, httpx, gRPC
 channels.
 
@@ -32,6 +32,8 @@ LIBRARIES: tuple[Library, ...] = (
     # LitServe: its API servers are FastAPI apps ("starlette"); this adds the LitAPI's stages,
     # run in its inference workers, to the requests' traces.
     Library("litserve", module="litserve.server", requirement="litserve >= 0.2.19, < 0.3", patcher="litserve"),
+    # BentoML: its services are Starlette apps ("starlette"); this adds the stages of each API call.
+    Library("bentoml", module="_bentoml_sdk.method", requirement="bentoml >= 1.4, < 1.5", patcher="bentoml"),
     Library("grpc", module="grpc", requirement="grpcio >= 1.60", patcher="grpc"),  # sync and grpc.aio
     # Clients: outgoing calls, for the network's share of a call (see docs/layers.md)
     Library("requests", module="requests", requirement="requests >= 2.28", patcher="requests"),

@@ -11,7 +11,9 @@ FastAPI traces requests itself when a tracer provider is set: see ``instrumentat
 opentelemetry-instrumentation-fastapi puts its middleware inside the app's middleware stack,
 below ``Starlette.__call__``. When an app's stack holds that middleware, the request is taken at
 the app's router instead (``Router.__call__``), inside the contrib SERVER span, so there is one
-server span and the stages are its children (as with opentelemetry-instrumentation-flask).
+server span and the stages are its children (as with opentelemetry-instrumentation-flask). A
+contrib span that isn't recorded (its provider's sampler dropped it) is passed over: then
+infersight's span is the server span, the child of the request's remote parent.
 
 The metrics path is served on the app unless one of the app's routes owns it; then the metrics
 are on ``INFERSIGHT_METRICS_PORT``.
@@ -26,6 +28,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from packaging.version import InvalidVersion, Version
 
 from .. import _compat, _errors, _runtime, multiprocess
@@ -234,7 +238,32 @@ def _router_call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ..
     except Exception as exc:
         _errors.report("starlette", exc)
         return wrapped(*args, **kwargs)
+    if not _recording_span():
+        return _serve_as_server(wrapped, scope, args[1], args[2], _framework(scope.get("app")))
     return serve(wrapped, scope, args[1], args[2], _route_of, _framework(scope.get("app")))
+
+
+def _recording_span() -> bool:
+    """Whether contrib's middleware records a SERVER span that will be exported. Its tracer
+    provider may not record it (a sampler's ratio), or export nothing (BentoML's own provider when
+    its tracing has no exporter): then infersight's is the server span, as if the middleware
+    weren't there."""
+    try:
+        span = trace.get_current_span()
+        if not span.get_span_context().is_valid:
+            return True  # not contrib's: nothing to pass over
+        return span.is_recording() and not _compat.span_goes_nowhere(span)
+    except Exception as exc:
+        _errors.report("starlette", exc)
+        return True
+
+
+async def _serve_as_server(wrapped: Callable[..., Any], scope: Any, receive: Any, send: Any, framework: str) -> None:
+    token = otel_context.attach(trace.set_span_in_context(trace.INVALID_SPAN))
+    try:
+        await serve(wrapped, scope, receive, send, _route_of, framework)
+    finally:
+        otel_context.detach(token)
 
 
 def _mount_handle(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
