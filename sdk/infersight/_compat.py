@@ -87,9 +87,14 @@ def _probe_span_goes_nowhere() -> bool:
 
     from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
 
+    from .conventions import SPAN
+
     bare, exporting = TracerProvider(), TracerProvider()
     exporting.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=io.StringIO())))
-    with bare.get_tracer("probe").start_as_current_span("a") as a, exporting.get_tracer("p").start_span("b") as b:
+    with (
+        bare.get_tracer("probe").start_as_current_span(SPAN.REQUEST) as a,
+        exporting.get_tracer("p").start_span(SPAN.REQUEST) as b,
+    ):
         return span_goes_nowhere(a) and not span_goes_nowhere(b)
 
 
