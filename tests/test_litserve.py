@@ -9,6 +9,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import requests
 from tests.support.frameworks import ROOT, framework_python, free_port, samples, server, total, wait_for
 
@@ -39,13 +40,43 @@ if __name__ == "__main__":
     server.run(host="127.0.0.1", port=int(os.environ["PORT"]), generate_client_file=False)
 """
 
+# The async loop, and infersight started only in the main process: the spawned worker doesn't
+# run the import again, infersight starts there as the worker receives its request queue.
+ASYNC_APP = """
+import os
+
+import litserve as ls
+
+
+class Double(ls.LitAPI):
+    def setup(self, device):
+        pass
+
+    async def decode_request(self, request):
+        return request["x"]
+
+    async def predict(self, x):
+        return 2 * x
+
+    async def encode_response(self, y):
+        return {"y": y}
+
+
+if __name__ == "__main__":
+    import infersight.auto  # noqa: F401
+
+    server = ls.LitServer(Double(enable_async=True), accelerator="cpu", workers_per_device=1)
+    server.run(host="127.0.0.1", port=int(os.environ["PORT"]), generate_client_file=False)
+"""
+
 N = 12
 STAGES = ("preprocess", "model", "postprocess")
 
 
-def test_litserve_stages_join_the_request_trace_across_processes(tmp_path: Path, sink) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("batched", [True, False], ids=["batched", "async-auto-in-main"])
+def test_litserve_stages_join_the_request_trace_across_processes(tmp_path: Path, sink, batched: bool) -> None:  # type: ignore[no-untyped-def]
     python = framework_python("litserve")
-    (tmp_path / "app.py").write_text(APP)
+    (tmp_path / "app.py").write_text(APP if batched else ASYNC_APP)
     mp_dir = tmp_path / "prom"
     mp_dir.mkdir()
     port = free_port()
@@ -90,8 +121,12 @@ def test_litserve_stages_join_the_request_trace_across_processes(tmp_path: Path,
             attrs = {a.key: a.value for a in spans["preprocess"].attributes}
             assert attrs["infersight.queue.wait_s"].double_value >= 0
             model_attrs = {a.key: a.value for a in spans["model"].attributes}
-            batch_sizes.append(model_attrs["infersight.batch.size"].int_value)
-        assert max(batch_sizes) > 1, batch_sizes  # 12 requests at once, up to 4 per batch
+            if batched:
+                batch_sizes.append(model_attrs["infersight.batch.size"].int_value)
+            else:
+                assert "infersight.batch.size" not in model_attrs
+        if batched:
+            assert max(batch_sizes) > 1, batch_sizes  # 12 requests at once, up to 4 per batch
 
         def counted() -> bool:
             found = samples(f"{url}/metrics")
@@ -105,5 +140,8 @@ def test_litserve_stages_join_the_request_trace_across_processes(tmp_path: Path,
         found = samples(f"{url}/metrics")
         assert total(found, "infersight_request_duration_seconds_count", model="doubler") == N  # once each
         assert total(found, "infersight_queue_wait_seconds_count", model="doubler") == N
-        assert total(found, "infersight_batch_size_sum", model="doubler") == N  # each request in one batch
-        assert total(found, "infersight_batch_size_count", model="doubler") < N  # fewer batches than requests
+        if batched:
+            assert total(found, "infersight_batch_size_sum", model="doubler") == N  # each request in one batch
+            assert total(found, "infersight_batch_size_count", model="doubler") < N  # fewer batches than requests
+        else:
+            assert total(found, "infersight_batch_size_count", model="doubler") == 0

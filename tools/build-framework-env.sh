@@ -22,8 +22,11 @@ PYTHON="${INFERSIGHT_FRAMEWORK_PYTHON:-python3}"
 KEY=$( (cat "$0" pyproject.toml constraints.txt; echo "${PINS[*]}") | sha256sum | cut -c1-16)
 ENV="$CACHE/frameworks/$name-$KEY"
 
+mkdir -p "$CACHE/frameworks"
+# One build at a time per framework (set-up and a test may both ask for it).
+exec 9>"$CACHE/frameworks/.$name.lock"
+flock -w 1200 9 || { echo "build-framework-env: another build of $name holds the lock" >&2; exit 1; }
 if [ ! -f "$ENV/.done" ]; then
-  mkdir -p "$CACHE/frameworks"
   rm -rf "$ENV"
   echo "build-framework-env: building $ENV with ${PINS[*]}" >&2
   "$PYTHON" -m venv "$ENV" >&2
