@@ -54,6 +54,7 @@ __all__ = [
     "span_goes_nowhere",
     "span_processor",
     "span_processors",
+    "tracer_apart",
     "wrap_batch_exporters",
     "wrapt_wrapper_of",
     "write_mmap_values",
@@ -80,6 +81,18 @@ def span_goes_nowhere(span: Any) -> bool:
     it (BentoML's own provider, when its tracing has no exporter). False when unsure."""
     processors = getattr(getattr(span, "_span_processor", None), "_span_processors", None)
     return isinstance(processors, tuple) and not processors
+
+
+def tracer_apart(tracer: Any, provider: Any) -> bool:
+    """Whether ``tracer`` is an SDK tracer of another provider than ``provider`` (BentoML gives
+    contrib's ASGI middleware a provider of its own). False for a proxy of the global provider."""
+    processor = getattr(tracer, "span_processor", None)
+    return processor is not None and processor is not span_processor(provider)
+
+
+def _probe_tracer_apart() -> bool:
+    ours, theirs = TracerProvider(), TracerProvider()
+    return tracer_apart(theirs.get_tracer("probe"), ours) and not tracer_apart(ours.get_tracer("probe"), ours)
 
 
 def _probe_span_goes_nowhere() -> bool:
@@ -607,6 +620,7 @@ def _probe_bentoml() -> bool:
 PROBES: dict[str, Callable[[], bool]] = {
     "otel.span_processor": _probe_span_processor,
     "otel.span_goes_nowhere": _probe_span_goes_nowhere,
+    "otel.tracer_apart": _probe_tracer_apart,
     "otel.batch_queues": lambda: _probe_batch(batch_queues),
     "otel.batch_export_locks": lambda: _probe_batch(batch_export_locks),
     "otel.batch_exporter": lambda: _probe_batch_exporter(),
