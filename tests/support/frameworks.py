@@ -20,21 +20,30 @@ ROOT = Path(__file__).resolve().parents[2]
 BUILD_TIMEOUT_S = 900
 
 
+_built: dict[str, tuple[str | None, str]] = {}  # per session: the env's python, or why not
+
+
 def framework_python(name: str) -> str:
     """The env's python; builds it when tools/setup.sh hasn't (cached, so once). Skips, with the
-    reason, when it can't be built (no registry reachable)."""
-    try:
-        done = subprocess.run(
-            ["bash", str(ROOT / "tools" / "build-framework-env.sh"), name],
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.skip(f"the {name} env was not built within {BUILD_TIMEOUT_S} s")
-    if done.returncode != 0:
-        pytest.skip(f"the {name} env could not be built: {done.stderr.strip()[-500:]}")
-    return done.stdout.strip().splitlines()[-1]
+    reason, when it can't be built (no registry reachable): tried once per test session."""
+    if name not in _built:
+        try:
+            done = subprocess.run(
+                ["bash", str(ROOT / "tools" / "build-framework-env.sh"), name],
+                capture_output=True,
+                text=True,
+                timeout=BUILD_TIMEOUT_S,
+            )
+            if done.returncode == 0:
+                _built[name] = (done.stdout.strip().splitlines()[-1], "")
+            else:
+                _built[name] = (None, f"the {name} env could not be built: {done.stderr.strip()[-500:]}")
+        except subprocess.TimeoutExpired:
+            _built[name] = (None, f"the {name} env was not built within {BUILD_TIMEOUT_S} s")
+    python, why = _built[name]
+    if python is None:
+        pytest.skip(why)
+    return python
 
 
 def free_port() -> int:
