@@ -97,3 +97,5 @@ def test_bentoml_requests_have_one_server_span_and_their_stages(tmp_path: Path, 
             assert total(found, "infersight_stage_duration_seconds_count", stage=stage) == N, stage
         theirs = samples(f"{url}/metrics")  # BentoML's own route, still answering with its metrics
         assert total(theirs, "bentoml_service_request_total", endpoint="/double") == N
+        # bentoml serve runs prometheus_client in multiprocess mode: infersight's are there too.
+        assert total(theirs, "infersight_request_duration_seconds_count", endpoint="/double") == N

@@ -29,10 +29,22 @@ flock -w 1200 9 || { echo "build-framework-env: another build of $name holds the
 if [ ! -f "$ENV/.done" ]; then
   rm -rf "$ENV"
   echo "build-framework-env: building $ENV with ${PINS[*]}" >&2
-  "$PYTHON" -m venv "$ENV" >&2
-  # Bounded: a registry that hangs must not hold set-up for ever.
-  if ! timeout 900 "$ENV/bin/pip" install -q --disable-pip-version-check -c constraints.txt \
-      "${PINS[@]}" . >&2; then
+  if ! "$PYTHON" -m venv "$ENV" >&2; then
+    rm -rf "$ENV"
+    echo "build-framework-env: $PYTHON -m venv failed" >&2
+    exit 1
+  fi
+  # Bounded (a registry that hangs must not hold set-up for ever), and tried twice: a transient
+  # download error would otherwise skip the framework's tests until the next set-up.
+  installed=0
+  for _ in 1 2; do
+    if timeout 600 "$ENV/bin/pip" install -q --disable-pip-version-check -c constraints.txt \
+        "${PINS[@]}" . >&2; then
+      installed=1
+      break
+    fi
+  done
+  if [ "$installed" != 1 ]; then
     rm -rf "$ENV"
     echo "build-framework-env: pip could not install ${PINS[*]}" >&2
     exit 1
