@@ -130,3 +130,24 @@ def test_other_hooks_and_no_runtime_pass_straight_through() -> None:
 
     assert hook_call([{}], batch, [1]) == ("batched", [1])  # not a stage
     assert hook_call({}, Api().decode_request, {"x": 3}) == 3  # infersight not started
+
+
+def test_requests_with_one_shared_payload_object_keep_their_own_parents(t: Captured) -> None:
+    """Small ints (and interned strings) are one object in the worker: order tells them apart."""
+    inner: queue.Queue[Any] = queue.Queue()
+    records = []
+    for i in range(2):
+        with infersight.request(endpoint="/predict") as req:
+            litserve.TracedQueue(inner).put((0, f"uid-{i}", time.monotonic(), 7))
+            records.append(req.record)
+    worker_side = litserve.TracedQueue(inner)
+    payloads = [worker_side.get()[3] for _ in range(2)]
+    assert payloads[0] is payloads[1]
+
+    def decode_request(x: int) -> int:
+        return x
+
+    for payload in payloads:
+        hook_call({}, decode_request, payload)
+    parents = [s.parent.span_id for s in t.spans("preprocess")]  # type: ignore[union-attr]
+    assert parents == [r.span_id for r in records]  # type: ignore[union-attr]

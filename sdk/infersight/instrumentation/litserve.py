@@ -73,14 +73,26 @@ class _Job:
         return SpanContext(c.trace_id, c.span_id, True, TraceFlags(c.flags))
 
 
-_taken: OrderedDict[int, _Job] = OrderedDict()  # id(payload) -> job
+# id(payload) -> jobs, oldest first: payloads may be one shared object (a small int, an interned
+# string), whose requests are decoded in the order they were taken.
+_taken: OrderedDict[int, list[_Job]] = OrderedDict()
 _open: OrderedDict[int, _Job] = OrderedDict()  # id(context) -> job
 
 
-def _remember(table: OrderedDict[int, _Job], key: int, job: _Job) -> None:
-    table[key] = job
+def _remember(table: OrderedDict[int, Any], key: int, value: Any) -> None:
+    table[key] = value
     while len(table) > _MAX_OPEN:
         table.popitem(last=False)
+
+
+def _take(payload: Any) -> _Job | None:
+    jobs = _taken.get(id(payload))
+    if not jobs:
+        return None
+    job = jobs.pop(0)
+    if not jobs:
+        del _taken[id(payload)]
+    return job if job.payload is payload else None
 
 
 def _carrier() -> Carrier | None:
@@ -137,7 +149,11 @@ def _taken_off(item: Any) -> Any:
         enqueued, payload = item[2], item[3]
         if payload is not None and _runtime.get_runtime() is not None:
             job = _Job(payload, enqueued if isinstance(enqueued, float) else None, carrier)
-            _remember(_taken, id(payload), job)
+            jobs = _taken.get(id(payload))
+            if jobs is None:
+                _remember(_taken, id(payload), [job])
+            elif len(jobs) < _MAX_OPEN:
+                jobs.append(job)
     except Exception as exc:
         _errors.report("litserve", exc)
     return item
@@ -194,8 +210,8 @@ def _plan(args: tuple[Any, ...]) -> _Plan | None:
     model = rt.config.model_for_endpoint(path) if isinstance(path, str) else None
     if name == SPAN.PREPROCESS:
         payload = args[2] if len(args) > 2 else None
-        job = _taken.pop(id(payload), None)
-        if job is None or job.payload is not payload:
+        job = _take(payload)
+        if job is None:
             job = _Job(payload, None, None)  # not from the queue we know: timed, without a parent
         job.payload = None
         if job.enqueued is not None:
