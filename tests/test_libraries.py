@@ -89,6 +89,8 @@ def test_instrumentation_dependencies_come_from_the_objects(monkeypatch: pytest.
         "flask",
         "starlette",
         "fastapi",
+        "litserve",
+        "bentoml",
         "grpcio",
         "requests",
         "httpx",
