@@ -91,6 +91,7 @@ def test_instrumentation_dependencies_come_from_the_objects(monkeypatch: pytest.
         "fastapi",
         "litserve",
         "bentoml",
+        "ray",
         "grpcio",
         "requests",
         "httpx",

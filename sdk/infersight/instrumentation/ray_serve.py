@@ -74,7 +74,7 @@ def _observed(inner: Callable[..., Any]) -> Callable[..., Any]:
 def _carry_auto(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Before the deployment's class or function is serialized: a reference to
     ``infersight.auto``, so that loading it in a replica imports (and so runs) the one line."""
-    auto = sys.modules.get("infersight.auto")
+    auto = sys.modules.get(__name__.partition(".")[0] + ".auto")  # present only where the one line ran
     target = args[0] if args else kwargs.get("deployment_def")
     if auto is not None and not isinstance(target, str) and target is not None:
         try:
