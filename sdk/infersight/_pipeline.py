@@ -139,6 +139,8 @@ class Worker:
         attrs[ATTR.MODEL_VERSION] = version
         if stage.batch_size:
             attrs[ATTR.BATCH_SIZE] = stage.batch_size
+        if stage.queue_wait_s >= 0:
+            attrs[ATTR.QUEUE_WAIT] = stage.queue_wait_s
         if cpu is not None:
             attrs[ATTR.STAGE_CPU_SECONDS] = cpu
         if self.hooks:
