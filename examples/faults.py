@@ -150,14 +150,14 @@ _hog_stop: threading.Event | None = None
 
 
 def _gil_hog(on: bool) -> None:
-    """Start or stop the thread that holds the GIL (one C call of ~50 ms at a time)."""
+    """Start or stop the thread that holds the GIL (one C call of ~35 ms at a time on a 2-core VM)."""
     global _hog_stop
     if on and _hog_stop is None:
         stop = _hog_stop = threading.Event()
 
         def hog() -> None:
             while not stop.is_set():
-                sum(range(3_000_000))  # one C call: the GIL is not released until it returns
+                sum(range(1_500_000))  # one C call: the GIL is not released until it returns
 
         threading.Thread(target=hog, name="gil-hog", daemon=True).start()
     elif not on and _hog_stop is not None:
