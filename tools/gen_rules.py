@@ -405,8 +405,8 @@ def render_triton(spec: SLOSpec = SPEC) -> str:
     req, stage = METRIC.REQUEST_DURATION.name, METRIC.STAGE_DURATION.name
     label = {TRITON.SERVER_LABEL: TRITON.SERVER_VALUE}
     rules: list[dict[str, object]] = [
-        # latency.rules.yaml sums these by model into model:...count:rate5m, for Triton's models too.
         {"record": f"model_version:{count}:rate5m", "expr": _triton_rate(requests, "model, version")},
+        {"record": f"model:{count}:rate5m", "expr": _triton_rate(requests)},
         {
             "record": f"model:{count}:error_ratio_rate5m",
             "expr": f"{_triton_rate(TRITON.FAILURE)}\n/ {_triton_rate(requests)}",

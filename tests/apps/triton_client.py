@@ -1,0 +1,50 @@
+"""A Triton client for the Triton tests and docs/triton.md, run from the PyTriton env: it
+imported infersight, so each call is a CLIENT span whose ``traceparent`` Triton continues, and
+a client latency observation (``infersight_client_request_duration_seconds``).
+
+    python tests/apps/triton_client.py HTTP_PORT GRPC_PORT SECONDS RPS
+
+Calls ``double`` over HTTP and gRPC in turn for SECONDS at about RPS calls a second, then
+prints one JSON line: the calls made and the client-side P50/P99 in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import infersight
+import infersight.auto  # noqa: F401
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.http as httpclient
+
+
+def main() -> None:
+    http, grpc, seconds, rps = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+    clients = [
+        (httpclient, httpclient.InferenceServerClient(f"127.0.0.1:{http}")),
+        (grpcclient, grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}")),
+    ]
+    data = np.arange(4, dtype=np.float32).reshape(1, 4)
+    took: list[float] = []
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        module, client = clients[n % 2]
+        x = module.InferInput("x", [1, 4], "FP32")
+        x.set_data_from_numpy(data)
+        start = time.perf_counter()
+        result = client.infer("double", [x])
+        took.append(time.perf_counter() - start)
+        assert (result.as_numpy("y") == data * 2).all()
+        n += 1
+        time.sleep(max(0.0, 1.0 / rps - took[-1]))
+    took.sort()
+    print(json.dumps({"calls": n, "p50_s": took[len(took) // 2], "p99_s": took[int(len(took) * 0.99)]}))
+    infersight.shutdown()
+
+
+if __name__ == "__main__":
+    main()
