@@ -90,6 +90,8 @@ def test_instrumentation_dependencies_come_from_the_objects(monkeypatch: pytest.
         "starlette",
         "fastapi",
         "grpcio",
+        "tritonclient",
+        "nvidia-pytriton",
         "requests",
         "httpx",
         "transformers",

@@ -434,7 +434,9 @@ def render_triton(spec: SLOSpec = SPEC) -> str:
                 "labels": extra,
             }
         )
-        rules.append({"record": f"model_stage:{stage}_count:rate5m", "expr": _triton_rate(TRITON.SUCCESS), "labels": extra})
+        rules.append(
+            {"record": f"model_stage:{stage}_count:rate5m", "expr": _triton_rate(TRITON.SUCCESS), "labels": extra}
+        )
         for q in (0.5, 0.95, 0.99):
             rules.append(
                 {

@@ -52,6 +52,10 @@ fi
 # The newest released OTel/prometheus_client beside the pinned ones (tests/test_newest_versions.py).
 bash tools/build-newest-env.sh >/dev/null || echo "setup: the newest-versions env was not built; its test will skip"
 
+# PyTriton (a CPU tritonserver inside) in its own env for tests/e2e/test_triton_live.py (which
+# skips, saying why, without it). Bounded: the script gives pip 15 min.
+bash tools/build-triton-env.sh >/dev/null || echo "setup: the PyTriton env was not built; the Triton tests will skip"
+
 if [ "${INFERSIGHT_SKIP_COLLECTOR:-0}" != 1 ]; then
   bash tools/build-collector.sh
 fi

@@ -240,7 +240,8 @@ def _triton_expressions(w: str) -> dict[str, str]:
         "model_rps": f"sum by (model) (rate({requests}[{w}]))",
         "model_errors": f"sum by (model) (rate({TRITON.FAILURE}[{w}]))",
     }
-    stage_rps, quantiles = [], {q: [] for q in QUANTILES}
+    stage_rps: list[str] = []
+    quantiles: dict[float, list[str]] = {q: [] for q in QUANTILES}
     for stage, summary in TRITON.STAGE_SUMMARY_US.items():
         stage_rps.append(f'label_replace({success}, "stage", "{stage}", "", "")')
         for q in QUANTILES:

@@ -14,11 +14,12 @@ import json
 import sys
 import time
 
-import infersight
-import infersight.auto  # noqa: F401
 import numpy as np
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
+
+import infersight
+import infersight.auto
 
 
 def main() -> None:

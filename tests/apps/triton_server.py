@@ -14,11 +14,12 @@ import os
 import sys
 import time
 
-import infersight.auto  # noqa: F401  (before pytriton: its bind is patched on import)
 import numpy as np
 from pytriton.decorators import batch
 from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 from pytriton.triton import Triton, TritonConfig
+
+import infersight.auto  # noqa: F401  (before pytriton: its bind is patched on import)
 
 SLEEP_S = float(os.environ.get("DOUBLE_SLEEP_S", "0.005"))
 

@@ -20,7 +20,6 @@ import http.server
 import json
 import os
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -209,13 +208,15 @@ def test_triton_metrics_become_infersight_series_and_the_slo_alert_fires(running
         lambda: _query(url, f"model:{METRIC.REQUEST_DURATION.name}:p99_5m{sel}"), 30, "Triton's P99 recorded"
     )
     stages = stack.wait_until(
-        lambda: {
-            labels["stage"]: value
-            for labels, value in _query(url, f"model_stage:{METRIC.STAGE_DURATION.name}:p99_5m{sel}")
-            if value > 0
-        }.keys()
-        >= set(TRITON.STAGE_DURATION_US)
-        and _query(url, f"model_stage:{METRIC.STAGE_DURATION.name}:p99_5m{sel}"),
+        lambda: (
+            {
+                labels["stage"]: value
+                for labels, value in _query(url, f"model_stage:{METRIC.STAGE_DURATION.name}:p99_5m{sel}")
+                if value > 0
+            }.keys()
+            >= set(TRITON.STAGE_DURATION_US)
+            and _query(url, f"model_stage:{METRIC.STAGE_DURATION.name}:p99_5m{sel}")
+        ),
         30,
         "Triton's stages recorded",
     )

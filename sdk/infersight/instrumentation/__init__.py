@@ -36,7 +36,9 @@ LIBRARIES: tuple[Library, ...] = (
     Library("grpc_client", module="grpc", requirement="grpcio >= 1.60", patcher="grpc_client"),  # sync and aio
     # Triton: tritonclient's HTTP client (its gRPC client's channels are "grpc_client"'s), and
     # the inference callables PyTriton binds.
-    Library("tritonclient", module="tritonclient.http", requirement="tritonclient >= 2.40", patcher="tritonclient_http"),
+    Library(
+        "tritonclient", module="tritonclient.http", requirement="tritonclient >= 2.40", patcher="tritonclient_http"
+    ),
     Library("pytriton", module="pytriton.triton", requirement="nvidia-pytriton >= 0.5", patcher="pytriton"),
     Library(
         "transformers", module="transformers.pipelines", requirement="transformers >= 4.44, < 6", patcher="transformers"
