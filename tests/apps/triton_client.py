@@ -2,10 +2,11 @@
 imported infersight, so each call is a CLIENT span whose ``traceparent`` Triton continues, and
 a client latency observation (``infersight_client_request_duration_seconds``).
 
-    python tests/apps/triton_client.py HTTP_PORT GRPC_PORT SECONDS RPS
+    python tests/apps/triton_client.py HTTP_PORT GRPC_PORT SECONDS RPS [METRICS_PORT LINGER_S]
 
 Calls ``double`` over HTTP and gRPC in turn for SECONDS at about RPS calls a second, then
-prints one JSON line: the calls made and the client-side P50/P99 in seconds.
+prints one JSON line: the calls made and the client-side P50/P99 in seconds. With METRICS_PORT,
+it serves its /metrics there and stays LINGER_S more seconds for a last scrape.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import infersight.auto
 
 def main() -> None:
     http, grpc, seconds, rps = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+    if len(sys.argv) > 5:
+        infersight.start_metrics_server(int(sys.argv[5]), "127.0.0.1")
     clients = [
         (httpclient, httpclient.InferenceServerClient(f"127.0.0.1:{http}")),
         (grpcclient, grpcclient.InferenceServerClient(f"127.0.0.1:{grpc}")),
@@ -43,7 +46,9 @@ def main() -> None:
         n += 1
         time.sleep(max(0.0, 1.0 / rps - took[-1]))
     took.sort()
-    print(json.dumps({"calls": n, "p50_s": took[len(took) // 2], "p99_s": took[int(len(took) * 0.99)]}))
+    print(json.dumps({"calls": n, "p50_s": took[len(took) // 2], "p99_s": took[int(len(took) * 0.99)]}), flush=True)
+    if len(sys.argv) > 6:
+        time.sleep(float(sys.argv[6]))
     infersight.shutdown()
 
 

@@ -128,7 +128,7 @@ class OtlpHttpSink:
 
 @contextlib.contextmanager
 def triton_server(python: str, workdir: Path, trace_url: str) -> Iterator[dict[str, int]]:
-    ports = {name: stack.free_port() for name in ("http", "grpc", "metrics", "infersight")}
+    ports = {name: stack.free_port() for name in ("http", "grpc", "metrics", "infersight", "client")}
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT / "sdk"),
@@ -167,9 +167,9 @@ def run_client(python: str, ports: dict[str, int], trace_url: str) -> dict[str, 
         "INFERSIGHT_GPU": "off",
     }
     argv = [python, str(APPS / "triton_client.py"), str(ports["http"]), str(ports["grpc"])]
-    done = subprocess.run(
-        [*argv, str(CLIENT_SECONDS), str(CLIENT_RPS)], capture_output=True, text=True, timeout=90, env=env
-    )
+    # Its /metrics stays up 2.5 s after the load: Prometheus (1 s scrapes) reads the last calls.
+    load = [str(CLIENT_SECONDS), str(CLIENT_RPS), str(ports["client"]), "2.5"]
+    done = subprocess.run([*argv, *load], capture_output=True, text=True, timeout=90, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -184,12 +184,13 @@ def running(triton_python: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
             rules = stack.rules_copy(workdir / "rules", "3s")
             targets = {
                 TRITON.JOB: [f"{stack.LOOPBACK}:{ports['metrics']}"],
-                "model-server": [f"{stack.LOOPBACK}:{ports['infersight']}"],
+                # The PyTriton process (its stages, the SLO gauge) and the client (its calls).
+                "model-server": [f"{stack.LOOPBACK}:{ports[p]}" for p in ("infersight", "client")],
             }
             config = stack.prometheus_config(workdir / "prometheus.yml", rules, targets, "127.0.0.1:1")
             with stack.prometheus(config, workdir) as prom:
                 # Scraped once before the load, so that the rates see all of it.
-                up = f"{prom.url}/api/v1/query?query=up%3D%3D1"
+                up = f"{prom.url}/api/v1/query?query=up%7Bjob%3D%22{TRITON.JOB}%22%7D%3D%3D1"
                 stack.wait_until(lambda: json.loads(stack.http_get(up)[1])["data"]["result"], 15, "the first scrape")
                 client = run_client(triton_python, ports, f"{sink.url}/v1/traces")
                 yield {"sink": sink, "ports": ports, "prometheus": prom.url, "client": client, "python": triton_python}
@@ -224,7 +225,18 @@ def test_triton_metrics_become_infersight_series_and_the_slo_alert_fires(running
     means = _query(url, f"model_stage:{METRIC.STAGE_DURATION.name}:mean_5m{sel}")
     rate = _query(url, f"model:{METRIC.REQUEST_DURATION.name}_count:rate5m{sel}")
     print(f"\nclient: {running['client']}\ntriton P99: {p99}\nstage P99: {stages}\nstage means: {means}")
-    print(f"batch size: {batch}\nrate: {rate}")
+    client = METRIC.CLIENT_REQUEST_DURATION.name
+    mine = f'instance="{stack.LOOPBACK}:{running["ports"]["client"]}"'
+    client_p99 = _query(url, f"histogram_quantile(0.99, sum by (target, le) (rate({client}_bucket{{{mine}}}[5m])))")
+    stage = METRIC.STAGE_DURATION.name
+    callable_p99 = _query(
+        url, f'histogram_quantile(0.99, sum by (stage, le) (rate({stage}_bucket{{model="{MODEL}"}}[5m])))'
+    )
+    print(f"batch size: {batch}\nrate: {rate}\nclient P99 by target: {client_p99}\ncallable: {callable_p99}")
+    # The client's side of the same calls, for the layered view (docs/triton.md).
+    assert {labels["target"] for labels, _ in client_p99} == {
+        f"{stack.LOOPBACK}:{running['ports'][p]}" for p in ("http", "grpc")
+    }
     assert 0 < p99[0][1] < 5
     assert batch and batch[0][1] >= 1
     assert rate and rate[0][1] > 0
