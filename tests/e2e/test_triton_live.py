@@ -198,6 +198,10 @@ def running(triton_python: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         sink.stop()
 
 
+def stages_p99(found: list[tuple[dict[str, str], float]]) -> list[tuple[str, float]]:
+    return [(labels["stage"], value) for labels, value in found]
+
+
 def _query(url: str, expr: str) -> list[tuple[dict[str, str], float]]:
     return PrometheusSource(url).query(expr)
 
@@ -224,19 +228,25 @@ def test_triton_metrics_become_infersight_series_and_the_slo_alert_fires(running
     batch = _query(url, f"model:{METRIC.BATCH_SIZE.name}:mean_5m{sel}")
     means = _query(url, f"model_stage:{METRIC.STAGE_DURATION.name}:mean_5m{sel}")
     rate = _query(url, f"model:{METRIC.REQUEST_DURATION.name}_count:rate5m{sel}")
-    print(f"\nclient: {running['client']}\ntriton P99: {p99}\nstage P99: {stages}\nstage means: {means}")
     client = METRIC.CLIENT_REQUEST_DURATION.name
     mine = f'instance="{stack.LOOPBACK}:{running["ports"]["client"]}"'
     client_p99 = _query(url, f"histogram_quantile(0.99, sum by (target, le) (rate({client}_bucket{{{mine}}}[5m])))")
     stage = METRIC.STAGE_DURATION.name
     callable_p99 = _query(
-        url, f'histogram_quantile(0.99, sum by (stage, le) (rate({stage}_bucket{{model="{MODEL}"}}[5m])))'
+        url, f'histogram_quantile(0.99, sum by (le) (rate({stage}_bucket{{model="{MODEL}",stage="model"}}[5m])))'
     )
-    print(f"batch size: {batch}\nrate: {rate}\nclient P99 by target: {client_p99}\ncallable: {callable_p99}")
+    # The layers, top down, for docs/triton.md.
+    protocol = {f"{stack.LOOPBACK}:{running['ports'][p]}": p for p in ("http", "grpc")}
+    ms = lambda v: f"{v * 1e3:.2f} ms"  # noqa: E731
+    lines = [f"client P99 over {protocol.get(lb['target'], lb['target'])}: {ms(v)}" for lb, v in client_p99]
+    lines.append(f"Triton request P99: {ms(p99[0][1])}")
+    mean_by = {labels["stage"]: value for labels, value in means}
+    lines += [f"Triton {name} P99: {ms(v)} (mean {ms(mean_by[name])})" for name, v in sorted(stages_p99(stages))]
+    lines.append(f"PyTriton callable, infersight's model stage P99: {ms(callable_p99[0][1])}")
+    lines.append(f"batch size: {batch[0][1]:.2f}; rate: {rate[0][1]:.2f}/s (5m); client: {running['client']}")
+    print("\n" + "\n".join(lines))
     # The client's side of the same calls, for the layered view (docs/triton.md).
-    assert {labels["target"] for labels, _ in client_p99} == {
-        f"{stack.LOOPBACK}:{running['ports'][p]}" for p in ("http", "grpc")
-    }
+    assert {labels["target"] for labels, _ in client_p99} == set(protocol)
     assert 0 < p99[0][1] < 5
     assert batch and batch[0][1] >= 1
     assert rate and rate[0][1] > 0
