@@ -478,6 +478,17 @@ class TRITON:
         "output": "nv_inference_compute_output_summary_us",
     }
     SUMMARY_QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)  # Triton's default summary quantiles
+    METRICS = (
+        SUCCESS,
+        FAILURE,
+        INFERENCES,
+        EXECUTIONS,
+        PENDING,
+        REQUEST_DURATION_US,
+        *STAGE_DURATION_US.values(),
+        REQUEST_SUMMARY_US,
+        *STAGE_SUMMARY_US.values(),
+    )
 
 
 # The W3C Server-Timing header (gRPC: a trailing-metadata key of the same name, lower case)
