@@ -172,6 +172,8 @@ SCRAPES = (
     Scrape("otel-collector", "otelcol-gateway", "span-metrics", honor_labels=True),
     Scrape("otel-collector-internal", "otelcol-gateway", "telemetry"),
     Scrape("otel-collector-internal", "otelcol-agent", "telemetry"),
+    # Triton Inference Server's own metrics (its port 8002), for triton.rules.yaml.
+    Scrape(TRITON.JOB, "triton", "metrics"),
 )
 
 
