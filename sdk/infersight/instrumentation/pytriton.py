@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -21,7 +21,7 @@ from opentelemetry import trace
 
 from .. import _errors, _runtime
 from ..conventions import SPAN
-from ..stages import Request, Stage
+from ..stages import Request, Stage, _Scope
 from ._common import unwrap, wrap
 
 __all__ = ["instrument", "uninstrument"]
@@ -45,42 +45,80 @@ def _batch_size(requests: Any) -> int:
     return len(requests) if isinstance(requests, Sequence) else 1
 
 
+class _Call(_Scope):
+    """One call of an inference callable: PyTriton's span of its first request made current (so
+    the stages join Triton's trace), a request of the bound model, and its ``model`` stage. As a
+    decorator (``_Scope``), it keeps a streaming callable's context changes to its own steps."""
+
+    __slots__ = ("_model", "_request", "_requests", "_stage", "_token", "_version")
+
+    def __init__(self, model: str, version: str, requests: Any) -> None:
+        self._model, self._version, self._requests = model, version, requests
+        self._token: Any = None
+        self._request: Request | None = None
+        self._stage: Stage | None = None
+
+    def _clone(self) -> _Call:
+        return _Call(self._model, self._version, self._requests)
+
+    def _enter(self) -> None:
+        span = _parent_span(self._requests)
+        if span is not None:
+            self._token = otel_context.attach(trace.set_span_in_context(span))
+        self._request = Request(self._model, self._model, SPAN.REQUEST, self._version)
+        self._stage = Stage(SPAN.MODEL, self._model, _batch_size(self._requests))
+        self._request.__enter__()
+        self._stage.__enter__()
+
+    def _exit(self, error: BaseException | None) -> None:
+        try:
+            if self._stage is not None:
+                self._stage._exit(error)
+            if self._request is not None:
+                self._request._exit(error)
+        finally:
+            if self._token is not None:
+                otel_context.detach(self._token)
+
+
 def _traced(fn: Callable[..., Any], model: str, version: str) -> Callable[..., Any]:
     if getattr(fn, "__infersight_pytriton__", False):
         return fn
-
-    def scopes(requests: Any) -> tuple[Any, Request, Stage]:
-        span = _parent_span(requests)
-        token = otel_context.attach(trace.set_span_in_context(span)) if span is not None else None
-        return token, Request(model, model, SPAN.REQUEST, version), Stage(SPAN.MODEL, model, _batch_size(requests))
-
-    if inspect.isgeneratorfunction(fn):  # a decoupled model: the stage lasts until the last response
+    # PyTriton tells sync from async callables, and plain from streaming (decoupled) ones, by
+    # their kind: each wrapper is of its callable's kind. A stream's stage lasts to its end.
+    traced: Callable[..., Any]
+    if inspect.isasyncgenfunction(fn):
 
         @functools.wraps(fn)
-        def stream(requests: Any, *args: Any, **kwargs: Any) -> Iterator[Any]:
-            token, request, stage = scopes(requests)
-            try:
-                with request, stage:
-                    yield from fn(requests, *args, **kwargs)
-            finally:
-                if token is not None:
-                    otel_context.detach(token)
+        async def astream(requests: Any, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            async for item in _Call(model, version, requests)(fn)(requests, *args, **kwargs):
+                yield item
 
-        traced: Callable[..., Any] = stream
+        traced = astream
+    elif inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def acall(requests: Any, *args: Any, **kwargs: Any) -> Any:
+            return await _Call(model, version, requests)(fn)(requests, *args, **kwargs)
+
+        traced = acall
+    elif inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def stream(requests: Any, *args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            return (yield from _Call(model, version, requests)(fn)(requests, *args, **kwargs))
+
+        traced = stream
     else:
 
         @functools.wraps(fn)
         def call(requests: Any, *args: Any, **kwargs: Any) -> Any:
-            token, request, stage = scopes(requests)
-            try:
-                with request, stage:
-                    return fn(requests, *args, **kwargs)
-            finally:
-                if token is not None:
-                    otel_context.detach(token)
+            with _Call(model, version, requests):
+                return fn(requests, *args, **kwargs)
 
         traced = call
-    traced.__infersight_pytriton__ = True  # type: ignore[attr-defined]
+    marked: Any = traced
+    marked.__infersight_pytriton__ = True
     return traced
 
 
