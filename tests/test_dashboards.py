@@ -30,7 +30,7 @@ from tests.support.dashboards import (
     substitute_variables,
 )
 
-from infersight.conventions import ALL_METRICS, METRIC
+from infersight.conventions import ALL_METRICS, METRIC, TRITON
 from stack import find_binary, http_get, prometheus, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,7 +185,7 @@ def test_heatmaps_show_exemplars() -> None:
 
 _SERIES = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{")
 _SUFFIX = re.compile(r"_(bucket|sum|count|total)$")
-KNOWN = {spec.name for spec in ALL_METRICS}
+KNOWN = {spec.name for spec in ALL_METRICS} | set(TRITON.METRICS)  # Triton's own, for its models
 
 
 def _metric_names(expr: str) -> set[str]:

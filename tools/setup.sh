@@ -60,6 +60,9 @@ fi
 for framework in litserve bentoml; do
   bash tools/build-framework-env.sh "$framework" >/dev/null || echo "setup: the $framework env was not built; its tests will skip"
 done
+# PyTriton (a CPU tritonserver inside) in its own env for tests/e2e/test_triton_live.py (which
+# skips, saying why, without it). Bounded: the script gives pip 15 min.
+bash tools/build-triton-env.sh >/dev/null || echo "setup: the PyTriton env was not built; the Triton tests will skip"
 
 if [ "${INFERSIGHT_SKIP_COLLECTOR:-0}" != 1 ]; then
   bash tools/build-collector.sh

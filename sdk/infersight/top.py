@@ -26,7 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .conventions import METRIC, OUTCOME_ERROR, OUTSIDE_STAGES, STAGES
+from .conventions import METRIC, OUTCOME_ERROR, OUTSIDE_STAGES, STAGES, TRITON
 
 __all__ = [
     "Alert",
@@ -157,6 +157,8 @@ class PrometheusSource:
         exprs["model_rps"] = f"sum by (model) (rate({_REQ}_count[{w}]))"
         exprs["model_errors"] = f'sum by (model) (rate({_REQ}_count{{outcome="{OUTCOME_ERROR}"}}[{w}]))'
         exprs["stage_rps"] = f"sum by (model, stage) (rate({_STAGE}_count[{w}]))"
+        for key, triton in _triton_expressions(w).items():
+            exprs[key] = f"{exprs[key]}\nor\n{triton}"
         exprs["slo"] = f"max by (model) ({_SLO})"
         exprs["gpu"] = f"max by (gpu, name) ({_GPU_UTIL})"
         per_model = f"sum by (model, uuid) (rate({_GPU_SECONDS}[{w}]))"
@@ -227,6 +229,29 @@ class PrometheusSource:
             except Exception as exc:
                 snap.problems.append(f"alerts: {exc}")
         return snap
+
+
+def _triton_expressions(w: str) -> dict[str, str]:
+    """Triton's models (``TRITON``): its counters over the window; its quantiles from its summaries
+    (``summary_latencies=true``), a sliding window of Triton's, the slowest replica's."""
+    requests = f'{{__name__=~"{TRITON.SUCCESS}|{TRITON.FAILURE}"}}'
+    success = f"sum by (model) (rate({TRITON.SUCCESS}[{w}]))"
+    exprs = {
+        "model_rps": f"sum by (model) (rate({requests}[{w}]))",
+        "model_errors": f"sum by (model) (rate({TRITON.FAILURE}[{w}]))",
+    }
+    stage_rps: list[str] = []
+    quantiles: dict[float, list[str]] = {q: [] for q in QUANTILES}
+    for stage, summary in TRITON.STAGE_SUMMARY_US.items():
+        stage_rps.append(f'label_replace({success}, "stage", "{stage}", "", "")')
+        for q in QUANTILES:
+            value = f'max by (model) ({summary}{{quantile="{q}"}}) / 1e6'
+            quantiles[q].append(f'label_replace({value}, "stage", "{stage}", "", "")')
+    exprs["stage_rps"] = " or ".join(stage_rps)
+    for q in QUANTILES:
+        exprs[f"model_p{q}"] = f'max by (model) ({TRITON.REQUEST_SUMMARY_US}{{quantile="{q}"}}) / 1e6'
+        exprs[f"stage_p{q}"] = " or ".join(quantiles[q])
+    return exprs
 
 
 # ---- /metrics, read directly -------------------------------------------------------------

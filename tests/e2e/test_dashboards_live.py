@@ -97,6 +97,8 @@ ALLOWED_EMPTY = {
     ("infersight-drift.json", "infersight_drift_errors_total"): "drift runs succeed",
     # The example servers call no other service; tests/test_layers.py covers outgoing calls.
     ("infersight-overview.json", "infersight_client_"): "the example servers make no outgoing calls",
+    # No Triton in this stack; tests/e2e/test_triton_live.py runs one.
+    ("infersight-overview.json", "nv_inference_"): "no Triton Inference Server in this stack",
 }
 DRIFT_METRICS = ("infersight_drift_", "infersight_input_tokens", "infersight_payload_size")
 
