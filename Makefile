@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export INFERSIGHT_CACHE := $(CACHE)
 export INFERSIGHT_VENV := $(VENV)
 
-.PHONY: help setup collector test test-e2e test-gpu lint generate check-generated demo bench
+.PHONY: help setup collector jaeger test test-e2e test-gpu lint generate check-generated demo bench
 
 help:
 	@echo "make demo       set up, then run the example server under load with the live view"
@@ -20,6 +20,9 @@ setup:
 
 collector:
 	@bash tools/build-collector.sh
+
+jaeger:
+	@bash tools/build-jaeger.sh
 
 test: setup
 	$(PY) -m pytest

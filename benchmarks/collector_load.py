@@ -211,8 +211,8 @@ def main() -> int:
                     "cpu": cpu_seconds(col.pid),
                     "accepted": counter(rows, "otelcol_receiver_accepted_spans"),
                     "refused": counter(rows, "otelcol_receiver_refused_spans"),
-                    "to_tempo": counter(rows, "otelcol_exporter_sent_spans", 'exporter="otlp_grpc/tempo"'),
-                    "tempo_failed": counter(rows, "otelcol_exporter_send_failed_spans", 'exporter="otlp_grpc/tempo"'),
+                    "to_tempo": counter(rows, "otelcol_exporter_sent_spans", 'exporter="otlp_grpc/traces"'),
+                    "tempo_failed": counter(rows, "otelcol_exporter_send_failed_spans", 'exporter="otlp_grpc/traces"'),
                 }
             )
             time.sleep(max(0.0, 1.0 - (time.time() - start_at) % 1.0))
