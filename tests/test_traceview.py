@@ -252,14 +252,17 @@ def _send_request_trace(endpoint: str) -> str:
 
 
 @pytest.fixture()
-def fake_prometheus() -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """A query_exemplars endpoint answering with the exemplars the test puts in the list."""
-    exemplars: list[dict[str, Any]] = []
+def fake_http() -> Iterator[tuple[str, dict[str, Any]]]:
+    """A loopback HTTP server answering GETs from ``routes``: the longest path prefix wins,
+    its value is JSON (200); no prefix: 404."""
+    routes: dict[str, Any] = {}
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            body = json.dumps({"status": "success", "data": exemplars}).encode()
-            self.send_response(200 if self.path.startswith("/api/v1/query_exemplars") else 404)
+            path = self.path.split("?", 1)[0]
+            match = max((p for p in routes if path.startswith(p)), key=len, default=None)
+            body = json.dumps(routes[match] if match is not None else {"error": "not found"}).encode()
+            self.send_response(200 if match is not None else 404)
             self.send_header("Content-Type", "application/json")
             self.end_headers()
             self.wfile.write(body)
@@ -268,12 +271,76 @@ def fake_prometheus() -> Iterator[tuple[str, list[dict[str, Any]]]]:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", exemplars
+        yield f"http://127.0.0.1:{server.server_address[1]}", routes
     finally:
         server.shutdown()
         server.server_close()
+        thread.join(timeout=5)
+
+
+def _exemplars(*pairs: tuple[str, float]) -> dict[str, Any]:
+    """A query_exemplars answer: one series per (trace id, seconds)."""
+    now = time.time()
+    data = [
+        {
+            "seriesLabels": {"model": "tiny-sentiment", "le": "+Inf"},
+            "exemplars": [{"labels": {"trace_id": tid}, "value": str(value), "timestamp": now}],
+        }
+        for tid, value in pairs
+    ]
+    return {"status": "success", "data": data}
+
+
+def test_top_shows_the_slowest_trace_on_the_t_key(fake_http: tuple[str, dict[str, Any]]) -> None:
+    """top in a terminal: ``t`` draws the slowest exemplar's trace (skipping one the backend
+    does not hold), any key goes back to the table, ``q`` quits. Prometheus and Jaeger are
+    stand-ins serving their APIs' JSON."""
+    import argparse
+
+    url, routes = fake_http
+    routes["/api/v1/query"] = {"status": "success", "data": {"resultType": "vector", "result": []}}
+    routes["/api/v1/alerts"] = {"status": "success", "data": {"alerts": []}}
+    routes["/api/v1/query_exemplars"] = _exemplars(("f" * 32, 3.0), (TRACE_ID, 0.2))
+    routes[f"/api/v3/traces/{TRACE_ID}"] = jaeger_doc()
+    parser = argparse.ArgumentParser()
+    top.add_arguments(parser)
+    args = parser.parse_args(["--prometheus", url, "--jaeger", url, "--interval", "0.1", "--no-color"])
+
+    class Out:
+        def __init__(self) -> None:
+            self.parts: list[str] = []
+
+        def write(self, text: str) -> None:
+            self.parts.append(text)
+
+        def flush(self) -> None:
+            pass
+
+        def text(self) -> str:
+            return "".join(self.parts)
+
+    master, slave = os.openpty()
+    out, result = Out(), []
+    with os.fdopen(slave, "rb", buffering=0) as keys:
+        thread = threading.Thread(target=lambda: result.append(top.run(args, out, keys_from=keys)), daemon=True)
+        thread.start()
+        from stack import wait_until
+
+        wait_until(lambda: top.KEYS_HELP in out.text(), 10, what="the first frame")
+        os.write(master, b"t")
+        wait_until(lambda: "slowest recent request" in out.text(), 10, what="the trace on t")
+        shown = out.text().split("slowest recent request", 1)[1]
+        assert TRACE_ID in shown and "cpu 10.0ms (25%) wait 30.0ms" in shown
+        frames = out.text().count("infersight top")
+        os.write(master, b"x")  # back to the table
+        wait_until(lambda: out.text().count("infersight top") > frames, 10, what="the table again")
+        os.write(master, b"q")
+        thread.join(timeout=10)
+    os.close(master)
+    assert result == [0]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -289,7 +356,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.stack
 def test_a_trace_sent_to_jaeger_is_drawn_by_infersight_trace(
-    jaeger: Any, fake_prometheus: tuple[str, list[dict[str, Any]]]
+    jaeger: Any, fake_http: tuple[str, dict[str, Any]]
 ) -> None:
     from stack import wait_until
 
@@ -311,15 +378,8 @@ def test_a_trace_sent_to_jaeger_is_drawn_by_infersight_trace(
     assert proc.returncode == 1 and f"no trace {missing}" in proc.stderr
 
     # Without an id: the slowest exemplar whose trace Jaeger holds (the slower one was sampled out).
-    prom_url, exemplars = fake_prometheus
-    now = time.time()
-    for tid, value in ((missing, 2.5), (trace_id, 0.07), ("e" * 32, 0.01)):
-        exemplars.append(
-            {
-                "seriesLabels": {"model": "tiny-sentiment", "le": "+Inf"},
-                "exemplars": [{"labels": {"trace_id": tid}, "value": str(value), "timestamp": now}],
-            }
-        )
+    prom_url, routes = fake_http
+    routes["/api/v1/query_exemplars"] = _exemplars((missing, 2.5), (trace_id, 0.07), ("e" * 32, 0.01))
     proc = _cli("--prometheus", prom_url, "--jaeger", jaeger.url)
     assert proc.returncode == 0, proc.stderr
     assert "slowest recent request (70 ms)" in proc.stdout and trace_id in proc.stdout

@@ -640,7 +640,8 @@ def run(args: argparse.Namespace, out: Any = None, keys_from: Any = None) -> int
                     snap = Snapshot(source=str(getattr(source, "url", "")), window="-", problems=[str(exc)])
                 history.add(snap)
                 failed = bool(snap.problems) and not snap.models and not snap.stages
-                frame = render(snap, color=color, history=history)
+                # --once: one frame has no trend, and scripts parse its columns.
+                frame = render(snap, color=color, history=None if args.once else history)
                 if keys.active:
                     frame += "\n\n" + KEYS_HELP
                 out.write((CLEAR if tty and not args.once else "") + frame + "\n")
