@@ -1,4 +1,4 @@
-"""The shared live stack (tests/e2e/live_stack.py): started once per session, always stopped."""
+"""The shared live stack (tests/e2e/live_stack.py): started once for the e2e tests, always stopped."""
 
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ import stack
 from .live_stack import LiveStack, live_stack
 
 
-@pytest.fixture(scope="session")
+# Package scope: the stack (its servers, load and in-process trace sink) stops after the last
+# e2e test instead of at the end of the session, so it neither loads the CPU nor allocates
+# memory under the tests that follow (tests/reliability measures this process's RSS).
+@pytest.fixture(scope="package")
 def live(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[LiveStack]:
     missing = [b for b in ("prometheus", "promtool", "alertmanager") if stack.find_binary(b) is None]
     if missing:

@@ -124,7 +124,8 @@ def test_slow_postprocess_fires_p99_and_stage_alerts(live: LiveStack) -> None:
 
     summary = result[0].summary() if result else "no load result"
     assert f"{P99_ALERT} firing" in timings, f"{P99_ALERT} not firing in 75 s; {after}; {timings}; {summary}"
-    assert BREACH_ALERT in timings, f"{BREACH_ALERT} not notified in 75 s; {after}; {live.webhook.snapshot()}; {summary}"
+    notified = live.webhook.snapshot()
+    assert BREACH_ALERT in timings, f"{BREACH_ALERT} not notified in 75 s; {after}; {notified}; {summary}"
     assert STAGE_ALERT in timings, f"{STAGE_ALERT} not notified in 75 s; {after}; {live.webhook.snapshot()}"
 
     path, breach = _notified(live, BREACH_ALERT, model=model, stage=SPAN.POSTPROCESS) or ("", {})
