@@ -30,7 +30,7 @@ if [ ! -x "$BIN" ]; then
     cd "$WORK" &&
       go mod init infersight.local/jaeger-build &&
       GOFLAGS=-mod=mod go get "$MODULE/cmd/jaeger@$VERSION" &&
-      GOFLAGS="-trimpath -mod=mod" timeout "${INFERSIGHT_JAEGER_BUILD_TIMEOUT:-3600}" \
+      GOFLAGS="-trimpath -mod=mod" timeout 3600 \
         go build -ldflags="-s -w" -o jaeger "$MODULE/cmd/jaeger"
   ) > "$WORK/build.log" 2>&1; then
     tail -n 40 "$WORK/build.log" >&2
