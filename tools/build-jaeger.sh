@@ -30,6 +30,11 @@ if [ ! -x "$BIN" ]; then
     cd "$WORK" &&
       go mod init infersight.local/jaeger-build &&
       GOFLAGS=-mod=mod go get "$MODULE/cmd/jaeger@$VERSION" &&
+      # go get ignores a dependency's replace directives: apply the release's own (one-line
+      # form), so the build uses the versions the release does.
+      sed -n 's/^replace \([^ ]*\) => \([^ ]*\) \(v[^ ]*\)$/\1=\2@\3/p' \
+        "$(go list -m -f '{{.Dir}}' "$MODULE")/go.mod" > replaces.txt &&
+      while read -r r; do go mod edit -replace="$r"; done < replaces.txt &&
       GOFLAGS="-trimpath -mod=mod" timeout 3600 \
         go build -ldflags="-s -w" -o jaeger "$MODULE/cmd/jaeger"
   ) > "$WORK/build.log" 2>&1; then
