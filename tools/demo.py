@@ -56,7 +56,7 @@ APPS = {
     "fastapi": stack.ROOT / "examples" / "fastapi_sentiment" / "app.py",
 }
 SCRAPE_JOB = "model-server"  # the shipped job name for the model servers
-TRACE_EVERY_S = 10  # how often the slowest trace under the table is looked up again
+TRACE_EVERY_S = 10  # how often (and how long after the fault first) the slowest trace is looked up
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -318,6 +318,7 @@ def _serve(
         t = time.monotonic() - events.t0
         if not fault_on and t >= args.fault_at:
             fault_on = True
+            waterfall_at = time.monotonic()  # the first look once slow requests were scraped
             if args.fault == "cold_start":
                 faults.write(fault_file, cold_start=True)
                 events.add(
