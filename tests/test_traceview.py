@@ -73,6 +73,9 @@ def request_trace() -> list[dict[str, Any]]:
                 ATTR.GPU_SECONDS: 0.012,
                 ATTR.GPU_BUSY_SECONDS: 0.048,
                 ATTR.GPU_PREFIX + "sm_active": 0.45,
+                ATTR.GPU_PREFIX + "nvlink_tx_bytes_per_second": 2.5e9,
+                ATTR.GPU_WALL_SECONDS: 0.1,
+                ATTR.GPU_UUID: "GPU-1234",
             },
         ),
         _span("00000000000000d4", "00000000000000a1", SPAN.POSTPROCESS, 145, 195, **{ATTR.STAGE_CPU_SECONDS: 0.05}),
@@ -172,7 +175,8 @@ def test_waterfall_shows_gpu_counters_only_where_present() -> None:
     trace = traceview.parse_traces(jaeger_doc())[TRACE_ID]
     text = traceview.render_waterfall(trace, width=160)
     model = _line(text, SPAN.MODEL)
-    assert "GPU gpu 12.0ms kernels 48.0ms sm_active 45%" in model
+    assert "GPU gpu 12.0ms kernels 48.0ms nvlink_tx_bytes_per_second 2.5e+09 sm_active 45%" in model
+    assert "GPU-1234" not in model and "wall" not in model
     assert "GPU" not in _line(text, SPAN.PREPROCESS)
 
 

@@ -42,15 +42,10 @@ DEFAULT_JAEGER_URL = "http://127.0.0.1:16686"
 SPAN_KIND_SERVER = 2  # OTLP's SpanKind enum
 STATUS_ERROR = 2
 CPU, WAIT, SPAN_BAR = "\u2588", "\u2591", "\u2588"  # full block, light shade
-# GPU figures a span may carry, in the order shown, with how to show them.
-_GPU_SHOWN = (
-    (ATTR.GPU_SECONDS, "gpu", "s"),
-    (ATTR.GPU_BUSY_SECONDS, "kernels", "s"),
-    (ATTR.GPU_PREFIX + "sm_active", "sm_active", "%"),
-    (ATTR.GPU_PREFIX + "utilization", "util", "%"),
-    (ATTR.GPU_PREFIX + "tensor_active", "tensor", "%"),
-    (ATTR.GPU_PREFIX + "dram_active", "dram", "%"),
-)
+# A span's GPU time figures, shown first; its other numeric infersight.gpu.* attributes are
+# the counters (ratios shown as %, rates as numbers). The wall time is the span's own.
+_GPU_TIMES = ((ATTR.GPU_SECONDS, "gpu"), (ATTR.GPU_BUSY_SECONDS, "kernels"))
+_GPU_SKIPPED = {ATTR.GPU_WALL_SECONDS, *(key for key, _ in _GPU_TIMES)}
 
 
 class TraceNotFound(LookupError):
@@ -313,12 +308,13 @@ def _ms(seconds: float) -> str:
 
 
 def _gpu_text(span: Span) -> str:
-    parts = []
-    for key, label, unit in _GPU_SHOWN:
+    parts = [f"{label} {_ms(value)}" for key, label in _GPU_TIMES if (value := span.number(key)) is not None]
+    for key in sorted(span.attributes):
         value = span.number(key)
-        if value is None:
+        if not key.startswith(ATTR.GPU_PREFIX) or key in _GPU_SKIPPED or value is None:
             continue
-        parts.append(f"{label} {value * 100:.0f}%" if unit == "%" else f"{label} {_ms(value)}")
+        name = key.removeprefix(ATTR.GPU_PREFIX)
+        parts.append(f"{name} {value * 100:.0f}%" if 0 <= value <= 1 else f"{name} {value:.3g}")
     return "GPU " + " ".join(parts) if parts else ""
 
 
