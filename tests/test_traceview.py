@@ -387,3 +387,21 @@ def test_a_trace_sent_to_jaeger_is_drawn_by_infersight_trace(
     proc = _cli("--prometheus", prom_url, "--jaeger", jaeger.url)
     assert proc.returncode == 0, proc.stderr
     assert "slowest recent request (70 ms)" in proc.stdout and trace_id in proc.stdout
+
+
+def test_build_script_and_stack_agree_on_the_cached_binary(jaeger: Any) -> None:
+    """tools/build-jaeger.sh (cached: returns at once) prints the path tools/stack/jaeger.py
+    computes, and the binary is the pinned release."""
+    import stack
+
+    proc = subprocess.run(["bash", str(ROOT / "tools" / "build-jaeger.sh")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == str(stack.jaeger_binary())
+    module, version = next(
+        line.split() for line in (ROOT / "tools" / "jaeger.pin").read_text().splitlines() if line[:1] not in ("#", "")
+    )
+    go = next((p for p in ("go", "/usr/local/go/bin/go") if stack.find_binary(p) or Path(p).exists()), None)
+    if go is None:
+        pytest.skip("go not installed: cannot read the binary's module version")
+    info = subprocess.run([go, "version", "-m", str(stack.jaeger_binary())], capture_output=True, text=True, timeout=60)
+    assert re.search(rf"^\s+mod\s+{re.escape(module)}\s+{re.escape(version)}\s", info.stdout, re.M), info.stdout
