@@ -14,6 +14,7 @@ help:
 	@echo "make bench      run the benchmarks and write docs/benchmarks.md"
 	@echo "make generate   regenerate rules, dashboards and docs from code"
 	@echo "make lint       ruff check and format, mypy strict, promtool check rules"
+	@echo "make collector  build our collector (cached); make jaeger: build Jaeger v2 (cached)"
 
 setup:
 	@bash tools/setup.sh
