@@ -365,7 +365,12 @@ def test_a_trace_sent_to_jaeger_is_drawn_by_infersight_trace(
     from stack import wait_until
 
     trace_id = _send_request_trace(jaeger.otlp_endpoint)
-    trace = wait_until(lambda: jaeger.trace(trace_id), 15, interval=0.2, what=f"trace {trace_id} in Jaeger")
+
+    def whole() -> traceview.Trace | None:  # Jaeger stores each batch as it comes: wait for all 4 spans
+        trace = jaeger.trace(trace_id)
+        return trace if trace is not None and len(trace.spans) == 4 else None
+
+    trace = wait_until(whole, 15, interval=0.2, what=f"the 4 spans of trace {trace_id} in Jaeger")
     assert {s.name for s in trace.spans} == {"POST /predict", *STAGE_NAMES}
     assert trace.root.service == "traceview-test"
 
