@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export INFERSIGHT_CACHE := $(CACHE)
 export INFERSIGHT_VENV := $(VENV)
 
-.PHONY: help setup collector test test-e2e test-gpu lint generate check-generated demo bench
+.PHONY: help setup collector jaeger test test-e2e test-gpu lint generate check-generated demo bench
 
 help:
 	@echo "make demo       set up, then run the example server under load with the live view"
@@ -14,12 +14,16 @@ help:
 	@echo "make bench      run the benchmarks and write docs/benchmarks.md"
 	@echo "make generate   regenerate rules, dashboards and docs from code"
 	@echo "make lint       ruff check and format, mypy strict, promtool check rules"
+	@echo "make collector  build our collector (cached); make jaeger: build Jaeger v2 (cached)"
 
 setup:
 	@bash tools/setup.sh
 
 collector:
 	@bash tools/build-collector.sh
+
+jaeger:
+	@bash tools/build-jaeger.sh
 
 test: setup
 	$(PY) -m pytest

@@ -327,7 +327,7 @@ def overview() -> Iterable[Any]:
     yield drill_to(dashed(latency, "D"), "infersight-stages", "Stages of ${__field.labels.model}")
     yield heat(
         "Request latency heatmap (click an exemplar for its trace)",
-        "Where do request latencies fall, and which trace is behind an outlier? Exemplars link to Tempo.",
+        "Where do request latencies fall, and which trace is behind an outlier? Exemplars link to Jaeger.",
         "s",
         target(heatmap_expr(METRIC.REQUEST_DURATION, REQ), "{{le}}", exemplar=True, fmt=pm.PromQueryFormat.HEATMAP),
         cell_unit="reqps",

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent set-up for a fresh Debian machine: OS packages, the Python env, the collector.
+# Idempotent set-up for a fresh Debian machine: OS packages, the Python env, the collector, Jaeger.
 # The venv lives outside the repo, keyed by the hash of pyproject.toml + constraints.txt,
 # because torch (CUDA build from PyPI) is ~3 GB and takes minutes to install.
 set -euo pipefail
@@ -66,6 +66,13 @@ bash tools/build-triton-env.sh >/dev/null || echo "setup: the PyTriton env was n
 
 if [ "${INFERSIGHT_SKIP_COLLECTOR:-0}" != 1 ]; then
   bash tools/build-collector.sh
+fi
+
+# Jaeger v2, the native stack's trace backend (the demo, tests/e2e, tests/test_traceview.py).
+# Built once per pin (many minutes on 2 cores); without it the demo stores no traces and the
+# tests that need it say so.
+if [ "${INFERSIGHT_SKIP_JAEGER:-0}" != 1 ]; then
+  bash tools/build-jaeger.sh >/dev/null || echo "setup: Jaeger not built (see above); the demo stores no traces"
 fi
 
 # kustomize, the Kubernetes schemas and the Prometheus Operator CRDs, for tests/kubernetes/
