@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export INFERSIGHT_CACHE := $(CACHE)
 export INFERSIGHT_VENV := $(VENV)
 
-.PHONY: help setup collector jaeger test test-e2e test-gpu lint generate check-generated demo bench
+.PHONY: help setup setup-tests collector jaeger test test-e2e test-gpu lint generate check-generated demo bench
 
 help:
 	@echo "make demo       set up, then run the example server under load with the live view"
@@ -19,13 +19,17 @@ help:
 setup:
 	@bash tools/setup.sh
 
+# The test suite also needs the envs of its framework, Triton and newest-versions tests.
+setup-tests:
+	@INFERSIGHT_TEST_ENVS=1 bash tools/setup.sh
+
 collector:
 	@bash tools/build-collector.sh
 
 jaeger:
 	@bash tools/build-jaeger.sh
 
-test: setup
+test: setup-tests
 	$(PY) -m pytest
 
 lint:
@@ -40,7 +44,7 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/run.py
 
-test-e2e: setup
+test-e2e: setup-tests
 	$(PY) -m pytest tests/e2e -q -s
 
 test-gpu: setup
