@@ -2,9 +2,10 @@
 imported infersight, so each call is a CLIENT span whose ``traceparent`` Triton continues, and
 a client latency observation (``infersight_client_request_duration_seconds``).
 
-    python tests/apps/triton_client.py HTTP_PORT GRPC_PORT SECONDS RPS [METRICS_PORT LINGER_S]
+    python tests/apps/triton_client.py HTTP_PORT GRPC_PORT CALLS RPS [METRICS_PORT LINGER_S]
 
-Calls ``double`` over HTTP and gRPC in turn for SECONDS at about RPS calls a second, then
+Calls ``double`` over HTTP and gRPC in turn, CALLS times at about RPS calls a second (at most
+MAX_SECONDS: a slow box makes fewer calls, not an endless run), then
 prints one JSON line: the calls made and the client-side P50/P99 in seconds. With METRICS_PORT,
 it serves its /metrics there and stays LINGER_S more seconds for a last scrape.
 """
@@ -22,9 +23,11 @@ import tritonclient.http as httpclient
 import infersight
 import infersight.auto
 
+MAX_SECONDS = 60
+
 
 def main() -> None:
-    http, grpc, seconds, rps = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+    http, grpc, calls, rps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
     if len(sys.argv) > 5:
         infersight.start_metrics_server(int(sys.argv[5]), "127.0.0.1")
     clients = [
@@ -33,9 +36,9 @@ def main() -> None:
     ]
     data = np.arange(4, dtype=np.float32).reshape(1, 4)
     took: list[float] = []
-    end = time.monotonic() + seconds
+    end = time.monotonic() + MAX_SECONDS
     n = 0
-    while time.monotonic() < end:
+    while n < calls and time.monotonic() < end:
         module, client = clients[n % 2]
         x = module.InferInput("x", [1, 4], "FP32")
         x.set_data_from_numpy(data)
