@@ -7,12 +7,15 @@
 3. starts a real Prometheus (scraping every second, the repo's rule files with their ``for:``
    windows shortened; the shipped files keep production values) and Alertmanager, plus a
    webhook receiver in this process that prints alerts as they arrive;
-4. starts the OpenTelemetry collector if it was built (``make collector``); without it traces
-   are off (OTEL_TRACES_EXPORTER=none) and exemplars still link metrics to trace ids;
-5. sends load, shows ``infersight top`` live, and after ``--fault-at`` seconds turns on a
-   fault (``--fault``, slow postprocess by default) so the latency alerts fire: a slow stage, a
-   slow tokenizer on long inputs, a lock in postprocessing, a thread hogging the GIL, 4 KiB
-   payloads, a load spike, or a cold start (the server process restarted).
+4. starts Jaeger (the trace backend, ``make jaeger``) and the OpenTelemetry collector
+   (``make collector``), which sends the traces to Jaeger over OTLP; without the collector
+   traces are off (OTEL_TRACES_EXPORTER=none) and exemplars still link metrics to trace ids;
+5. sends load, shows ``infersight top`` live (P99 sparklines), and after ``--fault-at`` seconds
+   turns on a fault (``--fault``, slow postprocess by default) so the latency alerts fire: a
+   slow stage, a slow tokenizer on long inputs, a lock in postprocessing, a thread hogging the
+   GIL, 4 KiB payloads, a load spike, or a cold start (the server process restarted); from then
+   on the slowest recent request's trace, fetched from Jaeger, is drawn as a waterfall under
+   the table.
 
 It runs this checkout's SDK (sdk/) and starts the stack with tools/stack, as the tests do.
 Ctrl-C (or ``--duration``) stops every child and removes the temporary directory.
@@ -46,7 +49,7 @@ import http_load  # noqa: E402  (examples/load/)
 
 import faults  # noqa: E402  (examples/)
 from build_model import build  # noqa: E402  (examples/)
-from infersight import top  # noqa: E402
+from infersight import top, traceview  # noqa: E402
 from infersight.conventions import COLD_START_PHASES, COLD_TOTAL, METRIC, SPAN  # noqa: E402
 from webhook_receiver import AlertLog  # noqa: E402  (examples/)
 
@@ -68,6 +71,7 @@ APPS = {
     "fastapi": stack.ROOT / "examples" / "fastapi_sentiment" / "app.py",
 }
 SCRAPE_JOB = "model-server"  # the shipped job name for the model servers
+TRACE_EVERY_S = 10  # how often (and how long after the fault first) the slowest trace is looked up
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -156,16 +160,19 @@ class Alerts:
         )
 
 
-def _collector_config(workdir: Path, otlp_port: int, health_port: int) -> Path:
-    """Traces only, printed one line a batch: the demo has no Tempo."""
+def _collector_config(workdir: Path, otlp_port: int, health_port: int, jaeger: str | None) -> Path:
+    """Traces only: to Jaeger over OTLP when it runs, else printed one line a batch."""
+    exporters: dict[str, Any] = {"debug": {"verbosity": "basic"}}
+    if jaeger:
+        exporters = {"otlp_grpc/jaeger": {"endpoint": jaeger, "tls": {"insecure": True}}}
     config = {
         "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"{stack.LOOPBACK}:{otlp_port}"}}}},
-        "processors": {"batch": {}},
-        "exporters": {"debug": {"verbosity": "basic"}},
+        "processors": {"batch": {"timeout": "500ms"}},
+        "exporters": exporters,
         "extensions": {"health_check": {"endpoint": f"{stack.LOOPBACK}:{health_port}"}},
         "service": {
             "extensions": ["health_check"],
-            "pipelines": {"traces": {"receivers": ["otlp"], "processors": ["batch"], "exporters": ["debug"]}},
+            "pipelines": {"traces": {"receivers": ["otlp"], "processors": ["batch"], "exporters": list(exporters)}},
             "telemetry": {"metrics": {"level": "none"}},
         },
     }
@@ -174,21 +181,40 @@ def _collector_config(workdir: Path, otlp_port: int, health_port: int) -> Path:
     return out
 
 
-def _start_collector(exits: contextlib.ExitStack, workdir: Path, events: Events) -> dict[str, str]:
+def _start_jaeger(exits: contextlib.ExitStack, workdir: Path, events: Events) -> stack.Jaeger | None:
+    """Jaeger, the trace backend, if it was built (`make jaeger`); None without it."""
+    binary = stack.jaeger_binary()
+    if not os.access(binary, os.X_OK):
+        events.add("Jaeger not built (`make jaeger`): traces are not stored")
+        return None
+    try:
+        jaeger = exits.enter_context(stack.run_jaeger(workdir / "jaeger", binary))
+    except (RuntimeError, TimeoutError) as exc:
+        events.add(f"Jaeger did not start ({exc}); traces are not stored")
+        return None
+    events.add(f"Jaeger (trace backend) on {jaeger.url}, OTLP in on {jaeger.otlp_endpoint}")
+    return jaeger
+
+
+def _start_collector(
+    exits: contextlib.ExitStack, workdir: Path, events: Events, jaeger: stack.Jaeger | None
+) -> dict[str, str]:
     """The collector if it was built, else traces off; the server's OTel settings either way."""
     binary = stack.collector_binary()
     if not os.access(binary, os.X_OK):
         events.add("collector not built (`make collector`): traces off, exemplars still carry trace ids")
         return {"OTEL_TRACES_EXPORTER": "none"}
     otlp_port, health_port = stack.free_port(), stack.free_port()
-    config = _collector_config(workdir, otlp_port, health_port)
+    config = _collector_config(workdir, otlp_port, health_port, jaeger.otlp_endpoint if jaeger else None)
     health = f"http://{stack.LOOPBACK}:{health_port}/"
     try:
         exits.enter_context(stack.run_collector(binary, config, workdir / "otelcol.log", health_url=health))
     except (RuntimeError, TimeoutError) as exc:
         events.add(f"collector did not start ({exc}); traces off")
         return {"OTEL_TRACES_EXPORTER": "none"}
-    events.add(f"collector {binary.name} on {stack.LOOPBACK}:{otlp_port} (traces on)")
+    events.add(
+        f"collector {binary.name} on {stack.LOOPBACK}:{otlp_port} (traces on" + (", to Jaeger)" if jaeger else ")")
+    )
     return {
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
@@ -243,7 +269,8 @@ def _serve(
         OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
         HF_HUB_DISABLE_PROGRESS_BARS="1",
     )
-    env.update(_start_collector(exits, workdir, events))
+    jaeger = _start_jaeger(exits, workdir, events)
+    env.update(_start_collector(exits, workdir, events, jaeger))
 
     port = stack.free_port()
     events.add(
@@ -280,6 +307,10 @@ def _serve(
     p99 = f"histogram_quantile(0.99, sum by (le) (rate({METRIC.REQUEST_DURATION.name}_bucket[1m])))"
     query = urllib.parse.urlencode({"g0.expr": p99, "g0.tab": "0", "g0.show_exemplars": "1"})
     events.add(f"P99 with exemplars (dots = trace ids): {prom.url}/graph?{query}")
+    if jaeger:
+        events.add(
+            f"slowest recent trace as a waterfall: infersight trace --prometheus {prom.url} --jaeger {jaeger.url}"
+        )
     events.add(
         f"load: {args.rps:g} req/s from {args.concurrency} clients; P99 objective "
         f"{SLO_P99_S * 1000:.0f} ms for model {label}"
@@ -308,12 +339,15 @@ def _serve(
     else:
         events.add(f"will inject {args.fault} at t={args.fault_at:g}s")
     source = top.PrometheusSource(prom.url, window="30s")
+    history = top.History()
     fault_on = args.no_fault
     cold_start_pending = False
+    waterfall, waterfall_at = "", 0.0
     while time.monotonic() < deadline:
         t = time.monotonic() - events.t0
         if not fault_on and t >= args.fault_at:
             fault_on = True
+            waterfall_at = time.monotonic()  # the first look once slow requests were scraped
             if args.fault == "cold_start":
                 events.add("injecting a cold start: the server process is restarted (as a new pod or Lambda would be)")
                 servers[-1].stop()
@@ -340,12 +374,18 @@ def _serve(
             print(f"demo: {dead[0].name} exited\n{dead[0].log(3000)}", file=sys.stderr)
             return 1
         alerts.drain()
-        frame = top.render(source.snapshot(), color=tty)
+        snap = source.snapshot()
+        history.add(snap)
+        frame = top.render(snap, color=tty, history=history)
+        if jaeger and fault_on and time.monotonic() - waterfall_at >= TRACE_EVERY_S:
+            waterfall_at = time.monotonic()
+            waterfall = _slowest_trace(prom.url, jaeger.url, tty) or waterfall
+        shown = ["", waterfall] if waterfall else []
         if tty:
-            lines = [frame, "", "EVENTS", *events.recent(8), "", "(Ctrl-C to stop)"]
+            lines = [frame, *shown, "", "EVENTS", *events.recent(8), "", "(Ctrl-C to stop)"]
             sys.stdout.write(top.CLEAR + "\n".join(lines) + "\n")
         else:
-            sys.stdout.write(f"--- frame t={t:.0f}s ---\n{frame}\n")
+            sys.stdout.write(f"--- frame t={t:.0f}s ---\n{frame}\n" + "\n".join(shown[1:]) + ("\n" if shown else ""))
         sys.stdout.flush()
         time.sleep(max(0.0, min(args.refresh, deadline - time.monotonic())))
     return 0
@@ -408,6 +448,20 @@ def _cold_start_line(url: str) -> str:
     order = [p for p in COLD_START_PHASES if p in phases and p != COLD_TOTAL]
     parts = ", ".join(f"{p} {phases[p]:.2f}s" for p in order)
     return f"cold start {phases[COLD_TOTAL]:.2f}s: {parts} (model_load includes read_weights, to_device, warm_up)"
+
+
+def _slowest_trace(prometheus_url: str, jaeger_url: str, color: bool) -> str:
+    """The slowest request of the last minute that Jaeger holds, as a waterfall ("" if none yet)."""
+    try:
+        found = traceview.slowest_stored_trace(prometheus_url, jaeger_url, window_s=60)
+    except (OSError, RuntimeError, ValueError):
+        return ""
+    if found is None:
+        return ""
+    exemplar, trace = found
+    return traceview.render_waterfall(
+        trace, color=color, title=f"slowest recent request ({exemplar.value * 1000:.0f} ms)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

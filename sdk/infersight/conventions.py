@@ -19,6 +19,7 @@ __all__ = [
     "SERVER_TIMING_TOTAL",
     "SPAN",
     "STAGES",
+    "TRITON",
     "MetricSpec",
 ]
 
@@ -454,6 +455,50 @@ class ATTR:
     GPU_PREFIX = "infersight.gpu."  # + counter name, e.g. infersight.gpu.sm_active
     COLD_START_PHASE = "infersight.cold_start.phase"
     COLD_START_REQUEST_TRACE = "infersight.cold_start.request_trace_id"  # the first request's own trace
+
+
+class TRITON:
+    """Triton Inference Server's own Prometheus metrics (its port 8002), which the rules of
+    ``prometheus-rules/triton.rules.yaml`` turn into infersight's per-model series."""
+
+    JOB = "triton"  # the scrape job in prometheus/prometheus.yml
+    # The label every series recorded from Triton's metrics carries, so that a model served
+    # both by Triton and by an instrumented PyTriton callable has two distinct series.
+    SERVER_LABEL = "server"
+    SERVER_VALUE = "triton"
+    SUCCESS = "nv_inference_request_success"  # counters, by (model, version)
+    FAILURE = "nv_inference_request_failure"  # by (model, version, reason)
+    INFERENCES = "nv_inference_count"  # inferences (a batch of 8 is 8)
+    EXECUTIONS = "nv_inference_exec_count"  # model executions (a batch of 8 is 1)
+    PENDING = "nv_inference_pending_request_count"  # gauge: requests queued or running
+    REQUEST_DURATION_US = "nv_inference_request_duration_us"  # cumulative microseconds, per request
+    # Triton's stages, as infersight's stage label names them -> their cumulative microseconds
+    # and their summary (``--metrics-config summary_latencies=true``: quantiles over a sliding window).
+    STAGE_DURATION_US = {
+        "queue": "nv_inference_queue_duration_us",
+        "input": "nv_inference_compute_input_duration_us",
+        "model": "nv_inference_compute_infer_duration_us",
+        "output": "nv_inference_compute_output_duration_us",
+    }
+    REQUEST_SUMMARY_US = "nv_inference_request_summary_us"
+    STAGE_SUMMARY_US = {
+        "queue": "nv_inference_queue_summary_us",
+        "input": "nv_inference_compute_input_summary_us",
+        "model": "nv_inference_compute_infer_summary_us",
+        "output": "nv_inference_compute_output_summary_us",
+    }
+    SUMMARY_QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)  # Triton's default summary quantiles
+    METRICS = (
+        SUCCESS,
+        FAILURE,
+        INFERENCES,
+        EXECUTIONS,
+        PENDING,
+        REQUEST_DURATION_US,
+        *STAGE_DURATION_US.values(),
+        REQUEST_SUMMARY_US,
+        *STAGE_SUMMARY_US.values(),
+    )
 
 
 # The W3C Server-Timing header (gRPC: a trailing-metadata key of the same name, lower case)

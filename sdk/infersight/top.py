@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 import urllib.parse
@@ -27,11 +28,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .conventions import METRIC, OUTCOME_ERROR, OUTSIDE_STAGES, STAGES
+from . import traceview
+from .conventions import METRIC, OUTCOME_ERROR, OUTSIDE_STAGES, STAGES, TRITON
 
 __all__ = [
     "Alert",
     "Call",
+    "History",
     "Means",
     "MetricsSource",
     "PrometheusSource",
@@ -41,6 +44,7 @@ __all__ = [
     "diagnose",
     "main",
     "render",
+    "sparkline",
 ]
 
 QUANTILES = (0.5, 0.95, 0.99)
@@ -123,6 +127,49 @@ class Source(Protocol):
     def snapshot(self) -> Snapshot: ...
 
 
+SPARK = "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588"  # lower one eighth block .. full block
+SPARK_LEN = 12  # frames a sparkline shows
+
+
+def sparkline(values: Sequence[float], width: int = SPARK_LEN) -> str:
+    """The last ``width`` values as block characters, scaled from 0 to their largest; a gap
+    where a value is NaN (nothing observed in that frame)."""
+    shown = list(values)[-width:]
+    finite = [v for v in shown if not math.isnan(v)]
+    top = max(finite, default=0.0)
+    out = []
+    for v in shown:
+        if math.isnan(v):
+            out.append(" ")
+        elif top <= 0:
+            out.append(SPARK[0])
+        else:
+            out.append(SPARK[min(len(SPARK) - 1, int(v / top * (len(SPARK) - 1) + 0.5))])
+    return "".join(out)
+
+
+class History:
+    """P99 per model and per (model, stage), one value per frame, the last ``size`` frames."""
+
+    def __init__(self, size: int = SPARK_LEN) -> None:
+        self.size = size
+        self._series: dict[Any, list[float]] = {}
+        self.frames = 0
+
+    def add(self, snap: Snapshot) -> None:
+        values: dict[Any, float] = {m: r.p99 for m, r in snap.models.items()}
+        values.update({k: r.p99 for k, r in snap.stages.items()})
+        for key in set(self._series) | set(values):
+            # A key first seen now gets NaN for the frames before it.
+            series = self._series.setdefault(key, [NAN] * min(self.frames, self.size))
+            series.append(values.get(key, NAN))
+            del series[: -self.size]
+        self.frames += 1
+
+    def series(self, key: Any) -> list[float]:
+        return list(self._series.get(key, []))
+
+
 def bucket_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:
     """The ``q`` quantile of a cumulative histogram ``[(le, count), ...]``, interpolated inside
     the bucket like PromQL's ``histogram_quantile``. NaN when the histogram is empty."""
@@ -185,6 +232,8 @@ class PrometheusSource:
         exprs["call_p0.99"] = f"histogram_quantile(0.99, sum by ({by_call}, le) (rate({_CLIENT}_bucket[{w}])))"
         exprs["call_network_p0.99"] = f"histogram_quantile(0.99, sum by ({by_call}, le) (rate({_NETWORK}_bucket[{w}])))"
         exprs["call_rps"] = f"sum by ({by_call}) (rate({_CLIENT}_count[{w}]))"
+        for key, triton in _triton_expressions(w).items():
+            exprs[key] = f"{exprs[key]}\nor\n{triton}"
         exprs["slo"] = f"max by (model) ({_SLO})"
         exprs["gpu"] = f"max by (gpu, name) ({_GPU_UTIL})"
         per_model = f"sum by (model, uuid) (rate({_GPU_SECONDS}[{w}]))"
@@ -263,6 +312,29 @@ class PrometheusSource:
             except Exception as exc:
                 snap.problems.append(f"alerts: {exc}")
         return snap
+
+
+def _triton_expressions(w: str) -> dict[str, str]:
+    """Triton's models (``TRITON``): its counters over the window; its quantiles from its summaries
+    (``summary_latencies=true``), a sliding window of Triton's, the slowest replica's."""
+    requests = f'{{__name__=~"{TRITON.SUCCESS}|{TRITON.FAILURE}"}}'
+    success = f"sum by (model) (rate({TRITON.SUCCESS}[{w}]))"
+    exprs = {
+        "model_rps": f"sum by (model) (rate({requests}[{w}]))",
+        "model_errors": f"sum by (model) (rate({TRITON.FAILURE}[{w}]))",
+    }
+    stage_rps: list[str] = []
+    quantiles: dict[float, list[str]] = {q: [] for q in QUANTILES}
+    for stage, summary in TRITON.STAGE_SUMMARY_US.items():
+        stage_rps.append(f'label_replace({success}, "stage", "{stage}", "", "")')
+        for q in QUANTILES:
+            value = f'max by (model) ({summary}{{quantile="{q}"}}) / 1e6'
+            quantiles[q].append(f'label_replace({value}, "stage", "{stage}", "", "")')
+    exprs["stage_rps"] = " or ".join(stage_rps)
+    for q in QUANTILES:
+        exprs[f"model_p{q}"] = f'max by (model) ({TRITON.REQUEST_SUMMARY_US}{{quantile="{q}"}}) / 1e6'
+        exprs[f"stage_p{q}"] = " or ".join(quantiles[q])
+    return exprs
 
 
 # ---- /metrics, read directly -------------------------------------------------------------
@@ -454,16 +526,23 @@ def _stage_order(stage: str) -> tuple[int, str]:
     return (STAGES.index(stage), "") if stage in STAGES else (len(STAGES), stage)
 
 
-def render(snap: Snapshot, color: bool = False, width: int = 100) -> str:
-    """The table as text (ANSI colours when ``color``)."""
+def render(snap: Snapshot, color: bool = False, width: int = 100, history: History | None = None) -> str:
+    """The table as text (ANSI colours when ``color``); with ``history``, a sparkline of each
+    row's P99 over the last frames beside its P99."""
 
     def paint(text: str, code: str) -> str:
         return f"{code}{text}{_RESET}" if color else text
 
     clock = time.strftime("%H:%M:%S", time.localtime(snap.taken_at))
     lines = [paint(f"infersight top  {snap.source}  window {snap.window}", _BOLD) + f"  {clock}", ""]
+    trend_w = SPARK_LEN + 2 if history is not None else 0
+
+    def trend(key: Any) -> str:
+        return f"  {sparkline(history.series(key)):<{SPARK_LEN}}" if history is not None else ""
+
     header = (
-        f"{'MODEL / stage':<28}{'P50':>9}{'P95':>9}{'P99':>9}{'SLO P99':>9}  {'':<6}{'RPS':>8}{'ERR':>8}"
+        f"{'MODEL / stage':<28}{'P50':>9}{'P95':>9}{'P99':>9}{'  P99 trend' if trend_w else '':<{trend_w}}"
+        f"{'SLO P99':>9}  {'':<6}{'RPS':>8}{'ERR':>8}"
         f"{'GPU%':>7}{'GPU-s/1k':>10}{'COST/1k':>9}"
     )
     lines.append(paint(header, _BOLD))
@@ -488,7 +567,7 @@ def render(snap: Snapshot, color: bool = False, width: int = 100) -> str:
         err_cell = paint(f"{err:>8}", _RED) if not math.isnan(row.error_ratio) and row.error_ratio > 0 else f"{err:>8}"
         share = "-" if math.isnan(row.gpu_share) else f"{row.gpu_share * 100:.0f}%"
         lines.append(
-            f"{model[:27]:<28}{_ms(row.p50):>9}{_ms(row.p95):>9}{p99_cell}"
+            f"{model[:27]:<28}{_ms(row.p50):>9}{_ms(row.p95):>9}{p99_cell}{trend(model)}"
             f"{_ms(row.slo_p99):>9}  {status or ' ' * 6}{row.rps:>8.1f}{err_cell}"
             f"{share:>7}{_num(row.gpu_seconds_per_1k):>10}{_num(row.cost_per_1k):>9}" + _note(snap, model)
         )
@@ -496,7 +575,8 @@ def render(snap: Snapshot, color: bool = False, width: int = 100) -> str:
             st = snap.stages[(m, stage)]
             lines.append(
                 paint(
-                    f"  {stage[:25]:<26}{_ms(st.p50):>9}{_ms(st.p95):>9}{_ms(st.p99):>9}{'':>9}  {'':<6}{st.rps:>8.1f}"
+                    f"  {stage[:25]:<26}{_ms(st.p50):>9}{_ms(st.p95):>9}{_ms(st.p99):>9}{trend((m, stage))}"
+                    f"{'':>9}  {'':<6}{st.rps:>8.1f}"
                     + (f"{'':>34}{note}" if (note := _note(snap, (m, stage))) else ""),  # under the models' notes
                     _DIM,
                 )
@@ -545,6 +625,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
     parser.add_argument("--count", type=int, default=0, help="stop after this many frames (0: never)")
     parser.add_argument("--no-color", action="store_true")
+    parser.add_argument(
+        "--jaeger",
+        default=traceview.DEFAULT_JAEGER_URL,
+        help=f"Jaeger query URL, for the t key's trace (default {traceview.DEFAULT_JAEGER_URL})",
+    )
 
 
 def make_source(args: argparse.Namespace) -> Source:
@@ -554,29 +639,111 @@ def make_source(args: argparse.Namespace) -> Source:
     return PrometheusSource(args.prometheus or "http://127.0.0.1:9090", window=args.window)
 
 
-def run(args: argparse.Namespace, out: Any = None) -> int:
+KEYS_HELP = "t: slowest recent trace   q: quit   (any key: back to the table)"
+
+
+def trace_frame(args: argparse.Namespace, color: bool) -> str:
+    """What the ``t`` key shows: the slowest recent exemplar trace the backend holds."""
+    if not args.prometheus:
+        return "the slowest trace needs --prometheus (its exemplars name the traces)"
+    try:
+        found = traceview.slowest_stored_trace(args.prometheus, args.jaeger, window_s=_seconds(args.window) * 5)
+    except (OSError, RuntimeError, ValueError) as exc:
+        return f"could not fetch the slowest trace: {exc}"
+    if found is None:
+        return f"no recent exemplar's trace is in {args.jaeger} (sampled out, or no traffic yet)"
+    exemplar, trace = found
+    title = f"slowest recent request ({_ms(exemplar.value)})"
+    return traceview.render_waterfall(trace, color=color, title=title)
+
+
+def _seconds(window: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    for unit in sorted(units, key=len, reverse=True):
+        if window.endswith(unit) and window[: -len(unit)].replace(".", "", 1).isdigit():
+            return float(window[: -len(unit)]) * units[unit]
+    return 60.0
+
+
+class _Keys:
+    """Single key presses from a terminal (cbreak mode, restored on close); none elsewhere."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self._saved: Any = None
+        if stream is not None and hasattr(stream, "isatty") and stream.isatty():
+            try:
+                import termios
+                import tty
+
+                self._saved = termios.tcgetattr(stream.fileno())
+                tty.setcbreak(stream.fileno())
+            except (ImportError, OSError):
+                self._saved = None
+
+    @property
+    def active(self) -> bool:
+        return self._saved is not None
+
+    def wait(self, timeout_s: float) -> str | None:
+        """A key pressed within ``timeout_s``, or None (after sleeping that long)."""
+        if not self.active:
+            time.sleep(timeout_s)
+            return None
+        import select
+
+        ready, _, _ = select.select([self.stream], [], [], timeout_s)
+        return os.read(self.stream.fileno(), 1).decode(errors="replace") if ready else None
+
+    def close(self) -> None:
+        if self._saved is not None:
+            import termios
+
+            termios.tcsetattr(self.stream.fileno(), termios.TCSADRAIN, self._saved)
+            self._saved = None
+
+
+def run(args: argparse.Namespace, out: Any = None, keys_from: Any = None) -> int:
     out = out or sys.stdout
     source = make_source(args)
     tty = hasattr(out, "isatty") and out.isatty()
     color = tty and not args.no_color
     frames = 1 if args.once else args.count
     shown = 0
+    history = History()
+    keys = _Keys(sys.stdin if keys_from is None and tty and not args.once else keys_from)
+    showing_trace = False
     try:
         while True:
-            try:
-                snap = source.snapshot()
-            except OSError as exc:  # the server is down or restarting: say so, keep going
-                snap = Snapshot(source=str(getattr(source, "url", "")), window="-", problems=[str(exc)])
-            failed = bool(snap.problems) and not snap.models and not snap.stages
-            frame = render(snap, color=color)
-            out.write((CLEAR if tty and not args.once else "") + frame + "\n")
-            out.flush()
-            shown += 1
-            if frames and shown >= frames:
-                return 1 if failed else 0
-            time.sleep(args.interval)
+            if not showing_trace:
+                try:
+                    snap = source.snapshot()
+                except OSError as exc:  # the server is down or restarting: say so, keep going
+                    snap = Snapshot(source=str(getattr(source, "url", "")), window="-", problems=[str(exc)])
+                history.add(snap)
+                failed = bool(snap.problems) and not snap.models and not snap.stages
+                # --once: one frame has no trend, and scripts parse its columns.
+                frame = render(snap, color=color, history=None if args.once else history)
+                if keys.active:
+                    frame += "\n\n" + KEYS_HELP
+                out.write((CLEAR if tty and not args.once else "") + frame + "\n")
+                out.flush()
+                shown += 1
+                if frames and shown >= frames:
+                    return 1 if failed else 0
+            key = keys.wait(args.interval)
+            if key == "q":
+                return 0
+            if key in ("t", "T") and not showing_trace:
+                out.write((CLEAR if tty else "") + trace_frame(args, color) + "\n\n(any key: back)\n")
+                out.flush()
+                showing_trace = True
+            elif key is not None:
+                showing_trace = False
     except KeyboardInterrupt:
         return 0
+    finally:
+        keys.close()
 
 
 def main(argv: list[str] | None = None) -> int:

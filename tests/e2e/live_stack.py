@@ -3,9 +3,9 @@
 * the Flask sentiment example (``import infersight.auto``; drift on when the drift module is
   there) and the multi-model example (batcher, queue wait, batch size), both sending traces
   to
-* our built collector, run on a loopback copy of collector-config/otelcol.yaml whose Tempo
-  exporter points at an in-process OTLP gRPC sink (``TraceSink``) and whose span metrics
-  flush every second;
+* our built collector, run on a loopback copy of collector-config/otelcol.yaml whose trace
+  exporter points at a real Jaeger v2 (tools/build-jaeger.sh, memory storage; ``LiveStack.sink``)
+  and whose span metrics flush every second;
 * Prometheus on a test copy of prometheus/prometheus.yml: 1 s scrape and evaluation, the
   shipped jobs with loopback targets, the shipped rule files with ``for:`` capped at
   ``ALERT_FOR`` (the shipped files keep their production values). Before it starts, its data
@@ -14,7 +14,7 @@
   webhook, group waits of 1 s).
 
 The processes, configs and waits come from the loopback stack the demo also uses (tools/stack);
-this module adds the example servers, the trace sink and yesterday's baseline.
+this module adds the example servers and yesterday's baseline.
 
 ``live_stack()`` is a context manager: every process and server it started is stopped on exit
 (an ExitStack, so also when start-up fails half-way; every child additionally dies with the
@@ -43,7 +43,7 @@ from tests.support.netproxy import DelayProxy
 
 import stack
 from infersight.conventions import LATENCY_BUCKETS, METRIC
-from stack import LOOPBACK, OtlpSink, ensure_collector, loopback_config, run_collector
+from stack import LOOPBACK, ensure_collector, ensure_jaeger, loopback_config, run_collector, run_jaeger
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -71,20 +71,6 @@ BASELINE_RPS = 8.0
 # Generous (a loaded 2-core machine is noisy): the stage alert needs 1.5x these to fire.
 BASELINE_STAGE_S = {"preprocess": 0.05, "model": 0.1, "postprocess": 0.05}
 BASELINE_REQUEST_S = 0.1
-
-
-class TraceSink(OtlpSink):
-    """The OTLP sink standing in for Tempo, started at once; spans are read with their service name."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.start()
-
-    def traces(self) -> dict[str, list[tuple[str, Any]]]:  # type: ignore[override]
-        return {
-            trace_id: [(resource.get("service.name", ""), span) for resource, span in spans]
-            for trace_id, spans in super().traces().items()
-        }
 
 
 class Server(stack.Service):
@@ -238,7 +224,7 @@ def _rule_levels(path: Path, workdir: Path) -> list[Path]:
 @dataclass
 class LiveStack:
     workdir: Path
-    sink: TraceSink
+    sink: stack.Jaeger  # the trace backend: what the collector exported, read back by its query API
     sentiment: Server
     multi: Server
     prometheus: stack.Service
@@ -338,11 +324,10 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
     """Start everything (about 15-25 s on 2 cores), yield it, always stop everything."""
     started = time.monotonic()
     with contextlib.ExitStack() as exits:
-        sink = TraceSink()
-        exits.callback(sink.stop)
+        sink = exits.enter_context(run_jaeger(workdir / "jaeger", ensure_jaeger()))
 
         shipped = yaml.safe_load((ROOT / "collector-config" / "otelcol.yaml").read_text())
-        cfg, ports = loopback_config(shipped, workdir / "otelcol", f"{LOOPBACK}:{sink.port}")
+        cfg, ports = loopback_config(shipped, workdir / "otelcol", sink.otlp_endpoint)
         cfg_path = workdir / "otelcol-test.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg))
         exits.enter_context(
