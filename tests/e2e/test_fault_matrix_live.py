@@ -129,7 +129,9 @@ def test_fault_is_named_by_an_alert_with_its_trace(live: LiveStack, fault: Fault
 
 
 NETWORK_ALERT = "InferenceNetworkLatencyHigh"
-DELAY_S, JITTER_S = 0.15, 0.05  # per crossing of the proxy
+# Per crossing of the proxy. A round trip (two crossings, >= 0.5 s) puts the relay's trace over
+# the collector's 500 ms "slow" policy, so Jaeger keeps it whole, not by the 10 % baseline.
+DELAY_S, JITTER_S = 0.3, 0.05
 
 
 def test_network_delay_is_named_network_not_a_stage(live: LiveStack) -> None:
@@ -168,19 +170,26 @@ def test_network_delay_is_named_network_not_a_stage(live: LiveStack) -> None:
     # An exemplar of the network histogram leads to the CLIENT span that carries the network time.
     selector = f"{METRIC.CLIENT_NETWORK.name}_bucket{where}"
 
+    seen: list[Any] = []
+
     def find() -> tuple[str, float] | None:
         data = live.api("query_exemplars", query=selector, start=since, end=time.time() + 1)
         slow = sorted((e for s in data for e in s["exemplars"]), key=lambda e: -float(e["value"]))
+        seen[:] = []
         for ex in slow[:5]:
             trace_id = ex["labels"].get("trace_id", "")
             stored = live.sink.trace(trace_id)
-            for span in stored.spans if stored is not None else ():
-                network = span.number(ATTR.CLIENT_NETWORK)
+            networks = [span.number(ATTR.CLIENT_NETWORK) for span in (stored.spans if stored is not None else ())]
+            seen.append((ex["value"], trace_id, stored is not None, networks))
+            for network in networks:
                 if network is not None and network >= 2 * DELAY_S:
                     return trace_id, network
         return None
 
-    trace_id, network_s = live_wait(find, 30, f"an exemplar trace of {selector} with its network time")
+    try:
+        trace_id, network_s = live_wait(find, 30, f"an exemplar trace of {selector} with its network time")
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; slowest exemplars (value, trace, stored, network on its spans): {seen}") from None
     live.notes.setdefault("fault_matrix", {})[label] = {
         "notified_after_s": after_s,
         **figures,
