@@ -95,6 +95,11 @@ def batch_export_locks(provider: Any) -> list[Any]:
     return found
 
 
+def batch_exporter(processor: Any) -> Any:
+    """The exporter a BatchSpanProcessor sends to (None for another kind of processor)."""
+    return getattr(_batch_core(processor), "_exporter", None)
+
+
 def wrap_batch_exporters(provider: Any, wrap: Callable[[Any], Any]) -> int:
     """Put ``wrap(exporter)`` around the exporter of each of the provider's batch processors
     (to count what an app-owned provider exports). ``wrap`` returns its argument for an
@@ -196,6 +201,7 @@ def fast_otlp_exporter_class() -> type[Any]:
 
     class FastOTLPSpanExporter(OTLPSpanExporter):
         bytes_client = BytesTraceClient
+        accepts_encoded_spans = True  # _otlp.EncodedSpan: spans encoded from their records
 
         def __init__(self, encode: Callable[[Sequence[ReadableSpan]], bytes], **kwargs: Any) -> None:
             self._encode = encode

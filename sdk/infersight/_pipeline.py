@@ -13,7 +13,7 @@ from opentelemetry.trace import SpanKind
 from . import _errors
 from ._keep import TailKeep
 from ._records import RequestRecord, StageRecord, outside_stages_ns, refresh_epoch_offset
-from ._spans import SpanEmitter
+from ._spans import PlainStage, SpanEmitter, stage_attributes
 from .conventions import ATTR, UNKNOWN
 from .hooks import StageHook, call_hooks
 from .metrics import InferenceMetrics
@@ -130,24 +130,19 @@ class Worker:
         self._wake = threading.Event()
         self.start()
 
-    def _stage_attrs(self, stage: StageRecord, model: str, version: str, cpu: float | None) -> dict[str, Any]:
-        attrs: dict[str, Any] = dict(stage.base_attrs) if stage.base_attrs else {}
-        if stage.attrs:
-            attrs.update(stage.attrs)
-        attrs[ATTR.STAGE] = stage.name
-        attrs[ATTR.MODEL_NAME] = model
-        attrs[ATTR.MODEL_VERSION] = version
-        if stage.batch_size:
-            attrs[ATTR.BATCH_SIZE] = stage.batch_size
-        if cpu is not None:
-            attrs[ATTR.STAGE_CPU_SECONDS] = cpu
+    def _stage_attrs(
+        self, stage: StageRecord, model: str, version: str, cpu: float | None, plain: bool
+    ) -> dict[str, Any] | PlainStage:
+        if plain and not self.hooks and not stage.base_attrs and not stage.attrs:
+            return (model, version, cpu)  # encoded from a template, no dict (see _spans)
+        attrs = stage_attributes(stage, model, version, cpu)
         if self.hooks:
             call_hooks(self.hooks, "enrich", stage, attrs)
         return attrs
 
     def _process_stage(
-        self, stage: StageRecord, rec: RequestRecord | None, labels: tuple[str, str] | None = None
-    ) -> dict[str, Any]:
+        self, stage: StageRecord, rec: RequestRecord | None, labels: tuple[str, str] | None = None, plain: bool = False
+    ) -> dict[str, Any] | PlainStage:
         owner = rec or stage.request
         if labels is not None and (not stage.model or stage.model == (owner.model if owner else None)):
             model, version = labels  # the request's, already bounded
@@ -160,7 +155,7 @@ class Worker:
         cpu = stage.cpu_seconds()
         if self.metrics is not None:
             self.metrics.observe_stage(stage, model, cpu)
-        attrs = self._stage_attrs(stage, model, version, cpu)
+        attrs = self._stage_attrs(stage, model, version, cpu, plain)
         if rec is None and self.emitter is not None:
             self.emitter.emit_stage(stage, attrs)
         return attrs
@@ -197,6 +192,7 @@ class Worker:
             rec.set_attr(ATTR.OUTSIDE_STAGES_SECONDS, outside)
             if self.metrics is not None:
                 self.metrics.observe_outside_stages(rec, model, outside)
-        stage_attrs = [self._process_stage(stage, rec, (model, version)) for stage in rec.stages]
+        plain = self.emitter is not None and rec.sampled and self.emitter.encoding()
+        stage_attrs = [self._process_stage(stage, rec, (model, version), plain) for stage in rec.stages]
         if self.emitter is not None:
             self.emitter.emit(rec, model, version, stage_attrs)

@@ -34,7 +34,7 @@ from ._records import (
     now_ns,
 )
 from ._spans import SpanEmitter
-from ._tracing import CountingExporter, make_resource, setup_tracer_provider
+from ._tracing import CountingExporter, make_resource, sends_through_our_encoder, setup_tracer_provider
 from .config import Config
 from .conventions import OUTCOME_ERROR, OUTCOME_SUCCESS, MetricSpec
 from .exposition import Exposition, MetricsServer
@@ -160,7 +160,13 @@ class Runtime:
         self.resource = make_resource(self.config, provider.resource)
         self._always_on = provider.sampler.get_description().startswith("ParentBased{root:AlwaysOnSampler")
         # The app's processors get on_start too; infersight's own batch processor needs only on_end.
-        return SpanEmitter(provider, self.resource, self._on_export_queue_full, with_on_start=not self.owns_provider)
+        return SpanEmitter(
+            provider,
+            self.resource,
+            self._on_export_queue_full,
+            with_on_start=not self.owns_provider,
+            encodes=sends_through_our_encoder if self.owns_provider else None,
+        )
 
     def adopt_provider(self, provider: Any) -> None:
         """The app set its own TracerProvider after infersight had set one: infersight's spans

@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export import (
 from .config import Config
 from .conventions import ATTR
 
-__all__ = ["CountingExporter", "make_resource", "setup_tracer_provider"]
+__all__ = ["CountingExporter", "make_resource", "sends_through_our_encoder", "setup_tracer_provider"]
 
 logger = logging.getLogger("infersight")
 
@@ -59,6 +59,18 @@ class CountingExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.inner.force_flush(timeout_millis)
+
+
+def sends_through_our_encoder(processors: tuple[Any, ...]) -> bool:
+    """Whether every processor is a batch processor infersight set up, exporting with its own
+    encoder: then they can be handed spans already encoded (``_otlp.EncodedSpan``)."""
+    from . import _compat
+
+    for processor in processors:
+        exporter = _compat.batch_exporter(processor) if type(processor) is BatchSpanProcessor else None
+        if not isinstance(exporter, CountingExporter) or not getattr(exporter.inner, "accepts_encoded_spans", False):
+            return False
+    return True
 
 
 def _make_exporter(config: Config, name: str | None = None) -> SpanExporter | None:
