@@ -231,7 +231,8 @@ def encode_record_span(
     tail = _code_tails.get(key)
     if tail is None:
         flags = _FLAGS_HAS_IS_REMOTE | (_FLAGS_IS_REMOTE if key[1] else 0)
-        tail = _code_tails[key] = _field(0x7A, bytes((0x18, 2)) if error_status else b"") + b"\x85\x01" + _pack_u32(flags)
+        status = _field(0x7A, bytes((0x18, 2)) if error_status else b"")
+        tail = _code_tails[key] = status + b"\x85\x01" + _pack_u32(flags)
     return b"".join((head, _head(name, kind), _times(0x39, start, 0x41, end), attrs, tail))
 
 
@@ -267,7 +268,7 @@ def _envelope(resource: Any, scope: Any) -> tuple[bytes, bytes, bytes, bytes]:
     return hit
 
 
-def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
+def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
     """An ExportTraceServiceRequest's bytes, grouped by resource then scope as the stock encoder."""
     groups: dict[Any, dict[Any, list[bytes]]] = {}
     last_resource: Any = _NONE
@@ -278,9 +279,12 @@ def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
         if index & 63 == 63 and _clock() - held_since > _HOLD_S:
             time.sleep(0)  # let request threads run: a 512-span batch would hold the GIL ~4 ms
             held_since = _clock()
-        encoded = span.encoded if type(span) is EncodedSpan else _encode_span(span)
-        if encoded is None:
-            encoded = encode_spans([span]).resource_spans[0].scope_spans[0].spans[0].SerializeToString()
+        if isinstance(span, EncodedSpan):
+            encoded: bytes | None = span.encoded
+        else:
+            encoded = _encode_span(span)
+            if encoded is None:
+                encoded = encode_spans([span]).resource_spans[0].scope_spans[0].spans[0].SerializeToString()
         resource, scope = span.resource, span.instrumentation_scope or None
         if resource is not last_resource or scope is not last_scope:  # hashing a Resource is dear
             bucket = groups.setdefault(resource, {}).setdefault(scope, [])

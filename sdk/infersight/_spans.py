@@ -263,9 +263,9 @@ class SpanEmitter:
                 rec.error,
                 error_status,
             )
-        for stage, attrs in zip(rec.stages, stage_attrs, strict=True):
+        for stage, stage_attr in zip(rec.stages, stage_attrs, strict=True):
             if stage.sampled:
-                self._emit_stage(stage, _as_dict(stage, attrs), req_ctx)
+                self._emit_stage(stage, _as_dict(stage, stage_attr), req_ctx)
 
     def _hand_over(self, encoded: bytes) -> None:
         for queue, size in self._queues:
@@ -302,7 +302,7 @@ class SpanEmitter:
             if encoded_attrs is None:
                 parent = None
                 if rec.parent_span_id:
-                    parent = SpanContext(trace_id, rec.parent_span_id, is_remote=rec.parent_remote, trace_flags=_SAMPLED)
+                    parent = SpanContext(trace_id, rec.parent_span_id, rec.parent_remote, _SAMPLED)
                 kind = _KINDS.get(rec.kind, SpanKind.SERVER)
                 ctx = self._ctx(trace_id, rec.span_id, rec.trace_state)
                 self._emit(rec.name, kind, ctx, parent, attrs, rec.start_ns, rec.end_ns, rec.error, error_status)
@@ -322,9 +322,9 @@ class SpanEmitter:
                         error_status,
                     )
                 )
-        for stage, attrs in zip(rec.stages, stage_attrs, strict=True):
+        for stage, stage_attr in zip(rec.stages, stage_attrs, strict=True):
             if stage.sampled:
-                self._emit_stage_encoded(stage, attrs)
+                self._emit_stage_encoded(stage, stage_attr)
 
     def _plain_attributes(self, stage: StageRecord, plain: PlainStage) -> bytes:
         model, version, cpu = plain
