@@ -280,11 +280,14 @@ def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
             time.sleep(0)  # let request threads run: a 512-span batch would hold the GIL ~4 ms
             held_since = _clock()
         if isinstance(span, EncodedSpan):
-            encoded: bytes | None = span.encoded
+            encoded = span.encoded
         else:
-            encoded = _encode_span(span)
-            if encoded is None:
-                encoded = encode_spans([span]).resource_spans[0].scope_spans[0].spans[0].SerializeToString()
+            ours = _encode_span(span)
+            encoded = (
+                ours
+                if ours is not None
+                else encode_spans([span]).resource_spans[0].scope_spans[0].spans[0].SerializeToString()
+            )
         resource, scope = span.resource, span.instrumentation_scope or None
         if resource is not last_resource or scope is not last_scope:  # hashing a Resource is dear
             bucket = groups.setdefault(resource, {}).setdefault(scope, [])
