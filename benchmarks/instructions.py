@@ -1,6 +1,7 @@
 """Instructions per request, by thread, counted under valgrind: figures a noisy machine can't move.
 
     python benchmarks/instructions.py [--requests 200] [--variants a,b,...] [--quick]
+                                      [--compare NAME=DIR]
 
 About 30 minutes on 2 cores: valgrind runs ~50x slower, and the server variants import torch.
 
@@ -17,6 +18,11 @@ Columns:
   background      every other thread: infersight's worker (metrics, spans), span export
                   (encoding to OTLP protobuf bytes, nothing is sent: infersight's spans with its
                   own encoder, the baselines' with the OTel exporter's), the final drain
+
+In the server variants infersight exports as it does in production (its own OTLP/gRPC exporter,
+batch processor and encoder), with the gRPC call itself replaced by one that sends nothing.
+``--compare NAME=DIR`` also runs each chosen variant with ``DIR/sdk`` first on the path (another
+checkout of infersight), listed as ``variant [NAME]``: before and after from one run.
 
 Instructions are not time: a cache miss or a GIL hand-over between threads costs time without
 instructions, so these figures are a lower bound on the CPU cost, and the ratios are the ones to
@@ -64,6 +70,7 @@ SERVER_ENV = {
     "server + infersight metrics only": {"BENCH_VARIANT": "infersight", "INFERSIGHT_TRACES": "false"},
 }
 SERVER = tuple(SERVER_ENV)
+WITHOUT_INFERSIGHT = {EXPLICIT[0], EXPLICIT[2], *FLASK[:1], *FLASK[2:], SERVER[0], SERVER[2]}  # --compare skips
 WARM_UP = 20
 
 
@@ -82,6 +89,13 @@ class EncodingExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+class NullTraceClient:
+    """The trace service's stub, sending nothing: the exporter around it runs as in production."""
+
+    def Export(self, request: Any, metadata: Any = None, timeout: Any = None) -> None:
+        return None
+
+
 def settle_gc() -> None:
     """Collect, then move the start-up heap out of the collector's reach (as pre-fork servers
     do): a full collection over torch's objects, landing in one run and not the other, would
@@ -92,7 +106,10 @@ def settle_gc() -> None:
 
 def server_call(variant: str) -> Callable[[], Any]:
     """bench_app as its variant, spans encoded as in the explicit-API variants."""
+    infersight_exports = variant != SERVER[2] and SERVER_ENV[variant].get("INFERSIGHT_TRACES") != "false"
     os.environ |= SERVER_ENV[variant] | {
+        "OTEL_TRACES_EXPORTER": "otlp" if infersight_exports else "none",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",  # never called: NullTraceClient
         "INFERSIGHT_GPU": "off",
         "INFERSIGHT_METRICS_PORT": "0",
         "HF_HUB_OFFLINE": "1",
@@ -106,8 +123,14 @@ def server_call(variant: str) -> Callable[[], Any]:
     import bench_app
 
     provider = trace.get_tracer_provider()
-    if isinstance(provider, TracerProvider):
-        provider.add_span_processor(BatchSpanProcessor(EncodingExporter(stock=variant == SERVER[2])))
+    if variant != SERVER[2] and isinstance(provider, TracerProvider):
+        # infersight's own pipeline (OTEL_TRACES_EXPORTER=otlp), the gRPC call a no-op.
+        processors = provider._active_span_processor._span_processors  # type: ignore[attr-defined]
+        for processor in processors:
+            exporter = processor._batch_processor._exporter
+            getattr(exporter, "inner", exporter)._client = NullTraceClient()
+    elif isinstance(provider, TracerProvider):
+        provider.add_span_processor(BatchSpanProcessor(EncodingExporter(stock=True)))
     client = bench_app.app.test_client()
 
     def call() -> None:
@@ -177,9 +200,10 @@ def thread_totals(out_dir: Path, stem: str) -> dict[int, int]:
     return totals
 
 
-def count(variant: str, requests: int, out_dir: Path) -> tuple[int, int]:
-    """(request thread, background) instructions of one run of ``requests`` timed requests."""
-    stem = f"cg.{re.sub(r'[^a-z]+', '-', variant)}.{requests}"
+def count(variant: str, requests: int, out_dir: Path, sdk: str | None = None) -> tuple[int, int]:
+    """(request thread, background) instructions of one run of ``requests`` timed requests,
+    with ``sdk`` (another checkout's sdk/ folder) first on the path if given."""
+    stem = f"cg.{re.sub(r'[^a-z]+', '-', variant)}.{abs(hash(sdk)) if sdk else 0}.{requests}"
     cmd = [
         "valgrind",
         "--tool=callgrind",
@@ -194,6 +218,8 @@ def count(variant: str, requests: int, out_dir: Path) -> tuple[int, int]:
         str(requests),
     ]
     env = os.environ | {"PYTHONHASHSEED": "0", "OTEL_TRACES_EXPORTER": "none"}
+    if sdk:
+        env["PYTHONPATH"] = os.pathsep.join([sdk, env.get("PYTHONPATH", "")])
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     if result.returncode != 0:
         raise SystemExit(f"{variant}: valgrind run failed:\n{result.stderr[-2000:]}")
@@ -210,6 +236,7 @@ def main() -> list[str]:
         help=f"comma-separated; also: {', '.join(SERVER[3:])} (each server run takes minutes)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: the explicit API, 10 requests")
+    parser.add_argument("--compare", action="append", default=[], metavar="NAME=DIR", help="also run DIR/sdk")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -224,15 +251,31 @@ def main() -> list[str]:
     unknown = set(variants) - set(EXPLICIT + FLASK + SERVER)
     if unknown:
         raise SystemExit(f"--variants: unknown {sorted(unknown)}; known: {', '.join(EXPLICIT + FLASK + SERVER)}")
+    others = dict(item.split("=", 1) for item in args.compare)
+    sdks: dict[str, str | None] = {"": None} | {
+        f" [{name}]": str(Path(folder).resolve() / "sdk") for name, folder in others.items()
+    }
     per_request: dict[str, tuple[float, float]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="infersight-instr-") as tmp,
         ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool,
     ):  # counts don't depend on load
-        runs = {(v, n): pool.submit(count, v, n, Path(tmp)) for v in variants for n in (0, args.requests)}
+        runs = {
+            (v, label, n): pool.submit(count, v, n, Path(tmp), sdk)
+            for v in variants
+            for label, sdk in sdks.items()
+            if not (sdk and v in WITHOUT_INFERSIGHT)
+            for n in (0, args.requests)
+        }
         for variant in variants:
-            short, long = runs[variant, 0].result(), runs[variant, args.requests].result()
-            per_request[variant] = ((long[0] - short[0]) / args.requests, (long[1] - short[1]) / args.requests)
+            for label in sdks:
+                if (variant, label, 0) not in runs:
+                    continue
+                short, long = runs[variant, label, 0].result(), runs[variant, label, args.requests].result()
+                per_request[variant + label] = (
+                    (long[0] - short[0]) / args.requests,
+                    (long[1] - short[1]) / args.requests,
+                )
     lines = [
         "### Instructions per request, by thread (callgrind)",
         "",
@@ -243,7 +286,7 @@ def main() -> list[str]:
     ]
     for group in (EXPLICIT, FLASK, SERVER):
         base = per_request.get(group[0])
-        for variant in group:
+        for variant in [v + label for v in group for label in sdks]:
             if variant not in per_request:
                 continue
             req, bg = per_request[variant]
@@ -268,7 +311,7 @@ def ratio_lines(per_request: dict[str, tuple[float, float]]) -> list[str]:
                 f"({added_ours / 1e3:.1f}k / {added_hand / 1e3:.1f}k)"
             )
     bare = per_request.get(SERVER[0])
-    for variant in SERVER[1:]:
+    for variant in sorted(v for v in per_request if v.startswith(SERVER[1:]) and v != SERVER[0]):
         if bare is not None and variant in per_request:
             ratio = sum(bare) / sum(per_request[variant])
             out.append(
