@@ -204,6 +204,7 @@ VALID: dict[str, st.SearchStrategy[tuple[str, object]]] = {
     "traces": _BOOLS,
     "traces_keep_ratio": _floats(0, 1),
     "traces_keep_slower_than_s": _floats(0, 1e6, positive=True),
+    "overhead_budget": _floats(0, 1),
     "metrics": _BOOLS,
     "metrics_port": _ints(0, 65535),
     "metrics_addr": _TEXT.map(lambda s: (s, s)),

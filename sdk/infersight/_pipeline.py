@@ -12,6 +12,7 @@ from opentelemetry.trace import SpanKind
 
 from . import _errors
 from ._keep import TailKeep
+from ._overhead import OverheadMeter
 from ._records import RequestRecord, StageRecord, outside_stages_ns, refresh_epoch_offset
 from ._spans import PlainStage, SpanEmitter, stage_attributes
 from .conventions import ATTR, UNKNOWN
@@ -30,6 +31,7 @@ _CLIENT = SpanKind.CLIENT.value
 _HOLD_S = 0.001
 _FLUSH_EVERY = 512  # records between metric writes when the queue does not empty
 _clock = time.perf_counter  # a module alias, so tests can drive the hand-off with a fake clock
+_thread_time = time.thread_time_ns
 
 
 class Worker:
@@ -55,6 +57,7 @@ class Worker:
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self.overhead: OverheadMeter | None = None  # set by the runtime: the CPU of each drain
 
     # Request path: one length check and one append.
     def submit(self, rec: RequestRecord | StageRecord) -> None:
@@ -76,6 +79,11 @@ class Worker:
             self._wake.wait(self._interval)
             self._wake.clear()
             self.drain()
+            if self.overhead is not None:
+                try:
+                    self.overhead.maybe_tick()
+                except Exception as exc:
+                    _errors.report("overhead", exc)
             if time.monotonic() - last_clock > 60:
                 refresh_epoch_offset()
                 last_clock = time.monotonic()
@@ -83,12 +91,15 @@ class Worker:
     def drain(self) -> int:
         processed = 0
         held_since = _clock()
+        cpu_start = _thread_time()
         with self._drain_lock:
             while True:
                 try:
                     rec = self._queue.popleft()
                 except IndexError:
                     self._flush_metrics()
+                    if self.overhead is not None:
+                        self.overhead.add(_thread_time() - cpu_start)
                     return processed
                 try:
                     if isinstance(rec, RequestRecord):
@@ -128,6 +139,8 @@ class Worker:
         self._queue = deque()
         self._drain_lock = threading.Lock()
         self._wake = threading.Event()
+        if self.overhead is not None:
+            self.overhead.after_fork_in_child()
         self.start()
 
     def _stage_attrs(

@@ -24,6 +24,7 @@ from . import _compat, _errors, _signals
 from ._excluded_urls import ExcludedUrls
 from ._gil import GilProbe
 from ._keep import TailKeep
+from ._overhead import OverheadMeter
 from ._pipeline import Worker
 from ._records import (
     RequestRecord,
@@ -131,17 +132,23 @@ class Runtime:
         self.owns_provider = False
         self._replaced_providers: list[TracerProvider] = []
         self.provider: TracerProvider | None = None
+        # infersight's own CPU share (worker and export threads), and its budget.
+        self.overhead = OverheadMeter(config.overhead_budget, self.metrics.overhead if self.metrics else None, None)
         emitter = None
         if config.spans_on:
             if tracer_provider is None:
-                tracer_provider, self.owns_provider = setup_tracer_provider(config, self._on_export)
+                tracer_provider, self.owns_provider = setup_tracer_provider(config, self._on_export, self.overhead.add)
             self.provider = tracer_provider
             emitter = self._emitter_for(tracer_provider)
-        keep = TailKeep(config) if emitter is not None and config.traces_keep_ratio < 1 else None
+        budgeted = config.overhead_budget > 0
+        keep = TailKeep(config) if emitter is not None and (config.traces_keep_ratio < 1 or budgeted) else None
+        if keep is not None and budgeted:
+            self.overhead.set_scale = keep.set_scale
         by_endpoint = config.model_for_endpoint if any(m.endpoints for m in config.models.values()) else None
         self.worker = Worker(
             self.metrics, emitter, self.hooks, config.queue_size, config.flush_interval_s, keep, by_endpoint
         )
+        self.worker.overhead = self.overhead
         self.exposition = Exposition(registry, drain=self.worker.drain)
         # Read by start_stage/end_stage: None turns the CPU-time reads off.
         self.thread_time: Callable[[], int] | None = time.thread_time_ns if config.stage_cpu_time else None
@@ -197,7 +204,9 @@ class Runtime:
         return self.metrics_server
 
     def _counting(self, exporter: Any) -> Any:
-        return exporter if isinstance(exporter, CountingExporter) else CountingExporter(exporter, self._on_export)
+        if isinstance(exporter, CountingExporter):
+            return exporter
+        return CountingExporter(exporter, self._on_export, self.overhead.add)
 
     def _on_export(self, count: int, ok: bool) -> None:
         if self.metrics is None:

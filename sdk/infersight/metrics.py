@@ -108,6 +108,8 @@ class InferenceMetrics:
         self.spans_dropped = make(METRIC.SPANS_DROPPED)
         self.spans_exported = make(METRIC.SPANS_EXPORTED)
         self.records = make(METRIC.RECORDS_PROCESSED)
+        # Per process; in multiprocess mode the busiest live worker's share.
+        self.overhead = make(METRIC.OVERHEAD_CPU_RATIO, **({"multiprocess_mode": "livemax"} if mp else {}))
         self.label_overflow = make(METRIC.LABEL_OVERFLOW)
         self.limiter = LabelLimiter(config.max_label_values, self._overflow)
         self._first_seen: set[str] = set()
