@@ -53,7 +53,12 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult  # noq
 from cpu_split import BODY, cpu_in_thread  # noqa: E402  (a flush off the request thread: background)
 from infersight._otlp import encode_request  # noqa: E402
 
-EXPLICIT = ("uninstrumented", "infersight", "hand-written OTel + prometheus_client")
+EXPLICIT = (
+    "uninstrumented",
+    "infersight",
+    "hand-written OTel + prometheus_client",
+    "infersight own exporter",  # its own provider and OTLP exporter, as in a server (gRPC call a no-op)
+)
 FLASK = (
     "flask uninstrumented",
     "flask + infersight",
@@ -124,11 +129,7 @@ def server_call(variant: str) -> Callable[[], Any]:
 
     provider = trace.get_tracer_provider()
     if variant != SERVER[2] and isinstance(provider, TracerProvider):
-        # infersight's own pipeline (OTEL_TRACES_EXPORTER=otlp), the gRPC call a no-op.
-        processors = provider._active_span_processor._span_processors  # type: ignore[attr-defined]
-        for processor in processors:
-            exporter = processor._batch_processor._exporter
-            getattr(exporter, "inner", exporter)._client = NullTraceClient()
+        null_grpc(provider)  # infersight's own pipeline (OTEL_TRACES_EXPORTER=otlp)
     elif isinstance(provider, TracerProvider):
         provider.add_span_processor(BatchSpanProcessor(EncodingExporter(stock=True)))
     client = bench_app.app.test_client()
@@ -153,8 +154,53 @@ def server_flush() -> None:
         flush()
 
 
+def null_grpc(provider: Any) -> None:
+    """infersight's exporters keep running, their gRPC call replaced by one that sends nothing."""
+    for processor in provider._active_span_processor._span_processors:
+        exporter = processor._batch_processor._exporter
+        getattr(exporter, "inner", exporter)._client = NullTraceClient()
+
+
+def own_exporter_call() -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """request_path.py's explicit-API request with infersight's own provider and exporter."""
+    os.environ |= {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",  # never called: NullTraceClient
+        "INFERSIGHT_GPU": "off",
+        "INFERSIGHT_METRICS_PORT": "0",
+    }
+    from opentelemetry import trace
+    from prometheus_client import CollectorRegistry
+
+    import infersight
+    import request_path
+
+    infersight.init(registry=CollectorRegistry(), models={"m": {"version": "1", "slo_p99_seconds": 0.1}})
+    provider = trace.get_tracer_provider()
+    null_grpc(provider)
+
+    def run() -> None:
+        with infersight.request(model="m", endpoint="/predict"):
+            with infersight.preprocess():
+                request_path.work()
+            with infersight.model():
+                request_path.work()
+            with infersight.postprocess():
+                request_path.work()
+
+    def flush() -> None:
+        rt = infersight.get_runtime()
+        if rt is not None:
+            rt.worker.drain()
+        provider.force_flush()  # type: ignore[attr-defined]
+
+    return run, flush
+
+
 def request_path_call(variant: str) -> tuple[Callable[[], Any], Callable[[], Any]]:
     """request_path.py's request as ``variant`` (explicit API or Flask), and its flush."""
+    if variant == EXPLICIT[3]:
+        return own_exporter_call()
     import request_path
 
     ours, ours_flush = request_path.make_infersight(EncodingExporter(stock=False))
@@ -232,7 +278,7 @@ def main() -> list[str]:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument(
         "--variants",
-        default=",".join(EXPLICIT + FLASK + SERVER[:3]),
+        default=",".join(EXPLICIT[:3] + FLASK + SERVER[:3]),
         help=f"comma-separated; also: {', '.join(SERVER[3:])} (each server run takes minutes)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: the explicit API, 10 requests")
@@ -243,7 +289,7 @@ def main() -> list[str]:
         child(args.child, args.requests)
         return []
     if args.quick:
-        args.requests, args.variants = 10, ",".join(EXPLICIT)
+        args.requests, args.variants = 10, ",".join(EXPLICIT[:3])
     if shutil.which("valgrind") is None:
         print("valgrind not installed: no instruction counts (apt-get install valgrind)")
         return []
