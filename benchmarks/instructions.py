@@ -10,7 +10,8 @@ differences of a few percent per request can't be resolved from timings there. V
 callgrind counts the instructions each thread executes; they don't depend on the machine's other
 load. Each variant runs in its own process under callgrind twice, 20 warm-up requests and then
 none or ``--requests``; the difference, divided by ``--requests``, is what one request costs.
-Variants: request_path.py's request (explicit API, then its Flask app), and bench_app.py's
+Variants: request_path.py's request (explicit API, then its Flask app, then its FastAPI app as
+uvicorn calls it), and bench_app.py's
 server (Flask + a transformers pipeline; part 2's server, whose saturation throughput is its CPU
 per request: bare / instrumented instructions is that ratio at equal instructions per cycle).
 Columns:
@@ -65,6 +66,12 @@ FLASK = (
     "flask + hand-written OTel + prometheus_client",
     "flask + otel-flask only",
 )
+FASTAPI = (
+    "fastapi uninstrumented",
+    "fastapi + infersight",
+    "fastapi + hand-written OTel + prometheus_client",
+    "fastapi + otel-fastapi only",
+)
 # bench_app.py (Flask + a transformers pipeline, ~1.5 ms model) through its test client: the
 # server of part 2, whose throughput at saturation is its CPU per request.
 SERVER_ENV = {
@@ -75,7 +82,9 @@ SERVER_ENV = {
     "server + infersight metrics only": {"BENCH_VARIANT": "infersight", "INFERSIGHT_TRACES": "false"},
 }
 SERVER = tuple(SERVER_ENV)
-WITHOUT_INFERSIGHT = {EXPLICIT[0], EXPLICIT[2], *FLASK[:1], *FLASK[2:], SERVER[0], SERVER[2]}  # --compare skips
+KNOWN = EXPLICIT + FLASK + FASTAPI + SERVER
+# --compare runs these once only: they don't import infersight.
+WITHOUT_INFERSIGHT = {EXPLICIT[0], EXPLICIT[2], FLASK[0], *FLASK[2:], FASTAPI[0], *FASTAPI[2:], SERVER[0], SERVER[2]}
 WARM_UP = 20
 
 
@@ -216,6 +225,11 @@ def request_path_call(variant: str) -> tuple[Callable[[], Any], Callable[[], Any
         calls = fv
         flushes = {**ff, FLASK[1]: ours_flush, FLASK[2]: hand_flush}
         fs[variant]()  # our Flask patch is class-wide: on for its own variant only
+    if variant in FASTAPI:
+        av, af, asetups = request_path.asgi_variants(hand, EncodingExporter(stock=True))
+        calls = av
+        flushes = {**af, FASTAPI[1]: ours_flush, FASTAPI[2]: hand_flush}
+        asetups[variant]()  # our Starlette patch is class-wide too
     return calls[variant], flushes.get(variant, lambda: None)
 
 
@@ -263,7 +277,9 @@ def count(variant: str, requests: int, out_dir: Path, sdk: str | None = None) ->
         "--requests",
         str(requests),
     ]
-    env = os.environ | {"PYTHONHASHSEED": "0", "OTEL_TRACES_EXPORTER": "none"}
+    # The GIL probe's cost is per second of wall time, not per request (200 wake-ups a second);
+    # under valgrind's ~50x slowdown it would be billed to each request many times over.
+    env = os.environ | {"PYTHONHASHSEED": "0", "OTEL_TRACES_EXPORTER": "none", "INFERSIGHT_GIL_PROBE": "false"}
     if sdk:
         env["PYTHONPATH"] = os.pathsep.join([sdk, env.get("PYTHONPATH", "")])
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
@@ -278,7 +294,7 @@ def main() -> list[str]:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument(
         "--variants",
-        default=",".join(EXPLICIT[:3] + FLASK + SERVER[:3]),
+        default=",".join(EXPLICIT[:3] + FLASK + FASTAPI + SERVER[:3]),
         help=f"comma-separated; also: {', '.join(SERVER[3:])} (each server run takes minutes)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: the explicit API, 10 requests")
@@ -294,9 +310,9 @@ def main() -> list[str]:
         print("valgrind not installed: no instruction counts (apt-get install valgrind)")
         return []
     variants = [v for v in args.variants.split(",") if v]
-    unknown = set(variants) - set(EXPLICIT + FLASK + SERVER)
+    unknown = set(variants) - set(KNOWN)
     if unknown:
-        raise SystemExit(f"--variants: unknown {sorted(unknown)}; known: {', '.join(EXPLICIT + FLASK + SERVER)}")
+        raise SystemExit(f"--variants: unknown {sorted(unknown)}; known: {', '.join(KNOWN)}")
     others = dict(item.split("=", 1) for item in args.compare)
     sdks: dict[str, str | None] = {"": None} | {
         f" [{name}]": str(Path(folder).resolve() / "sdk") for name, folder in others.items()
@@ -330,7 +346,7 @@ def main() -> list[str]:
         "| variant | request thread | background | total | added total |",
         "| --- | ---: | ---: | ---: | ---: |",
     ]
-    for group in (EXPLICIT, FLASK, SERVER):
+    for group in (EXPLICIT, FLASK, FASTAPI, SERVER):
         base = per_request.get(group[0])
         for variant in [v + label for v in group for label in sdks]:
             if variant not in per_request:
@@ -346,7 +362,7 @@ def main() -> list[str]:
 def ratio_lines(per_request: dict[str, tuple[float, float]]) -> list[str]:
     """infersight's added instructions over the hand-written baseline's, as in part 1's targets."""
     out = []
-    for base, ours, hand in ((EXPLICIT[0], EXPLICIT[1], EXPLICIT[2]), (FLASK[0], FLASK[1], FLASK[2])):
+    for base, ours, hand in (EXPLICIT[:3], FLASK[:3], FASTAPI[:3]):
         if not {base, ours, hand} <= per_request.keys():
             continue
         b, o, h = per_request[base], per_request[ours], per_request[hand]

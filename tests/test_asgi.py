@@ -398,6 +398,47 @@ def test_with_contrib_asgi_middleware_outside_there_is_one_server_span(t: Captur
     assert count(t, "/predict/{name}") == 1.0
 
 
+@pytest.mark.parametrize("theirs", ["no-exporter", "sampled-out", "exporting"])
+def test_contrib_middleware_on_a_provider_of_its_own_is_passed_over_when_it_exports_nothing(
+    t: Captured, theirs: str
+) -> None:
+    """As BentoML does: contrib's middleware inside the app, on a tracer provider of its own.
+    Exporting, its span is the server span; recording nothing, or recording for no exporter
+    (BentoML's defaults), infersight's is, continuing the caller's traceparent."""
+    from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON
+
+    provider = TracerProvider(sampler=ALWAYS_OFF if theirs == "sampled-out" else ALWAYS_ON)
+    exported = InMemorySpanExporter()
+    if theirs == "exporting":
+        provider.add_span_processor(SimpleSpanProcessor(exported))
+    app = fastapi_app()
+    app.add_middleware(OpenTelemetryMiddleware, tracer_provider=provider)
+    headers = {"traceparent": TRACEPARENT}
+    assert call(app, "POST", "/predict/x", json={"text": "a"}, headers=headers).status_code == 200
+    ours = [s for s in t.spans() if s.kind.name == "SERVER"]
+    theirs_servers = [s for s in exported.get_finished_spans() if s.kind.name == "SERVER"]
+    assert len(ours) + len(theirs_servers) == 1, (ours, theirs_servers)
+    server = (theirs_servers or ours)[0]
+    assert bool(theirs_servers) == (theirs == "exporting")
+    assert f"{server.context.trace_id:032x}" == TRACE_ID
+    assert f"{server.parent.span_id:016x}" == PARENT_ID  # type: ignore[union-attr]
+    for stage in ("preprocess", "model", "postprocess"):
+        assert t.spans(stage)[0].parent.span_id == server.context.span_id, stage  # type: ignore[union-attr]
+    assert count(t, "/predict/{name}") == 1.0
+
+    # No traceparent: their span starts the trace; when it goes nowhere, infersight's does.
+    assert call(app, "POST", "/predict/x", json={"text": "a"}).status_code == 200
+    if theirs != "exporting":
+        root = [s for s in t.spans() if s.kind.name == "SERVER"][-1]
+        assert root.parent is None and f"{root.context.trace_id:032x}" != TRACE_ID
+        assert t.spans("model")[-1].parent.span_id == root.context.span_id  # type: ignore[union-attr]
+    assert count(t, "/predict/{name}") == 2.0
+
+
 def test_a_path_the_app_owns_stays_the_apps_and_metrics_move_to_their_port() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

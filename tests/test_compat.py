@@ -165,3 +165,19 @@ def test_importing_infersight_imports_no_grpc() -> None:
     env = {"PATH": "/usr/bin:/bin", "OTEL_TRACES_EXPORTER": "none", "INFERSIGHT_METRICS_PORT": "0", **_pythonpath()}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "False", out.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("framework", "probe"), [("litserve", "litserve.queue_and_hooks"), ("bentoml", "bentoml.endpoint_steps")]
+)
+def test_framework_probes_find_their_targets_in_the_frameworks_envs(framework: str, probe: str) -> None:
+    """LitServe and BentoML live in envs of their own (tools/build-framework-env.sh): their
+    probes run there, on the pinned versions."""
+    from tests.support.frameworks import ROOT, framework_python
+
+    python = framework_python(framework)
+    code = f"import sys; from infersight import _compat; sys.exit(0 if _compat.PROBES[{probe!r}]() else 3)"
+    done = subprocess.run(
+        [python, "-c", code], env={"PYTHONPATH": str(ROOT / "sdk")}, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, f"{probe}: the internal moved; see infersight/_compat.py\n{done.stderr[-2000:]}"

@@ -121,7 +121,8 @@ from hypothesis import example  # noqa: E402
 from infersight.config import _ENV  # noqa: E402
 
 TRACES_PROTOCOL_VAR = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"  # read besides _ENV: beats the generic one
-ALL_VARS = sorted({var for var, _ in _ENV.values()} | {TRACES_PROTOCOL_VAR})
+METRICS_PROTOCOL_VAR = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"  # likewise, for pushed metrics
+ALL_VARS = sorted({var for var, _ in _ENV.values()} | {TRACES_PROTOCOL_VAR, METRICS_PROTOCOL_VAR})
 
 
 def _spaced(s: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
@@ -206,6 +207,9 @@ VALID: dict[str, st.SearchStrategy[tuple[str, object]]] = {
     "traces_keep_slower_than_s": _floats(0, 1e6, positive=True),
     "overhead_budget": _floats(0, 1),
     "metrics": _BOOLS,
+    "metrics_exporter": _choices("prometheus", "otlp", "prometheus,otlp"),
+    "metrics_export_interval_s": _floats(0, 1e9, positive=True).map(lambda pair: (pair[0], float(pair[1]) / 1000)),  # type: ignore[arg-type]
+    "otlp_metrics_protocol": _choices("grpc", "http/protobuf", fold_case=False),
     "metrics_port": _ints(0, 65535),
     "metrics_addr": _TEXT.map(lambda s: (s, s)),
     "metrics_path": st.one_of(_TEXT.map(lambda s: "/" + s).map(lambda s: (s, s)), st.just(("", ""))),
@@ -285,6 +289,8 @@ def test_the_traces_protocol_variable_round_trips(data: st.DataObject) -> None:
 @example(var="INFERSIGHT_MODELS", raw='{"m": 3}')
 @example(var="INFERSIGHT_MODELS", raw="[" * 5_000)
 @example(var=TRACES_PROTOCOL_VAR, raw="http/json")
+@example(var=METRICS_PROTOCOL_VAR, raw="http/json")
+@example(var="INFERSIGHT_METRICS_EXPORTER", raw=" , ")
 def test_a_bad_value_in_any_variable_names_it(var: str, raw: str) -> None:
     """Whatever a variable holds, parsing gives a config or a ConfigError naming that variable;
     the other variables are set to good values, so they can't be the ones blamed."""
@@ -293,6 +299,28 @@ def test_a_bad_value_in_any_variable_names_it(var: str, raw: str) -> None:
     except ConfigError as exc:
         assert exc.source == var, (str(exc), exc.source)
         assert f"${var}" in str(exc)
+
+
+def test_metrics_exporter_and_its_protocol() -> None:
+    assert Config.from_env({}).metrics_exporter == "prometheus"
+    cfg = Config.from_env({"INFERSIGHT_METRICS_EXPORTER": "OTLP, prometheus"})
+    assert cfg.metrics_exporter == "otlp,prometheus" and cfg.pushes_metrics and cfg.serves_metrics
+    cfg = Config.from_env({"INFERSIGHT_METRICS_EXPORTER": "otlp", "OTEL_METRIC_EXPORT_INTERVAL": "500"})
+    assert (cfg.pushes_metrics, cfg.serves_metrics, cfg.metrics_export_interval_s) == (True, False, 0.5)
+    assert not Config.from_env({"INFERSIGHT_METRICS_EXPORTER": "otlp", "INFERSIGHT_METRICS": "false"}).pushes_metrics
+    env = {"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", METRICS_PROTOCOL_VAR: "http/protobuf"}
+    assert (Config.from_env(env).otlp_protocol, Config.from_env(env).otlp_metrics_protocol) == ("grpc", "http/protobuf")
+    assert Config.from_env({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}).otlp_metrics_protocol == "http/protobuf"
+    with pytest.raises(ConfigError, match=r"metrics_exporter \(from \$INFERSIGHT_METRICS_EXPORTER\).*statsd"):
+        Config.from_env({"INFERSIGHT_METRICS_EXPORTER": "statsd"})
+
+
+def test_the_metrics_exporters_tls_files_are_checked_only_when_metrics_are_pushed() -> None:
+    env = {"OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE": "/no/such/ca.pem"}
+    assert Config.from_env(env).metrics_exporter == "prometheus"  # not pushed: not the SDK's business
+    with pytest.raises(ConfigError) as info:
+        Config.from_env({**env, "INFERSIGHT_METRICS_EXPORTER": "otlp"})
+    assert info.value.source == "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE"
 
 
 def test_gpu_hourly_cost_is_a_price_or_prices_by_gpu_name() -> None:

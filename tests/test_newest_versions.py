@@ -39,5 +39,7 @@ def test_compat_and_coexistence_pass_on_the_newest_releases() -> None:
     pinned = versions.read_text() if versions.exists() else ""
     assert out.returncode == 0, f"on the newest versions:\n{pinned}\n{out.stdout[-5000:]}\n{out.stderr[-2000:]}"
     assert " passed" in out.stdout, out.stdout[-2000:]
-    # Every probe ran: a library missing from the newest env would skip its probe unseen.
-    assert "is not installed" not in out.stdout, f"add it to {BUILD.name}:\n{out.stdout[-3000:]}"
+    # Every probe ran: a library missing from the newest env would skip its probe unseen. Ray's
+    # probes run in the Ray env instead (tests/test_ray_serve.py): Ray is too heavy for this one.
+    missing = [line for line in out.stdout.splitlines() if "is not installed" in line and "ray_serve." not in line]
+    assert not missing, f"add it to {BUILD.name}:\n{out.stdout[-3000:]}"

@@ -246,6 +246,7 @@ def records(draw: Any) -> Any:
             "span_id": draw(ids),
             "sampled": draw(st.booleans()),
             "batch_size": draw(st.integers(0, 2)),
+            "queue_wait_s": draw(st.sampled_from([-1.0, 0.0, 0.003])),
             "error": draw(st.sampled_from([None, None, KeyError("k")])),
             # a plain stage's attributes come from the template: (model, version, cpu)
             "attrs": (draw(texts), draw(texts), draw(st.none() | st.floats(0, 1)))
@@ -267,6 +268,7 @@ def records(draw: Any) -> Any:
             parent = rec.span_id if spec["parent"] == "request" else spec["parent"]
             stage = StageRecord(spec["name"], None, rec, parent, rec.trace_id, spec["sampled"])
             stage.span_id, stage.batch_size, stage.error = spec["span_id"], spec["batch_size"], spec["error"]
+            stage.queue_wait_s = spec["queue_wait_s"]
             stage.start_ns, stage.end_ns = rec.start_ns, rec.end_ns
             rec.stages.append(stage)
             stage_attrs.append(spec["attrs"])

@@ -52,6 +52,15 @@ fi
 # The newest released OTel/prometheus_client beside the pinned ones (tests/test_newest_versions.py).
 bash tools/build-newest-env.sh >/dev/null || echo "setup: the newest-versions env was not built; its test will skip"
 
+# Ray Serve in its own env (~500 MB, bounded by INFERSIGHT_RAY_ENV_TIMEOUT), for tests/test_ray_serve.py.
+if [ "${INFERSIGHT_SKIP_RAY:-0}" != 1 ]; then
+  bash tools/build-ray-env.sh >/dev/null || echo "setup: the Ray env was not built; tests/test_ray_serve.py will skip"
+fi
+# LitServe and BentoML, each in an env of its own (tests/test_litserve.py, tests/test_bentoml.py).
+for framework in litserve bentoml; do
+  bash tools/build-framework-env.sh "$framework" >/dev/null || echo "setup: the $framework env was not built; its tests will skip"
+done
+
 if [ "${INFERSIGHT_SKIP_COLLECTOR:-0}" != 1 ]; then
   bash tools/build-collector.sh
 fi

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import inspect
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +29,11 @@ from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 
 __all__ = [
+    "BENTOML_IO",
+    "BENTOML_LOCAL_CALL",
+    "LITSERVE_HOOK_CALLERS",
+    "LITSERVE_ITEM_LEN",
+    "LITSERVE_QUEUE_GETTER",
     "PROBES",
     "SPAN_KEY",
     "batch_export_locks",
@@ -44,11 +50,15 @@ __all__ = [
     "multiprocess_collector_path",
     "multiprocess_values_lock",
     "otel_context_var",
+    "ray_serve_replica_config",
     "read_mmap_values",
     "replace_wrapped",
+    "span_goes_nowhere",
     "span_processor",
     "span_processors",
+    "tracer_apart",
     "wrap_batch_exporters",
+    "wrap_ray_serve_http_entrypoint",
     "wrapt_wrapper_of",
     "write_mmap_values",
 ]
@@ -67,6 +77,41 @@ def span_processor(provider: TracerProvider) -> Any:
 def span_processors(provider: Any) -> tuple[Any, ...]:
     """The processors an SDK provider fans out to (empty when they moved)."""
     return tuple(getattr(span_processor(provider), "_span_processors", ()))
+
+
+def span_goes_nowhere(span: Any) -> bool:
+    """A span recorded by an SDK provider that has no span processor: nothing will ever export
+    it (BentoML's own provider, when its tracing has no exporter). False when unsure."""
+    processors = getattr(getattr(span, "_span_processor", None), "_span_processors", None)
+    return isinstance(processors, tuple) and not processors
+
+
+def tracer_apart(tracer: Any, provider: Any) -> bool:
+    """Whether ``tracer`` is an SDK tracer of another provider than ``provider`` (BentoML gives
+    contrib's ASGI middleware a provider of its own). False for a proxy of the global provider."""
+    processor = getattr(tracer, "span_processor", None)
+    return processor is not None and processor is not span_processor(provider)
+
+
+def _probe_tracer_apart() -> bool:
+    ours, theirs = TracerProvider(), TracerProvider()
+    return tracer_apart(theirs.get_tracer("probe"), ours) and not tracer_apart(ours.get_tracer("probe"), ours)
+
+
+def _probe_span_goes_nowhere() -> bool:
+    import io
+
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter, SimpleSpanProcessor
+
+    from .conventions import SPAN
+
+    bare, exporting = TracerProvider(), TracerProvider()
+    exporting.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter(out=io.StringIO())))
+    with (
+        bare.get_tracer("probe").start_as_current_span(SPAN.REQUEST) as a,
+        exporting.get_tracer("p").start_span(SPAN.REQUEST) as b,
+    ):
+        return span_goes_nowhere(a) and not span_goes_nowhere(b)
 
 
 def _batch_core(processor: Any) -> Any:
@@ -520,11 +565,147 @@ def _probe_fastapi_route_template() -> bool:
     return seen == ["/v1/items/{item_id}"]
 
 
+# ---- Ray Serve -----------------------------------------------------------------------------
+
+
+def _ray_serve_http_entrypoint() -> tuple[Any, Any, Callable[..., Any], Callable[[Callable[..., Any]], Any]] | None:
+    """Where a Ray Serve replica calls the deployment for an HTTP request: the replica's
+    ``UserCallableWrapper`` class, its ``_call_http_entrypoint`` attribute, that coroutine
+    function as written (it runs on the replica's user-code event loop, with the ASGI scope,
+    receive and send), and the ``_run_user_code`` decorator that moves such a coroutine onto
+    that loop. None where they moved."""
+    from ray.serve._private import replica  # type: ignore[import-not-found]  # not in the main env
+
+    cls = getattr(replica, "UserCallableWrapper", None)
+    decorate = vars(cls).get("_run_user_code") if cls is not None else None
+    entry = vars(cls).get("_call_http_entrypoint") if cls is not None else None
+    inner = getattr(entry, "__wrapped__", None)
+    if not callable(decorate) or not inspect.iscoroutinefunction(inner):
+        return None
+    return cls, entry, inner, decorate
+
+
+def wrap_ray_serve_http_entrypoint(
+    wrap: Callable[[Callable[..., Any]], Callable[..., Any]],
+) -> Callable[[], None] | None:
+    """Replace the replica's HTTP entry point with ``wrap(the coroutine function)``, run on the
+    user-code loop as the original is. Returns what undoes it; None where the internals moved."""
+    found = _ray_serve_http_entrypoint()
+    if found is None:
+        return None
+    cls, entry, inner, decorate = found
+    cls._call_http_entrypoint = decorate(wrap(inner))
+
+    def undo() -> None:
+        cls._call_http_entrypoint = entry
+
+    return undo
+
+
+def ray_serve_replica_config() -> Any:
+    """The class whose ``create(deployment_def, ...)`` serializes a deployment's class or
+    function for its replicas, when ``@serve.deployment`` (or ``.options``) runs. Ray ships that
+    class by value, so the module it was written in is not imported in a replica; what the
+    class refers to is. None where it moved."""
+    from ray.serve._private.config import ReplicaConfig  # type: ignore[import-not-found]
+
+    create = vars(ReplicaConfig).get("create")
+    if not isinstance(create, classmethod):
+        return None
+    params = list(inspect.signature(create.__func__).parameters)
+    return ReplicaConfig if params[:2] == ["cls", "deployment_def"] else None
+
+
+def _probe_ray_serve_replica_config() -> bool:
+    """The deployment's class is pickled by value, with what its ``__dict__`` refers to: a
+    module there is imported when a replica loads the class."""
+    import pickle
+    import types
+
+    found = ray_serve_replica_config()
+    if found is None:
+        return False
+    cls = types.new_class("Probe", (), {})  # like a decorated class: not importable by name
+    cls.__module__ = "no_such_module_of_infersight"
+    cls.__infersight_auto__ = __import__("json")  # type: ignore[attr-defined]
+    config = found.create(cls)
+    loaded = pickle.loads(config.serialized_deployment_def)
+    return getattr(loaded, "__infersight_auto__", None) is sys.modules["json"]
+
+
+def _probe_ray_serve_http_entrypoint() -> bool:
+    found = _ray_serve_http_entrypoint()
+    if found is None:
+        return False
+    params = list(inspect.signature(found[2]).parameters)
+    return params == ["self", "user_method_info", "scope", "receive", "send"]
+
+
+# ---- LitServe --------------------------------------------------------------------------------
+# Its API server puts ``(response_queue_id, uid, time.monotonic(), payload)`` on a multiprocessing
+# queue (``LitServer._get_request_queue``) that its spawned inference workers read; its loops call
+# each LitAPI hook as ``_inject_context(context, hook, *args)``, ``context`` being one dict per
+# request (a list of them for a batch), the same object from decode_request to encode_response.
+
+LITSERVE_QUEUE_GETTER = ("litserve.server", "LitServer._get_request_queue")
+LITSERVE_HOOK_CALLERS = (
+    ("litserve.loops.simple_loops", "_inject_context"),
+    ("litserve.loops.simple_loops", "_async_inject_context"),
+)
+LITSERVE_ITEM_LEN = 4  # the queue item's length, as LitServe reads it
+
+
+def _probe_litserve() -> bool:
+    import inspect
+
+    import litserve.loops.simple_loops as loops
+    import litserve.server as server
+
+    submit = inspect.getsource(server.BaseRequestHandler._submit_request)  # the item's shape
+    batched = inspect.getsource(loops.BatchedLoop.run_batched_loop)  # the hooks' context
+    return (
+        callable(getattr(server.LitServer, "_get_request_queue", None))
+        and all(callable(getattr(loops, name, None)) for _, name in LITSERVE_HOOK_CALLERS)
+        and "request_queue.put((response_queue_id, uid, time.monotonic(), payload))" in submit
+        and "_inject_context(contexts, lit_api.predict, x)" in batched
+        and "_inject_context(context, lit_api.encode_response, y)" in batched
+    )
+
+
+# ---- BentoML ---------------------------------------------------------------------------------
+# A service's HTTP endpoint parses the request with its input model's ``from_http_request``, calls
+# the API function through ``APIMethod._local_call(instance)`` (whose ``func`` is the user's
+# function, ``batchable`` its adaptive batching) and answers with ``to_http_response``.
+
+BENTOML_IO = ("_bentoml_sdk.io_models", "IOMixin")
+BENTOML_LOCAL_CALL = ("_bentoml_sdk.method", "APIMethod._local_call")
+
+
+def _probe_bentoml() -> bool:
+    import inspect
+
+    from _bentoml_impl.server.app import ServiceAppFactory
+    from _bentoml_sdk.io_models import IOMixin
+    from _bentoml_sdk.method import APIMethod
+
+    endpoint = inspect.getsource(ServiceAppFactory.api_endpoint)
+    return (
+        callable(getattr(APIMethod, "_local_call", None))
+        and inspect.iscoroutinefunction(IOMixin.from_http_request)
+        and inspect.iscoroutinefunction(IOMixin.to_http_response)
+        and "method.input_spec.from_http_request(request, serde)" in endpoint
+        and "method.output_spec.to_http_response(output, serde)" in endpoint
+        and "getattr(self._service_instance, name).local" in endpoint
+    )
+
+
 # Name -> a check that the internal is where this module looks for it, on the installed versions.
 # ``multiprocess_values_lock`` is probed in a process started in multiprocess mode (the mode is
 # chosen when prometheus_client is imported): see tests/test_compat.py.
 PROBES: dict[str, Callable[[], bool]] = {
     "otel.span_processor": _probe_span_processor,
+    "otel.span_goes_nowhere": _probe_span_goes_nowhere,
+    "otel.tracer_apart": _probe_tracer_apart,
     "otel.batch_queues": lambda: _probe_batch(batch_queues),
     "otel.batch_export_locks": lambda: _probe_batch(batch_export_locks),
     "otel.batch_exporter": lambda: _probe_batch_exporter(),
@@ -541,4 +722,8 @@ PROBES: dict[str, Callable[[], bool]] = {
     "prometheus.multiprocess_collector_path": _probe_multiprocess_collector,
     "fastapi.route_template": _probe_fastapi_route_template,
     "fastapi.telemetry_config": _probe_fastapi_telemetry_config,
+    "ray_serve.http_entrypoint": _probe_ray_serve_http_entrypoint,
+    "ray_serve.replica_config": _probe_ray_serve_replica_config,
+    "litserve.queue_and_hooks": _probe_litserve,
+    "bentoml.endpoint_steps": _probe_bentoml,
 }

@@ -5,7 +5,8 @@ The OTel exporters read ``OTEL_EXPORTER_OTLP_[TRACES_]HEADERS``, ``_COMPRESSION`
 a certificate file that doesn't exist is logged and TLS goes on with the system roots, a header
 that doesn't parse is skipped, so spans are refused by the collector much later, with nothing
 on the metrics. infersight checks each that is in effect for traces (the ``_TRACES_`` variant
-wins); ``Config.from_env`` turns a problem into a ``ConfigError`` naming the variable.
+wins), and for metrics when it pushes them over OTLP (``_METRICS_``); ``Config.from_env`` turns a
+problem into a ``ConfigError`` naming the variable.
 """
 
 from __future__ import annotations
@@ -33,21 +34,22 @@ _TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _COMPRESSIONS = {"grpc": ("gzip",), "http/protobuf": ("gzip", "deflate", "none")}
 
 
-def _effective(env: Mapping[str, str], name: str) -> tuple[str, str] | None:
-    """(variable, value) for ``name``: the ``_TRACES_`` variant if set, else the general one."""
-    for var in (f"{_PREFIX}TRACES_{name}", f"{_PREFIX}{name}"):
+def _effective(env: Mapping[str, str], name: str, signal: str = "TRACES") -> tuple[str, str] | None:
+    """(variable, value) for ``name``: the signal's variant (``_TRACES_``) if set, else the general one."""
+    for var in (f"{_PREFIX}{signal}_{name}", f"{_PREFIX}{name}"):
         value = env.get(var, "").strip()
         if value:
             return var, value
     return None
 
 
-def check(env: Mapping[str, str], protocol: str) -> None:
-    """Raise ``Problem`` for the first of these variables the exporter can't honour."""
-    found = _effective(env, "HEADERS")
+def check(env: Mapping[str, str], protocol: str, signal: str = "TRACES") -> None:
+    """Raise ``Problem`` for the first of these variables the exporter of ``signal`` (``TRACES``
+    or ``METRICS``) can't honour."""
+    found = _effective(env, "HEADERS", signal)
     if found:
         _check_headers(*found)
-    found = _effective(env, "COMPRESSION")
+    found = _effective(env, "COMPRESSION", signal)
     if found:
         var, value = found
         allowed = _COMPRESSIONS.get(protocol, ("gzip",))
@@ -58,7 +60,7 @@ def check(env: Mapping[str, str], protocol: str) -> None:
                 f"{value!r} is not one the {protocol} exporter supports ({', '.join(allowed)}){hint}",
                 var,
             )
-    files = {name: _effective(env, name) for name in ("CERTIFICATE", "CLIENT_KEY", "CLIENT_CERTIFICATE")}
+    files = {name: _effective(env, name, signal) for name in ("CERTIFICATE", "CLIENT_KEY", "CLIENT_CERTIFICATE")}
     for name, found in files.items():
         if found:
             var, path = found

@@ -58,6 +58,7 @@ class StageRecord:
         "model",
         "name",
         "parent_span_id",
+        "queue_wait_s",
         "request",
         "sampled",
         "span_id",
@@ -89,6 +90,9 @@ class StageRecord:
         # Filled by stage hooks (GPU counters, CUDA events); read by the worker.
         self.extras: dict[str, Any] | None = None
         self.batch_size = 0
+        # A queue wait that ended as this stage began, when no request record of this process
+        # holds it (a LitServe inference worker: the request is served in another process).
+        self.queue_wait_s = -1.0
         # Thread CPU time at the boundaries (time.thread_time_ns), when INFERSIGHT_STAGE_CPU_TIME.
         self.cpu_start_ns = -1
         self.cpu_end_ns = -1

@@ -43,6 +43,7 @@ from .hooks import StageHook, call_hooks
 from .metrics import InferenceMetrics, Ledger
 
 if TYPE_CHECKING:  # the parts' modules import the runtime's users, not the runtime
+    from ._metric_export import MetricPusher
     from .drift.monitor import DriftMonitor
     from .gpu.sampler import Sampler
 
@@ -159,7 +160,32 @@ class Runtime:
         self.gpu: Sampler | None = None
         self.drift: DriftMonitor | None = None
         self.metrics_server: MetricsServer | None = None
+        self.metric_pusher: MetricPusher | None = None
+        if config.pushes_metrics and self.metrics is not None:
+            self.metric_pusher = self._new_pusher()
         self.closed = False
+
+    def _new_pusher(self) -> MetricPusher:
+        from ._metric_export import MetricPusher, make_exporter  # the OTel metrics SDK: only when pushing
+
+        cfg = self.config
+        # The same bounded deadline as the span exporter's: shutdown must not wait out retries.
+        timeout = float(
+            os.environ.get("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT") or os.environ.get("OTEL_EXPORTER_OTLP_TIMEOUT") or 5
+        )
+        registry = self.registry if self.registry is not None else REGISTRY
+        return MetricPusher(
+            registry.collect,
+            lambda: make_exporter(cfg.otlp_metrics_protocol, timeout),
+            self._metric_resource(),
+            cfg.metrics_export_interval_s,
+            drain=self.worker.drain,
+        )
+
+    def _metric_resource(self) -> Any:
+        """The spans' resource when there are spans (the same ``service.instance.id``)."""
+        resource = getattr(self, "resource", None)
+        return resource if resource is not None else make_resource(self.config)
 
     def _emitter_for(self, provider: TracerProvider) -> SpanEmitter:
         if not self.owns_provider:  # count what the app's batch processors export, as for ours
@@ -238,6 +264,10 @@ class Runtime:
             if self.worker.emitter is not None:
                 self.worker.emitter.resource = self.resource
         self.worker.after_fork_in_child()
+        if self.metric_pusher is not None:
+            if self.provider is None:
+                self.resource = make_resource(self.config)
+            self.metric_pusher.after_fork_in_child(self.resource)
         for part in (self.gpu, self.drift, self.gil_probe):
             if part is not None:
                 part.after_fork_in_child()
@@ -257,6 +287,11 @@ class Runtime:
             except Exception as exc:
                 _errors.report("shutdown", exc)
         self.worker.stop(max(0.0, deadline - time.monotonic()))
+        if self.metric_pusher is not None:  # after the worker: its last records are in the push
+            try:
+                self.metric_pusher.stop(max(0.0, deadline - time.monotonic()))
+            except Exception as exc:
+                _errors.report("shutdown", exc)
         for replaced in self._replaced_providers:
             _bounded(replaced.shutdown, max(0.0, deadline - time.monotonic()))
         if self.provider is not None:
@@ -313,6 +348,8 @@ def init(
         if start_parts is not None:
             start_parts(rt)
         rt.worker.start()
+        if rt.metric_pusher is not None:
+            rt.metric_pusher.start()
         if rt.gil_probe is not None:
             rt.gil_probe.start()
         _runtime = rt

@@ -74,6 +74,8 @@ def stage_attributes(stage: StageRecord, model: str, version: str, cpu: float | 
     attrs[ATTR.MODEL_VERSION] = version
     if stage.batch_size:
         attrs[ATTR.BATCH_SIZE] = stage.batch_size
+    if stage.queue_wait_s >= 0:
+        attrs[ATTR.QUEUE_WAIT] = stage.queue_wait_s
     if cpu is not None:
         attrs[ATTR.STAGE_CPU_SECONDS] = cpu
     return attrs
@@ -337,6 +339,8 @@ class SpanEmitter:
             encoded = self._templates[key] = self._otlp.encode_attributes(fixed) or b""
         if stage.batch_size:
             encoded += self._otlp.encode_attributes({ATTR.BATCH_SIZE: stage.batch_size}) or b""
+        if stage.queue_wait_s >= 0:
+            encoded += self._otlp.encode_float(ATTR.QUEUE_WAIT, stage.queue_wait_s)
         if cpu is not None:
             encoded += self._otlp.encode_float(ATTR.STAGE_CPU_SECONDS, cpu)
         return encoded

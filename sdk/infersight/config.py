@@ -24,6 +24,7 @@ _GPU_MODES = ("auto", "on", "off")
 _TRACES_EXPORTERS = ("otlp", "console", "none")
 _OTLP_PROTOCOLS = ("grpc", "http/protobuf")
 _OTLP_ENCODERS = ("fast", "stock")
+_METRICS_EXPORTERS = ("prometheus", "otlp")
 
 
 class ConfigError(ValueError):
@@ -90,6 +91,12 @@ class Config:
     ``INFERSIGHT_MODELS``                     JSON: ``{"name": {"version": "2", "slo_p99_seconds": 0.1,
                                               "endpoints": ["/scorer.Scorer/Score"]}}``
     ``INFERSIGHT_METRICS``                    expose Prometheus metrics (default true)
+    ``INFERSIGHT_METRICS_EXPORTER``           ``prometheus`` (default: served for scraping), ``otlp``
+                                              (pushed to the collector) or ``prometheus,otlp``
+    ``OTEL_METRIC_EXPORT_INTERVAL``           milliseconds between OTLP metric pushes (15000)
+    ``OTEL_EXPORTER_OTLP_METRICS_PROTOCOL``   ``grpc`` or ``http/protobuf`` for metrics (default:
+                                              ``OTEL_EXPORTER_OTLP_PROTOCOL``); the exporter reads
+                                              ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` and the rest
     ``INFERSIGHT_METRICS_PORT``               port of the metrics server for non-Flask apps (9464; 0: off)
     ``INFERSIGHT_METRICS_ADDR``               its bind address (0.0.0.0)
     ``INFERSIGHT_METRICS_PATH``               route added to Flask apps (``/metrics``; empty: off)
@@ -136,6 +143,10 @@ class Config:
     otlp_protocol: str = "grpc"
     otlp_encoder: str = "fast"
     metrics: bool = True
+    metrics_exporter: str = "prometheus"  # comma-separated: prometheus, otlp
+    # OTel's default is 60 s; 15 s keeps the collector's copy as fresh as a usual scrape.
+    metrics_export_interval_s: float = 15.0
+    otlp_metrics_protocol: str = "grpc"
     metrics_port: int = 9464
     metrics_addr: str = "0.0.0.0"
     metrics_path: str = "/metrics"
@@ -179,6 +190,8 @@ class Config:
         _check_endpoints(models)
         object.__setattr__(self, "gpu_hourly_cost", _hourly_costs(self.gpu_hourly_cost))
         object.__setattr__(self, "traces_exporter", _exporter_list(self.traces_exporter))
+        object.__setattr__(self, "metrics_exporter", _metrics_exporter_list(self.metrics_exporter))
+        _check_choice("otlp_metrics_protocol", self.otlp_metrics_protocol, _OTLP_PROTOCOLS)
         _check_choice("otlp_protocol", self.otlp_protocol, _OTLP_PROTOCOLS)
         _check_choice("otlp_encoder", self.otlp_encoder, _OTLP_ENCODERS)
         _check_choice("gpu", self.gpu, _GPU_MODES)
@@ -187,7 +200,8 @@ class Config:
         _check_range("queue_size", self.queue_size, 1, 10_000_000)
         _check_range("drift_window", self.drift_window, 2, 10_000_000)
         _check_range("drift_reference_size", self.drift_reference_size, 2, 10_000_000)
-        for name in ("flush_interval_s", "gpu_interval_s", "gpu_slow_interval_s", "drift_interval_s"):
+        positive = ("flush_interval_s", "metrics_export_interval_s", "gpu_interval_s", "gpu_slow_interval_s")
+        for name in (*positive, "drift_interval_s"):
             _check_positive(name, getattr(self, name))
         _check_range("shutdown_timeout_s", self.shutdown_timeout_s, 0, 300)
         _check_range("drift_sample_rate", self.drift_sample_rate, 0, 1)
@@ -226,6 +240,10 @@ class Config:
         if env.get(protocol_var, "").strip():
             values["otlp_protocol"] = env[protocol_var].strip()
             sources["otlp_protocol"] = protocol_var
+        protocol_var = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"
+        if env.get(protocol_var, "").strip():
+            values["otlp_metrics_protocol"] = env[protocol_var].strip()
+            sources["otlp_metrics_protocol"] = protocol_var
         values.update(overrides)
         try:
             config = cls(**values)
@@ -241,6 +259,11 @@ class Config:
                 _otlp_settings.check(env, config.otlp_protocol)  # the exporter's own: headers, TLS files
             except _otlp_settings.Problem as problem:
                 raise ConfigError(problem.setting, problem.message, problem.var) from None
+        if config.pushes_metrics:
+            try:
+                _otlp_settings.check(env, config.otlp_metrics_protocol, "METRICS")
+            except _otlp_settings.Problem as problem:
+                raise ConfigError(problem.setting, problem.message, problem.var) from None
         return config
 
     def with_overrides(self, **overrides: Any) -> Config:
@@ -250,6 +273,16 @@ class Config:
     def trace_exporters(self) -> tuple[str, ...]:
         """The exporters spans go to (empty for ``none``)."""
         return tuple(n for n in self.traces_exporter.split(",") if n != "none")
+
+    @property
+    def serves_metrics(self) -> bool:
+        """Metrics are served for scraping (a ``/metrics`` route or the metrics port)."""
+        return self.metrics and "prometheus" in self.metrics_exporter.split(",")
+
+    @property
+    def pushes_metrics(self) -> bool:
+        """Metrics are pushed over OTLP to the collector."""
+        return self.metrics and "otlp" in self.metrics_exporter.split(",")
 
     @property
     def spans_on(self) -> bool:
@@ -381,6 +414,20 @@ def _exporter_list(value: str) -> str:
     return ",".join(names)
 
 
+def _metrics_exporter_list(value: str) -> str:
+    names = list(dict.fromkeys(n.strip().lower() for n in str(value).split(",") if n.strip()))
+    if not names:
+        raise ConfigError("metrics_exporter", f"{value!r} names no exporter; INFERSIGHT_METRICS=false turns them off")
+    for name in names:
+        _check_choice("metrics_exporter", name, _METRICS_EXPORTERS)
+    return ",".join(names)
+
+
+def _parse_millis(raw: str) -> float:
+    """OTel's interval variables are in milliseconds; the setting is in seconds."""
+    return _parse_float(raw) / 1000
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ConfigError(name, f"{value!r} is not one of {', '.join(choices)}")
@@ -411,6 +458,9 @@ _ENV: dict[str, tuple[str, Any]] = {
     "traces_keep_slower_than_s": ("INFERSIGHT_TRACES_KEEP_SLOWER_THAN", _parse_float),
     "overhead_budget": ("INFERSIGHT_OVERHEAD_BUDGET", _parse_float),
     "metrics": ("INFERSIGHT_METRICS", _parse_bool),
+    "metrics_exporter": ("INFERSIGHT_METRICS_EXPORTER", str),
+    "metrics_export_interval_s": ("OTEL_METRIC_EXPORT_INTERVAL", _parse_millis),
+    "otlp_metrics_protocol": ("OTEL_EXPORTER_OTLP_PROTOCOL", str),
     "metrics_port": ("INFERSIGHT_METRICS_PORT", int),
     "metrics_addr": ("INFERSIGHT_METRICS_ADDR", str),
     "metrics_path": ("INFERSIGHT_METRICS_PATH", str),

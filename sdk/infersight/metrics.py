@@ -202,6 +202,8 @@ class InferenceMetrics:
             self._child(self.errors, model, name, exc_type).inc()
         if stage.batch_size > 0:
             self._observe(self._child(self.batch_size, model), stage.batch_size, ex)
+        if stage.queue_wait_s >= 0:
+            self._observe(self._child(self.queue_wait, model), stage.queue_wait_s, ex)
 
     def observe_outside_stages(self, rec: RequestRecord, model: str, seconds: float) -> None:
         ex = self._exemplar(rec.sampled, rec.trace_id, rec.span_id)

@@ -1,5 +1,5 @@
-"""Automatic instrumentation of Flask, Starlette and FastAPI, gRPC (sync and asyncio) and
-transformers pipelines; and of the clients the app calls others with: requests, httpx, gRPC
+"""Automatic instrumentation of Flask, Starlette and FastAPI, LitServe, BentoML, gRPC (sync and
+asyncio), Ray Serve and transformers pipelines; and of the clients the app calls others with: requests, httpx, gRPC
 channels.
 
 Libraries are patched when they are imported (wrapt post-import hooks), so importing
@@ -29,7 +29,14 @@ LIBRARIES: tuple[Library, ...] = (
     # FastAPI's own tracing to infersight when infersight's provider is the one that enabled it.
     Library("starlette", module="starlette.applications", requirement="starlette >= 0.37, < 2", patcher="starlette"),
     Library("fastapi", module="fastapi", requirement="fastapi >= 0.115", patcher="fastapi"),
+    # LitServe: its API servers are FastAPI apps ("starlette"); this adds the LitAPI's stages,
+    # run in its inference workers, to the requests' traces.
+    Library("litserve", module="litserve.server", requirement="litserve >= 0.2.19, < 0.3", patcher="litserve"),
+    # BentoML: its services are Starlette apps ("starlette"); this adds the stages of each API call.
+    Library("bentoml", module="_bentoml_sdk.method", requirement="bentoml >= 1.4, < 1.5", patcher="bentoml"),
     Library("grpc", module="grpc", requirement="grpcio >= 1.60", patcher="grpc"),  # sync and grpc.aio
+    # Each replica's HTTP requests (the module is imported in every replica process).
+    Library("ray_serve", module="ray.serve._private.replica", requirement="ray >= 2.60, < 3", patcher="ray_serve"),
     # Clients: outgoing calls, for the network's share of a call (see docs/layers.md)
     Library("requests", module="requests", requirement="requests >= 2.28", patcher="requests"),
     Library("httpx", module="httpx", requirement="httpx >= 0.24, < 1", patcher="httpx"),  # sync and async

@@ -49,7 +49,7 @@ def _wsgi_app(
         return wrapped(*args, **kwargs)  # type: ignore[no-any-return]
     environ, start_response = args[0], args[1]
     path = environ.get("PATH_INFO", "")
-    if rt.config.metrics and rt.config.metrics_path and path == rt.config.metrics_path:
+    if rt.config.serves_metrics and rt.config.metrics_path and path == rt.config.metrics_path:
         return _serve_metrics(rt, instance, wrapped, args, kwargs)  # type: ignore[no-any-return]
     page = rt.exposition.pages.get(path) if rt.config.metrics_path else None
     if page is not None:  # e.g. /drift, next to /metrics

@@ -298,7 +298,7 @@ def _start_metrics_server() -> None:
     if rt is None or rt in _metrics_tried:
         return
     _metrics_tried.add(rt)
-    if not rt.config.metrics or rt.config.metrics_port == 0 or rt.metrics_server is not None:
+    if not rt.config.serves_metrics or rt.config.metrics_port == 0 or rt.metrics_server is not None:
         return
     try:
         rt.start_metrics_server()

@@ -11,7 +11,9 @@ FastAPI traces requests itself when a tracer provider is set: see ``instrumentat
 opentelemetry-instrumentation-fastapi puts its middleware inside the app's middleware stack,
 below ``Starlette.__call__``. When an app's stack holds that middleware, the request is taken at
 the app's router instead (``Router.__call__``), inside the contrib SERVER span, so there is one
-server span and the stages are its children (as with opentelemetry-instrumentation-flask).
+server span and the stages are its children (as with opentelemetry-instrumentation-flask). A
+contrib span of another tracer provider than infersight's that won't be exported (BentoML's own
+provider, at its defaults) is passed over: then infersight's span is the server span.
 
 The metrics path is served on the app unless one of the app's routes owns it; then the metrics
 are on ``INFERSIGHT_METRICS_PORT``.
@@ -26,6 +28,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import trace
 from packaging.version import InvalidVersion, Version
 
 from .. import _compat, _errors, _runtime, multiprocess
@@ -46,30 +50,32 @@ class _AppInfo:
     """Per app, computed on its first requests: whether contrib's middleware is in its stack
     (for the stack it was computed on) and which exposition paths its routes own."""
 
-    __slots__ = ("contrib_inside", "owned", "stack")
+    __slots__ = ("contrib_apart", "contrib_inside", "owned", "stack")
 
     def __init__(self) -> None:
         self.stack: Any = None
         self.contrib_inside = False
+        self.contrib_apart = False  # contrib's middleware traces with a provider other than infersight's
         self.owned: dict[str, bool] = {}
 
 
 _apps: weakref.WeakKeyDictionary[Any, _AppInfo] = weakref.WeakKeyDictionary()
 
 
-def _contrib_inside(app: Any, stack: Any) -> bool:
+def _contrib_middleware(app: Any, stack: Any) -> Any:
+    """contrib's ASGI middleware in the app's stack, or None."""
     module = sys.modules.get(_CONTRIB_ASGI)
     middleware = getattr(module, "OpenTelemetryMiddleware", None) if module is not None else None
     if middleware is None:
-        return False
+        return None
     node, router = stack, getattr(app, "router", None)
     for _ in range(_MAX_STACK_DEPTH):
         if node is None or node is router:
-            return False
+            return None
         if isinstance(node, middleware):
-            return True
+            return node
         node = getattr(node, "app", None)
-    return False
+    return None
 
 
 _last: tuple[Any, _AppInfo | None] = (None, None)  # most processes serve one app: skip the weak lookup
@@ -89,12 +95,17 @@ def _info(app: Any) -> _AppInfo:
         stack = app.middleware_stack = app.build_middleware_stack()
     if stack is not info.stack:
         info.stack = stack
-        info.contrib_inside = _contrib_inside(app, stack)
-        if info.contrib_inside:
+        contrib = _contrib_middleware(app, stack)
+        info.contrib_inside = contrib is not None
+        rt = _runtime.get_runtime()
+        if contrib is not None:
+            provider = rt.provider if rt is not None else None
+            info.contrib_apart = provider is not None and _compat.tracer_apart(
+                getattr(contrib, "tracer", None), provider
+            )
             _defer_to_router()
         hand_over_tracing(app)  # an app created before infersight started: from its next request
-        rt = _runtime.get_runtime()
-        if rt is not None and rt.config.metrics and rt.config.metrics_path:
+        if rt is not None and rt.config.serves_metrics and rt.config.metrics_path:
             _owns(app, info, rt.config.metrics_path)  # owned: the metrics port opens now
     return info
 
@@ -128,7 +139,7 @@ def _start_metrics_server() -> None:
     if rt is None or rt in _metrics_tried:
         return
     _metrics_tried.add(rt)
-    if not rt.config.metrics or rt.config.metrics_port == 0 or rt.metrics_server is not None:
+    if not rt.config.serves_metrics or rt.config.metrics_port == 0 or rt.metrics_server is not None:
         return
     try:
         rt.start_metrics_server()
@@ -148,7 +159,7 @@ def _page(rt: Any, app: Any, info: _AppInfo, scope: Any) -> Callable[[], tuple[s
     if not cfg.metrics_path:
         return None
     path = _route_path(scope)
-    if path == cfg.metrics_path and cfg.metrics:
+    if path == cfg.metrics_path and cfg.serves_metrics:
         if _owns(app, info, path):
             return None
         accept = None
@@ -234,7 +245,32 @@ def _router_call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ..
     except Exception as exc:
         _errors.report("starlette", exc)
         return wrapped(*args, **kwargs)
+    if info is not None and info.contrib_apart and not _exported_span():
+        return _serve_as_server(wrapped, scope, args[1], args[2], _framework(scope.get("app")))
     return serve(wrapped, scope, args[1], args[2], _route_of, _framework(scope.get("app")))
+
+
+def _exported_span() -> bool:
+    """Whether contrib's middleware, tracing with a provider of its own, records a SERVER span
+    that will be exported. BentoML's provider, at its defaults, records none (a sample rate of 0)
+    or exports none (no exporter): then infersight's is the server span, as if the middleware
+    weren't there. (A middleware on infersight's provider keeps its sampling decision.)"""
+    try:
+        span = trace.get_current_span()
+        if not span.get_span_context().is_valid:
+            return True  # not contrib's: nothing to pass over
+        return span.is_recording() and not _compat.span_goes_nowhere(span)
+    except Exception as exc:
+        _errors.report("starlette", exc)
+        return True
+
+
+async def _serve_as_server(wrapped: Callable[..., Any], scope: Any, receive: Any, send: Any, framework: str) -> None:
+    token = otel_context.attach(trace.set_span_in_context(trace.INVALID_SPAN))
+    try:
+        await serve(wrapped, scope, receive, send, _route_of, framework)
+    finally:
+        otel_context.detach(token)
 
 
 def _mount_handle(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
