@@ -709,6 +709,9 @@ PROBES: dict[str, Callable[[], bool]] = {
     "otel.batch_queues": lambda: _probe_batch(batch_queues),
     "otel.batch_export_locks": lambda: _probe_batch(batch_export_locks),
     "otel.batch_exporter": lambda: _probe_batch_exporter(),
+    "otel.batch_exporter_read": lambda: _probe_batch(
+        lambda provider: [e for e in map(batch_exporter, span_processors(provider)) if hasattr(e, "export")]
+    ),
     "otel.context_var": lambda: otel_context_var() is not None,
     "otel.exporter_hooks": _exporter_hooks_present,
     "otel.composite_propagators": lambda: _probe_composite(),
