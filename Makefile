@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export INFERSIGHT_CACHE := $(CACHE)
 export INFERSIGHT_VENV := $(VENV)
 
-.PHONY: help setup collector test test-e2e test-gpu lint generate check-generated demo bench
+.PHONY: help setup setup-tests collector jaeger test test-e2e test-gpu lint generate check-generated demo bench
 
 help:
 	@echo "make demo       set up, then run the example server under load with the live view"
@@ -14,14 +14,22 @@ help:
 	@echo "make bench      run the benchmarks and write docs/benchmarks.md"
 	@echo "make generate   regenerate rules, dashboards and docs from code"
 	@echo "make lint       ruff check and format, mypy strict, promtool check rules"
+	@echo "make collector  build our collector (cached); make jaeger: build Jaeger v2 (cached)"
 
 setup:
 	@bash tools/setup.sh
 
+# The test suite also needs the envs of its framework, Triton and newest-versions tests.
+setup-tests:
+	@INFERSIGHT_TEST_ENVS=1 bash tools/setup.sh
+
 collector:
 	@bash tools/build-collector.sh
 
-test: setup
+jaeger:
+	@bash tools/build-jaeger.sh
+
+test: setup-tests
 	$(PY) -m pytest
 
 lint:
@@ -36,7 +44,7 @@ demo: setup
 bench: setup
 	$(PY) benchmarks/run.py
 
-test-e2e: setup
+test-e2e: setup-tests
 	$(PY) -m pytest tests/e2e -q -s
 
 test-gpu: setup

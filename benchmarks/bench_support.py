@@ -2,7 +2,7 @@
 
 The collector runs with the shipped collector-config/otelcol.yaml, rewritten by
 tools/stack/collector.py's ``loopback_config`` (free loopback ports, queue under a temp dir);
-its Tempo exporter points at a second collector instance that only counts (debug exporter), so
+its trace exporter points at a second collector instance that only counts (debug exporter), so
 the whole shipped pipeline, sending queue included, does its real work.
 """
 
@@ -77,7 +77,7 @@ def shipped_collector(
     cpus: set[int] | None = None,
     edit: Callable[[dict[str, Any]], None] | None = None,
 ) -> Iterator[Collector]:
-    """The shipped config on loopback, its Tempo exporter feeding a sink collector; both stopped on exit.
+    """The shipped config on loopback, its trace exporter feeding a sink collector; both stopped on exit.
 
     ``edit`` may change the rewritten config before it is written (what-if runs)."""
     sink_port = free_port()

@@ -3,14 +3,14 @@
     python benchmarks/collector_load.py [--rate 10000] [--seconds 45] [--procs 2] [--quick]
 
 The collector runs collector-config/otelcol.yaml as shipped (memory_limiter, batch, span_metrics,
-tail_sampling with its decision wait, the Tempo exporter's persistent queue), rewritten only
-to loopback ports with the Tempo exporter pointed at a second collector that counts and drops.
+tail_sampling with its decision wait, the trace exporter's persistent queue), rewritten only
+to loopback ports with the trace exporter pointed at a second collector that counts and drops.
 ``--procs`` load processes send pre-built OTLP ExportTraceServiceRequests over gRPC, paced to
 ``--rate`` spans/s in all. Each request is ``--batch`` spans shaped like infersight's traces (a
 server span and its preprocess/model/postprocess children, with the span-metrics dimensions), and
 gets fresh trace ids before each send, so tail sampling sees new traces as in production.
 
-Read from the collector: otelcol_receiver_accepted/refused_spans and the Tempo exporter's sent
+Read from the collector: otelcol_receiver_accepted/refused_spans and the trace exporter's sent
 spans on its own telemetry endpoint (:8888 in production), sampled every second with VmRSS
 (/proc/<pid>/status) and CPU (/proc/<pid>/stat). Rates exclude the first --warmup seconds.
 """
@@ -211,8 +211,8 @@ def main() -> int:
                     "cpu": cpu_seconds(col.pid),
                     "accepted": counter(rows, "otelcol_receiver_accepted_spans"),
                     "refused": counter(rows, "otelcol_receiver_refused_spans"),
-                    "to_tempo": counter(rows, "otelcol_exporter_sent_spans", 'exporter="otlp_grpc/tempo"'),
-                    "tempo_failed": counter(rows, "otelcol_exporter_send_failed_spans", 'exporter="otlp_grpc/tempo"'),
+                    "to_tempo": counter(rows, "otelcol_exporter_sent_spans", 'exporter="otlp_grpc/traces"'),
+                    "tempo_failed": counter(rows, "otelcol_exporter_send_failed_spans", 'exporter="otlp_grpc/traces"'),
                 }
             )
             time.sleep(max(0.0, 1.0 - (time.time() - start_at) % 1.0))

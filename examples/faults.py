@@ -4,13 +4,23 @@ Two ways in, whichever changed last wins:
 
 * a JSON file named by ``$INFERSIGHT_DEMO_FAULTS``, re-read at most once per second::
 
-      {"slow_preprocess_ms": 0, "slow_model_ms": 0, "slow_postprocess_ms": 250, "cold_start": false}
+      {"slow_preprocess_ms": 0, "slow_model_ms": 0, "slow_postprocess_ms": 250, "cold_start": false,
+       "slow_tokenizer_ms_per_kb": 0, "lock_postprocess_ms": 0, "gil_hog": false}
 
 * ``POST /admin/faults`` with the same JSON on an app that called ``faults.install(app)``.
 
 The example apps call ``delay("postprocess")`` etc. from inside their own stage code, so the
 slowness lands in the stage it names; ``take_cold_start()`` is true once per switch-on.
-Large payloads and input shift are client-side: see examples/load/.
+
+* ``slow_tokenizer_ms_per_kb``: preprocessing sleeps this long per KiB of input text
+  (``tokenizer_delay(text)``), a tokenizer that is slow on long inputs;
+* ``lock_postprocess_ms``: postprocessing holds one process-wide lock this long
+  (``locked("postprocess")``), so concurrent requests wait for each other: wall time grows,
+  CPU time does not;
+* ``gil_hog``: a background thread runs long C calls that hold the GIL (``sum(range(...))``),
+  so every request thread waits for it.
+
+Large payloads, load spikes and input shift are client-side: see examples/load/.
 """
 
 from __future__ import annotations
@@ -21,9 +31,28 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["FAULT_KEYS", "current", "delay", "install", "set_faults", "take_cold_start", "write"]
+__all__ = [
+    "FAULT_KEYS",
+    "current",
+    "delay",
+    "install",
+    "locked",
+    "set_faults",
+    "take_cold_start",
+    "tokenizer_delay",
+    "write",
+]
 
-FAULT_KEYS = ("slow_preprocess_ms", "slow_model_ms", "slow_postprocess_ms", "cold_start")
+FAULT_KEYS = (
+    "slow_preprocess_ms",
+    "slow_model_ms",
+    "slow_postprocess_ms",
+    "cold_start",
+    "slow_tokenizer_ms_per_kb",
+    "lock_postprocess_ms",
+    "gil_hog",
+)
+_FLAGS = ("cold_start", "gil_hog")
 _ENV = "INFERSIGHT_DEMO_FAULTS"
 _REREAD_S = 1.0
 
@@ -40,7 +69,7 @@ def _clean(values: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown faults {sorted(unknown)}; known: {', '.join(FAULT_KEYS)}")
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if key == "cold_start":
+        if key in _FLAGS:
             out[key] = bool(value)
         else:
             ms = float(value)
@@ -57,7 +86,9 @@ def set_faults(values: dict[str, Any]) -> dict[str, Any]:
     with _lock:
         _state = new
         _cold_pending = bool(new.get("cold_start"))
-        return dict(_state)
+        state = dict(_state)
+    _gil_hog(bool(new.get("gil_hog")))
+    return state
 
 
 def _refresh() -> None:
@@ -93,6 +124,45 @@ def delay(stage: str) -> None:
     ms = current().get(f"slow_{stage}_ms", 0.0)
     if ms > 0:
         time.sleep(ms / 1000.0)
+
+
+def tokenizer_delay(text: object) -> None:
+    """Sleep ``slow_tokenizer_ms_per_kb`` per KiB of ``text`` (a string or a list of them)."""
+    per_kb = current().get("slow_tokenizer_ms_per_kb", 0.0)
+    if per_kb > 0:
+        texts = text if isinstance(text, list) else [text]
+        size = sum(len(t.encode()) for t in texts if isinstance(t, str))
+        time.sleep(per_kb * size / 1024 / 1000.0)
+
+
+_stage_lock = threading.Lock()
+
+
+def locked(stage: str) -> None:
+    """Hold one process-wide lock for ``lock_<stage>_ms``: concurrent requests queue on it."""
+    ms = current().get(f"lock_{stage}_ms", 0.0)
+    if ms > 0:
+        with _stage_lock:
+            time.sleep(ms / 1000.0)
+
+
+_hog_stop: threading.Event | None = None
+
+
+def _gil_hog(on: bool) -> None:
+    """Start or stop the thread that holds the GIL (one C call of ~35 ms at a time on a 2-core VM)."""
+    global _hog_stop
+    if on and _hog_stop is None:
+        stop = _hog_stop = threading.Event()
+
+        def hog() -> None:
+            while not stop.is_set():
+                sum(range(1_500_000))  # one C call: the GIL is not released until it returns
+
+        threading.Thread(target=hog, name="gil-hog", daemon=True).start()
+    elif not on and _hog_stop is not None:
+        _hog_stop.set()
+        _hog_stop = None
 
 
 def take_cold_start() -> bool:

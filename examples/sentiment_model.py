@@ -28,6 +28,7 @@ class SentimentPipeline(TextClassificationPipeline):
 
     def preprocess(self, *args: Any, **kwargs: Any) -> Any:
         faults.delay("preprocess")
+        faults.tokenizer_delay(args[0] if args else kwargs.get("inputs"))
         return super().preprocess(*args, **kwargs)
 
     def _forward(self, *args: Any, **kwargs: Any) -> Any:
@@ -36,6 +37,7 @@ class SentimentPipeline(TextClassificationPipeline):
 
     def postprocess(self, *args: Any, **kwargs: Any) -> Any:
         faults.delay("postprocess")
+        faults.locked("postprocess")
         return super().postprocess(*args, **kwargs)
 
 

@@ -32,7 +32,7 @@ from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import heatmap as hm
 from grafana_foundation_sdk.models import prometheus as pm
 
-from infersight.conventions import METRIC, MetricSpec
+from infersight.conventions import METRIC, TRITON, MetricSpec
 
 HERE = Path(__file__).resolve().parent
 OUTPUT_DIR = HERE / "dashboards"
@@ -327,7 +327,7 @@ def overview() -> Iterable[Any]:
     yield drill_to(dashed(latency, "D"), "infersight-stages", "Stages of ${__field.labels.model}")
     yield heat(
         "Request latency heatmap (click an exemplar for its trace)",
-        "Where do request latencies fall, and which trace is behind an outlier? Exemplars link to Tempo.",
+        "Where do request latencies fall, and which trace is behind an outlier? Exemplars link to Jaeger.",
         "s",
         target(heatmap_expr(METRIC.REQUEST_DURATION, REQ), "{{le}}", exemplar=True, fmt=pm.PromQueryFormat.HEATMAP),
         cell_unit="reqps",
@@ -355,6 +355,8 @@ def overview() -> Iterable[Any]:
         "short",
         target(gauge(METRIC.REQUESTS_IN_FLIGHT, INST, "instance", "sum"), "{{instance}}"),
     )
+
+    yield from triton_rows()
 
     yield "Outgoing calls (the client's side)"
     yield ts(
@@ -400,6 +402,59 @@ def overview() -> Iterable[Any]:
         "percentunit",
         target(f"max by (instance) ({METRIC.OVERHEAD_CPU_RATIO.name}{{{INST}}})", "{{instance}}"),
     )
+
+
+def triton_rows() -> Iterable[Any]:
+    """Triton Inference Server's own metrics (job triton), for models no infersight runs in."""
+    tsel = 'model=~"$model"'
+    success = rate(TRITON.SUCCESS, tsel, "model")
+
+    def per_request(counter: str) -> str:
+        return f"{rate(counter, tsel, 'model')} / {success} / 1e6"
+
+    def p99(summary: str) -> str:
+        return f'max by (model) ({summary}{{{tsel}, quantile="0.99"}}) / 1e6'
+
+    yield "Triton Inference Server"
+    yield ts(
+        "Triton: requests and failures per second by model",
+        "How much traffic do Triton's models serve, and how much of it fails (by Triton's reason)?",
+        "reqps",
+        target(success, "{{model}} success"),
+        target(rate(TRITON.FAILURE, tsel, "model, reason"), "{{model}} failed: {{reason}}"),
+    )
+    yield ts(
+        "Triton: mean time per request by stage (stacked)",
+        "Is a Triton model's time spent queueing, copying inputs, computing or copying outputs?",
+        "s",
+        *(target(per_request(c), "{{model}} " + stage) for stage, c in TRITON.STAGE_DURATION_US.items()),
+        stack=True,
+        bars=True,
+    )
+    latency = ts(
+        "Triton: P99 by stage, and the request's against the objective",
+        "Is a Triton model within its P99 objective (dashed), and which of its stages has the slow tail? "
+        "Quantiles from Triton's summaries (--metrics-config summary_latencies=true).",
+        "s",
+        target(p99(TRITON.REQUEST_SUMMARY_US), "{{model}} request p99"),
+        target(per_request(TRITON.REQUEST_DURATION_US), "{{model}} request mean"),
+        *(target(p99(summary), "{{model}} " + stage + " p99") for stage, summary in TRITON.STAGE_SUMMARY_US.items()),
+        target(gauge(METRIC.MODEL_SLO_P99, tsel, "model"), "{{model}} P99 objective"),
+    )
+    yield dashed(latency, chr(ord("A") + len(TRITON.STAGE_SUMMARY_US) + 2))
+    yield ts(
+        "Triton: batch size and pending requests",
+        "Does Triton's dynamic batcher batch (requests per execution), and do requests pile up?",
+        "short",
+        target(
+            f"{rate(TRITON.INFERENCES, tsel, 'model')} / {rate(TRITON.EXECUTIONS, tsel, 'model')}", "{{model}} batch"
+        ),
+        target(gauge_raw(TRITON.PENDING, tsel, "model"), "{{model}} pending"),
+    )
+
+
+def gauge_raw(name: str, sel: str, by: str) -> str:
+    return f"sum by ({by}) ({name}{{{sel}}})"
 
 
 def stages() -> Iterable[Any]:
@@ -492,6 +547,14 @@ def stages() -> Iterable[Any]:
         "s",
         target(gauge(METRIC.MODEL_LOAD_DURATION, REQ, "model, version"), "{{model}} {{version}} load"),
         target(gauge(METRIC.FIRST_REQUEST_DURATION, REQ, "model, version"), "{{model}} {{version}} first request"),
+        step=True,
+    )
+    yield ts(
+        "Cold start by phase",
+        "Where did the last cold start go: process start, imports, model load (files read, moved to the device,"
+        " warm-up) or the first request? The trace named cold_start shows the same as a tree.",
+        "s",
+        target(gauge(METRIC.COLD_START, REQ, "model, phase"), "{{model}} {{phase}}"),
         step=True,
     )
     yield from diagnosis()

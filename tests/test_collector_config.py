@@ -255,7 +255,7 @@ def test_persistent_queue_survives_a_restart(collector: Path, config: dict[str, 
         ids = _send_spans(ports["otlp_grpc"], "queue-test")
         # The error trace passed sampling and the Tempo exporter is retrying it.
         wait_until(
-            lambda: "otlp_grpc/tempo" in log1.read_text() and "retry" in log1.read_text().lower(),
+            lambda: "otlp_grpc/traces" in log1.read_text() and "retry" in log1.read_text().lower(),
             30,
             "the Tempo exporter retrying",
         )

@@ -157,11 +157,14 @@ def test_collector_wiring(services: dict[str, Any]) -> None:
     # The persistent queue's directory is on a named volume.
     queue_dir = cfg["extensions"]["file_storage"]["directory"]
     assert any(isinstance(v, str) and queue_dir.startswith(v.split(":")[1]) for v in col["volumes"])
-    # Traces go to the tempo service on the port Tempo receives OTLP gRPC on.
-    host, port = col["environment"]["TEMPO_ENDPOINT"].split(":")
-    assert host in services
-    tempo = yaml.safe_load((ROOT / "tempo" / "tempo.yaml").read_text())
-    grpc = tempo["distributor"]["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
+    # Traces go to the jaeger service on the port its OTLP gRPC receiver listens on, and the
+    # collector's trace exporter reads that variable.
+    host, port = col["environment"]["TRACES_ENDPOINT"].split(":")
+    assert host == "jaeger" and host in services
+    exporter = next(e for name, e in cfg["exporters"].items() if name.split("/")[0] == "otlp_grpc")
+    assert exporter["endpoint"].startswith("${env:TRACES_ENDPOINT")
+    jaeger = yaml.safe_load((ROOT / "jaeger" / "jaeger.yaml").read_text())
+    grpc = jaeger["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
     assert grpc == f"0.0.0.0:{port}"
     # The image is built from the same manifest version the tests build.
     manifest = yaml.safe_load((ROOT / "collector-config" / "builder-config.yaml").read_text())
@@ -174,7 +177,6 @@ def test_collector_wiring(services: dict[str, Any]) -> None:
 def test_prometheus_flags_and_targets(services: dict[str, Any]) -> None:
     cmd = services["prometheus"]["command"]
     assert "--enable-feature=exemplar-storage" in cmd
-    assert "--web.enable-remote-write-receiver" in cmd
     assert "--config.file=/etc/prometheus/prometheus.yml" in cmd
     prom = yaml.safe_load((ROOT / "prometheus" / "prometheus.yml").read_text())
     targets = [t for job in prom["scrape_configs"] for sc in job.get("static_configs", []) for t in sc["targets"]] + [
@@ -184,6 +186,29 @@ def test_prometheus_flags_and_targets(services: dict[str, Any]) -> None:
     for target in targets:
         host = target.split(":")[0]
         assert host == "localhost" or host in services, f"prometheus.yml targets {target}: no such service"
+
+
+def test_jaeger_is_the_release_the_native_stack_builds(services: dict[str, Any]) -> None:
+    """One trace backend: compose runs the Jaeger release that tools/build-jaeger.sh builds for
+    the demo and the tests (module v1.X.0 is Jaeger v2.(X-63).0), its config mounted, its
+    health check on the healthcheckv2 port, its UI/API published, and no Tempo left."""
+    jaeger = services["jaeger"]
+    repo, tag = _split_image(jaeger["image"])
+    assert repo == "jaegertracing/jaeger" and tag
+    pin = next(line for line in (ROOT / "tools" / "jaeger.pin").read_text().splitlines() if line.strip()[:1] not in "#")
+    module, version = pin.split()
+    assert module == "github.com/jaegertracing/jaeger"
+    major, minor, patch = (int(x) for x in version.removeprefix("v").split("."))
+    assert major == 1 and tag == f"2.{minor - 63}.{patch}", (version, tag)
+    assert "./jaeger/jaeger.yaml:/etc/jaeger/config.yaml:ro" in jaeger["volumes"]
+    assert jaeger["command"] == ["--config", "/etc/jaeger/config.yaml"]
+    cfg = yaml.safe_load((ROOT / "jaeger" / "jaeger.yaml").read_text())
+    assert cfg["extensions"]["healthcheckv2"]["http"]["endpoint"].endswith(f":{_healthcheck_port(jaeger)}")
+    query_port = cfg["extensions"]["jaeger_query"]["http"]["endpoint"].rsplit(":", 1)[1]
+    assert f"127.0.0.1:{query_port}:{query_port}" in jaeger["ports"]
+    assert "healthcheckv2" in cfg["service"]["extensions"]
+    assert not any("tempo" in name or "tempo" in str(svc.get("image", "")) for name, svc in services.items())
+    assert services["grafana"]["depends_on"]["jaeger"]["condition"] == "service_healthy"
 
 
 def test_alertmanager_webhooks_reach_a_service(services: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ from tests.support.dashboards import (
     substitute_variables,
 )
 
-from infersight.conventions import ALL_METRICS, METRIC
+from infersight.conventions import ALL_METRICS, METRIC, TRITON
 from stack import find_binary, http_get, prometheus, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,7 +185,7 @@ def test_heatmaps_show_exemplars() -> None:
 
 _SERIES = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{")
 _SUFFIX = re.compile(r"_(bucket|sum|count|total)$")
-KNOWN = {spec.name for spec in ALL_METRICS}
+KNOWN = {spec.name for spec in ALL_METRICS} | set(TRITON.METRICS)  # Triton's own, for its models
 
 
 def _metric_names(expr: str) -> set[str]:
@@ -223,13 +223,18 @@ def _datasources() -> dict[str, dict[str, Any]]:
     return {ds["uid"]: ds for ds in doc["datasources"]}
 
 
-def test_datasources_link_exemplars_to_tempo_and_spans_to_gpu_metrics() -> None:
+def test_datasources_link_exemplars_to_jaeger_and_spans_to_gpu_metrics() -> None:
     sources = _datasources()
-    prom, tempo = sources["prometheus"], sources["tempo"]
+    prom, jaeger = sources["prometheus"], sources["jaeger"]
     assert prom["type"] == "prometheus" and prom["url"] == "http://prometheus:9090" and prom["isDefault"]
-    assert prom["jsonData"]["exemplarTraceIdDestinations"] == [{"name": "trace_id", "datasourceUid": "tempo"}]
-    assert tempo["type"] == "tempo" and tempo["url"] == "http://tempo:3200"
-    t2m = tempo["jsonData"]["tracesToMetrics"]
+    assert prom["jsonData"]["exemplarTraceIdDestinations"] == [{"name": "trace_id", "datasourceUid": "jaeger"}]
+    assert jaeger["type"] == "jaeger" and not any(ds["type"] == "tempo" for ds in sources.values())
+    # The URL is the compose service's query port (jaeger/jaeger.yaml's jaeger_query http endpoint).
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    query = yaml.safe_load((ROOT / "jaeger" / "jaeger.yaml").read_text())["extensions"]["jaeger_query"]
+    port = query["http"]["endpoint"].rsplit(":", 1)[1]
+    assert "jaeger" in compose["services"] and jaeger["url"] == f"http://jaeger:{port}"
+    t2m = jaeger["jsonData"]["tracesToMetrics"]
     assert t2m["datasourceUid"] == "prometheus"
     assert t2m["spanStartTimeShift"].startswith("-") and t2m["spanEndTimeShift"]
     assert {"key": "infersight.gpu.uuid", "value": "uuid"} in t2m["tags"]
@@ -340,7 +345,7 @@ def test_span_links_open_the_span_gpu_counters(backfilled: tuple[str, int, int])
     url, start, end = backfilled
     model, (_, uuid, _) = synthetic.MODELS[0], synthetic.GPUS[0]
     tags = {"infersight.gpu.uuid": uuid, "infersight.model.name": model}
-    t2m = _datasources()["tempo"]["jsonData"]["tracesToMetrics"]
+    t2m = _datasources()["jaeger"]["jsonData"]["tracesToMetrics"]
     for query in t2m["queries"]:
         promql = query["query"].replace("$$", "$")
         promql = re.sub(r'\$\{__span\.tags\["([^"]+)"\]\}', lambda m: tags[m.group(1)], promql)
@@ -391,11 +396,11 @@ def metrics_endpoint() -> Iterator[tuple[str, list[str]]]:
         thread.join(timeout=5)
 
 
-def test_latency_heatmap_exemplars_carry_the_trace_id_tempo_links_use(
+def test_latency_heatmap_exemplars_carry_the_trace_id_jaeger_links_use(
     metrics_endpoint: tuple[str, list[str]], tmp_path: Path
 ) -> None:
     """Scrape real infersight output; the heatmap's query gets exemplars whose label (the one the
-    Prometheus data source sends to Tempo) holds the trace id of a real request span."""
+    Prometheus data source sends to Jaeger) holds the trace id of a real request span."""
     if find_binary("prometheus") is None:
         pytest.skip("prometheus not installed (tools/setup.sh installs it)")
     target, trace_ids = metrics_endpoint

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stack import find_binary
+from stack import find_binary, jaeger_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 LATENCY_ALERTS = ("InferenceP99AboveSLO", "InferenceLatencySLOBurnRate")
@@ -58,6 +58,13 @@ def test_demo_runs_end_to_end_and_cleans_up() -> None:
     assert any(re.search(r"^tiny-sentiment .* ok ", f, re.M) for f in before), before[-1]
     assert re.search(r"^tiny-sentiment .* OVER ", after[-1], re.M), after[-1]
     assert re.search(r"^  postprocess +\d", after[-1], re.M)
+
+    # The trace is one step away: with Jaeger built (tools/setup.sh), the slowest request's
+    # trace is drawn under the table after the fault, its postprocess stage waiting (a sleep).
+    if jaeger_binary().exists():
+        assert "slowest recent request" in out[inject:], after[-1]
+        waits = re.findall(r"^\s+postprocess\s+\|[^|]*\|\s+\S+\s+cpu \S+ \(\d+%\) wait ([\d.]+)ms", out[inject:], re.M)
+        assert waits and max(float(w) for w in waits) >= 150, out[inject:][-3000:]
 
     # Alerts arrive at the webhook only after the fault, and name the latency objective.
     webhook = [m.start() for m in re.finditer(r"webhook /\w+: FIRING (\w+)", out)]

@@ -39,8 +39,11 @@ for _path in (GRPC_EXAMPLE, LOAD):
 import grpc_load  # noqa: E402
 import grpc_predict_v2_pb2 as pb  # noqa: E402
 import grpc_predict_v2_pb2_grpc as pb_grpc  # noqa: E402
+from tests.support.netproxy import DelayProxy  # noqa: E402
 
 from stack import free_port  # noqa: E402
+
+PROXY_DELAY_S = 0.1
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_ID = "b7ad6b7169203331"
@@ -488,6 +491,19 @@ def test_example_server_under_grpc_load(tiny_model_dir: Path, tmp_path: Path) ->
         assert line is not None, body[-3000:]
         assert f'model="{MODEL}"' in line
         assert float(line.rsplit(" ", 1)[1]) == result.requests
+        # The load generator puts the server's own time (its server-timing trailer) beside the
+        # client's; through a proxy that delays each crossing, only the client's grows.
+        assert len(result.server_s) == result.requests, result.summary()
+        assert "server's own time (Server-Timing" in result.summary()
+        with DelayProxy(("127.0.0.1", grpc_port), delay_s=PROXY_DELAY_S) as proxy:
+            delayed = grpc_load.run(f"127.0.0.1:{proxy.port}", duration_s=1.5, rps=8, concurrency=2, timeout_s=10)
+        assert delayed.requests >= 3 and delayed.errors == 0 and len(delayed.server_s) == delayed.requests
+        gap = delayed.quantile(0.5) - delayed.server_quantile(0.5)
+        assert gap > PROXY_DELAY_S, delayed.summary()  # a call crosses the proxy twice
+        assert delayed.server_quantile(0.5) < result.quantile(0.99) + PROXY_DELAY_S, (
+            result.summary(),
+            delayed.summary(),
+        )
     finally:
         proc.terminate()
         try:

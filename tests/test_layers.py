@@ -241,6 +241,20 @@ def test_client_errors_pass_through_unchanged_and_are_counted(t: Captured) -> No
     assert not span.status.is_ok
 
 
+def test_calls_inside_otels_suppression_are_not_recorded(t: Captured) -> None:
+    # An OTLP/HTTP exporter sends under suppress_instrumentation: recording its sends would make
+    # spans to export, whose export makes more.
+    from opentelemetry.instrumentation.utils import suppress_instrumentation
+
+    with FlaskServer() as base:
+        with suppress_instrumentation():
+            requests.get(f"{base}/predict", timeout=10)
+        labels = {"target": base.removeprefix("http://"), "endpoint": "/predict"}
+        assert t.value("infersight_client_request_duration_seconds_count", outcome="success", **labels) is None
+        requests.get(f"{base}/predict", timeout=10)
+        assert t.value("infersight_client_request_duration_seconds_count", outcome="success", **labels) == 1
+
+
 @pytest.mark.parametrize(
     ("header", "seconds"),
     [

@@ -93,6 +93,8 @@ def test_instrumentation_dependencies_come_from_the_objects(monkeypatch: pytest.
         "bentoml",
         "ray",
         "grpcio",
+        "tritonclient",
+        "nvidia-pytriton",
         "requests",
         "httpx",
         "transformers",

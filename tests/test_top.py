@@ -202,3 +202,32 @@ def test_top_says_when_its_source_is_down() -> None:
         assert "Traceback" not in proc.stderr, proc.stderr
         assert "refused" in proc.stdout and "(no data, see below)" in proc.stdout, proc.stdout
         assert proc.returncode == 1
+
+
+def test_outgoing_calls_from_prometheus_name_the_layer() -> None:
+    """Client-side series (an instrumented client's outgoing calls): the P99, its network part,
+    and "network" or "server" for whichever holds most of it."""
+
+    class Fake(top.PrometheusSource):
+        def query(self, expr: str) -> list[tuple[dict[str, str], float]]:
+            calls = {"a:80": (0.30, 0.25), "b:80": (0.30, 0.02)}  # (client P99, network P99)
+            if "client_network_seconds_bucket" in expr and "0.99" in expr:
+                return [({"target": t, "endpoint": "/p"}, v[1]) for t, v in calls.items()]
+            if "client_request_duration_seconds_bucket" in expr and "0.99" in expr:
+                return [({"target": t, "endpoint": "/p"}, v[0]) for t, v in calls.items()]
+            if "client_request_duration_seconds_count" in expr:
+                return [({"target": t, "endpoint": "/p"}, 5.0) for t in calls]
+            return []
+
+        def alerts(self) -> list[top.Alert]:
+            return [top.Alert("InferenceNetworkLatencyHigh", "firing", {"layer": "network", "target": "a:80"})]
+
+    snap = Fake("http://prometheus.invalid").snapshot()
+    assert snap.calls[("a:80", "/p")].layer == "network"
+    assert snap.calls[("b:80", "/p")].layer == "server"
+    frame = top.render(snap)
+    rows = {
+        line.split()[0]: line.split()[-1] for line in frame.splitlines() if line.startswith("  ") and ":80/p" in line
+    }
+    assert rows == {"a:80/p": "network", "b:80/p": "server"}, frame
+    assert "InferenceNetworkLatencyHigh" in frame and "layer=network" in frame

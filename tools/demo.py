@@ -7,10 +7,15 @@
 3. starts a real Prometheus (scraping every second, the repo's rule files with their ``for:``
    windows shortened; the shipped files keep production values) and Alertmanager, plus a
    webhook receiver in this process that prints alerts as they arrive;
-4. starts the OpenTelemetry collector if it was built (``make collector``); without it traces
-   are off (OTEL_TRACES_EXPORTER=none) and exemplars still link metrics to trace ids;
-5. sends load, shows ``infersight top`` live, and after ``--fault-at`` seconds turns on a
-   fault (slow postprocess) so the latency alerts fire.
+4. starts Jaeger (the trace backend, ``make jaeger``) and the OpenTelemetry collector
+   (``make collector``), which sends the traces to Jaeger over OTLP; without the collector
+   traces are off (OTEL_TRACES_EXPORTER=none) and exemplars still link metrics to trace ids;
+5. sends load, shows ``infersight top`` live (P99 sparklines), and after ``--fault-at`` seconds
+   turns on a fault (``--fault``, slow postprocess by default) so the latency alerts fire: a
+   slow stage, a slow tokenizer on long inputs, a lock in postprocessing, a thread hogging the
+   GIL, 4 KiB payloads, a load spike, or a cold start (the server process restarted); from then
+   on the slowest recent request's trace, fetched from Jaeger, is drawn as a waterfall under
+   the table.
 
 It runs this checkout's SDK (sdk/) and starts the stack with tools/stack, as the tests do.
 Ctrl-C (or ``--duration``) stops every child and removes the temporary directory.
@@ -29,6 +34,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,17 +49,29 @@ import http_load  # noqa: E402  (examples/load/)
 
 import faults  # noqa: E402  (examples/)
 from build_model import build  # noqa: E402  (examples/)
-from infersight import top  # noqa: E402
-from infersight.conventions import METRIC  # noqa: E402
+from infersight import top, traceview  # noqa: E402
+from infersight.conventions import COLD_START_PHASES, COLD_TOTAL, METRIC, SPAN  # noqa: E402
 from webhook_receiver import AlertLog  # noqa: E402  (examples/)
 
-FAULTS = ("slow_postprocess", "slow_preprocess", "slow_model", "cold_start")
+FAULTS = (
+    "slow_postprocess",
+    "slow_preprocess",
+    "slow_model",
+    "cold_start",
+    "slow_tokenizer",
+    "lock_postprocess",
+    "gil_hog",
+    "large_payload",
+    "load_spike",
+)
+LARGE_KB = 4  # text size of the long inputs of slow_tokenizer and large_payload
 SLO_P99_S = 0.1
 APPS = {
     "flask": stack.ROOT / "examples" / "flask_sentiment" / "app.py",
     "fastapi": stack.ROOT / "examples" / "fastapi_sentiment" / "app.py",
 }
 SCRAPE_JOB = "model-server"  # the shipped job name for the model servers
+TRACE_EVERY_S = 10  # how often (and how long after the fault first) the slowest trace is looked up
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,7 +83,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--server", choices=sorted(APPS), default="flask", help="the example server (default flask)")
     parser.add_argument("--fault", choices=FAULTS, default="slow_postprocess")
-    parser.add_argument("--fault-ms", type=float, default=200, help="delay of a slow_* fault (ms)")
+    parser.add_argument(
+        "--fault-ms",
+        type=float,
+        default=200,
+        help="delay of a slow_* fault per request (ms); lock_postprocess holds its lock a quarter of it",
+    )
     parser.add_argument("--no-fault", action="store_true", help="never inject a fault")
     parser.add_argument("--rps", type=float, default=15, help="target request rate")
     parser.add_argument("--concurrency", type=int, default=4)
@@ -137,16 +160,19 @@ class Alerts:
         )
 
 
-def _collector_config(workdir: Path, otlp_port: int, health_port: int) -> Path:
-    """Traces only, printed one line a batch: the demo has no Tempo."""
+def _collector_config(workdir: Path, otlp_port: int, health_port: int, jaeger: str | None) -> Path:
+    """Traces only: to Jaeger over OTLP when it runs, else printed one line a batch."""
+    exporters: dict[str, Any] = {"debug": {"verbosity": "basic"}}
+    if jaeger:
+        exporters = {"otlp_grpc/jaeger": {"endpoint": jaeger, "tls": {"insecure": True}}}
     config = {
         "receivers": {"otlp": {"protocols": {"grpc": {"endpoint": f"{stack.LOOPBACK}:{otlp_port}"}}}},
-        "processors": {"batch": {}},
-        "exporters": {"debug": {"verbosity": "basic"}},
+        "processors": {"batch": {"timeout": "500ms"}},
+        "exporters": exporters,
         "extensions": {"health_check": {"endpoint": f"{stack.LOOPBACK}:{health_port}"}},
         "service": {
             "extensions": ["health_check"],
-            "pipelines": {"traces": {"receivers": ["otlp"], "processors": ["batch"], "exporters": ["debug"]}},
+            "pipelines": {"traces": {"receivers": ["otlp"], "processors": ["batch"], "exporters": list(exporters)}},
             "telemetry": {"metrics": {"level": "none"}},
         },
     }
@@ -155,21 +181,40 @@ def _collector_config(workdir: Path, otlp_port: int, health_port: int) -> Path:
     return out
 
 
-def _start_collector(exits: contextlib.ExitStack, workdir: Path, events: Events) -> dict[str, str]:
+def _start_jaeger(exits: contextlib.ExitStack, workdir: Path, events: Events) -> stack.Jaeger | None:
+    """Jaeger, the trace backend, if it was built (`make jaeger`); None without it."""
+    binary = stack.jaeger_binary()
+    if not os.access(binary, os.X_OK):
+        events.add("Jaeger not built (`make jaeger`): traces are not stored")
+        return None
+    try:
+        jaeger = exits.enter_context(stack.run_jaeger(workdir / "jaeger", binary))
+    except (RuntimeError, TimeoutError) as exc:
+        events.add(f"Jaeger did not start ({exc}); traces are not stored")
+        return None
+    events.add(f"Jaeger (trace backend) on {jaeger.url}, OTLP in on {jaeger.otlp_endpoint}")
+    return jaeger
+
+
+def _start_collector(
+    exits: contextlib.ExitStack, workdir: Path, events: Events, jaeger: stack.Jaeger | None
+) -> dict[str, str]:
     """The collector if it was built, else traces off; the server's OTel settings either way."""
     binary = stack.collector_binary()
     if not os.access(binary, os.X_OK):
         events.add("collector not built (`make collector`): traces off, exemplars still carry trace ids")
         return {"OTEL_TRACES_EXPORTER": "none"}
     otlp_port, health_port = stack.free_port(), stack.free_port()
-    config = _collector_config(workdir, otlp_port, health_port)
+    config = _collector_config(workdir, otlp_port, health_port, jaeger.otlp_endpoint if jaeger else None)
     health = f"http://{stack.LOOPBACK}:{health_port}/"
     try:
         exits.enter_context(stack.run_collector(binary, config, workdir / "otelcol.log", health_url=health))
     except (RuntimeError, TimeoutError) as exc:
         events.add(f"collector did not start ({exc}); traces off")
         return {"OTEL_TRACES_EXPORTER": "none"}
-    events.add(f"collector {binary.name} on {stack.LOOPBACK}:{otlp_port} (traces on)")
+    events.add(
+        f"collector {binary.name} on {stack.LOOPBACK}:{otlp_port} (traces on" + (", to Jaeger)" if jaeger else ")")
+    )
     return {
         "OTEL_TRACES_EXPORTER": "otlp",
         "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
@@ -224,7 +269,8 @@ def _serve(
         OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
         HF_HUB_DISABLE_PROGRESS_BARS="1",
     )
-    env.update(_start_collector(exits, workdir, events))
+    jaeger = _start_jaeger(exits, workdir, events)
+    env.update(_start_collector(exits, workdir, events, jaeger))
 
     port = stack.free_port()
     events.add(
@@ -234,7 +280,8 @@ def _serve(
     argv = [sys.executable, str(APPS[args.server]), "--port", str(port), "--model", model]
     log = workdir / "server.log"
     server = stack.Service("server", port, stack.spawn(argv, log, env, cwd=stack.ROOT), log)
-    exits.callback(server.stop)
+    servers = [server]  # the current one last: --fault cold_start starts a new process
+    exits.callback(lambda: servers[-1].stop())
     am_config = stack.alertmanager_config(workdir / "alertmanager.yml", receiver.url, group_interval="5s")
     am = exits.enter_context(
         stack.alertmanager(am_config, workdir, ("--log.level=warn",), timeout=_remaining(deadline, 30))
@@ -260,16 +307,27 @@ def _serve(
     p99 = f"histogram_quantile(0.99, sum by (le) (rate({METRIC.REQUEST_DURATION.name}_bucket[1m])))"
     query = urllib.parse.urlencode({"g0.expr": p99, "g0.tab": "0", "g0.show_exemplars": "1"})
     events.add(f"P99 with exemplars (dots = trace ids): {prom.url}/graph?{query}")
+    if jaeger:
+        events.add(
+            f"slowest recent trace as a waterfall: infersight trace --prometheus {prom.url} --jaeger {jaeger.url}"
+        )
     events.add(
         f"load: {args.rps:g} req/s from {args.concurrency} clients; P99 objective "
         f"{SLO_P99_S * 1000:.0f} ms for model {label}"
     )
 
     stop_load = threading.Event()
+    load_mode = ["normal"]  # the faults with long inputs switch it to "large"
 
     def load() -> None:
         out.load = http_load.run(
-            f"{server.url}/predict", duration_s=10**9, rps=args.rps, concurrency=args.concurrency, stop=stop_load
+            f"{server.url}/predict",
+            duration_s=10**9,
+            rps=args.rps,
+            concurrency=args.concurrency,
+            stop=stop_load,
+            mode=lambda: load_mode[0],
+            large_kb=LARGE_KB,
         )
 
     load_thread = threading.Thread(target=load, name="demo-load", daemon=True)
@@ -281,17 +339,25 @@ def _serve(
     else:
         events.add(f"will inject {args.fault} at t={args.fault_at:g}s")
     source = top.PrometheusSource(prom.url, window="30s")
+    history = top.History()
     fault_on = args.no_fault
+    cold_start_pending = False
+    waterfall, waterfall_at = "", 0.0
     while time.monotonic() < deadline:
         t = time.monotonic() - events.t0
         if not fault_on and t >= args.fault_at:
             fault_on = True
+            waterfall_at = time.monotonic()  # the first look once slow requests were scraped
             if args.fault == "cold_start":
-                faults.write(fault_file, cold_start=True)
-                events.add(
-                    "injecting cold start: the model reloads on the next request "
-                    "(see infersight_model_load_duration_seconds)"
-                )
+                events.add("injecting a cold start: the server process is restarted (as a new pod or Lambda would be)")
+                servers[-1].stop()
+                restarted = workdir / f"server-{len(servers)}.log"
+                server = stack.Service("server", port, stack.spawn(argv, restarted, env, cwd=stack.ROOT), restarted)
+                servers.append(server)
+                stack.wait_answering(server.process, f"{server.url}/healthz", _remaining(deadline, 120), what="server")
+                cold_start_pending = True
+            elif args.fault in ("slow_tokenizer", "large_payload", "lock_postprocess", "gil_hog", "load_spike"):
+                _inject_other(args, fault_file, load_mode, server.url, stop_load, exits, events)
             else:
                 faults.write(fault_file, **{f"{args.fault}_ms": args.fault_ms})
                 stage = args.fault.removeprefix("slow_")
@@ -299,20 +365,103 @@ def _serve(
                     f"injecting slow {stage} (+{args.fault_ms:g} ms per request) at t={t:.0f}s; "
                     f"expect InferenceP99AboveSLO within ~1 min (demo rules: for {args.alert_for})"
                 )
+        if cold_start_pending and (line := _cold_start_line(server.url)):
+            cold_start_pending = False
+            events.add(line)
+            events.add(f"the cold start as a trace: the span named {SPAN.COLD_START} (service sentiment-demo)")
         dead = [s for s in (server, am, prom) if s.process.poll() is not None]
         if dead:
             print(f"demo: {dead[0].name} exited\n{dead[0].log(3000)}", file=sys.stderr)
             return 1
         alerts.drain()
-        frame = top.render(source.snapshot(), color=tty)
+        snap = source.snapshot()
+        history.add(snap)
+        frame = top.render(snap, color=tty, history=history)
+        if jaeger and fault_on and time.monotonic() - waterfall_at >= TRACE_EVERY_S:
+            waterfall_at = time.monotonic()
+            waterfall = _slowest_trace(prom.url, jaeger.url, tty) or waterfall
+        shown = ["", waterfall] if waterfall else []
         if tty:
-            lines = [frame, "", "EVENTS", *events.recent(8), "", "(Ctrl-C to stop)"]
+            lines = [frame, *shown, "", "EVENTS", *events.recent(8), "", "(Ctrl-C to stop)"]
             sys.stdout.write(top.CLEAR + "\n".join(lines) + "\n")
         else:
-            sys.stdout.write(f"--- frame t={t:.0f}s ---\n{frame}\n")
+            sys.stdout.write(f"--- frame t={t:.0f}s ---\n{frame}\n" + "\n".join(shown[1:]) + ("\n" if shown else ""))
         sys.stdout.flush()
         time.sleep(max(0.0, min(args.refresh, deadline - time.monotonic())))
     return 0
+
+
+def _inject_other(
+    args: argparse.Namespace,
+    fault_file: Path,
+    load_mode: list[str],
+    url: str,
+    stop_load: threading.Event,
+    exits: contextlib.ExitStack,
+    events: Events,
+) -> None:
+    """The faults besides a slow stage and a cold start, and what the view should then say."""
+    expect = "expect InferenceSLOBreachByStage naming"
+    if args.fault == "slow_tokenizer":
+        faults.write(fault_file, slow_tokenizer_ms_per_kb=args.fault_ms / LARGE_KB)
+        load_mode[0] = "large"
+        events.add(f"injecting a tokenizer slow on long inputs, and {LARGE_KB} KiB inputs; {expect} preprocess")
+    elif args.fault == "large_payload":
+        load_mode[0] = "large"
+        events.add(f"injecting {LARGE_KB} KiB inputs (payload jump); top and the alert say 'payload xN'")
+    elif args.fault == "lock_postprocess":
+        faults.write(fault_file, lock_postprocess_ms=args.fault_ms / 4)
+        events.add(f"injecting a lock in postprocess; {expect} postprocess, 'waiting' (CPU time did not grow)")
+    elif args.fault == "gil_hog":
+        faults.write(fault_file, gil_hog=True)
+        events.add("injecting a background thread that hogs the GIL; top and the alert say 'GIL contention'")
+    else:  # load_spike: four times the clients and the rate, on top of the steady load
+
+        def spike() -> None:
+            http_load.run(
+                f"{url}/predict",
+                duration_s=10**9,
+                rps=args.rps * 4,
+                concurrency=args.concurrency * 4,
+                stop=stop_load,
+                seed=1,
+            )
+
+        thread = threading.Thread(target=spike, name="demo-spike", daemon=True)
+        thread.start()
+        exits.callback(thread.join, 15)
+        events.add(f"injecting a load spike ({args.rps * 5:g} req/s); {expect} outside_stages, 'traffic xN'")
+
+
+def _cold_start_line(url: str) -> str:
+    """The server's last cold start by phase (``infersight_cold_start_seconds``), "" before its first request."""
+    try:
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
+            samples = top.parse_metrics(resp.read().decode())
+    except OSError:
+        return ""
+    phases = {
+        dict(labels)["phase"]: value for (name, labels), value in samples.items() if name == METRIC.COLD_START.name
+    }
+    if COLD_TOTAL not in phases:
+        return ""
+    order = [p for p in COLD_START_PHASES if p in phases and p != COLD_TOTAL]
+    parts = ", ".join(f"{p} {phases[p]:.2f}s" for p in order)
+    return f"cold start {phases[COLD_TOTAL]:.2f}s: {parts} (model_load includes read_weights, to_device, warm_up)"
+
+
+def _slowest_trace(prometheus_url: str, jaeger_url: str, color: bool) -> str:
+    """The slowest request of the last minute that Jaeger holds, as a waterfall ("" if none yet)."""
+    try:
+        found = traceview.slowest_stored_trace(prometheus_url, jaeger_url, window_s=60)
+    except (OSError, RuntimeError, ValueError):
+        return ""
+    if found is None:
+        return ""
+    exemplar, trace = found
+    return traceview.render_waterfall(
+        trace, color=color, title=f"slowest recent request ({exemplar.value * 1000:.0f} ms)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Idempotent set-up for a fresh Debian machine: OS packages, the Python env, the collector.
+# Idempotent set-up for a fresh Debian machine: OS packages, the Python env, the collector, Jaeger.
 # The venv lives outside the repo, keyed by the hash of pyproject.toml + constraints.txt,
 # because torch (CUDA build from PyPI) is ~3 GB and takes minutes to install.
 set -euo pipefail
@@ -49,25 +49,46 @@ if [ ! -f "$compat/.done" ]; then
   touch "$compat/.done"
 fi
 
-# The newest released OTel/prometheus_client beside the pinned ones (tests/test_newest_versions.py).
-bash tools/build-newest-env.sh >/dev/null || echo "setup: the newest-versions env was not built; its test will skip"
-
-# Ray Serve in its own env (~500 MB, bounded by INFERSIGHT_RAY_ENV_TIMEOUT), for tests/test_ray_serve.py.
-if [ "${INFERSIGHT_SKIP_RAY:-0}" != 1 ]; then
-  bash tools/build-ray-env.sh >/dev/null || echo "setup: the Ray env was not built; tests/test_ray_serve.py will skip"
+# The test suite's own envs (`make test` sets INFERSIGHT_TEST_ENVS=1; `make demo` needs none of
+# them). They mostly download, so they are built in the background while Go compiles below.
+test_envs() {
+  # The newest released OTel/prometheus_client beside the pinned ones (tests/test_newest_versions.py).
+  bash tools/build-newest-env.sh >/dev/null || echo "setup: the newest-versions env was not built; its test will skip"
+  # Ray Serve (~500 MB, bounded by INFERSIGHT_RAY_ENV_TIMEOUT), for tests/test_ray_serve.py.
+  if [ "${INFERSIGHT_SKIP_RAY:-0}" != 1 ]; then
+    bash tools/build-ray-env.sh >/dev/null || echo "setup: the Ray env was not built; tests/test_ray_serve.py will skip"
+  fi
+  # LitServe and BentoML, each in an env of its own (tests/test_litserve.py, tests/test_bentoml.py).
+  for framework in litserve bentoml; do
+    bash tools/build-framework-env.sh "$framework" >/dev/null || echo "setup: the $framework env was not built; its tests will skip"
+  done
+  # PyTriton (a CPU tritonserver inside) for tests/e2e/test_triton_live.py (which skips, saying
+  # why, without it). Bounded: the script gives pip 15 min.
+  bash tools/build-triton-env.sh >/dev/null || echo "setup: the PyTriton env was not built; the Triton tests will skip"
+  # kustomize, the Kubernetes schemas and the Prometheus Operator CRDs, for tests/kubernetes/
+  # (which say why they skip when these cannot be fetched).
+  if [ "${INFERSIGHT_SKIP_K8S_TOOLS:-0}" != 1 ]; then
+    bash tools/install-k8s-tools.sh >/dev/null || echo "setup: Kubernetes tools not installed (see above)"
+  fi
+}
+test_envs_pid=""
+if [ "${INFERSIGHT_TEST_ENVS:-0}" = 1 ]; then
+  test_envs &
+  test_envs_pid=$!
 fi
-# LitServe and BentoML, each in an env of its own (tests/test_litserve.py, tests/test_bentoml.py).
-for framework in litserve bentoml; do
-  bash tools/build-framework-env.sh "$framework" >/dev/null || echo "setup: the $framework env was not built; its tests will skip"
-done
 
 if [ "${INFERSIGHT_SKIP_COLLECTOR:-0}" != 1 ]; then
   bash tools/build-collector.sh
 fi
 
-# kustomize, the Kubernetes schemas and the Prometheus Operator CRDs, for tests/kubernetes/
-# (which say why they skip when these cannot be fetched).
-if [ "${INFERSIGHT_SKIP_K8S_TOOLS:-0}" != 1 ]; then
-  bash tools/install-k8s-tools.sh >/dev/null || echo "setup: Kubernetes tools not installed (see above)"
+# Jaeger v2, the native stack's trace backend (the demo, tests/e2e, tests/test_traceview.py).
+# Built once per pin (many minutes on 2 cores); without it the demo stores no traces and the
+# tests that need it say so.
+if [ "${INFERSIGHT_SKIP_JAEGER:-0}" != 1 ]; then
+  bash tools/build-jaeger.sh >/dev/null || echo "setup: Jaeger not built (see above); the demo stores no traces"
+fi
+
+if [ -n "$test_envs_pid" ]; then
+  wait "$test_envs_pid" || echo "setup: some test envs were not built (see above); their tests will skip"
 fi
 echo "setup: done (venv: $VENV)"

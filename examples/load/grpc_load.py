@@ -8,7 +8,10 @@
 ``--rps N``: ``--concurrency`` workers each send one call at a time, paced so that together they
 aim at N/s (a slow server gets fewer calls, never a pile-up). ``--rps 0``: each worker sends its
 next call as soon as the last one returned. Texts come from http_load.make_text, so the input
-modes match the HTTP load. Prints count, errors by status and P50/P95/P99 at the end.
+modes match the HTTP load. Prints count, errors by status and P50/P95/P99 at the end; when the
+server sends a ``server-timing`` trailer (an infersight-instrumented server does), its own
+P50/P95/P99 beside the client's: the difference is the network and anything in front of the
+server's handler.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [p for p in (str(HERE), str(HERE.parent / "grpc_server")) if p not in sys.path]
 
 import grpc  # noqa: E402
-from http_load import MODES, LoadResult, make_text  # noqa: E402
+from http_load import MODES, LoadResult, make_text, server_total_s  # noqa: E402
 
 __all__ = ["build_request", "run"]
 
@@ -99,8 +102,10 @@ def run(
             metadata = (("traceparent", _traceparent(rng)),) if traceparent else None
             t0 = time.perf_counter()
             try:
-                stub.ModelInfer(request, timeout=timeout_s, metadata=metadata)
-                result.add(time.perf_counter() - t0, "OK", True)
+                _, call = stub.ModelInfer.with_call(request, timeout=timeout_s, metadata=metadata)
+                elapsed = time.perf_counter() - t0
+                trailer = dict(call.trailing_metadata() or ()).get("server-timing")
+                result.add(elapsed, "OK", True, server_total_s(trailer if isinstance(trailer, str) else None))
             except grpc.RpcError as exc:
                 code = exc.code() if hasattr(exc, "code") else None
                 result.add(time.perf_counter() - t0, code.name if code else type(exc).__name__, False)

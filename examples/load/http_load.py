@@ -8,6 +8,10 @@ Closed loop: ``--concurrency`` workers each send one request at a time, paced so
 them together aim at ``--rps``; a slow server gets fewer requests, never a pile-up. Prints
 P50/P95/P99 and errors at the end. Locust (locustfile.py) does the same with a web UI; this
 one starts in milliseconds, which is what the demo and the tests need.
+
+When the server answers with a ``Server-Timing`` header (an infersight-instrumented server
+does), its ``total`` is collected too: the summary then puts the server's own P99 next to the
+client's, and the difference is the network (plus any queue in front of the server's handler).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-__all__ = ["MODES", "LoadResult", "make_text", "run"]
+__all__ = ["MODES", "LoadResult", "make_text", "run", "server_total_s"]
 
 # The tiny model's vocabulary (examples/build_model.py) ...
 POSITIVE = "good great excellent love wonderful happy fast amazing nice fine best perfect".split()
@@ -56,17 +60,44 @@ def make_text(mode: str, rng: random.Random, large_kb: int = 32) -> str:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
 
 
+def server_total_s(header: str | None) -> float | None:
+    """The ``total`` duration of a Server-Timing value (``model;dur=1.8, total;dur=2.6``, in
+    milliseconds) in seconds; None when there is none."""
+    for metric in (header or "").split(","):
+        name, _, params = metric.partition(";")
+        if name.strip() != "total":
+            continue
+        for param in params.split(";"):
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "dur":
+                try:
+                    return float(value.strip().strip('"')) / 1000
+                except ValueError:
+                    return None
+    return None
+
+
+def _nearest_rank(values: list[float], q: float) -> float:
+    data = sorted(values)
+    if not data:
+        return float("nan")
+    return data[min(len(data) - 1, max(0, int(q * len(data) + 0.5) - 1))]
+
+
 @dataclass
 class LoadResult:
     latencies_s: list[float] = field(default_factory=list)
+    server_s: list[float] = field(default_factory=list)  # the server's own total (Server-Timing), when sent
     errors: int = 0
     statuses: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def add(self, latency_s: float, status: str, ok: bool) -> None:
+    def add(self, latency_s: float, status: str, ok: bool, server_s: float | None = None) -> None:
         with self._lock:
             self.latencies_s.append(latency_s)
+            if server_s is not None:
+                self.server_s.append(server_s)
             self.statuses[status] = self.statuses.get(status, 0) + 1
             if not ok:
                 self.errors += 1
@@ -78,10 +109,12 @@ class LoadResult:
     def quantile(self, q: float) -> float:
         """Nearest-rank quantile of the observed latencies (NaN when none)."""
         with self._lock:
-            data = sorted(self.latencies_s)
-        if not data:
-            return float("nan")
-        return data[min(len(data) - 1, max(0, int(q * len(data) + 0.5) - 1))]
+            return _nearest_rank(self.latencies_s, q)
+
+    def server_quantile(self, q: float) -> float:
+        """The same over the server's own totals from Server-Timing (NaN when none came)."""
+        with self._lock:
+            return _nearest_rank(self.server_s, q)
 
     def summary(self) -> str:
         rps = self.requests / self.elapsed_s if self.elapsed_s > 0 else 0.0
@@ -90,6 +123,16 @@ class LoadResult:
             f"{self.requests} requests in {self.elapsed_s:.1f}s ({rps:.1f}/s), "
             f"errors {self.errors}, P50 {ms[0.5]:.1f} ms, P95 {ms[0.95]:.1f} ms, "
             f"P99 {ms[0.99]:.1f} ms, statuses {dict(sorted(self.statuses.items()))}"
+        ) + self.server_summary()
+
+    def server_summary(self) -> str:
+        """``; server (Server-Timing) P50 .. P99 ..`` beside the client's, or "" without it."""
+        if not self.server_s:
+            return ""
+        ms = {q: self.server_quantile(q) * 1000 for q in (0.5, 0.95, 0.99)}
+        return (
+            f"; server's own time (Server-Timing, {len(self.server_s)} responses): P50 {ms[0.5]:.1f} ms,"
+            f" P95 {ms[0.95]:.1f} ms, P99 {ms[0.99]:.1f} ms"
         )
 
 
@@ -103,7 +146,8 @@ class _Client:
         self.timeout_s = timeout_s
         self.conn: http.client.HTTPConnection | None = None
 
-    def post(self, body: bytes) -> int:
+    def post(self, body: bytes) -> tuple[int, float | None]:
+        """The status and the server's own total (Server-Timing), if it sent one."""
         if self.conn is None:
             self.conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout_s)
         try:
@@ -112,7 +156,7 @@ class _Client:
             resp.read()
             if resp.will_close:
                 self.close()
-            return resp.status
+            return resp.status, server_total_s(resp.getheader("Server-Timing"))
         except BaseException:
             self.close()
             raise
@@ -164,8 +208,8 @@ def run(
                 body = json.dumps({"text": make_text(current, rng, large_kb)}).encode()
                 t0 = time.perf_counter()
                 try:
-                    status = client.post(body)
-                    result.add(time.perf_counter() - t0, str(status), 200 <= status < 400)
+                    status, server_s = client.post(body)
+                    result.add(time.perf_counter() - t0, str(status), 200 <= status < 400, server_s)
                 except (OSError, http.client.HTTPException) as exc:
                     result.add(time.perf_counter() - t0, type(exc).__name__, False)
         finally:

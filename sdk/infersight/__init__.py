@@ -21,8 +21,12 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from . import _forksafe  # noqa: F401  (fork handlers, registered before _runtime's)
+from . import (
+    _coldstart,  # first: its import time is where a cold start's "imports" phase begins
+    _forksafe,  # noqa: F401  (fork handlers, registered before _runtime's)
+)
 from ._records import RequestRecord, current_request
+from ._records import now_ns as _now_ns
 from ._runtime import get_runtime, shutdown
 from ._startup import init as _init
 from ._version import __version__
@@ -89,10 +93,14 @@ def set_model(name: str, version: str | None = None) -> None:
 
 
 def record_model_load(model: str, seconds: float, version: str | None = None) -> None:
-    """Record how long a model took to load (cold start), for models not loaded by a pipeline."""
+    """Record how long a model took to load (cold start), for models not loaded by a pipeline.
+    Its first request then ends the cold start: ``infersight_cold_start_seconds`` and a trace."""
     rt = get_runtime()
     if rt is not None and rt.metrics is not None:
         rt.metrics.record_model_load(model, version, seconds)
+    if rt is not None:
+        end = _now_ns()
+        _coldstart.tracker.loaded(model, _coldstart.Load(end - int(seconds * 1e9), end))
 
 
 def start_metrics_server(port: int | None = None, addr: str | None = None) -> int:

@@ -57,6 +57,7 @@ __all__ = [
     "span_processor",
     "span_processors",
     "tracer_apart",
+    "tritonclient_http_target",
     "wrap_batch_exporters",
     "wrap_ray_serve_http_entrypoint",
     "wrapt_wrapper_of",
@@ -699,6 +700,38 @@ def _probe_bentoml() -> bool:
     )
 
 
+# ---- tritonclient -------------------------------------------------------------------------
+
+# tritonclient.http sends every request through these two methods of its client (it has no
+# hook that sees the response): ``_post(request_uri, request_body, headers, query_params)`` and
+# ``_get(request_uri, headers, query_params)``, ``headers`` a dict or None.
+TRITONCLIENT_HTTP_MODULE = "tritonclient.http._client"
+TRITONCLIENT_HTTP_SENDS = {"InferenceServerClient._post": 2, "InferenceServerClient._get": 1}  # -> headers' index
+
+
+def tritonclient_http_target(client: Any) -> str | None:
+    """``host:port`` a tritonclient.http client talks to (its parsed URL), None where it moved."""
+    url = getattr(client, "_parsed_url", None)
+    host, port = getattr(url, "host", None), getattr(url, "port", None)
+    return f"{host}:{port}" if host and port else None
+
+
+def _probe_tritonclient_http() -> bool:
+    import importlib
+    import inspect
+
+    module = importlib.import_module(TRITONCLIENT_HTTP_MODULE)
+    client = module.InferenceServerClient("127.0.0.1:8000")
+    try:
+        for path, index in TRITONCLIENT_HTTP_SENDS.items():
+            params = list(inspect.signature(getattr(module.InferenceServerClient, path.split(".")[1])).parameters)
+            if params[0] != "self" or params[1] != "request_uri" or params[index + 1] != "headers":
+                return False
+        return tritonclient_http_target(client) == "127.0.0.1:8000"
+    finally:
+        client.close()
+
+
 # Name -> a check that the internal is where this module looks for it, on the installed versions.
 # ``multiprocess_values_lock`` is probed in a process started in multiprocess mode (the mode is
 # chosen when prometheus_client is imported): see tests/test_compat.py.
@@ -729,4 +762,5 @@ PROBES: dict[str, Callable[[], bool]] = {
     "ray_serve.replica_config": _probe_ray_serve_replica_config,
     "litserve.queue_and_hooks": _probe_litserve,
     "bentoml.endpoint_steps": _probe_bentoml,
+    "tritonclient.http_sends": _probe_tritonclient_http,
 }

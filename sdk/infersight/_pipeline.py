@@ -10,7 +10,7 @@ from typing import Any
 
 from opentelemetry.trace import SpanKind
 
-from . import _errors
+from . import _coldstart, _errors
 from ._keep import TailKeep
 from ._overhead import OverheadMeter
 from ._records import RequestRecord, StageRecord, outside_stages_ns, refresh_epoch_offset
@@ -186,6 +186,19 @@ class Worker:
         if self.emitter is not None and rec.emit_span:
             self.emitter.emit(rec, UNKNOWN, UNKNOWN, [])
 
+    def _cold_start(self, rec: RequestRecord, model: str) -> None:
+        """The first request after a model loaded: its cold start's phases, as gauges and a trace."""
+        try:
+            phases = _coldstart.tracker.observe(rec, model)
+            if phases is None:
+                return
+            if self.metrics is not None:
+                self.metrics.record_cold_start(model, _coldstart.seconds_by_phase(phases))
+            if self.emitter is not None:
+                _coldstart.emit(self.emitter, phases, model, rec)
+        except Exception as exc:
+            _errors.report("cold_start", exc)
+
     def _process_request(self, rec: RequestRecord) -> None:
         if rec.kind == _CLIENT:
             self._process_client(rec)
@@ -200,6 +213,8 @@ class Worker:
             self.metrics.observe_request(rec, model, version)
         else:
             model, version = rec.model or UNKNOWN, rec.version or UNKNOWN
+        if _coldstart.tracker.pending:
+            self._cold_start(rec, model)
         if rec.stages:  # a request with no stage has nothing to tell apart
             outside = outside_stages_ns(rec) / 1e9
             rec.set_attr(ATTR.OUTSIDE_STAGES_SECONDS, outside)

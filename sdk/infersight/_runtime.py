@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, TraceFlags
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from . import _compat, _errors, _signals
+from . import _coldstart, _compat, _errors, _signals
 from ._excluded_urls import ExcludedUrls
 from ._gil import GilProbe
 from ._keep import TailKeep
@@ -341,6 +341,7 @@ def init(
             _runtime.close()
             _runtime.ledger.unregister_all()
         rt = Runtime(cfg, registry, tracer_provider)
+        _coldstart.tracker.restart()
         if rt.metrics is not None:
             rt.errors.count_into(rt.metrics.sdk_errors)
         if rt.owns_provider:

@@ -17,10 +17,20 @@ __all__ = ["total_seconds", "value"]
 _TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
+_TOKENS: dict[str, str] = {}  # stage name -> its token: stage names are few, requests many
+_MAX_TOKENS = 1024
+
+
 def _token(name: str) -> str:
-    if all(c in _TCHAR for c in name) and name:
-        return name
-    return "".join(c if c in _TCHAR else "_" for c in name) or "_"
+    token = _TOKENS.get(name)
+    if token is None:
+        if all(c in _TCHAR for c in name) and name:
+            token = name
+        else:
+            token = "".join(c if c in _TCHAR else "_" for c in name) or "_"
+        if len(_TOKENS) < _MAX_TOKENS:
+            _TOKENS[name] = token
+    return token
 
 
 def value(rec: RequestRecord, at_ns: int = 0) -> str:

@@ -220,6 +220,12 @@ class SpanEmitter:
         span.set_status(status)
         span.end(end_time=end)
 
+    def emit_internal(
+        self, name: str, ctx: SpanContext, parent: SpanContext | None, attrs: dict[str, Any], start_ns: int, end_ns: int
+    ) -> None:
+        """A span of infersight's own that is no request or stage (a cold start's phases)."""
+        self._emit(name, SpanKind.INTERNAL, ctx, parent, attrs, start_ns, end_ns, None, False)
+
     def encoding(self) -> bool:
         """Whether spans go to infersight's encoder straight from their records."""
         return self._encoding_for is not None and _compat.span_processors(self.provider) == self._encoding_for

@@ -19,6 +19,7 @@ __all__ = [
     "SERVER_TIMING_TOTAL",
     "SPAN",
     "STAGES",
+    "TRITON",
     "MetricSpec",
 ]
 
@@ -180,6 +181,13 @@ class METRIC:
         "gauge",
         "Latency of the first request a model served after it loaded.",
         ("model", "version"),
+    )
+    COLD_START = _m(
+        "cold_start_seconds",
+        "gauge",
+        "The last cold start of a model, by phase: process_start, imports, model_load (read_weights, "
+        "to_device, warm_up), first_request, and total.",
+        ("model", "phase"),
     )
     MODEL_SLO_P99 = _m(
         "model_slo_p99_seconds",
@@ -391,6 +399,7 @@ class SPAN:
     POSTPROCESS = "postprocess"
     REQUEST = "inference"  # root span for requests not served over HTTP or gRPC
     PIPELINE = "pipeline"  # + " <task>": root span of a pipeline called outside any request
+    COLD_START = "cold_start"  # root of a cold start's span tree; its children are named by phase
     INSTRUMENTATION_SCOPE = "infersight"
 
 
@@ -450,11 +459,77 @@ class ATTR:
     # "estimated" (wall time x the GPU's utilization around the stage)
     GPU_SECONDS_SOURCE = "infersight.gpu.seconds_source"
     GPU_PREFIX = "infersight.gpu."  # + counter name, e.g. infersight.gpu.sm_active
+    COLD_START_PHASE = "infersight.cold_start.phase"
+    COLD_START_REQUEST_TRACE = "infersight.cold_start.request_trace_id"  # the first request's own trace
+
+
+class TRITON:
+    """Triton Inference Server's own Prometheus metrics (its port 8002), which the rules of
+    ``prometheus-rules/triton.rules.yaml`` turn into infersight's per-model series."""
+
+    JOB = "triton"  # the scrape job in prometheus/prometheus.yml
+    # The label every series recorded from Triton's metrics carries, so that a model served
+    # both by Triton and by an instrumented PyTriton callable has two distinct series.
+    SERVER_LABEL = "server"
+    SERVER_VALUE = "triton"
+    SUCCESS = "nv_inference_request_success"  # counters, by (model, version)
+    FAILURE = "nv_inference_request_failure"  # by (model, version, reason)
+    INFERENCES = "nv_inference_count"  # inferences (a batch of 8 is 8)
+    EXECUTIONS = "nv_inference_exec_count"  # model executions (a batch of 8 is 1)
+    PENDING = "nv_inference_pending_request_count"  # gauge: requests queued or running
+    REQUEST_DURATION_US = "nv_inference_request_duration_us"  # cumulative microseconds, per request
+    # Triton's stages, as infersight's stage label names them -> their cumulative microseconds
+    # and their summary (``--metrics-config summary_latencies=true``: quantiles over a sliding window).
+    STAGE_DURATION_US = {
+        "queue": "nv_inference_queue_duration_us",
+        "input": "nv_inference_compute_input_duration_us",
+        "model": "nv_inference_compute_infer_duration_us",
+        "output": "nv_inference_compute_output_duration_us",
+    }
+    REQUEST_SUMMARY_US = "nv_inference_request_summary_us"
+    STAGE_SUMMARY_US = {
+        "queue": "nv_inference_queue_summary_us",
+        "input": "nv_inference_compute_input_summary_us",
+        "model": "nv_inference_compute_infer_summary_us",
+        "output": "nv_inference_compute_output_summary_us",
+    }
+    SUMMARY_QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)  # Triton's default summary quantiles
+    METRICS = (
+        SUCCESS,
+        FAILURE,
+        INFERENCES,
+        EXECUTIONS,
+        PENDING,
+        REQUEST_DURATION_US,
+        *STAGE_DURATION_US.values(),
+        REQUEST_SUMMARY_US,
+        *STAGE_SUMMARY_US.values(),
+    )
 
 
 # The W3C Server-Timing header (gRPC: a trailing-metadata key of the same name, lower case)
 SERVER_TIMING_HEADER = "server-timing"
 SERVER_TIMING_TOTAL = "total"  # the metric name, in that header, of the server's whole time
+
+# Cold start phases: span names under SPAN.COLD_START and values of the "phase" label
+COLD_PROCESS_START = "process_start"  # the process's start (from /proc) to infersight's import
+COLD_IMPORTS = "imports"  # infersight's import to the model load's start: the app's imports
+COLD_MODEL_LOAD = "model_load"  # the load, and its warm-up calls
+COLD_READ_WEIGHTS = "read_weights"  # from_pretrained: reading the model's and tokenizer's files
+COLD_TO_DEVICE = "to_device"  # the pipeline's set-up, which moves the model to its device
+COLD_WARM_UP = "warm_up"  # calls of the pipeline outside any request before the first request
+COLD_FIRST_REQUEST = "first_request"
+COLD_TOTAL = "total"
+COLD_START_PHASES = (
+    COLD_PROCESS_START,
+    COLD_IMPORTS,
+    COLD_MODEL_LOAD,
+    COLD_READ_WEIGHTS,
+    COLD_TO_DEVICE,
+    COLD_WARM_UP,
+    COLD_FIRST_REQUEST,
+    COLD_TOTAL,
+)
 
 # Label values
 OUTCOME_SUCCESS = "success"

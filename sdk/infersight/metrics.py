@@ -101,6 +101,7 @@ class InferenceMetrics:
         self.errors = make(METRIC.ERRORS)
         self.model_load = make(METRIC.MODEL_LOAD_DURATION, **latest)
         self.first_request = make(METRIC.FIRST_REQUEST_DURATION, **latest)
+        self.cold_start = make(METRIC.COLD_START, **latest)
         self.slo = make(METRIC.MODEL_SLO_P99, **latest)
         self.over_slo = make(METRIC.REQUESTS_OVER_SLO)
         self.model_info = make(METRIC.MODEL_INFO, **latest)
@@ -108,8 +109,8 @@ class InferenceMetrics:
         self.spans_dropped = make(METRIC.SPANS_DROPPED)
         self.spans_exported = make(METRIC.SPANS_EXPORTED)
         self.records = make(METRIC.RECORDS_PROCESSED)
-        # Per process; in multiprocess mode the busiest live worker's share.
-        self.overhead = make(METRIC.OVERHEAD_CPU_RATIO, **({"multiprocess_mode": "livemax"} if mp else {}))
+        # Per process; in multiprocess mode the share last written (no new kind of file per worker).
+        self.overhead = make(METRIC.OVERHEAD_CPU_RATIO, **latest)
         self.label_overflow = make(METRIC.LABEL_OVERFLOW)
         self.limiter = LabelLimiter(config.max_label_values, self._overflow)
         self._first_seen: set[str] = set()
@@ -208,6 +209,11 @@ class InferenceMetrics:
     def observe_outside_stages(self, rec: RequestRecord, model: str, seconds: float) -> None:
         ex = self._exemplar(rec.sampled, rec.trace_id, rec.span_id)
         self._observe(self._child(self.outside_stages, model), seconds, ex)
+
+    def record_cold_start(self, model: str, seconds: dict[str, float]) -> None:
+        """The last cold start of ``model`` (bounded label), by phase."""
+        for phase, value in seconds.items():
+            self.cold_start.labels(model, phase).set(value)
 
     def record_model_load(self, model: str, version: str | None, seconds: float) -> None:
         name, ver = self.model_labels(model, version)

@@ -1,6 +1,7 @@
 """``infersight top``: a live terminal table of latency per model and stage, RPS, errors, SLO,
 each model's share of its GPU with its GPU-seconds and cost per 1000 requests, GPU
-utilization and firing alerts.
+utilization, the outgoing calls of an instrumented client (their P99, the network's part of it,
+and which layer holds most of it) and firing alerts.
 
 Two sources, with the same table:
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 import urllib.parse
@@ -26,10 +28,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .conventions import METRIC, OUTCOME_ERROR, OUTSIDE_STAGES, STAGES
+from . import traceview
+from .conventions import METRIC, OUTCOME_ERROR, OUTSIDE_STAGES, STAGES, TRITON
 
 __all__ = [
     "Alert",
+    "Call",
+    "History",
     "Means",
     "MetricsSource",
     "PrometheusSource",
@@ -39,6 +44,7 @@ __all__ = [
     "diagnose",
     "main",
     "render",
+    "sparkline",
 ]
 
 QUANTILES = (0.5, 0.95, 0.99)
@@ -48,6 +54,9 @@ _SLO = METRIC.MODEL_SLO_P99.name
 _GPU_UTIL = METRIC.GPU_UTILIZATION.name
 _GPU_SECONDS = METRIC.MODEL_GPU_SECONDS.sample_name
 _GPU_PRICE = METRIC.GPU_HOURLY_COST.name
+_CLIENT = METRIC.CLIENT_REQUEST_DURATION.name
+_NETWORK = METRIC.CLIENT_NETWORK.name
+NETWORK_SHARE = 0.5  # the network holds more than this share of a call's P99: top says "network"
 
 NAN = float("nan")
 
@@ -75,6 +84,23 @@ class Row:
 
 
 @dataclass
+class Call:
+    """Outgoing calls to one target and endpoint, from an instrumented client."""
+
+    p50: float = NAN
+    p99: float = NAN
+    network_p99: float = NAN  # the client's time minus the server's Server-Timing total
+    rps: float = 0.0
+
+    @property
+    def layer(self) -> str:
+        """Which layer holds most of the P99: "network" or "server" ("" when unknown)."""
+        if math.isnan(self.p99) or math.isnan(self.network_p99) or self.p99 <= 0:
+            return ""
+        return "network" if self.network_p99 > NETWORK_SHARE * self.p99 else "server"
+
+
+@dataclass
 class Alert:
     name: str
     state: str  # "firing" or "pending"
@@ -89,6 +115,7 @@ class Snapshot:
     models: dict[str, Row] = field(default_factory=dict)
     stages: dict[tuple[str, str], Row] = field(default_factory=dict)
     gpus: dict[str, float] = field(default_factory=dict)  # "0 (name)" -> utilization 0-1
+    calls: dict[tuple[str, str], Call] = field(default_factory=dict)  # (target, endpoint) -> outgoing calls
     alerts: list[Alert] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # what could not be fetched
     notes: dict[Any, str] = field(default_factory=dict)  # model or (model, stage) -> "waiting", "payload x4.0"
@@ -98,6 +125,49 @@ class Snapshot:
 
 class Source(Protocol):
     def snapshot(self) -> Snapshot: ...
+
+
+SPARK = "\u2581\u2582\u2583\u2584\u2585\u2586\u2587\u2588"  # lower one eighth block .. full block
+SPARK_LEN = 12  # frames a sparkline shows
+
+
+def sparkline(values: Sequence[float], width: int = SPARK_LEN) -> str:
+    """The last ``width`` values as block characters, scaled from 0 to their largest; a gap
+    where a value is NaN (nothing observed in that frame)."""
+    shown = list(values)[-width:]
+    finite = [v for v in shown if not math.isnan(v)]
+    top = max(finite, default=0.0)
+    out = []
+    for v in shown:
+        if math.isnan(v):
+            out.append(" ")
+        elif top <= 0:
+            out.append(SPARK[0])
+        else:
+            out.append(SPARK[min(len(SPARK) - 1, int(v / top * (len(SPARK) - 1) + 0.5))])
+    return "".join(out)
+
+
+class History:
+    """P99 per model and per (model, stage), one value per frame, the last ``size`` frames."""
+
+    def __init__(self, size: int = SPARK_LEN) -> None:
+        self.size = size
+        self._series: dict[Any, list[float]] = {}
+        self.frames = 0
+
+    def add(self, snap: Snapshot) -> None:
+        values: dict[Any, float] = {m: r.p99 for m, r in snap.models.items()}
+        values.update({k: r.p99 for k, r in snap.stages.items()})
+        for key in set(self._series) | set(values):
+            # A key first seen now gets NaN for the frames before it.
+            series = self._series.setdefault(key, [NAN] * min(self.frames, self.size))
+            series.append(values.get(key, NAN))
+            del series[: -self.size]
+        self.frames += 1
+
+    def series(self, key: Any) -> list[float]:
+        return list(self._series.get(key, []))
 
 
 def bucket_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float:
@@ -157,6 +227,13 @@ class PrometheusSource:
         exprs["model_rps"] = f"sum by (model) (rate({_REQ}_count[{w}]))"
         exprs["model_errors"] = f'sum by (model) (rate({_REQ}_count{{outcome="{OUTCOME_ERROR}"}}[{w}]))'
         exprs["stage_rps"] = f"sum by (model, stage) (rate({_STAGE}_count[{w}]))"
+        by_call = "target, endpoint"
+        exprs["call_p0.5"] = f"histogram_quantile(0.5, sum by ({by_call}, le) (rate({_CLIENT}_bucket[{w}])))"
+        exprs["call_p0.99"] = f"histogram_quantile(0.99, sum by ({by_call}, le) (rate({_CLIENT}_bucket[{w}])))"
+        exprs["call_network_p0.99"] = f"histogram_quantile(0.99, sum by ({by_call}, le) (rate({_NETWORK}_bucket[{w}])))"
+        exprs["call_rps"] = f"sum by ({by_call}) (rate({_CLIENT}_count[{w}]))"
+        for key, triton in _triton_expressions(w).items():
+            exprs[key] = f"{exprs[key]}\nor\n{triton}"
         exprs["slo"] = f"max by (model) ({_SLO})"
         exprs["gpu"] = f"max by (gpu, name) ({_GPU_UTIL})"
         per_model = f"sum by (model, uuid) (rate({_GPU_SECONDS}[{w}]))"
@@ -211,6 +288,14 @@ class PrometheusSource:
                 snap.stages.setdefault(pair, Row()).set_quantile(q, value)
         for labels, value in results["slo"]:
             snap.models.setdefault(labels.get("model", "?"), Row()).slo_p99 = value
+        for key, attr in (("call_rps", "rps"), ("call_p0.5", "p50"), ("call_p0.99", "p99")):
+            for labels, value in results[key]:
+                call = snap.calls.setdefault((labels.get("target", "?"), labels.get("endpoint", "?")), Call())
+                setattr(call, attr, value)
+        for labels, value in results["call_network_p0.99"]:
+            known = snap.calls.get((labels.get("target", "?"), labels.get("endpoint", "?")))
+            if known is not None:  # a call whose network time is known has a client time too
+                known.network_p99 = value
         for labels, value in results["gpu"]:
             snap.gpus[f"{labels.get('gpu', '?')} ({labels.get('name', '')})"] = value
         for key, attr in (
@@ -227,6 +312,29 @@ class PrometheusSource:
             except Exception as exc:
                 snap.problems.append(f"alerts: {exc}")
         return snap
+
+
+def _triton_expressions(w: str) -> dict[str, str]:
+    """Triton's models (``TRITON``): its counters over the window; its quantiles from its summaries
+    (``summary_latencies=true``), a sliding window of Triton's, the slowest replica's."""
+    requests = f'{{__name__=~"{TRITON.SUCCESS}|{TRITON.FAILURE}"}}'
+    success = f"sum by (model) (rate({TRITON.SUCCESS}[{w}]))"
+    exprs = {
+        "model_rps": f"sum by (model) (rate({requests}[{w}]))",
+        "model_errors": f"sum by (model) (rate({TRITON.FAILURE}[{w}]))",
+    }
+    stage_rps: list[str] = []
+    quantiles: dict[float, list[str]] = {q: [] for q in QUANTILES}
+    for stage, summary in TRITON.STAGE_SUMMARY_US.items():
+        stage_rps.append(f'label_replace({success}, "stage", "{stage}", "", "")')
+        for q in QUANTILES:
+            value = f'max by (model) ({summary}{{quantile="{q}"}}) / 1e6'
+            quantiles[q].append(f'label_replace({value}, "stage", "{stage}", "", "")')
+    exprs["stage_rps"] = " or ".join(stage_rps)
+    for q in QUANTILES:
+        exprs[f"model_p{q}"] = f'max by (model) ({TRITON.REQUEST_SUMMARY_US}{{quantile="{q}"}}) / 1e6'
+        exprs[f"stage_p{q}"] = " or ".join(quantiles[q])
+    return exprs
 
 
 # ---- /metrics, read directly -------------------------------------------------------------
@@ -332,6 +440,15 @@ def build_snapshot(samples: Samples, before: Samples | None, elapsed_s: float, s
     for (gpu, name), value in _sum_by(samples, _GPU_UTIL, ("gpu", "name")).items():
         snap.gpus[f"{gpu} ({name})"] = value
     _gpu_use(snap, samples, d, counts)
+    pair = ("target", "endpoint")
+    for (target, endpoint), count in _sum_by(d, f"{_CLIENT}_count", pair).items():
+        snap.calls.setdefault((target, endpoint), Call()).rps = count * per_s
+    for (target, endpoint), qs in _quantiles(d, f"{_CLIENT}_bucket", pair).items():
+        call = snap.calls.setdefault((target, endpoint), Call())
+        call.p50, call.p99 = qs[0], qs[2]
+    for (target, endpoint), qs in _quantiles(d, f"{_NETWORK}_bucket", pair).items():
+        if (target, endpoint) in snap.calls:
+            snap.calls[(target, endpoint)].network_p99 = qs[2]
     return snap
 
 
@@ -409,16 +526,23 @@ def _stage_order(stage: str) -> tuple[int, str]:
     return (STAGES.index(stage), "") if stage in STAGES else (len(STAGES), stage)
 
 
-def render(snap: Snapshot, color: bool = False, width: int = 100) -> str:
-    """The table as text (ANSI colours when ``color``)."""
+def render(snap: Snapshot, color: bool = False, width: int = 100, history: History | None = None) -> str:
+    """The table as text (ANSI colours when ``color``); with ``history``, a sparkline of each
+    row's P99 over the last frames beside its P99."""
 
     def paint(text: str, code: str) -> str:
         return f"{code}{text}{_RESET}" if color else text
 
     clock = time.strftime("%H:%M:%S", time.localtime(snap.taken_at))
     lines = [paint(f"infersight top  {snap.source}  window {snap.window}", _BOLD) + f"  {clock}", ""]
+    trend_w = SPARK_LEN + 2 if history is not None else 0
+
+    def trend(key: Any) -> str:
+        return f"  {sparkline(history.series(key)):<{SPARK_LEN}}" if history is not None else ""
+
     header = (
-        f"{'MODEL / stage':<28}{'P50':>9}{'P95':>9}{'P99':>9}{'SLO P99':>9}  {'':<6}{'RPS':>8}{'ERR':>8}"
+        f"{'MODEL / stage':<28}{'P50':>9}{'P95':>9}{'P99':>9}{'  P99 trend' if trend_w else '':<{trend_w}}"
+        f"{'SLO P99':>9}  {'':<6}{'RPS':>8}{'ERR':>8}"
         f"{'GPU%':>7}{'GPU-s/1k':>10}{'COST/1k':>9}"
     )
     lines.append(paint(header, _BOLD))
@@ -443,7 +567,7 @@ def render(snap: Snapshot, color: bool = False, width: int = 100) -> str:
         err_cell = paint(f"{err:>8}", _RED) if not math.isnan(row.error_ratio) and row.error_ratio > 0 else f"{err:>8}"
         share = "-" if math.isnan(row.gpu_share) else f"{row.gpu_share * 100:.0f}%"
         lines.append(
-            f"{model[:27]:<28}{_ms(row.p50):>9}{_ms(row.p95):>9}{p99_cell}"
+            f"{model[:27]:<28}{_ms(row.p50):>9}{_ms(row.p95):>9}{p99_cell}{trend(model)}"
             f"{_ms(row.slo_p99):>9}  {status or ' ' * 6}{row.rps:>8.1f}{err_cell}"
             f"{share:>7}{_num(row.gpu_seconds_per_1k):>10}{_num(row.cost_per_1k):>9}" + _note(snap, model)
         )
@@ -451,7 +575,8 @@ def render(snap: Snapshot, color: bool = False, width: int = 100) -> str:
             st = snap.stages[(m, stage)]
             lines.append(
                 paint(
-                    f"  {stage[:25]:<26}{_ms(st.p50):>9}{_ms(st.p95):>9}{_ms(st.p99):>9}{'':>9}  {'':<6}{st.rps:>8.1f}"
+                    f"  {stage[:25]:<26}{_ms(st.p50):>9}{_ms(st.p95):>9}{_ms(st.p99):>9}{trend((m, stage))}"
+                    f"{'':>9}  {'':<6}{st.rps:>8.1f}"
                     + (f"{'':>34}{note}" if (note := _note(snap, (m, stage))) else ""),  # under the models' notes
                     _DIM,
                 )
@@ -459,6 +584,18 @@ def render(snap: Snapshot, color: bool = False, width: int = 100) -> str:
     if not math.isnan(snap.gil_p99):
         lines.append("")
         lines.append(_gil_line(snap.gil_p99))
+    calls = [(key, call) for key, call in sorted(snap.calls.items()) if call.rps > 0 or not math.isnan(call.p99)]
+    if calls:
+        lines.append("")
+        lines.append(paint(f"{'OUTGOING CALLS':<40}{'P50':>9}{'P99':>9}{'NET P99':>9}{'RPS':>8}  MOST OF P99", _BOLD))
+        for (target, endpoint), call in calls:
+            where = f"{target}{endpoint}"
+            layer = call.layer
+            verdict = paint(layer, _RED) if layer == "network" else layer
+            lines.append(
+                f"  {where[:37]:<38}{_ms(call.p50):>9}{_ms(call.p99):>9}{_ms(call.network_p99):>9}"
+                f"{call.rps:>8.1f}  {verdict}"
+            )
     if snap.gpus:
         lines.append("")
         busy = (f"{name}: {util * 100:.0f}% busy" for name, util in sorted(snap.gpus.items()))
@@ -468,7 +605,7 @@ def render(snap: Snapshot, color: bool = False, width: int = 100) -> str:
     pending = [a for a in snap.alerts if a.state != "firing"]
     lines.append(paint(f"ALERTS  {len(firing)} firing, {len(pending)} pending", _BOLD))
     for alert in firing + pending:
-        shown = ("model", "severity", "gpu", "stage")
+        shown = ("model", "severity", "gpu", "stage", "layer", "target")
         labels = " ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()) if k in shown)
         text = f"  {alert.state.upper():<8}{alert.name:<34}{labels}"
         lines.append(paint(text, _RED if alert.state == "firing" else _YELLOW))
@@ -488,6 +625,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--once", action="store_true", help="print one frame and exit")
     parser.add_argument("--count", type=int, default=0, help="stop after this many frames (0: never)")
     parser.add_argument("--no-color", action="store_true")
+    parser.add_argument(
+        "--jaeger",
+        default=traceview.DEFAULT_JAEGER_URL,
+        help=f"Jaeger query URL, for the t key's trace (default {traceview.DEFAULT_JAEGER_URL})",
+    )
 
 
 def make_source(args: argparse.Namespace) -> Source:
@@ -497,29 +639,111 @@ def make_source(args: argparse.Namespace) -> Source:
     return PrometheusSource(args.prometheus or "http://127.0.0.1:9090", window=args.window)
 
 
-def run(args: argparse.Namespace, out: Any = None) -> int:
+KEYS_HELP = "t: slowest recent trace   q: quit   (any key: back to the table)"
+
+
+def trace_frame(args: argparse.Namespace, color: bool) -> str:
+    """What the ``t`` key shows: the slowest recent exemplar trace the backend holds."""
+    if not args.prometheus:
+        return "the slowest trace needs --prometheus (its exemplars name the traces)"
+    try:
+        found = traceview.slowest_stored_trace(args.prometheus, args.jaeger, window_s=_seconds(args.window) * 5)
+    except (OSError, RuntimeError, ValueError) as exc:
+        return f"could not fetch the slowest trace: {exc}"
+    if found is None:
+        return f"no recent exemplar's trace is in {args.jaeger} (sampled out, or no traffic yet)"
+    exemplar, trace = found
+    title = f"slowest recent request ({_ms(exemplar.value)})"
+    return traceview.render_waterfall(trace, color=color, title=title)
+
+
+def _seconds(window: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+    for unit in sorted(units, key=len, reverse=True):
+        if window.endswith(unit) and window[: -len(unit)].replace(".", "", 1).isdigit():
+            return float(window[: -len(unit)]) * units[unit]
+    return 60.0
+
+
+class _Keys:
+    """Single key presses from a terminal (cbreak mode, restored on close); none elsewhere."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self._saved: Any = None
+        if stream is not None and hasattr(stream, "isatty") and stream.isatty():
+            try:
+                import termios
+                import tty
+
+                self._saved = termios.tcgetattr(stream.fileno())
+                tty.setcbreak(stream.fileno())
+            except (ImportError, OSError):
+                self._saved = None
+
+    @property
+    def active(self) -> bool:
+        return self._saved is not None
+
+    def wait(self, timeout_s: float) -> str | None:
+        """A key pressed within ``timeout_s``, or None (after sleeping that long)."""
+        if not self.active:
+            time.sleep(timeout_s)
+            return None
+        import select
+
+        ready, _, _ = select.select([self.stream], [], [], timeout_s)
+        return os.read(self.stream.fileno(), 1).decode(errors="replace") if ready else None
+
+    def close(self) -> None:
+        if self._saved is not None:
+            import termios
+
+            termios.tcsetattr(self.stream.fileno(), termios.TCSADRAIN, self._saved)
+            self._saved = None
+
+
+def run(args: argparse.Namespace, out: Any = None, keys_from: Any = None) -> int:
     out = out or sys.stdout
     source = make_source(args)
     tty = hasattr(out, "isatty") and out.isatty()
     color = tty and not args.no_color
     frames = 1 if args.once else args.count
     shown = 0
+    history = History()
+    keys = _Keys(sys.stdin if keys_from is None and tty and not args.once else keys_from)
+    showing_trace = False
     try:
         while True:
-            try:
-                snap = source.snapshot()
-            except OSError as exc:  # the server is down or restarting: say so, keep going
-                snap = Snapshot(source=str(getattr(source, "url", "")), window="-", problems=[str(exc)])
-            failed = bool(snap.problems) and not snap.models and not snap.stages
-            frame = render(snap, color=color)
-            out.write((CLEAR if tty and not args.once else "") + frame + "\n")
-            out.flush()
-            shown += 1
-            if frames and shown >= frames:
-                return 1 if failed else 0
-            time.sleep(args.interval)
+            if not showing_trace:
+                try:
+                    snap = source.snapshot()
+                except OSError as exc:  # the server is down or restarting: say so, keep going
+                    snap = Snapshot(source=str(getattr(source, "url", "")), window="-", problems=[str(exc)])
+                history.add(snap)
+                failed = bool(snap.problems) and not snap.models and not snap.stages
+                # --once: one frame has no trend, and scripts parse its columns.
+                frame = render(snap, color=color, history=None if args.once else history)
+                if keys.active:
+                    frame += "\n\n" + KEYS_HELP
+                out.write((CLEAR if tty and not args.once else "") + frame + "\n")
+                out.flush()
+                shown += 1
+                if frames and shown >= frames:
+                    return 1 if failed else 0
+            key = keys.wait(args.interval)
+            if key == "q":
+                return 0
+            if key in ("t", "T") and not showing_trace:
+                out.write((CLEAR if tty else "") + trace_frame(args, color) + "\n\n(any key: back)\n")
+                out.flush()
+                showing_trace = True
+            elif key is not None:
+                showing_trace = False
     except KeyboardInterrupt:
         return 0
+    finally:
+        keys.close()
 
 
 def main(argv: list[str] | None = None) -> int:

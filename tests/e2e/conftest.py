@@ -28,7 +28,13 @@ def live(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iter
 # 5 m, which a fresh Prometheus reaches sooner after the dashboard test's traffic; the alert
 # test must come before the traces test, whose deliberately slow requests would otherwise be
 # in its 5 m "before the fault" window; drift (shifted inputs) goes last.
-ORDER = ("test_dashboards_live", "test_alerts_live", "test_traces_pipeline", "test_drift_live")
+ORDER = (
+    "test_dashboards_live",
+    "test_alerts_live",
+    "test_traces_pipeline",
+    "test_drift_live",
+    "test_fault_matrix_live",  # last: its GIL hog and loads slow the machine down
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -3,9 +3,9 @@
 * the Flask sentiment example (``import infersight.auto``; drift on when the drift module is
   there) and the multi-model example (batcher, queue wait, batch size), both sending traces
   to
-* our built collector, run on a loopback copy of collector-config/otelcol.yaml whose Tempo
-  exporter points at an in-process OTLP gRPC sink (``TraceSink``) and whose span metrics
-  flush every second;
+* our built collector, run on a loopback copy of collector-config/otelcol.yaml whose trace
+  exporter points at a real Jaeger v2 (tools/build-jaeger.sh, memory storage; ``LiveStack.sink``)
+  and whose span metrics flush every second;
 * Prometheus on a test copy of prometheus/prometheus.yml: 1 s scrape and evaluation, the
   shipped jobs with loopback targets, the shipped rule files with ``for:`` capped at
   ``ALERT_FOR`` (the shipped files keep their production values). Before it starts, its data
@@ -14,7 +14,7 @@
   webhook, group waits of 1 s).
 
 The processes, configs and waits come from the loopback stack the demo also uses (tools/stack);
-this module adds the example servers, the trace sink and yesterday's baseline.
+this module adds the example servers and yesterday's baseline.
 
 ``live_stack()`` is a context manager: every process and server it started is stopped on exit
 (an ExitStack, so also when start-up fails half-way; every child additionally dies with the
@@ -39,10 +39,11 @@ from typing import Any
 
 import yaml
 from prometheus_client.utils import floatToGoString
+from tests.support.netproxy import DelayProxy
 
 import stack
 from infersight.conventions import LATENCY_BUCKETS, METRIC
-from stack import LOOPBACK, OtlpSink, ensure_collector, loopback_config, run_collector
+from stack import LOOPBACK, ensure_collector, ensure_jaeger, loopback_config, run_collector, run_jaeger
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -55,6 +56,8 @@ ALERT_FOR = "3s"  # every rule's for: is capped at this in the test copy (produc
 # does not alert; the test copy keeps that idea with 3 runs of the 4 s drift interval.
 ALERT_FOR_OVERRIDES = {"DriftDetected": "10s"}
 SCRAPE_JOB = "model-server"  # the shipped job name for the model servers
+# The fault matrix's server (matrix_app.py): one model label per fault, SLO P99 0.5 s each.
+MATRIX_LABELS = ("fault-tokenizer", "fault-lock", "fault-model", "fault-gil", "fault-network")
 DAY_S = 86_400
 DRIFT_AVAILABLE = (ROOT / "sdk" / "infersight" / "drift" / "__init__.py").exists()
 DRIFT_ENV = {  # small and fast, so a shift shows within seconds
@@ -68,20 +71,6 @@ BASELINE_RPS = 8.0
 # Generous (a loaded 2-core machine is noisy): the stage alert needs 1.5x these to fire.
 BASELINE_STAGE_S = {"preprocess": 0.05, "model": 0.1, "postprocess": 0.05}
 BASELINE_REQUEST_S = 0.1
-
-
-class TraceSink(OtlpSink):
-    """The OTLP sink standing in for Tempo, started at once; spans are read with their service name."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.start()
-
-    def traces(self) -> dict[str, list[tuple[str, Any]]]:  # type: ignore[override]
-        return {
-            trace_id: [(resource.get("service.name", ""), span) for resource, span in spans]
-            for trace_id, spans in super().traces().items()
-        }
 
 
 class Server(stack.Service):
@@ -235,7 +224,7 @@ def _rule_levels(path: Path, workdir: Path) -> list[Path]:
 @dataclass
 class LiveStack:
     workdir: Path
-    sink: TraceSink
+    sink: stack.Jaeger  # the trace backend: what the collector exported, read back by its query API
     sentiment: Server
     multi: Server
     prometheus: stack.Service
@@ -247,6 +236,8 @@ class LiveStack:
     started_at: float
     drift: bool
     notes: dict[str, Any] = field(default_factory=dict)
+    matrix: Server | None = None
+    network_proxy: DelayProxy | None = None  # between the matrix server's relay and itself; no delay until set
 
     # ---- Prometheus API helpers
     def api(self, path: str, **params: Any) -> Any:
@@ -311,10 +302,12 @@ def _load(url: str, duration_s: float, **kwargs: Any) -> Any:
     return http_load.run(url, duration_s=duration_s, **kwargs)
 
 
-def _start_server(name: str, app: Path, model_dir: Path, workdir: Path, env: dict[str, str]) -> Server:
+def _start_server(
+    name: str, app: Path, model_dir: Path, workdir: Path, env: dict[str, str], extra: tuple[str, ...] = ()
+) -> Server:
     port = stack.free_port()
     log = workdir / f"{name}.log"
-    argv = [PYTHON, str(app), "--port", str(port), "--model", str(model_dir)]
+    argv = [PYTHON, str(app), "--port", str(port), "--model", str(model_dir), *extra]
     return Server(name, port, stack.spawn(argv, log, _child_env(env), cwd=ROOT), log)
 
 
@@ -331,11 +324,10 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
     """Start everything (about 15-25 s on 2 cores), yield it, always stop everything."""
     started = time.monotonic()
     with contextlib.ExitStack() as exits:
-        sink = TraceSink()
-        exits.callback(sink.stop)
+        sink = exits.enter_context(run_jaeger(workdir / "jaeger", ensure_jaeger()))
 
         shipped = yaml.safe_load((ROOT / "collector-config" / "otelcol.yaml").read_text())
-        cfg, ports = loopback_config(shipped, workdir / "otelcol", f"{LOOPBACK}:{sink.port}")
+        cfg, ports = loopback_config(shipped, workdir / "otelcol", sink.otlp_endpoint)
         cfg_path = workdir / "otelcol-test.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg))
         exits.enter_context(
@@ -369,6 +361,21 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
             {**otlp, "OTEL_SERVICE_NAME": "multi-model-e2e"},
         )
         exits.callback(multi.stop)
+        (workdir / "matrix-models").mkdir()
+        proxy = DelayProxy((LOOPBACK, 0)).start()  # its upstream is set once the matrix server has a port
+        exits.callback(proxy.stop)
+        relay = f"http://{LOOPBACK}:{proxy.port}"
+        matrix_models = {label: {"version": "1", "slo_p99_seconds": SENTIMENT_SLO_S} for label in MATRIX_LABELS}
+        matrix = _start_server(
+            "matrix",
+            Path(__file__).with_name("matrix_app.py"),
+            model_dir,
+            workdir,
+            {**otlp, "OTEL_SERVICE_NAME": "matrix-e2e", "INFERSIGHT_MODELS": json.dumps(matrix_models)},
+            ("--labels", ",".join(MATRIX_LABELS), "--workdir", str(workdir / "matrix-models"), "--relay-to", relay),
+        )
+        proxy.upstream = (LOOPBACK, matrix.port)
+        exits.callback(matrix.stop)
 
         webhook = exits.enter_context(stack.webhook_receiver())
         am_config = stack.alertmanager_config(workdir / "alertmanager.yml", webhook.url)
@@ -383,14 +390,14 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
             workdir / "prometheus.yml",
             rules,
             {
-                SCRAPE_JOB: [sentiment.instance, multi.instance],
+                SCRAPE_JOB: [sentiment.instance, multi.instance, matrix.instance],
                 "otel-collector": [f"{LOOPBACK}:{ports['prometheus']}"],
                 "otel-collector-internal": [f"{LOOPBACK}:{ports['telemetry']}"],
                 "alertmanager": [am.url.removeprefix("http://")],
             },
             am.url.removeprefix("http://"),
         )
-        for server in (sentiment, multi):
+        for server in (sentiment, multi, matrix):
             _wait_server(server)
         # Warm up before Prometheus scrapes: first requests are slow and not what we test.
         for path in ("/predict", "/predict/realtime", "/predict/batch"):
@@ -412,6 +419,8 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
             time.time(),
             DRIFT_AVAILABLE,
             {"backfill": backfill},
+            matrix,
+            proxy,
         )
         live.notes["startup_s"] = round(time.monotonic() - started, 1)
         print(f"\ne2e stack up in {live.notes['startup_s']} s (work dir {workdir})", flush=True)

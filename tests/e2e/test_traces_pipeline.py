@@ -1,16 +1,18 @@
-"""Traces end to end: the Flask example (one import) -> our collector -> "Tempo" and Prometheus.
+"""Traces end to end: the Flask example (one import) -> our collector -> Jaeger and Prometheus.
 
 Load from examples/load/http_load.py, plus three requests made slow with the example's
 fault switch (600 ms in postprocess: over the collector's 500 ms tail-sampling threshold,
 so those traces are always kept). Asserts:
 
-* "Tempo" (an OTLP gRPC sink) received traces whose server span has the preprocess, model
-  and postprocess stage spans as descendants, under the same trace id;
+* Jaeger (the real trace backend, read back through its query API) stores traces whose server
+  span has the preprocess, model and postprocess stage spans as descendants, under the same
+  trace id;
 * Prometheus, scraping the collector's prometheus exporter, has span metrics
   (traces_span_metrics_calls_total) by model (the infersight.model.name dimension) for the
   server's service;
-* those span metrics carry exemplars (GET /api/v1/query_exemplars) whose trace ids are traces
-  the sink really holds: the metric -> trace jump works.
+* those span metrics carry exemplars (GET /api/v1/query_exemplars) whose trace ids resolve to
+  stored traces (GET /api/v3/traces/<id> on Jaeger), slow in postprocess: the metric -> trace
+  jump works.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from infersight import traceview
 from infersight.conventions import ATTR, SPAN
 from stack import wait_until
 
@@ -40,33 +43,25 @@ def _span_metric(live: LiveStack, suffix: str) -> str:
     return namespace.replace(".", "_") + suffix
 
 
-def _attr(span: Any, key: str) -> str | None:
-    for kv in span.attributes:
-        if kv.key == key:
-            return str(kv.value.string_value or kv.value.int_value)
-    return None
-
-
-def _under(span: Any, root_id: bytes, by_id: dict[bytes, Any]) -> bool:
+def _under(span: traceview.Span, root_id: str, by_id: dict[str, traceview.Span]) -> bool:
     """Whether ``span`` descends from the span ``root_id`` (a bounded walk up the parents)."""
     for _ in range(10):
-        if span.parent_span_id == root_id:
+        if span.parent_id == root_id:
             return True
-        span = by_id.get(span.parent_span_id)
-        if span is None:
+        parent = by_id.get(span.parent_id)
+        if parent is None:
             return False
+        span = parent
     return False
 
 
-def _complete_traces(live: LiveStack) -> dict[str, dict[str, Any]]:
-    """Trace id -> {root, stages} for traces of our service whose root is a SERVER span with all
-    three stage spans below it."""
-    from opentelemetry.proto.trace.v1 import trace_pb2
-
+def _complete_traces(live: LiveStack, since: float) -> dict[str, dict[str, Any]]:
+    """Trace id -> {root, stages} for the traces Jaeger stores of our service, started after
+    ``since``, whose root is a SERVER span with all three stage spans below it."""
     out = {}
-    for trace_id, spans in live.sink.traces().items():
-        ours = [s for service, s in spans if service == SERVICE]
-        roots = [s for s in ours if not s.parent_span_id and s.kind == trace_pb2.Span.SPAN_KIND_SERVER]
+    for trace_id, trace in live.sink.traces(SERVICE, since=since).items():
+        ours = [s for s in trace.spans if s.service == SERVICE]
+        roots = [s for s in ours if not s.parent_id and s.kind == traceview.SPAN_KIND_SERVER]
         if len(roots) != 1:
             continue
         by_id = {s.span_id: s for s in ours}
@@ -76,7 +71,7 @@ def _complete_traces(live: LiveStack) -> dict[str, dict[str, Any]]:
     return out
 
 
-def test_traces_reach_tempo_and_span_metrics_reach_prometheus(live: LiveStack) -> None:
+def test_traces_reach_jaeger_and_span_metrics_reach_prometheus(live: LiveStack) -> None:
     url = f"{live.sentiment.url}/predict"
     result = live.load(url, duration_s=5, rps=10, concurrency=2, seed=1)
     assert result.requests >= 20 and result.errors == 0, result.summary()
@@ -89,35 +84,27 @@ def test_traces_reach_tempo_and_span_metrics_reach_prometheus(live: LiveStack) -
     assert slow.requests >= 2 and slow.errors == 0, slow.summary()
     assert min(slow.latencies_s) >= SLOW_MS / 1000, slow.summary()
 
-    # 1. Traces in "Tempo": the slow ones always (latency policy), some fast ones (10%).
+    # 1. Traces in Jaeger: the slow ones always (latency policy), some fast ones (10%).
     def slow_traces() -> dict[str, dict[str, Any]] | None:
-        done = _complete_traces(live)
-        ours = {t: v for t, v in done.items() if v["root"].start_time_unix_nano >= t_slow * 1e9}
-        slow_ids = {
-            t
-            for t, v in ours.items()
-            if (v["root"].end_time_unix_nano - v["root"].start_time_unix_nano) / 1e6 >= SLOW_MS
-        }
+        ours = {t: v for t, v in _complete_traces(live, t_slow).items() if v["root"].start_ns >= t_slow * 1e9}
+        slow_ids = {t for t, v in ours.items() if v["root"].duration_s * 1000 >= SLOW_MS}
         return ours if len(slow_ids) >= slow.requests else None
 
-    traces = wait_until(slow_traces, 30, interval=0.5, what=f"{slow.requests} slow complete traces in the sink")
+    traces = wait_until(slow_traces, 30, interval=0.5, what=f"{slow.requests} slow complete traces in Jaeger")
     for trace_id, trace in traces.items():
         root, stages = trace["root"], trace["stages"]
-        assert _attr(root, ATTR.HTTP_ROUTE) == "/predict", trace_id
+        assert root.attributes.get(ATTR.HTTP_ROUTE) == "/predict", trace_id
         for name, span in stages.items():
-            assert span.trace_id.hex() == trace_id
-            assert (
-                root.start_time_unix_nano
-                <= span.start_time_unix_nano
-                <= span.end_time_unix_nano
-                <= root.end_time_unix_nano
-            ), f"{name} outside its request span"
-        assert _attr(stages[SPAN.MODEL], ATTR.MODEL_NAME) == live.model
+            assert span.trace_id == trace_id
+            assert root.start_ns <= span.start_ns <= span.end_ns <= root.end_ns, f"{name} outside its request span"
+        assert stages[SPAN.MODEL].attributes.get(ATTR.MODEL_NAME) == live.model
+        # Stage CPU time is stored with the span: the trace view splits CPU from waiting with it.
+        assert stages[SPAN.POSTPROCESS].number(ATTR.STAGE_CPU_SECONDS) is not None
     assert traces, "no complete trace of our own requests"
-    slowest = max(traces.values(), key=lambda t: t["root"].end_time_unix_nano - t["root"].start_time_unix_nano)
+    slowest = max(traces.values(), key=lambda t: t["root"].duration_s)
     post = slowest["stages"][SPAN.POSTPROCESS]
-    assert (post.end_time_unix_nano - post.start_time_unix_nano) / 1e6 >= SLOW_MS, "slowness not in postprocess"
-    live.notes["traces"] = {"complete_traces_in_sink": len(traces), "load": result.summary()}
+    assert post.duration_s * 1000 >= SLOW_MS, "slowness not in postprocess"
+    live.notes["traces"] = {"complete_traces_in_jaeger": len(traces), "load": result.summary()}
 
     # 2. Span metrics in Prometheus, by model, for our service (job = service.name via honor_labels).
     calls = _span_metric(live, "_calls_total")
@@ -129,7 +116,7 @@ def test_traces_reach_tempo_and_span_metrics_reach_prometheus(live: LiveStack) -
     by_span = {s["metric"]["span_name"]: float(s["value"][1]) for s in found}
     assert by_span[SPAN.POSTPROCESS] >= result.requests  # every span counted, sampled or not
 
-    # 3. Exemplars on the span-metric latency histogram lead to traces the sink holds.
+    # 3. Exemplars on the span-metric latency histogram lead to traces Jaeger stores.
     duration = _span_metric(live, "_duration_milliseconds_bucket")
     selector = f'{duration}{{{model_label}="{live.model}",span_name="{SPAN.POSTPROCESS}"}}'
 
@@ -142,8 +129,11 @@ def test_traces_reach_tempo_and_span_metrics_reach_prometheus(live: LiveStack) -
 
     slow_exemplars = wait_until(exemplars, 30, interval=0.5, what=f"exemplars >= {SLOW_MS} ms on {selector}")
     ids = {e["labels"]["trace_id"] for e in slow_exemplars}
-    held = set(live.sink.traces())
-    assert ids <= held, f"exemplar trace ids {ids - held} were not exported to Tempo"
+    for trace_id in ids:
+        stored = live.sink.trace(trace_id)  # GET /api/v3/traces/<id>
+        assert stored is not None, f"exemplar trace id {trace_id} resolves to no trace in Jaeger"
+        slow_posts = [s for s in stored.spans if s.name == SPAN.POSTPROCESS and s.duration_s * 1000 >= SLOW_MS]
+        assert slow_posts, f"trace {trace_id} has no slow postprocess span"
     live.notes["traces"]["slow_exemplars"] = [(e["labels"]["trace_id"], e["value"]) for e in slow_exemplars]
     print(
         f"\ntraces: {len(traces)} complete traces; span metrics {by_span}; "

@@ -21,7 +21,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from infersight.conventions import ALL_METRICS, METRIC, OUTCOME_ERROR, OUTCOME_SUCCESS, STAGES, MetricSpec
+from infersight.conventions import (
+    ALL_METRICS,
+    COLD_START_PHASES,
+    METRIC,
+    OUTCOME_ERROR,
+    OUTCOME_SUCCESS,
+    STAGES,
+    TRITON,
+    MetricSpec,
+)
 
 INSTANCE = "model-server:8000"
 JOB = "model-server"
@@ -37,6 +46,7 @@ GPUS = (
 LABEL_VALUES: dict[str, tuple[str, ...]] = {
     "endpoint": ("/predict",),
     "target": ("ranker:8001",),
+    "phase": COLD_START_PHASES,
     "outcome": (OUTCOME_SUCCESS, OUTCOME_ERROR),
     "stage": STAGES,
     "exception_type": ("ValueError", "RuntimeError"),
@@ -154,6 +164,7 @@ def _gauge(spec: MetricSpec, labels: dict[str, str], t: int, window: Window) -> 
         METRIC.MODEL_SLO_P99: 0.25,
         METRIC.MODEL_LOAD_DURATION: 4.5,
         METRIC.FIRST_REQUEST_DURATION: 0.9,
+        METRIC.COLD_START: 0.5 + w,
         METRIC.GPU_MEMORY_TOTAL: 80e9,
         METRIC.GPU_MEMORY_USED: 30e9 + 20e9 * w,
         METRIC.GPU_PROCESS_MEMORY: 20e9 + 10e9 * w,
@@ -233,10 +244,47 @@ def _histogram_lines(spec: MetricSpec, labels: dict[str, str], t: int, total: fl
     yield f"{spec.name}_sum{{{_fmt_labels(labels)}}} {_fmt_value(round(count * mean, 6))} {t}"
 
 
+# A Triton Inference Server's scrape (job triton): one model, 20 requests/s, 4 per execution.
+TRITON_MODEL = {"model": "triton-resnet", "version": "1", "instance": "triton:8002", "job": TRITON.JOB}
+TRITON_RPS = 20.0
+TRITON_STAGE_US = {"queue": 5000.0, "input": 500.0, "model": 30000.0, "output": 1000.0}  # per request
+
+
+def triton_lines(window: Window) -> Iterator[str]:
+    """Triton's metrics, typed ``unknown`` as in its Prometheus text (its counters have no
+    ``_total``), summaries as their quantile samples."""
+    per_request = {TRITON.REQUEST_DURATION_US: sum(TRITON_STAGE_US.values())}
+    per_request |= {TRITON.STAGE_DURATION_US[stage]: us for stage, us in TRITON_STAGE_US.items()}
+    counters = {TRITON.SUCCESS: 1.0, TRITON.INFERENCES: 1.0, TRITON.EXECUTIONS: 0.25, **per_request}
+    labels = _fmt_labels(TRITON_MODEL)
+    for name in (
+        *counters,
+        TRITON.FAILURE,
+        TRITON.PENDING,
+        TRITON.REQUEST_SUMMARY_US,
+        *TRITON.STAGE_SUMMARY_US.values(),
+    ):
+        yield f"# TYPE {name} unknown"
+    for i, t in enumerate(window.times()):
+        done = TRITON_RPS * window.step * i
+        for name, per in counters.items():
+            yield f"{name}{{{labels}}} {_fmt_value(done * per)} {t}"
+        failed = _fmt_labels({**TRITON_MODEL, "reason": "BACKEND"})
+        yield f"{TRITON.FAILURE}{{{failed}}} {_fmt_value(done / 100)} {t}"
+        yield f"{TRITON.PENDING}{{{labels}}} {i % 4} {t}"
+        summaries = {TRITON.REQUEST_SUMMARY_US: sum(TRITON_STAGE_US.values())}
+        summaries |= {TRITON.STAGE_SUMMARY_US[stage]: us for stage, us in TRITON_STAGE_US.items()}
+        for name, median in summaries.items():
+            for q in TRITON.SUMMARY_QUANTILES:
+                quantile = _fmt_labels({**TRITON_MODEL, "quantile": str(q)})
+                yield f"{name}{{{quantile}}} {_fmt_value(median * (1 + 4 * q))} {t}"
+
+
 def openmetrics(end: int, duration: int = 3600, step: int = 15) -> str:
-    """OpenMetrics text covering every metric in conventions over ``[end - duration, end]``."""
+    """OpenMetrics text covering every metric in conventions, and Triton's, over ``[end - duration, end]``."""
     window = Window(end, duration, step)
     lines = [line for spec in ALL_METRICS for line in family_lines(spec, window)]
+    lines += triton_lines(window)
     return "\n".join([*lines, "# EOF", ""])
 
 

@@ -1,6 +1,6 @@
 """Automatic instrumentation of Flask, Starlette and FastAPI, LitServe, BentoML, gRPC (sync and
-asyncio), Ray Serve and transformers pipelines; and of the clients the app calls others with: requests, httpx, gRPC
-channels.
+asyncio), Ray Serve, transformers pipelines and PyTriton's inference callables; and of the clients
+the app calls others with: requests, httpx, gRPC channels and tritonclient.
 
 Libraries are patched when they are imported (wrapt post-import hooks), so importing
 infersight never imports a heavy library the app doesn't use.
@@ -41,6 +41,12 @@ LIBRARIES: tuple[Library, ...] = (
     Library("requests", module="requests", requirement="requests >= 2.28", patcher="requests"),
     Library("httpx", module="httpx", requirement="httpx >= 0.24, < 1", patcher="httpx"),  # sync and async
     Library("grpc_client", module="grpc", requirement="grpcio >= 1.60", patcher="grpc_client"),  # sync and aio
+    # Triton: tritonclient's HTTP client (its gRPC client's channels are "grpc_client"'s), and
+    # the inference callables PyTriton binds.
+    Library(
+        "tritonclient", module="tritonclient.http", requirement="tritonclient >= 2.40", patcher="tritonclient_http"
+    ),
+    Library("pytriton", module="pytriton.triton", requirement="nvidia-pytriton >= 0.5", patcher="pytriton"),
     Library(
         "transformers", module="transformers.pipelines", requirement="transformers >= 4.44, < 6", patcher="transformers"
     ),

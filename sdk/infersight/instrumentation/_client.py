@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry import propagate
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
 
 from .. import _errors, _runtime
@@ -52,7 +53,11 @@ class Call:
     __slots__ = ("_injected", "rec")
 
     def __init__(self, name: str, target: str, endpoint: str) -> None:
-        self.rec: RequestRecord | None = _runtime.start_client(name, target, endpoint)
+        # Off inside OTel's suppression (an exporter sending spans over HTTP): exporting would
+        # otherwise make a call to record, whose export makes another.
+        self.rec: RequestRecord | None = (
+            _runtime.start_client(name, target, endpoint) if is_instrumentation_enabled() else None
+        )
         self._injected: str | None = None
 
     def inject(self, carrier: MutableMapping[str, Any]) -> None:

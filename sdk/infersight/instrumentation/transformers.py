@@ -4,19 +4,24 @@
 Subclasses override those methods, so each pipeline class's own methods are wrapped: all
 classes known at instrumentation time, and any later class when its first instance is built.
 Covers transformers 4.44+ and 5.x.
+
+``pipeline(...)`` is a model load: its ``from_pretrained`` calls (the model's and the tokenizer's
+files read) and the pipeline's set-up (``Pipeline.__init__``, which moves the model to its
+device) are its parts, and the first request after it ends a cold start (``_coldstart``).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
 import wrapt
 
-from .. import _errors, _runtime
+from .. import _coldstart, _errors, _runtime
 from .._records import current_request, current_stage
-from ..conventions import ATTR, SPAN
+from ..conventions import ATTR, COLD_READ_WEIGHTS, COLD_TO_DEVICE, SPAN
 from ._common import is_wrapped
 
 __all__ = ["instrument", "model_label", "uninstrument"]
@@ -112,8 +117,31 @@ def _all_subclasses(cls: type) -> list[type]:
     return out
 
 
+def _part_wrapper(phase: str) -> Any:
+    """Times a part of a model load on the loading thread; outside a load, or inside another
+    part (a from_pretrained calling another), it only calls through."""
+
+    def wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        tracker = _coldstart.tracker
+        if not tracker.loading() or getattr(_in_part, "on", False):
+            return wrapped(*args, **kwargs)
+        _in_part.on = True
+        start = _coldstart.now_ns()
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            _in_part.on = False
+            tracker.part(phase, start, _coldstart.now_ns())
+
+    return wrapper
+
+
+_in_part = threading.local()
+_to_device = _part_wrapper(COLD_TO_DEVICE)
+
+
 def _init_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    result = wrapped(*args, **kwargs)
+    result = _to_device(wrapped, instance, args, kwargs)
     try:
         for cls in type(instance).__mro__:
             if getattr(cls, "__module__", "").startswith("transformers") or cls is type(instance):
@@ -157,14 +185,28 @@ def _call_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: di
 def _factory_wrapper(wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """``transformers.pipeline(...)``: how long the model took to load (cold start)."""
     start = time.perf_counter()
-    result = wrapped(*args, **kwargs)
+    load = _coldstart.tracker.begin_load()
     try:
+        result = wrapped(*args, **kwargs)
+    except BaseException:
+        _coldstart.tracker.end_load(load, None)
+        raise
+    try:
+        model = model_label(result)
+        _coldstart.tracker.end_load(load, model)
         rt = _runtime.get_runtime()
         if rt is not None and rt.metrics is not None:
-            rt.metrics.record_model_load(model_label(result), None, time.perf_counter() - start)
+            rt.metrics.record_model_load(model, None, time.perf_counter() - start)
     except Exception as exc:
         _errors.report("transformers", exc)
     return result
+
+
+def _loaders() -> list[type]:
+    """The classes whose ``from_pretrained`` reads a model's or a tokenizer's files."""
+    import transformers
+
+    return [transformers.PreTrainedModel, transformers.PreTrainedTokenizerBase]
 
 
 def instrument() -> None:
@@ -177,6 +219,9 @@ def instrument() -> None:
         wrapt.wrap_function_wrapper(Pipeline, "__init__", _init_wrapper)
     if not is_wrapped(Pipeline.__dict__["__call__"]):
         wrapt.wrap_function_wrapper(Pipeline, "__call__", _call_wrapper)
+    for cls in _loaders():
+        if not is_wrapped(cls.__dict__["from_pretrained"]):
+            wrapt.wrap_function_wrapper(cls, "from_pretrained", _part_wrapper(COLD_READ_WEIGHTS))
     if not is_wrapped(pipelines.pipeline):
         wrapt.wrap_function_wrapper(pipelines, "pipeline", _factory_wrapper)
         try:
@@ -201,6 +246,8 @@ def uninstrument() -> None:
     _patched.clear()
     for name in ("__init__", "__call__"):
         _restore(Pipeline, name)
+    for cls in _loaders():
+        _restore(cls, "from_pretrained")
     _restore(pipelines, "pipeline")
 
 

@@ -1,0 +1,82 @@
+"""tritonclient.http: each call a client makes to Triton (``infer``, the health and metadata
+calls) becomes a CLIENT span and a client latency observation, its ``traceparent`` in the
+request's headers, so that Triton's own OpenTelemetry spans join the caller's trace.
+
+The client sends every request through two private methods (``infersight._compat``); its
+plugin hook sees no response. tritonclient.grpc needs nothing of its own: its channels are
+gRPC channels (``grpc_client``). tritonclient.http.aio passes through unobserved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .. import _compat, _errors
+from ..conventions import ATTR, SERVER_TIMING_HEADER
+from ._client import Call
+from ._common import unwrap, wrap
+
+__all__ = ["instrument", "uninstrument"]
+
+
+def _sender(method: str, headers_at: int) -> Callable[..., Any]:
+    def send(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        try:
+            args_list = list(args)
+            uri = args_list[0] if args_list else kwargs["request_uri"]
+            if len(args_list) > headers_at:
+                headers = dict(args_list[headers_at] or {})
+                args_list[headers_at] = headers
+            else:
+                headers = dict(kwargs.get("headers") or {})
+                kwargs["headers"] = headers
+            target = _compat.tritonclient_http_target(instance) or "unknown"
+            call = Call(method, target, "/" + str(uri).split("?")[0].lstrip("/"))
+            call.inject(headers)
+            args = tuple(args_list)
+        except Exception as exc:
+            _errors.report("tritonclient", exc)
+            return wrapped(*args, **kwargs)
+        try:
+            response = wrapped(*args, **kwargs)
+        except BaseException:
+            call.finish(None, True, None, headers, _attrs(method, target, None))
+            raise
+        try:
+            code = int(response.status_code)
+            timing = response.get(SERVER_TIMING_HEADER)
+        except Exception as exc:
+            _errors.report("tritonclient", exc)
+            code, timing = 0, None
+        call.finish(code, code >= 400, timing, headers, _attrs(method, target, code))
+        return response
+
+    return send
+
+
+def _attrs(method: str, target: str, code: int | None) -> dict[str, Any]:
+    host, _, port = target.rpartition(":")
+    attrs: dict[str, Any] = {ATTR.HTTP_REQUEST_METHOD: method, ATTR.SERVER_ADDRESS: host}
+    if port.isdigit():
+        attrs[ATTR.SERVER_PORT] = int(port)
+    if code is not None:
+        attrs[ATTR.HTTP_RESPONSE_STATUS_CODE] = code
+    return attrs
+
+
+# One wrapper per method, made once: wrap() recognises its own wrapper and doesn't stack it again.
+_SENDERS = {
+    path: _sender("POST" if path.endswith("_post") else "GET", headers_at)
+    for path, headers_at in _compat.TRITONCLIENT_HTTP_SENDS.items()
+}
+
+
+def instrument() -> None:
+    for path, sender in _SENDERS.items():
+        wrap(_compat.TRITONCLIENT_HTTP_MODULE, path, sender)
+
+
+def uninstrument() -> None:
+    for path in _compat.TRITONCLIENT_HTTP_SENDS:
+        unwrap(_compat.TRITONCLIENT_HTTP_MODULE, path)
