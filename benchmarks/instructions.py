@@ -1,6 +1,7 @@
 """Instructions per request, by thread, counted under valgrind: figures a noisy machine can't move.
 
     python benchmarks/instructions.py [--requests 200] [--variants a,b,...] [--quick]
+                                      [--compare NAME=DIR]
 
 About 30 minutes on 2 cores: valgrind runs ~50x slower, and the server variants import torch.
 
@@ -18,6 +19,11 @@ Columns:
   background      every other thread: infersight's worker (metrics, spans), span export
                   (encoding to OTLP protobuf bytes, nothing is sent: infersight's spans with its
                   own encoder, the baselines' with the OTel exporter's), the final drain
+
+In the server variants infersight exports as it does in production (its own OTLP/gRPC exporter,
+batch processor and encoder), with the gRPC call itself replaced by one that sends nothing.
+``--compare NAME=DIR`` also runs each chosen variant with ``DIR/sdk`` first on the path (another
+checkout of infersight), listed as ``variant [NAME]``: before and after from one run.
 
 Instructions are not time: a cache miss or a GIL hand-over between threads costs time without
 instructions, so these figures are a lower bound on the CPU cost, and the ratios are the ones to
@@ -48,7 +54,12 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult  # noq
 from cpu_split import BODY, cpu_in_thread  # noqa: E402  (a flush off the request thread: background)
 from infersight._otlp import encode_request  # noqa: E402
 
-EXPLICIT = ("uninstrumented", "infersight", "hand-written OTel + prometheus_client")
+EXPLICIT = (
+    "uninstrumented",
+    "infersight",
+    "hand-written OTel + prometheus_client",
+    "infersight own exporter",  # its own provider and OTLP exporter, as in a server (gRPC call a no-op)
+)
 FLASK = (
     "flask uninstrumented",
     "flask + infersight",
@@ -72,6 +83,8 @@ SERVER_ENV = {
 }
 SERVER = tuple(SERVER_ENV)
 KNOWN = EXPLICIT + FLASK + FASTAPI + SERVER
+# --compare runs these once only: they don't import infersight.
+WITHOUT_INFERSIGHT = {EXPLICIT[0], EXPLICIT[2], FLASK[0], *FLASK[2:], FASTAPI[0], *FASTAPI[2:], SERVER[0], SERVER[2]}
 WARM_UP = 20
 
 
@@ -90,6 +103,13 @@ class EncodingExporter(SpanExporter):
         return SpanExportResult.SUCCESS
 
 
+class NullTraceClient:
+    """The trace service's stub, sending nothing: the exporter around it runs as in production."""
+
+    def Export(self, request: Any, metadata: Any = None, timeout: Any = None) -> None:
+        return None
+
+
 def settle_gc() -> None:
     """Collect, then move the start-up heap out of the collector's reach (as pre-fork servers
     do): a full collection over torch's objects, landing in one run and not the other, would
@@ -100,7 +120,10 @@ def settle_gc() -> None:
 
 def server_call(variant: str) -> Callable[[], Any]:
     """bench_app as its variant, spans encoded as in the explicit-API variants."""
+    infersight_exports = variant != SERVER[2] and SERVER_ENV[variant].get("INFERSIGHT_TRACES") != "false"
     os.environ |= SERVER_ENV[variant] | {
+        "OTEL_TRACES_EXPORTER": "otlp" if infersight_exports else "none",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",  # never called: NullTraceClient
         "INFERSIGHT_GPU": "off",
         "INFERSIGHT_METRICS_PORT": "0",
         "HF_HUB_OFFLINE": "1",
@@ -114,8 +137,10 @@ def server_call(variant: str) -> Callable[[], Any]:
     import bench_app
 
     provider = trace.get_tracer_provider()
-    if isinstance(provider, TracerProvider):
-        provider.add_span_processor(BatchSpanProcessor(EncodingExporter(stock=variant == SERVER[2])))
+    if variant != SERVER[2] and isinstance(provider, TracerProvider):
+        null_grpc(provider)  # infersight's own pipeline (OTEL_TRACES_EXPORTER=otlp)
+    elif isinstance(provider, TracerProvider):
+        provider.add_span_processor(BatchSpanProcessor(EncodingExporter(stock=True)))
     client = bench_app.app.test_client()
 
     def call() -> None:
@@ -138,8 +163,53 @@ def server_flush() -> None:
         flush()
 
 
+def null_grpc(provider: Any) -> None:
+    """infersight's exporters keep running, their gRPC call replaced by one that sends nothing."""
+    for processor in provider._active_span_processor._span_processors:
+        exporter = processor._batch_processor._exporter
+        getattr(exporter, "inner", exporter)._client = NullTraceClient()
+
+
+def own_exporter_call() -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """request_path.py's explicit-API request with infersight's own provider and exporter."""
+    os.environ |= {
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9",  # never called: NullTraceClient
+        "INFERSIGHT_GPU": "off",
+        "INFERSIGHT_METRICS_PORT": "0",
+    }
+    from opentelemetry import trace
+    from prometheus_client import CollectorRegistry
+
+    import infersight
+    import request_path
+
+    infersight.init(registry=CollectorRegistry(), models={"m": {"version": "1", "slo_p99_seconds": 0.1}})
+    provider = trace.get_tracer_provider()
+    null_grpc(provider)
+
+    def run() -> None:
+        with infersight.request(model="m", endpoint="/predict"):
+            with infersight.preprocess():
+                request_path.work()
+            with infersight.model():
+                request_path.work()
+            with infersight.postprocess():
+                request_path.work()
+
+    def flush() -> None:
+        rt = infersight.get_runtime()
+        if rt is not None:
+            rt.worker.drain()
+        provider.force_flush()  # type: ignore[attr-defined]
+
+    return run, flush
+
+
 def request_path_call(variant: str) -> tuple[Callable[[], Any], Callable[[], Any]]:
     """request_path.py's request as ``variant`` (explicit API or Flask), and its flush."""
+    if variant == EXPLICIT[3]:
+        return own_exporter_call()
     import request_path
 
     ours, ours_flush = request_path.make_infersight(EncodingExporter(stock=False))
@@ -190,9 +260,10 @@ def thread_totals(out_dir: Path, stem: str) -> dict[int, int]:
     return totals
 
 
-def count(variant: str, requests: int, out_dir: Path) -> tuple[int, int]:
-    """(request thread, background) instructions of one run of ``requests`` timed requests."""
-    stem = f"cg.{re.sub(r'[^a-z]+', '-', variant)}.{requests}"
+def count(variant: str, requests: int, out_dir: Path, sdk: str | None = None) -> tuple[int, int]:
+    """(request thread, background) instructions of one run of ``requests`` timed requests,
+    with ``sdk`` (another checkout's sdk/ folder) first on the path if given."""
+    stem = f"cg.{re.sub(r'[^a-z]+', '-', variant)}.{abs(hash(sdk)) if sdk else 0}.{requests}"
     cmd = [
         "valgrind",
         "--tool=callgrind",
@@ -209,6 +280,8 @@ def count(variant: str, requests: int, out_dir: Path) -> tuple[int, int]:
     # The GIL probe's cost is per second of wall time, not per request (200 wake-ups a second);
     # under valgrind's ~50x slowdown it would be billed to each request many times over.
     env = os.environ | {"PYTHONHASHSEED": "0", "OTEL_TRACES_EXPORTER": "none", "INFERSIGHT_GIL_PROBE": "false"}
+    if sdk:
+        env["PYTHONPATH"] = os.pathsep.join([sdk, env.get("PYTHONPATH", "")])
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1800)
     if result.returncode != 0:
         raise SystemExit(f"{variant}: valgrind run failed:\n{result.stderr[-2000:]}")
@@ -221,17 +294,18 @@ def main() -> list[str]:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument(
         "--variants",
-        default=",".join(EXPLICIT + FLASK + FASTAPI + SERVER[:3]),
+        default=",".join(EXPLICIT[:3] + FLASK + FASTAPI + SERVER[:3]),
         help=f"comma-separated; also: {', '.join(SERVER[3:])} (each server run takes minutes)",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: the explicit API, 10 requests")
+    parser.add_argument("--compare", action="append", default=[], metavar="NAME=DIR", help="also run DIR/sdk")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.requests)
         return []
     if args.quick:
-        args.requests, args.variants = 10, ",".join(EXPLICIT)
+        args.requests, args.variants = 10, ",".join(EXPLICIT[:3])
     if shutil.which("valgrind") is None:
         print("valgrind not installed: no instruction counts (apt-get install valgrind)")
         return []
@@ -239,15 +313,31 @@ def main() -> list[str]:
     unknown = set(variants) - set(KNOWN)
     if unknown:
         raise SystemExit(f"--variants: unknown {sorted(unknown)}; known: {', '.join(KNOWN)}")
+    others = dict(item.split("=", 1) for item in args.compare)
+    sdks: dict[str, str | None] = {"": None} | {
+        f" [{name}]": str(Path(folder).resolve() / "sdk") for name, folder in others.items()
+    }
     per_request: dict[str, tuple[float, float]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="infersight-instr-") as tmp,
         ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool,
     ):  # counts don't depend on load
-        runs = {(v, n): pool.submit(count, v, n, Path(tmp)) for v in variants for n in (0, args.requests)}
+        runs = {
+            (v, label, n): pool.submit(count, v, n, Path(tmp), sdk)
+            for v in variants
+            for label, sdk in sdks.items()
+            if not (sdk and v in WITHOUT_INFERSIGHT)
+            for n in (0, args.requests)
+        }
         for variant in variants:
-            short, long = runs[variant, 0].result(), runs[variant, args.requests].result()
-            per_request[variant] = ((long[0] - short[0]) / args.requests, (long[1] - short[1]) / args.requests)
+            for label in sdks:
+                if (variant, label, 0) not in runs:
+                    continue
+                short, long = runs[variant, label, 0].result(), runs[variant, label, args.requests].result()
+                per_request[variant + label] = (
+                    (long[0] - short[0]) / args.requests,
+                    (long[1] - short[1]) / args.requests,
+                )
     lines = [
         "### Instructions per request, by thread (callgrind)",
         "",
@@ -258,7 +348,7 @@ def main() -> list[str]:
     ]
     for group in (EXPLICIT, FLASK, FASTAPI, SERVER):
         base = per_request.get(group[0])
-        for variant in group:
+        for variant in [v + label for v in group for label in sdks]:
             if variant not in per_request:
                 continue
             req, bg = per_request[variant]
@@ -283,7 +373,7 @@ def ratio_lines(per_request: dict[str, tuple[float, float]]) -> list[str]:
                 f"({added_ours / 1e3:.1f}k / {added_hand / 1e3:.1f}k)"
             )
     bare = per_request.get(SERVER[0])
-    for variant in SERVER[1:]:
+    for variant in sorted(v for v in per_request if v.startswith(SERVER[1:]) and v != SERVER[0]):
         if bare is not None and variant in per_request:
             ratio = sum(bare) / sum(per_request[variant])
             out.append(

@@ -396,6 +396,12 @@ def overview() -> Iterable[Any]:
         target(rate(METRIC.RECORDS_PROCESSED.sample_name, INST, "instance"), "records: {{instance}}"),
         target(rate(METRIC.SPANS_EXPORTED.sample_name, INST, "instance"), "spans exported: {{instance}}"),
     )
+    yield ts(
+        "infersight's own CPU share",
+        "How much of the server's CPU do infersight's worker and export threads use (INFERSIGHT_OVERHEAD_BUDGET)?",
+        "percentunit",
+        target(f"max by (instance) ({METRIC.OVERHEAD_CPU_RATIO.name}{{{INST}}})", "{{instance}}"),
+    )
 
 
 def triton_rows() -> Iterable[Any]:

@@ -205,6 +205,7 @@ VALID: dict[str, st.SearchStrategy[tuple[str, object]]] = {
     "traces": _BOOLS,
     "traces_keep_ratio": _floats(0, 1),
     "traces_keep_slower_than_s": _floats(0, 1e6, positive=True),
+    "overhead_budget": _floats(0, 1),
     "metrics": _BOOLS,
     "metrics_exporter": _choices("prometheus", "otlp", "prometheus,otlp"),
     "metrics_export_interval_s": _floats(0, 1e9, positive=True).map(lambda pair: (pair[0], float(pair[1]) / 1000)),  # type: ignore[arg-type]

@@ -184,3 +184,129 @@ def test_a_big_batch_hands_the_gil_over_while_encoding(monkeypatch: pytest.Monke
     assert len(decoded.resource_spans[0].scope_spans[0].spans) == 6400
     # 100 clock checks of 0.1 ms each: a hand-off on about every 10th (once past 1 ms).
     assert 5 <= yields.count(0) <= 15, len(yields)
+
+
+# ---- spans encoded straight from their records ---------------------------------------------
+
+from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
+from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: E402
+
+from infersight._otlp import EncodedSpan  # noqa: E402
+from infersight._records import RequestRecord, StageRecord  # noqa: E402
+from infersight._spans import SpanEmitter  # noqa: E402
+from infersight._tracing import CountingExporter, sends_through_our_encoder  # noqa: E402
+
+
+def _emitters() -> tuple[SpanEmitter, SpanEmitter, list[Any], list[Any]]:
+    """One emitter that encodes from records, one that builds ReadableSpans; each hands its
+    spans to a list instead of its processor."""
+    provider = TracerProvider(resource=RESOURCES[0])
+    exporter = CountingExporter(FastOTLPSpanExporter(encode_request, endpoint=f"http://{LOOPBACK}:9"), print)
+    provider.add_span_processor(BatchSpanProcessor(exporter, schedule_delay_millis=10**8))
+    encoding = SpanEmitter(provider, RESOURCES[0], encodes=sends_through_our_encoder)
+    readable = SpanEmitter(provider, RESOURCES[0])
+    assert encoding.encoding() and not readable.encoding()
+    encoded: list[Any] = []
+    built: list[Any] = []
+    encoding._on_end, readable._on_end = encoded.append, built.append
+    return encoding, readable, encoded, built
+
+
+texts = st.sampled_from(["predict", "/v1/score", "é", ""]) | st.text(max_size=6)
+
+
+@st.composite
+def records(draw: Any) -> Any:
+    """A request record and its stages' attributes, built when called: records draw their own
+    span ids from ``random``, which strategies must not touch."""
+    kind = draw(st.sampled_from([SpanKind.SERVER, SpanKind.CLIENT]))
+    fields = {
+        "name": draw(texts) or "r",
+        "trace_id": draw(st.integers(1, 2**128 - 1)),
+        "parent": draw(st.sampled_from([0, 1, 2**64 - 1])),
+        "span_id": draw(ids),
+        "parent_remote": draw(st.booleans()),
+        "trace_state": draw(st.sampled_from([None, TraceState(), TraceState([("vendor", "x1")])])),
+        "start_ns": draw(st.integers(0, 2**40)),
+        "duration": draw(st.integers(0, 10**9)),
+        "status_code": draw(st.sampled_from([None, 200, 404, 503])),
+        "protocol": draw(st.sampled_from(["", "grpc"])),
+        "outcome": draw(st.sampled_from(["success", "error"])),
+        "error": draw(st.sampled_from([None, ValueError("boom")])),
+        "batch_size": draw(st.integers(0, 3)),
+        "tokens": draw(st.sampled_from([-1, 0, 17])),
+        "queue_wait_s": draw(st.sampled_from([-1.0, 0.0, 0.25])),
+        "emit_span": draw(st.booleans()),
+        "attrs": draw(st.none() | attributes),
+    }
+    stages = [
+        {
+            "name": draw(texts) or "s",
+            "parent": draw(st.sampled_from(["request", 0, 5])),
+            "span_id": draw(ids),
+            "sampled": draw(st.booleans()),
+            "batch_size": draw(st.integers(0, 2)),
+            "queue_wait_s": draw(st.sampled_from([-1.0, 0.0, 0.003])),
+            "error": draw(st.sampled_from([None, None, KeyError("k")])),
+            # a plain stage's attributes come from the template: (model, version, cpu)
+            "attrs": (draw(texts), draw(texts), draw(st.none() | st.floats(0, 1)))
+            if draw(st.booleans())
+            else draw(attributes),
+        }
+        for _ in range(draw(st.integers(0, 3)))
+    ]
+
+    def make() -> tuple[RequestRecord, list[Any]]:
+        rec = RequestRecord(fields["name"], kind.value, "/p", fields["trace_id"], fields["parent"], True)
+        for key in ("span_id", "parent_remote", "trace_state", "start_ns", "status_code", "protocol", "outcome"):
+            setattr(rec, key, fields[key])
+        for key in ("error", "batch_size", "tokens", "queue_wait_s", "emit_span", "attrs"):
+            setattr(rec, key, fields[key])
+        rec.end_ns = rec.start_ns + fields["duration"]
+        stage_attrs = []
+        for spec in stages:
+            parent = rec.span_id if spec["parent"] == "request" else spec["parent"]
+            stage = StageRecord(spec["name"], None, rec, parent, rec.trace_id, spec["sampled"])
+            stage.span_id, stage.batch_size, stage.error = spec["span_id"], spec["batch_size"], spec["error"]
+            stage.queue_wait_s = spec["queue_wait_s"]
+            stage.start_ns, stage.end_ns = rec.start_ns, rec.end_ns
+            rec.stages.append(stage)
+            stage_attrs.append(spec["attrs"])
+        return rec, stage_attrs
+
+    return make
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(records(), min_size=1, max_size=4), st.text(max_size=5), st.text(max_size=5))
+def test_spans_encoded_from_records_decode_to_the_spans_the_stock_encoder_builds(
+    batch: list[Any], model: str, version: str
+) -> None:
+    encoding, readable, encoded, built = _emitters()
+    for make in batch:
+        rec, stage_attrs = make()
+        encoding.emit(rec, model, version, [dict(a) if isinstance(a, dict) else a for a in stage_attrs])
+        readable.emit(rec, model, version, [dict(a) if isinstance(a, dict) else a for a in stage_attrs])
+    assert len(encoded) == len(built)
+    # Exceptions and non-scalar attributes still come as ReadableSpans; the rest pre-encoded.
+    errors = sum(1 for span in built if span.events or _otlp_encode_span(span) is None)
+    assert sum(type(s) is EncodedSpan for s in encoded) == len(built) - errors
+    assert canonical(ExportTraceServiceRequest.FromString(encode_request(encoded))) == canonical(encode_spans(built))
+
+
+def _otlp_encode_span(span: Any) -> Any:
+    from infersight import _otlp
+
+    return _otlp._encode_span(span)
+
+
+def test_a_processor_the_app_adds_gets_readable_spans_from_then_on() -> None:
+    encoding, _readable, encoded, _built = _emitters()
+    rec = RequestRecord("r", SpanKind.SERVER.value, "/p", 7, 0, True)
+    rec.end_ns = rec.start_ns + 1
+    encoding.emit(rec, "m", "1", [])
+    theirs = CountingExporter(FastOTLPSpanExporter(encode_request), print)
+    encoding.provider.add_span_processor(BatchSpanProcessor(theirs))
+    assert not encoding.encoding()
+    encoding.emit(rec, "m", "1", [])
+    assert [type(s) for s in encoded] == [EncodedSpan, ReadableSpan]

@@ -141,6 +141,11 @@ def batch_export_locks(provider: Any) -> list[Any]:
     return found
 
 
+def batch_exporter(processor: Any) -> Any:
+    """The exporter a BatchSpanProcessor sends to (None for another kind of processor)."""
+    return getattr(_batch_core(processor), "_exporter", None)
+
+
 def wrap_batch_exporters(provider: Any, wrap: Callable[[Any], Any]) -> int:
     """Put ``wrap(exporter)`` around the exporter of each of the provider's batch processors
     (to count what an app-owned provider exports). ``wrap`` returns its argument for an
@@ -242,6 +247,7 @@ def fast_otlp_exporter_class() -> type[Any]:
 
     class FastOTLPSpanExporter(OTLPSpanExporter):
         bytes_client = BytesTraceClient
+        accepts_encoded_spans = True  # _otlp.EncodedSpan: spans encoded from their records
 
         def __init__(self, encode: Callable[[Sequence[ReadableSpan]], bytes], **kwargs: Any) -> None:
             self._encode = encode
@@ -736,6 +742,9 @@ PROBES: dict[str, Callable[[], bool]] = {
     "otel.batch_queues": lambda: _probe_batch(batch_queues),
     "otel.batch_export_locks": lambda: _probe_batch(batch_export_locks),
     "otel.batch_exporter": lambda: _probe_batch_exporter(),
+    "otel.batch_exporter_read": lambda: _probe_batch(
+        lambda provider: [e for e in map(batch_exporter, span_processors(provider)) if hasattr(e, "export")]
+    ),
     "otel.context_var": lambda: otel_context_var() is not None,
     "otel.exporter_hooks": _exporter_hooks_present,
     "otel.composite_propagators": lambda: _probe_composite(),

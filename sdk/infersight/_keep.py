@@ -28,6 +28,11 @@ class TailKeep:
         self.bound = round(config.traces_keep_ratio * (1 << 64))
         self.slower_than_ns = config.traces_keep_slower_than_s * 1e9
 
+    def set_scale(self, scale: float) -> None:
+        """Keep ``scale`` times the configured share of fast, successful requests (the overhead
+        budget's lever, ``_overhead``); errors and slow requests are kept whatever it is."""
+        self.bound = round(min(1.0, max(0.0, self.config.traces_keep_ratio * scale)) * (1 << 64))
+
     def _by_ratio(self, trace_id: int) -> bool:
         return trace_id & _TRACE_ID_LOW < self.bound
 

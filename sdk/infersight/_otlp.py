@@ -19,9 +19,9 @@ from typing import Any
 
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.trace import SpanContext, SpanKind, StatusCode
+from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags
 
-__all__ = ["encode_request"]
+__all__ = ["EncodedSpan", "encode_attributes", "encode_float", "encode_record_span", "encode_request"]
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _FLAGS_HAS_IS_REMOTE, _FLAGS_IS_REMOTE = 0x100, 0x200
@@ -78,10 +78,27 @@ def _any_value(value: Any) -> bytes | None:
     return None  # bytes, sequences, mappings, subclasses: the stock encoder's job
 
 
+_float_heads: dict[str, bytes] = {}
+
+
+def _float_head(key: str) -> bytes:
+    """A float attribute's KeyValue up to its 8 value bytes: its length doesn't depend on the value."""
+    hit = _float_heads.get(key)
+    if hit is None:
+        if len(_float_heads) >= _CACHE_MAX:
+            _float_heads.clear()
+        key_field = _str_field(0x0A, key)
+        hit = _float_heads[key] = b"\x4a" + _varint(len(key_field) + 11) + key_field + b"\x12\x09\x21"
+    return hit
+
+
 def _attributes(attrs: Any) -> bytes | None:
     parts = []
     for key, value in attrs.items():
         kind = type(value)
+        if kind is float and type(key) is str:
+            parts.append(_float_head(key) + _pack_f64(value))
+            continue
         cacheable = kind is str or kind is int or kind is bool  # floats rarely repeat
         encoded = _kv_cache.get((key, value, kind)) if cacheable else None
         if encoded is None:
@@ -165,6 +182,70 @@ def _encode_span(span: ReadableSpan) -> bytes | None:
     )
 
 
+class _SampledContext:
+    """What a batch processor reads of an encoded span's context: that it was sampled."""
+
+    __slots__ = ()
+    trace_flags = TraceFlags(TraceFlags.SAMPLED)
+
+
+class EncodedSpan:
+    """A span of ours already encoded from its record (``_spans``): it takes a ReadableSpan's
+    place in infersight's own batch processor, whose exporter (ours) writes its bytes as they
+    are. Only handed over while no other processor could be given it."""
+
+    __slots__ = ("encoded", "instrumentation_scope", "resource")
+    context = _SampledContext()
+
+    def __init__(self, encoded: bytes, resource: Any, scope: Any) -> None:
+        self.encoded = encoded
+        self.resource = resource
+        self.instrumentation_scope = scope
+
+
+_code_tails: dict[tuple[int, bool], bytes] = {}
+
+
+def encode_record_span(
+    name: str,
+    kind: SpanKind,
+    trace_id: int,
+    span_id: int,
+    trace_state: Any,
+    parent_id: int,
+    parent_remote: bool,
+    start: int,
+    end: int,
+    attrs: bytes,
+    error_status: bool,
+) -> bytes:
+    """A Span message from a record's fields, as ``_encode_span`` writes the ReadableSpan that
+    ``_spans`` would have built (status without a description: an error with a message goes the
+    ReadableSpan way, with its exception event)."""
+    head = _ids(0x0A10, trace_id >> 64, trace_id & _M64, 0x1208, span_id)
+    if trace_state:
+        head += _field(0x1A, ",".join(f"{k}={v}" for k, v in trace_state.items()).encode("utf-8"))
+    if parent_id:
+        head += _parent_id(0x2208, parent_id)
+    key = (2 if error_status else 0, parent_remote if parent_id else False)
+    tail = _code_tails.get(key)
+    if tail is None:
+        flags = _FLAGS_HAS_IS_REMOTE | (_FLAGS_IS_REMOTE if key[1] else 0)
+        status = _field(0x7A, bytes((0x18, 2)) if error_status else b"")
+        tail = _code_tails[key] = status + b"\x85\x01" + _pack_u32(flags)
+    return b"".join((head, _head(name, kind), _times(0x39, start, 0x41, end), attrs, tail))
+
+
+def encode_float(key: str, value: float) -> bytes:
+    """One float attribute's KeyValue field."""
+    return _float_head(key) + _pack_f64(value)
+
+
+def encode_attributes(attrs: Any) -> bytes | None:
+    """The attributes' KeyValue fields (``None``: a value only the stock encoder writes)."""
+    return _attributes(attrs) if attrs else b""
+
+
 _NONE = object()
 _envelopes: dict[tuple[Any, Any], tuple[bytes, bytes, bytes, bytes]] = {}
 
@@ -187,7 +268,7 @@ def _envelope(resource: Any, scope: Any) -> tuple[bytes, bytes, bytes, bytes]:
     return hit
 
 
-def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
+def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
     """An ExportTraceServiceRequest's bytes, grouped by resource then scope as the stock encoder."""
     groups: dict[Any, dict[Any, list[bytes]]] = {}
     last_resource: Any = _NONE
@@ -198,9 +279,15 @@ def encode_request(spans: Sequence[ReadableSpan]) -> bytes:
         if index & 63 == 63 and _clock() - held_since > _HOLD_S:
             time.sleep(0)  # let request threads run: a 512-span batch would hold the GIL ~4 ms
             held_since = _clock()
-        encoded = _encode_span(span)
-        if encoded is None:
-            encoded = encode_spans([span]).resource_spans[0].scope_spans[0].spans[0].SerializeToString()
+        if isinstance(span, EncodedSpan):
+            encoded = span.encoded
+        else:
+            ours = _encode_span(span)
+            encoded = (
+                ours
+                if ours is not None
+                else encode_spans([span]).resource_spans[0].scope_spans[0].spans[0].SerializeToString()
+            )
         resource, scope = span.resource, span.instrumentation_scope or None
         if resource is not last_resource or scope is not last_scope:  # hashing a Resource is dear
             bucket = groups.setdefault(resource, {}).setdefault(scope, [])

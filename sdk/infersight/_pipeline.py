@@ -12,8 +12,9 @@ from opentelemetry.trace import SpanKind
 
 from . import _coldstart, _errors
 from ._keep import TailKeep
+from ._overhead import OverheadMeter
 from ._records import RequestRecord, StageRecord, outside_stages_ns, refresh_epoch_offset
-from ._spans import SpanEmitter
+from ._spans import PlainStage, SpanEmitter, stage_attributes
 from .conventions import ATTR, UNKNOWN
 from .hooks import StageHook, call_hooks
 from .metrics import InferenceMetrics
@@ -30,6 +31,7 @@ _CLIENT = SpanKind.CLIENT.value
 _HOLD_S = 0.001
 _FLUSH_EVERY = 512  # records between metric writes when the queue does not empty
 _clock = time.perf_counter  # a module alias, so tests can drive the hand-off with a fake clock
+_thread_time = time.thread_time_ns
 
 
 class Worker:
@@ -55,6 +57,7 @@ class Worker:
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self.overhead: OverheadMeter | None = None  # set by the runtime: the CPU of each drain
 
     # Request path: one length check and one append.
     def submit(self, rec: RequestRecord | StageRecord) -> None:
@@ -76,6 +79,11 @@ class Worker:
             self._wake.wait(self._interval)
             self._wake.clear()
             self.drain()
+            if self.overhead is not None:
+                try:
+                    self.overhead.maybe_tick()
+                except Exception as exc:
+                    _errors.report("overhead", exc)
             if time.monotonic() - last_clock > 60:
                 refresh_epoch_offset()
                 last_clock = time.monotonic()
@@ -83,12 +91,15 @@ class Worker:
     def drain(self) -> int:
         processed = 0
         held_since = _clock()
+        cpu_start = _thread_time()
         with self._drain_lock:
             while True:
                 try:
                     rec = self._queue.popleft()
                 except IndexError:
                     self._flush_metrics()
+                    if self.overhead is not None:
+                        self.overhead.add(_thread_time() - cpu_start)
                     return processed
                 try:
                     if isinstance(rec, RequestRecord):
@@ -128,28 +139,23 @@ class Worker:
         self._queue = deque()
         self._drain_lock = threading.Lock()
         self._wake = threading.Event()
+        if self.overhead is not None:
+            self.overhead.after_fork_in_child()
         self.start()
 
-    def _stage_attrs(self, stage: StageRecord, model: str, version: str, cpu: float | None) -> dict[str, Any]:
-        attrs: dict[str, Any] = dict(stage.base_attrs) if stage.base_attrs else {}
-        if stage.attrs:
-            attrs.update(stage.attrs)
-        attrs[ATTR.STAGE] = stage.name
-        attrs[ATTR.MODEL_NAME] = model
-        attrs[ATTR.MODEL_VERSION] = version
-        if stage.batch_size:
-            attrs[ATTR.BATCH_SIZE] = stage.batch_size
-        if stage.queue_wait_s >= 0:
-            attrs[ATTR.QUEUE_WAIT] = stage.queue_wait_s
-        if cpu is not None:
-            attrs[ATTR.STAGE_CPU_SECONDS] = cpu
+    def _stage_attrs(
+        self, stage: StageRecord, model: str, version: str, cpu: float | None, plain: bool
+    ) -> dict[str, Any] | PlainStage:
+        if plain and not self.hooks and not stage.base_attrs and not stage.attrs:
+            return (model, version, cpu)  # encoded from a template, no dict (see _spans)
+        attrs = stage_attributes(stage, model, version, cpu)
         if self.hooks:
             call_hooks(self.hooks, "enrich", stage, attrs)
         return attrs
 
     def _process_stage(
-        self, stage: StageRecord, rec: RequestRecord | None, labels: tuple[str, str] | None = None
-    ) -> dict[str, Any]:
+        self, stage: StageRecord, rec: RequestRecord | None, labels: tuple[str, str] | None = None, plain: bool = False
+    ) -> dict[str, Any] | PlainStage:
         owner = rec or stage.request
         if labels is not None and (not stage.model or stage.model == (owner.model if owner else None)):
             model, version = labels  # the request's, already bounded
@@ -162,7 +168,7 @@ class Worker:
         cpu = stage.cpu_seconds()
         if self.metrics is not None:
             self.metrics.observe_stage(stage, model, cpu)
-        attrs = self._stage_attrs(stage, model, version, cpu)
+        attrs = self._stage_attrs(stage, model, version, cpu, plain)
         if rec is None and self.emitter is not None:
             self.emitter.emit_stage(stage, attrs)
         return attrs
@@ -214,6 +220,7 @@ class Worker:
             rec.set_attr(ATTR.OUTSIDE_STAGES_SECONDS, outside)
             if self.metrics is not None:
                 self.metrics.observe_outside_stages(rec, model, outside)
-        stage_attrs = [self._process_stage(stage, rec, (model, version)) for stage in rec.stages]
+        plain = self.emitter is not None and rec.sampled and self.emitter.encoding()
+        stage_attrs = [self._process_stage(stage, rec, (model, version), plain) for stage in rec.stages]
         if self.emitter is not None:
             self.emitter.emit(rec, model, version, stage_attrs)

@@ -24,6 +24,7 @@ from . import _coldstart, _compat, _errors, _signals
 from ._excluded_urls import ExcludedUrls
 from ._gil import GilProbe
 from ._keep import TailKeep
+from ._overhead import OverheadMeter
 from ._pipeline import Worker
 from ._records import (
     RequestRecord,
@@ -34,7 +35,7 @@ from ._records import (
     now_ns,
 )
 from ._spans import SpanEmitter
-from ._tracing import CountingExporter, make_resource, setup_tracer_provider
+from ._tracing import CountingExporter, make_resource, sends_through_our_encoder, setup_tracer_provider
 from .config import Config
 from .conventions import OUTCOME_ERROR, OUTCOME_SUCCESS, MetricSpec
 from .exposition import Exposition, MetricsServer
@@ -132,17 +133,23 @@ class Runtime:
         self.owns_provider = False
         self._replaced_providers: list[TracerProvider] = []
         self.provider: TracerProvider | None = None
+        # infersight's own CPU share (worker and export threads), and its budget.
+        self.overhead = OverheadMeter(config.overhead_budget, self.metrics.overhead if self.metrics else None, None)
         emitter = None
         if config.spans_on:
             if tracer_provider is None:
-                tracer_provider, self.owns_provider = setup_tracer_provider(config, self._on_export)
+                tracer_provider, self.owns_provider = setup_tracer_provider(config, self._on_export, self.overhead.add)
             self.provider = tracer_provider
             emitter = self._emitter_for(tracer_provider)
-        keep = TailKeep(config) if emitter is not None and config.traces_keep_ratio < 1 else None
+        budgeted = config.overhead_budget > 0
+        keep = TailKeep(config) if emitter is not None and (config.traces_keep_ratio < 1 or budgeted) else None
+        if keep is not None and budgeted:
+            self.overhead.set_scale = keep.set_scale
         by_endpoint = config.model_for_endpoint if any(m.endpoints for m in config.models.values()) else None
         self.worker = Worker(
             self.metrics, emitter, self.hooks, config.queue_size, config.flush_interval_s, keep, by_endpoint
         )
+        self.worker.overhead = self.overhead
         self.exposition = Exposition(registry, drain=self.worker.drain)
         # Read by start_stage/end_stage: None turns the CPU-time reads off.
         self.thread_time: Callable[[], int] | None = time.thread_time_ns if config.stage_cpu_time else None
@@ -186,7 +193,13 @@ class Runtime:
         self.resource = make_resource(self.config, provider.resource)
         self._always_on = provider.sampler.get_description().startswith("ParentBased{root:AlwaysOnSampler")
         # The app's processors get on_start too; infersight's own batch processor needs only on_end.
-        return SpanEmitter(provider, self.resource, self._on_export_queue_full, with_on_start=not self.owns_provider)
+        return SpanEmitter(
+            provider,
+            self.resource,
+            self._on_export_queue_full,
+            with_on_start=not self.owns_provider,
+            encodes=sends_through_our_encoder if self.owns_provider else None,
+        )
 
     def adopt_provider(self, provider: Any) -> None:
         """The app set its own TracerProvider after infersight had set one: infersight's spans
@@ -217,7 +230,9 @@ class Runtime:
         return self.metrics_server
 
     def _counting(self, exporter: Any) -> Any:
-        return exporter if isinstance(exporter, CountingExporter) else CountingExporter(exporter, self._on_export)
+        if isinstance(exporter, CountingExporter):
+            return exporter
+        return CountingExporter(exporter, self._on_export, self.overhead.add)
 
     def _on_export(self, count: int, ok: bool) -> None:
         if self.metrics is None:

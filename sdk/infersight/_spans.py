@@ -29,7 +29,7 @@ from ._records import RequestRecord, StageRecord, wall_ns
 from ._version import __version__
 from .conventions import ATTR, EVENT, OUTCOME_ERROR, SPAN
 
-__all__ = ["SpanEmitter"]
+__all__ = ["PlainStage", "SpanEmitter", "stage_attributes"]
 
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSET = Status(StatusCode.UNSET)
@@ -57,6 +57,32 @@ def _exception_event(exc: BaseException, at_ns: int) -> Event:
         },
         timestamp=at_ns,
     )
+
+
+# A stage with no attributes of its own and no enrich hook: (model, version, CPU seconds). Its
+# span's attributes are then written from one template per (stage, model, version).
+PlainStage = tuple[str, str, float | None]
+
+
+def stage_attributes(stage: StageRecord, model: str, version: str, cpu: float | None) -> dict[str, Any]:
+    """A stage span's attributes, before any hook's ``enrich``."""
+    attrs: dict[str, Any] = dict(stage.base_attrs) if stage.base_attrs else {}
+    if stage.attrs:
+        attrs.update(stage.attrs)
+    attrs[ATTR.STAGE] = stage.name
+    attrs[ATTR.MODEL_NAME] = model
+    attrs[ATTR.MODEL_VERSION] = version
+    if stage.batch_size:
+        attrs[ATTR.BATCH_SIZE] = stage.batch_size
+    if stage.queue_wait_s >= 0:
+        attrs[ATTR.QUEUE_WAIT] = stage.queue_wait_s
+    if cpu is not None:
+        attrs[ATTR.STAGE_CPU_SECONDS] = cpu
+    return attrs
+
+
+def _as_dict(stage: StageRecord, attrs: dict[str, Any] | PlainStage) -> dict[str, Any]:
+    return stage_attributes(stage, *attrs) if type(attrs) is tuple else attrs  # type: ignore[return-value]
 
 
 class _HashOnceResource(Resource):
@@ -91,6 +117,7 @@ class SpanEmitter:
         resource: Resource,
         on_drop: Callable[[int], Any] | None = None,
         with_on_start: bool = False,
+        encodes: Callable[[tuple[Any, ...]], bool] | None = None,
     ) -> None:
         self.provider = provider
         self.with_on_start = with_on_start
@@ -100,6 +127,16 @@ class SpanEmitter:
         self._queues = _compat.batch_queues(provider)
         self._processor = _compat.span_processor(provider)
         self._on_end = self._processor.on_end if self._processor is not None else None
+        # The processors when each one sends through infersight's encoder (``encodes``): then
+        # spans are encoded here from their records, with no ReadableSpan. Checked per request:
+        # a processor the app adds later (a new tuple) gets ReadableSpans from then on.
+        processors = _compat.span_processors(provider)
+        self._encoding_for = processors if encodes is not None and processors and encodes(processors) else None
+        if self._encoding_for is not None:
+            from . import _otlp  # protobuf: imported only where our encoder exports
+
+            self._otlp = _otlp
+        self._templates: dict[tuple[str, str, str], bytes] = {}
 
     @property
     def resource(self) -> Resource:
@@ -189,8 +226,17 @@ class SpanEmitter:
         """A span of infersight's own that is no request or stage (a cold start's phases)."""
         self._emit(name, SpanKind.INTERNAL, ctx, parent, attrs, start_ns, end_ns, None, False)
 
-    def emit(self, rec: RequestRecord, model: str, version: str, stage_attrs: list[dict[str, Any]]) -> None:
+    def encoding(self) -> bool:
+        """Whether spans go to infersight's encoder straight from their records."""
+        return self._encoding_for is not None and _compat.span_processors(self.provider) == self._encoding_for
+
+    def emit(
+        self, rec: RequestRecord, model: str, version: str, stage_attrs: list[dict[str, Any] | PlainStage]
+    ) -> None:
         if not rec.sampled:
+            return
+        if self._encoding_for is not None and self.encoding():
+            self._emit_encoded(rec, model, version, stage_attrs)
             return
         req_ctx = self._ctx(rec.trace_id, rec.span_id, rec.trace_state)
         if rec.emit_span:
@@ -225,12 +271,123 @@ class SpanEmitter:
                 rec.error,
                 error_status,
             )
-        for stage, attrs in zip(rec.stages, stage_attrs, strict=True):
-            self.emit_stage(stage, attrs, req_ctx)
+        for stage, stage_attr in zip(rec.stages, stage_attrs, strict=True):
+            if stage.sampled:
+                self._emit_stage(stage, _as_dict(stage, stage_attr), req_ctx)
 
-    def emit_stage(self, stage: StageRecord, attrs: dict[str, Any], request_ctx: SpanContext | None = None) -> None:
+    def _hand_over(self, encoded: bytes) -> None:
+        for queue, size in self._queues:
+            if len(queue) >= size and self.on_drop is not None:
+                self.on_drop(1)
+        if self._on_end is None:
+            _errors.report("compat.span_processor")
+            return
+        self._on_end(self._otlp.EncodedSpan(encoded, self._resource, self.scope))
+
+    def _emit_encoded(
+        self, rec: RequestRecord, model: str, version: str, stage_attrs: list[dict[str, Any] | PlainStage]
+    ) -> None:
+        """``emit`` without ReadableSpans: each span's bytes from its record, the attributes
+        every stage of a model repeats from one template. A span with an exception (an event)
+        or an attribute only the stock encoder writes goes the ReadableSpan way."""
+        trace_id = rec.trace_id
+        if rec.emit_span:
+            attrs = dict(rec.attrs) if rec.attrs else {}
+            if rec.kind != _CLIENT:
+                attrs[ATTR.MODEL_NAME] = model
+                attrs[ATTR.MODEL_VERSION] = version
+            if rec.batch_size:
+                attrs[ATTR.BATCH_SIZE] = rec.batch_size
+            if rec.queue_wait_s >= 0:
+                attrs[ATTR.QUEUE_WAIT] = rec.queue_wait_s
+            if rec.tokens >= 0:
+                attrs[ATTR.INPUT_TOKENS] = rec.tokens
+            floor = 400 if rec.kind == _CLIENT else 500
+            error_status = rec.status_code is not None and rec.status_code >= floor and rec.protocol != "grpc"
+            if rec.outcome == OUTCOME_ERROR and rec.error is None:
+                error_status = True
+            encoded_attrs = self._otlp.encode_attributes(attrs) if rec.error is None else None
+            if encoded_attrs is None:
+                parent = None
+                if rec.parent_span_id:
+                    parent = SpanContext(trace_id, rec.parent_span_id, rec.parent_remote, _SAMPLED)
+                kind = _KINDS.get(rec.kind, SpanKind.SERVER)
+                ctx = self._ctx(trace_id, rec.span_id, rec.trace_state)
+                self._emit(rec.name, kind, ctx, parent, attrs, rec.start_ns, rec.end_ns, rec.error, error_status)
+            else:
+                self._hand_over(
+                    self._otlp.encode_record_span(
+                        rec.name,
+                        _KINDS.get(rec.kind, SpanKind.SERVER),
+                        trace_id,
+                        rec.span_id,
+                        rec.trace_state,
+                        rec.parent_span_id,
+                        rec.parent_remote,
+                        wall_ns(rec.start_ns),
+                        wall_ns(rec.end_ns),
+                        encoded_attrs,
+                        error_status,
+                    )
+                )
+        for stage, stage_attr in zip(rec.stages, stage_attrs, strict=True):
+            if stage.sampled:
+                self._emit_stage_encoded(stage, stage_attr)
+
+    def _plain_attributes(self, stage: StageRecord, plain: PlainStage) -> bytes:
+        model, version, cpu = plain
+        key = (stage.name, model, version)
+        encoded = self._templates.get(key)
+        if encoded is None:
+            if len(self._templates) >= 4096:
+                self._templates.clear()
+            fixed = {ATTR.STAGE: stage.name, ATTR.MODEL_NAME: model, ATTR.MODEL_VERSION: version}
+            encoded = self._templates[key] = self._otlp.encode_attributes(fixed) or b""
+        if stage.batch_size:
+            encoded += self._otlp.encode_attributes({ATTR.BATCH_SIZE: stage.batch_size}) or b""
+        if stage.queue_wait_s >= 0:
+            encoded += self._otlp.encode_float(ATTR.QUEUE_WAIT, stage.queue_wait_s)
+        if cpu is not None:
+            encoded += self._otlp.encode_float(ATTR.STAGE_CPU_SECONDS, cpu)
+        return encoded
+
+    def _emit_stage_encoded(self, stage: StageRecord, attrs: dict[str, Any] | PlainStage) -> None:
+        encoded_attrs = None
+        if stage.error is None:
+            if type(attrs) is tuple:
+                encoded_attrs = self._plain_attributes(stage, attrs)
+            else:
+                encoded_attrs = self._otlp.encode_attributes(attrs)
+        if encoded_attrs is None:
+            self._emit_stage(stage, _as_dict(stage, attrs), None)
+            return
+        self._hand_over(
+            self._otlp.encode_record_span(
+                stage.name,
+                SpanKind.INTERNAL,
+                stage.trace_id,
+                stage.span_id,
+                None,
+                stage.parent_span_id,
+                False,
+                wall_ns(stage.start_ns),
+                wall_ns(stage.end_ns),
+                encoded_attrs,
+                False,
+            )
+        )
+
+    def emit_stage(
+        self, stage: StageRecord, attrs: dict[str, Any] | PlainStage, request_ctx: SpanContext | None = None
+    ) -> None:
         if not stage.sampled:
             return
+        if self._encoding_for is not None and self.encoding():
+            self._emit_stage_encoded(stage, attrs)
+        else:
+            self._emit_stage(stage, _as_dict(stage, attrs), request_ctx)
+
+    def _emit_stage(self, stage: StageRecord, attrs: dict[str, Any], request_ctx: SpanContext | None) -> None:
         if request_ctx is not None and stage.parent_span_id == request_ctx.span_id:
             parent: SpanContext | None = request_ctx
         elif stage.parent_span_id:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,7 +22,7 @@ from opentelemetry.sdk.trace.export import (
 from .config import Config
 from .conventions import ATTR
 
-__all__ = ["CountingExporter", "make_resource", "setup_tracer_provider"]
+__all__ = ["CountingExporter", "make_resource", "sends_through_our_encoder", "setup_tracer_provider"]
 
 logger = logging.getLogger("infersight")
 
@@ -41,16 +42,26 @@ def make_resource(config: Config, base: Resource | None = None) -> Resource:
 class CountingExporter(SpanExporter):
     """Counts what an exporter sent and what it failed to send, for the telemetry-health alerts."""
 
-    def __init__(self, inner: SpanExporter, on_result: Callable[[int, bool], Any]) -> None:
+    def __init__(
+        self,
+        inner: SpanExporter,
+        on_result: Callable[[int, bool], Any],
+        on_cpu: Callable[[int], Any] | None = None,
+    ) -> None:
         self.inner = inner
         self.on_result = on_result
+        self.on_cpu = on_cpu  # the export thread's CPU per batch, in ns (infersight's overhead)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        cpu_start = time.thread_time_ns()
         try:
             result = self.inner.export(spans)
         except Exception:
             self.on_result(len(spans), False)
             raise
+        finally:
+            if self.on_cpu is not None:
+                self.on_cpu(time.thread_time_ns() - cpu_start)
         self.on_result(len(spans), result is SpanExportResult.SUCCESS)
         return result
 
@@ -59,6 +70,18 @@ class CountingExporter(SpanExporter):
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.inner.force_flush(timeout_millis)
+
+
+def sends_through_our_encoder(processors: tuple[Any, ...]) -> bool:
+    """Whether every processor is a batch processor infersight set up, exporting with its own
+    encoder: then they can be handed spans already encoded (``_otlp.EncodedSpan``)."""
+    from . import _compat
+
+    for processor in processors:
+        exporter = _compat.batch_exporter(processor) if type(processor) is BatchSpanProcessor else None
+        if not isinstance(exporter, CountingExporter) or not getattr(exporter.inner, "accepts_encoded_spans", False):
+            return False
+    return True
 
 
 def _make_exporter(config: Config, name: str | None = None) -> SpanExporter | None:
@@ -95,7 +118,9 @@ def _make_exporter(config: Config, name: str | None = None) -> SpanExporter | No
     return HTTPSpanExporter(timeout=timeout)
 
 
-def setup_tracer_provider(config: Config, on_export: Callable[[int, bool], Any]) -> tuple[TracerProvider, bool]:
+def setup_tracer_provider(
+    config: Config, on_export: Callable[[int, bool], Any], on_cpu: Callable[[int], Any] | None = None
+) -> tuple[TracerProvider, bool]:
     """Keep an SDK provider the app already set; otherwise build one from OTEL_* variables.
 
     Returns the provider and whether infersight created (and so owns) it.
@@ -108,7 +133,7 @@ def setup_tracer_provider(config: Config, on_export: Callable[[int, bool], Any])
     for name in config.trace_exporters:
         exporter = _make_exporter(config, name)
         if exporter is not None:  # each counted: infersight_spans_exported_total sums the exporters
-            provider.add_span_processor(BatchSpanProcessor(CountingExporter(exporter, on_export)))
+            provider.add_span_processor(BatchSpanProcessor(CountingExporter(exporter, on_export, on_cpu)))
     trace.set_tracer_provider(provider)
     # set_tracer_provider refuses a second time (another library won the race): use theirs.
     current = trace.get_tracer_provider()

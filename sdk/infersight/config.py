@@ -137,6 +137,7 @@ class Config:
     traces: bool = True
     traces_keep_ratio: float = 1.0
     traces_keep_slower_than_s: float = 0.5
+    overhead_budget: float = 0.0  # share of process CPU for infersight's threads; 0: no budget
     traces_exporter: str = "otlp"  # comma-separated, as OTEL_TRACES_EXPORTER
     sdk_disabled: bool = False
     otlp_protocol: str = "grpc"
@@ -206,6 +207,7 @@ class Config:
         _check_range("drift_sample_rate", self.drift_sample_rate, 0, 1)
         _check_range("traces_keep_ratio", self.traces_keep_ratio, 0, 1)
         _check_positive("traces_keep_slower_than_s", self.traces_keep_slower_than_s)
+        _check_range("overhead_budget", self.overhead_budget, 0, 1)
         _check_range("drift_threshold", self.drift_threshold, 0, 1)
         if self.metrics_path and not self.metrics_path.startswith("/"):
             raise ConfigError("metrics_path", f"must start with '/', got {self.metrics_path!r}")
@@ -454,6 +456,7 @@ _ENV: dict[str, tuple[str, Any]] = {
     "traces": ("INFERSIGHT_TRACES", _parse_bool),
     "traces_keep_ratio": ("INFERSIGHT_TRACES_KEEP_RATIO", _parse_float),
     "traces_keep_slower_than_s": ("INFERSIGHT_TRACES_KEEP_SLOWER_THAN", _parse_float),
+    "overhead_budget": ("INFERSIGHT_OVERHEAD_BUDGET", _parse_float),
     "metrics": ("INFERSIGHT_METRICS", _parse_bool),
     "metrics_exporter": ("INFERSIGHT_METRICS_EXPORTER", str),
     "metrics_export_interval_s": ("OTEL_METRIC_EXPORT_INTERVAL", _parse_millis),

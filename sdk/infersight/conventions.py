@@ -213,6 +213,12 @@ class METRIC:
     SPANS_EXPORTED = _m(
         "spans_exported", "counter", "Spans the exporter delivered (the backend acknowledged them).", ()
     )
+    OVERHEAD_CPU_RATIO = _m(
+        "overhead_cpu_ratio",
+        "gauge",
+        "Share of the process's CPU that infersight's worker and span export threads used, over the last second.",
+        (),
+    )
     RECORDS_PROCESSED = _m(
         "records_processed", "counter", "Request and stage records turned into spans and metrics.", ()
     )

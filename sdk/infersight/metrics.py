@@ -109,6 +109,8 @@ class InferenceMetrics:
         self.spans_dropped = make(METRIC.SPANS_DROPPED)
         self.spans_exported = make(METRIC.SPANS_EXPORTED)
         self.records = make(METRIC.RECORDS_PROCESSED)
+        # Per process; in multiprocess mode the share last written (no new kind of file per worker).
+        self.overhead = make(METRIC.OVERHEAD_CPU_RATIO, **latest)
         self.label_overflow = make(METRIC.LABEL_OVERFLOW)
         self.limiter = LabelLimiter(config.max_label_values, self._overflow)
         self._first_seen: set[str] = set()

@@ -32,7 +32,7 @@ def start_app(endpoint: str, **env: str) -> tuple[subprocess.Popen[str], str]:
         OTEL_EXPORTER_OTLP_INSECURE="true",
         OTEL_BSP_SCHEDULE_DELAY="200",
         INFERSIGHT_GPU="off",
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=os.pathsep.join([str(ROOT / "sdk"), str(ROOT)]),
         **env,
     )
     proc = subprocess.Popen(

@@ -110,7 +110,7 @@ def gunicorn(tmp_path: Path, sink: Sink, *args: str) -> Iterator[Server]:
         os.environ,
         PROMETHEUS_MULTIPROC_DIR=str(mp_dir),
         INFERSIGHT_GPU="off",
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=os.pathsep.join([str(ROOT / "sdk"), str(ROOT)]),
         PREFORK_MASTER_FILE=str(master_file),
         **sink.env(),
     )
@@ -257,7 +257,11 @@ def test_1000_fork_cycles_no_deadlock_no_lost_span(tmp_path: Path, sink: Sink) -
     mp_dir = tmp_path / "prom"
     mp_dir.mkdir()
     env = dict(
-        os.environ, PROMETHEUS_MULTIPROC_DIR=str(mp_dir), INFERSIGHT_GPU="off", PYTHONPATH=str(ROOT), **sink.env()
+        os.environ,
+        PROMETHEUS_MULTIPROC_DIR=str(mp_dir),
+        INFERSIGHT_GPU="off",
+        PYTHONPATH=os.pathsep.join([str(ROOT / "sdk"), str(ROOT)]),
+        **sink.env(),
     )
     started = time.monotonic()
     res = subprocess.run(
@@ -355,7 +359,7 @@ def test_fork_waits_until_threads_leave_the_locks() -> None:
         os.environ,
         PROMETHEUS_MULTIPROC_DIR="",
         INFERSIGHT_GPU="off",
-        PYTHONPATH=str(ROOT),
+        PYTHONPATH=os.pathsep.join([str(ROOT / "sdk"), str(ROOT)]),
         OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9",
         OTEL_BSP_SCHEDULE_DELAY="200",
     )
