@@ -240,26 +240,13 @@ class SpanEmitter:
             return
         req_ctx = self._ctx(rec.trace_id, rec.span_id, rec.trace_state)
         if rec.emit_span:
-            attrs = dict(rec.attrs) if rec.attrs else {}
-            if rec.kind != _CLIENT:  # an outgoing call serves no model of ours
-                attrs[ATTR.MODEL_NAME] = model
-                attrs[ATTR.MODEL_VERSION] = version
-            if rec.batch_size:
-                attrs[ATTR.BATCH_SIZE] = rec.batch_size
-            if rec.queue_wait_s >= 0:
-                attrs[ATTR.QUEUE_WAIT] = rec.queue_wait_s
-            if rec.tokens >= 0:
-                attrs[ATTR.INPUT_TOKENS] = rec.tokens
+            attrs = _request_attrs(rec, model, version)
             parent = None
             if rec.parent_span_id:
                 parent = SpanContext(
                     rec.trace_id, rec.parent_span_id, is_remote=rec.parent_remote, trace_flags=_SAMPLED
                 )
-            # A client's span is an error from 400 up (OTel semantic conventions); a server's from 500.
-            floor = 400 if rec.kind == _CLIENT else 500
-            error_status = rec.status_code is not None and rec.status_code >= floor and rec.protocol != "grpc"
-            if rec.outcome == OUTCOME_ERROR and rec.error is None:
-                error_status = True
+            error_status = _error_status(rec)
             self._emit(
                 rec.name,
                 _KINDS.get(rec.kind, SpanKind.SERVER),
@@ -292,20 +279,8 @@ class SpanEmitter:
         or an attribute only the stock encoder writes goes the ReadableSpan way."""
         trace_id = rec.trace_id
         if rec.emit_span:
-            attrs = dict(rec.attrs) if rec.attrs else {}
-            if rec.kind != _CLIENT:
-                attrs[ATTR.MODEL_NAME] = model
-                attrs[ATTR.MODEL_VERSION] = version
-            if rec.batch_size:
-                attrs[ATTR.BATCH_SIZE] = rec.batch_size
-            if rec.queue_wait_s >= 0:
-                attrs[ATTR.QUEUE_WAIT] = rec.queue_wait_s
-            if rec.tokens >= 0:
-                attrs[ATTR.INPUT_TOKENS] = rec.tokens
-            floor = 400 if rec.kind == _CLIENT else 500
-            error_status = rec.status_code is not None and rec.status_code >= floor and rec.protocol != "grpc"
-            if rec.outcome == OUTCOME_ERROR and rec.error is None:
-                error_status = True
+            attrs = _request_attrs(rec, model, version)
+            error_status = _error_status(rec)
             encoded_attrs = self._otlp.encode_attributes(attrs) if rec.error is None else None
             if encoded_attrs is None:
                 parent = None
@@ -405,3 +380,27 @@ class SpanEmitter:
             stage.error,
             False,
         )
+
+
+def _request_attrs(rec: RequestRecord, model: str, version: str) -> dict[str, Any]:
+    """The request span's attributes: the record's own, then what the SDK knows of it."""
+    attrs = dict(rec.attrs) if rec.attrs else {}
+    if rec.kind != _CLIENT:  # an outgoing call serves no model of ours
+        attrs[ATTR.MODEL_NAME] = model
+        attrs[ATTR.MODEL_VERSION] = version
+    if rec.batch_size:
+        attrs[ATTR.BATCH_SIZE] = rec.batch_size
+    if rec.queue_wait_s >= 0:
+        attrs[ATTR.QUEUE_WAIT] = rec.queue_wait_s
+    if rec.tokens >= 0:
+        attrs[ATTR.INPUT_TOKENS] = rec.tokens
+    return attrs
+
+
+def _error_status(rec: RequestRecord) -> bool:
+    """A client's span is an error from 400 up (OTel semantic conventions); a server's from 500;
+    gRPC's status is its own, and an error outcome without an exception counts too."""
+    floor = 400 if rec.kind == _CLIENT else 500
+    if rec.status_code is not None and rec.status_code >= floor and rec.protocol != "grpc":
+        return True
+    return rec.outcome == OUTCOME_ERROR and rec.error is None
