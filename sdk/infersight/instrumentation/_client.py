@@ -20,11 +20,23 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_s
 from .. import _errors, _runtime
 from .. import _server_timing as server_timing
 from .._records import RequestRecord
+from ..conventions import ATTR
 
-__all__ = ["Call", "target_of"]
+__all__ = ["Call", "http_attrs", "target_of"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 _TRACEPARENT = "traceparent"
+
+
+def http_attrs(method: str, target: str, code: int | None) -> dict[str, Any]:
+    """An HTTP client span's semantic-convention attributes (``target`` is ``host:port``)."""
+    host, _, port = target.rpartition(":")
+    attrs: dict[str, Any] = {ATTR.HTTP_REQUEST_METHOD: method, ATTR.SERVER_ADDRESS: host}
+    if port.isdigit():
+        attrs[ATTR.SERVER_PORT] = int(port)
+    if code is not None:
+        attrs[ATTR.HTTP_RESPONSE_STATUS_CODE] = code
+    return attrs
 
 
 def target_of(url: str) -> tuple[str, str]:

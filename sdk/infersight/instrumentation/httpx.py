@@ -13,9 +13,8 @@ from typing import Any
 
 from .. import _errors
 from ..conventions import SERVER_TIMING_HEADER
-from ._client import Call, target_of
+from ._client import Call, http_attrs, target_of
 from ._common import unwrap, wrap
-from .requests import _attrs
 
 __all__ = ["instrument", "uninstrument"]
 
@@ -36,7 +35,7 @@ def _end(call: Call, request: Any, method: str, target: str, response: Any) -> N
     except Exception as exc:
         _errors.report("httpx", exc)
         code, timing = 0, None
-    call.finish(code, code >= 400, timing, request.headers, _attrs(method, target, code))
+    call.finish(code, code >= 400, timing, request.headers, http_attrs(method, target, code))
 
 
 def _handle(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -48,7 +47,7 @@ def _handle(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], k
     try:
         response = wrapped(*args, **kwargs)
     except BaseException:
-        call.finish(None, True, None, request.headers, _attrs(method, target, None))
+        call.finish(None, True, None, request.headers, http_attrs(method, target, None))
         raise
     _end(call, request, method, target, response)
     return response
@@ -65,7 +64,7 @@ async def _handle_async(
     try:
         response = await wrapped(*args, **kwargs)
     except BaseException:
-        call.finish(None, True, None, request.headers, _attrs(method, target, None))
+        call.finish(None, True, None, request.headers, http_attrs(method, target, None))
         raise
     _end(call, request, method, target, response)
     return response

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _errors
-from ..conventions import ATTR, SERVER_TIMING_HEADER
-from ._client import Call, target_of
+from ..conventions import SERVER_TIMING_HEADER
+from ._client import Call, http_attrs, target_of
 from ._common import unwrap, wrap
 
 __all__ = ["instrument", "uninstrument"]
@@ -30,7 +30,7 @@ def _send(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwa
     try:
         response = wrapped(*args, **kwargs)
     except BaseException:
-        call.finish(None, True, None, request.headers, _attrs(method, target, None))
+        call.finish(None, True, None, request.headers, http_attrs(method, target, None))
         raise
     try:
         code = int(response.status_code)
@@ -38,18 +38,8 @@ def _send(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwa
     except Exception as exc:
         _errors.report("requests", exc)
         code, timing = 0, None
-    call.finish(code, code >= 400, timing, request.headers, _attrs(method, target, code))
+    call.finish(code, code >= 400, timing, request.headers, http_attrs(method, target, code))
     return response
-
-
-def _attrs(method: str, target: str, code: int | None) -> dict[str, Any]:
-    host, _, port = target.rpartition(":")
-    attrs: dict[str, Any] = {ATTR.HTTP_REQUEST_METHOD: method, ATTR.SERVER_ADDRESS: host}
-    if port.isdigit():
-        attrs[ATTR.SERVER_PORT] = int(port)
-    if code is not None:
-        attrs[ATTR.HTTP_RESPONSE_STATUS_CODE] = code
-    return attrs
 
 
 def instrument() -> None:

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import _compat, _errors
-from ..conventions import ATTR, SERVER_TIMING_HEADER
-from ._client import Call
+from ..conventions import SERVER_TIMING_HEADER
+from ._client import Call, http_attrs
 from ._common import unwrap, wrap
 
 __all__ = ["instrument", "uninstrument"]
@@ -41,7 +41,7 @@ def _sender(method: str, headers_at: int) -> Callable[..., Any]:
         try:
             response = wrapped(*args, **kwargs)
         except BaseException:
-            call.finish(None, True, None, headers, _attrs(method, target, None))
+            call.finish(None, True, None, headers, http_attrs(method, target, None))
             raise
         try:
             code = int(response.status_code)
@@ -49,20 +49,10 @@ def _sender(method: str, headers_at: int) -> Callable[..., Any]:
         except Exception as exc:
             _errors.report("tritonclient", exc)
             code, timing = 0, None
-        call.finish(code, code >= 400, timing, headers, _attrs(method, target, code))
+        call.finish(code, code >= 400, timing, headers, http_attrs(method, target, code))
         return response
 
     return send
-
-
-def _attrs(method: str, target: str, code: int | None) -> dict[str, Any]:
-    host, _, port = target.rpartition(":")
-    attrs: dict[str, Any] = {ATTR.HTTP_REQUEST_METHOD: method, ATTR.SERVER_ADDRESS: host}
-    if port.isdigit():
-        attrs[ATTR.SERVER_PORT] = int(port)
-    if code is not None:
-        attrs[ATTR.HTTP_RESPONSE_STATUS_CODE] = code
-    return attrs
 
 
 # One wrapper per method, made once: wrap() recognises its own wrapper and doesn't stack it again.
