@@ -363,7 +363,7 @@ def _serve(
                 stage = args.fault.removeprefix("slow_")
                 events.add(
                     f"injecting slow {stage} (+{args.fault_ms:g} ms per request) at t={t:.0f}s; "
-                    f"expect InferenceP99AboveSLO within ~1 min (demo rules: for {args.alert_for})"
+                    f"expect InferenceSLOBreachByStage naming {stage} within ~1 min (demo rules: for {args.alert_for})"
                 )
         if cold_start_pending and (line := _cold_start_line(server.url)):
             cold_start_pending = False
