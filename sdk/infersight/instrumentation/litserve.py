@@ -268,12 +268,17 @@ def _end(plan: _Plan, st: StageRecord | None, held: Any, error: BaseException | 
         _errors.report("litserve", exc)
 
 
-def _hook_call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _plan_or_none(args: tuple[Any, ...]) -> Any:
+    """The hook call's plan; None (the hook runs unobserved) where there is none or it failed."""
     try:
-        plan = _plan(args)
+        return _plan(args)
     except Exception as exc:
         _errors.report("litserve", exc)
-        plan = None
+        return None
+
+
+def _hook_call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    plan = _plan_or_none(args)
     if plan is None:
         return wrapped(*args, **kwargs)
     st, held = _begin(plan)
@@ -287,11 +292,7 @@ def _hook_call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...]
 
 
 def _async_hook_call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    try:
-        plan = _plan(args)
-    except Exception as exc:
-        _errors.report("litserve", exc)
-        plan = None
+    plan = _plan_or_none(args)
     if plan is None:
         return wrapped(*args, **kwargs)
 
