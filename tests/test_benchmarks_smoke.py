@@ -180,7 +180,7 @@ def test_scorer_quick(tmp_path: Path) -> None:
             assert row["errors"] == {}, row
             assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"], row
             assert row["lag_p99_ms"] >= 0 and row["send_rate"] > 0 and row["server_cpu_ms_per_request"] > 0, row
-        steps = result["search"][variant]["steps"]
+        steps = [s for s in result["search"][variant]["steps"] if not s.get("retried")]
         assert [s["rate"] for s in steps] == [20.0, 30.0] or not steps[0]["pass"], steps
         passed = [s["rate"] for s in steps if s["pass"]]
         assert result["search"][variant]["passed"] == (max(passed) if passed else None)
@@ -210,5 +210,11 @@ def test_scorer_rate_search_brackets_the_limit(monkeypatch: pytest.MonkeyPatch) 
     assert [x["rate"] for x in s.steps[:3]] == [100.0, 150.0, 225.0]  # x1.5 up until a step fails
     low = search(30.0)  # the first step fails: down, then bisect
     assert low.passed is not None and low.failed is not None and low.passed < 30.0 <= low.failed
+    # A failure with the generator behind is tried again, not counted against the server.
+    retried = RateSearch(100.0)
+    retried.record(100.0, False, {"load_side_limit": True})
+    assert retried.failed is None and retried.next_rate() == 100.0 and retried.steps[0]["retried"]
+    retried.record(100.0, False, {"load_side_limit": False})
+    assert retried.failed == 100.0
     high = search(1e9)  # never fails: stops at the ceiling, with no lowest failure
     assert high.failed is None and high.passed is not None and high.passed <= 5000.0 < high.passed * 1.5
