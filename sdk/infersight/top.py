@@ -89,7 +89,9 @@ class Call:
 
     p50: float = NAN
     p99: float = NAN
-    network_p99: float = NAN  # the client's time minus the server's Server-Timing total
+    # The client's time minus the server's Server-Timing total; for a Triton model, the
+    # client's P99 minus Triton's own P99 for it.
+    network_p99: float = NAN
     rps: float = 0.0
 
     @property
@@ -334,6 +336,14 @@ def _triton_expressions(w: str) -> dict[str, str]:
     for q in QUANTILES:
         exprs[f"model_p{q}"] = f'max by (model) ({TRITON.REQUEST_SUMMARY_US}{{quantile="{q}"}}) / 1e6'
         exprs[f"stage_p{q}"] = " or ".join(quantiles[q])
+    # Calls to a Triton model (no Server-Timing): the client's P99 minus Triton's own for the
+    # model, which the call's endpoint names (as prometheus-rules/network.rules.yaml does).
+    re = TRITON.CLIENT_ENDPOINT_MODEL_RE
+    client = f'label_replace(rate({_CLIENT}_bucket{{endpoint=~"{re}"}}[{w}]), "model", "$1$2", "endpoint", "{re}")'
+    exprs["call_network_p0.99"] = (
+        f"max by (target, endpoint) (clamp_min(histogram_quantile(0.99, sum by (target, endpoint, model, le) ({client}))"
+        f' - on (model) group_left max by (model) ({TRITON.REQUEST_SUMMARY_US}{{quantile="0.99"}}) / 1e6, 0))'
+    )
     return exprs
 
 
