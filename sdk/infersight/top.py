@@ -341,7 +341,8 @@ def _triton_expressions(w: str) -> dict[str, str]:
     re = TRITON.CLIENT_ENDPOINT_MODEL_RE
     client = f'label_replace(rate({_CLIENT}_bucket{{endpoint=~"{re}"}}[{w}]), "model", "$1$2", "endpoint", "{re}")'
     exprs["call_network_p0.99"] = (
-        f"max by (target, endpoint) (clamp_min(histogram_quantile(0.99, sum by (target, endpoint, model, le) ({client}))"
+        "max by (target, endpoint) (clamp_min("
+        f"histogram_quantile(0.99, sum by (target, endpoint, model, le) ({client}))"
         f' - on (model) group_left max by (model) ({TRITON.REQUEST_SUMMARY_US}{{quantile="0.99"}}) / 1e6, 0))'
     )
     return exprs
