@@ -5,7 +5,9 @@ runs in this process, which imported infersight (its stages, its /metrics with t
 
     python tests/apps/triton_server.py HTTP_PORT GRPC_PORT METRICS_PORT TRACE_URL
 
-``DOUBLE_SLEEP_S`` (default 0.005): the model's compute time per batch.
+``DOUBLE_SLEEP_S`` (default 0.005): the model's compute time per batch. ``DOUBLE_SLOW_FILE``:
+a path; while that file exists, the model sleeps the seconds it holds instead (a slow model,
+switched on and off while the server runs).
 """
 
 from __future__ import annotations
@@ -22,11 +24,20 @@ from pytriton.triton import Triton, TritonConfig
 import infersight.auto  # noqa: F401  (before pytriton: its bind is patched on import)
 
 SLEEP_S = float(os.environ.get("DOUBLE_SLEEP_S", "0.005"))
+SLOW_FILE = os.environ.get("DOUBLE_SLOW_FILE", "")
+
+
+def _sleep_s() -> float:
+    try:
+        with open(SLOW_FILE) as switch:
+            return float(switch.read().strip() or SLEEP_S)
+    except (OSError, ValueError):
+        return SLEEP_S
 
 
 @batch
 def double(x: np.ndarray) -> dict[str, np.ndarray]:
-    time.sleep(SLEEP_S)
+    time.sleep(_sleep_s() if SLOW_FILE else SLEEP_S)
     return {"y": x * 2}
 
 
