@@ -336,15 +336,22 @@ def _triton_expressions(w: str) -> dict[str, str]:
     for q in QUANTILES:
         exprs[f"model_p{q}"] = f'max by (model) ({TRITON.REQUEST_SUMMARY_US}{{quantile="{q}"}}) / 1e6'
         exprs[f"stage_p{q}"] = " or ".join(quantiles[q])
-    # Calls to a Triton model (no Server-Timing): the client's P99 minus Triton's own for the
-    # model, which the call's endpoint names (as prometheus-rules/network.rules.yaml does).
+    # Calls to a Triton model (no Server-Timing): the client's latency against Triton's own for
+    # the model, which the call's endpoint names: the smaller of the P99s' gap and the means'
+    # (as prometheus-rules/network.rules.yaml does, which says why).
     re = TRITON.CLIENT_ENDPOINT_MODEL_RE
-    client = f'label_replace(rate({_CLIENT}_bucket{{endpoint=~"{re}"}}[{w}]), "model", "$1$2", "endpoint", "{re}")'
-    exprs["call_network_p0.99"] = (
-        "max by (target, endpoint) (clamp_min("
-        f"histogram_quantile(0.99, sum by (target, endpoint, model, le) ({client}))"
-        f' - on (model) group_left max by (model) ({TRITON.REQUEST_SUMMARY_US}{{quantile="0.99"}}) / 1e6, 0))'
-    )
+    by = "target, endpoint, model"
+
+    def client(suffix: str) -> str:
+        series = f'rate({_CLIENT}_{suffix}{{endpoint=~"{re}"}}[{w}])'
+        labels = f"{by}, le" if suffix == "bucket" else by
+        return f'sum by ({labels}) (label_replace({series}, "model", "$1$2", "endpoint", "{re}"))'
+
+    triton_p99 = f'max by (model) ({TRITON.REQUEST_SUMMARY_US}{{quantile="0.99"}}) / 1e6'
+    triton_mean = f"sum by (model) (rate({TRITON.REQUEST_DURATION_US}[{w}])) / {success} / 1e6"
+    p99_gap = f"(histogram_quantile(0.99, {client('bucket')}) - on (model) group_left {triton_p99})"
+    mean_gap = f"({client('sum')} / {client('count')} - on (model) group_left ({triton_mean}))"
+    exprs["call_network_p0.99"] = f"max by (target, endpoint) (clamp_min({p99_gap} < {mean_gap} or {mean_gap}, 0))"
     return exprs
 
 

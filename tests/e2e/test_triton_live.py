@@ -426,7 +426,7 @@ def test_a_delay_on_the_path_is_named_network_and_tritons_p99_stays(
         print(f"top: {target}{endpoint} P99 {call.p99:.3f} s, network {call.network_p99:.3f} s: {call.layer}")
         assert call.layer == "network", call
         layers = figures[target]
-        assert layers["network_p99"] is not None and layers["network_p99"] >= 2 * DELAY_S, layers
+        assert layers["network_p99"] is not None and layers["network_p99"] >= 2 * DELAY_S * 0.9, layers
     # Triton's own P99 did not take the delay: it is the server's time, under one crossing's.
     triton_p99 = figures[next(iter(targets))]["triton_p99"]
     assert triton_p99 is not None and triton_p99 < DELAY_S, figures
