@@ -22,6 +22,7 @@ import math
 import os
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Sequence
@@ -267,6 +268,8 @@ class PrometheusSource:
                 continue
             try:
                 results[key] = self.query(expr)
+            except urllib.error.HTTPError as exc:  # an answer (a query it refused): the others may pass
+                snap.problems.append(f"{key}: {exc}")
             except OSError as exc:  # refused or timed out: the other queries would be too
                 snap.problems.append(f"prometheus {self.url} unreachable: {exc}")
                 unreachable = True
@@ -350,7 +353,7 @@ def _triton_expressions(w: str) -> dict[str, str]:
     triton_p99 = f'max by (model) ({TRITON.REQUEST_SUMMARY_US}{{quantile="0.99"}}) / 1e6'
     triton_mean = f"sum by (model) (rate({TRITON.REQUEST_DURATION_US}[{w}])) / {success} / 1e6"
     p99_gap = f"(histogram_quantile(0.99, {client('bucket')}) - on (model) group_left {triton_p99})"
-    mean_gap = f"({client('sum')} / {client('count')} - on (model) group_left ({triton_mean}))"
+    mean_gap = f"({client('sum')} / {client('count')} - on (model) group_left max by (model) ({triton_mean}))"
     exprs["call_network_p0.99"] = f"max by (target, endpoint) (clamp_min({p99_gap} < {mean_gap} or {mean_gap}, 0))"
     return exprs
 
