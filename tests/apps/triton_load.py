@@ -2,9 +2,9 @@
 PyTriton env: an app that imported infersight, so every call is a client latency observation
 (``infersight_client_request_duration_seconds``, its endpoint naming the model).
 
-    python tests/apps/triton_load.py HTTP_PORT GRPC_PORT CALLS THREADS METRICS_PORT LINGER_S
+    python tests/apps/triton_load.py HTTP_PORT GRPC_PORT CALLS THREADS METRICS_PORT LINGER_S [MODEL]
 
-THREADS threads call ``double`` over HTTP and gRPC in turn (each its own clients), CALLS in all
+THREADS threads call MODEL (default ``double``) over HTTP and gRPC in turn (each its own clients), CALLS in all
 (at most MAX_SECONDS: a slow box makes fewer calls, not an endless run); serves /metrics on
 METRICS_PORT and stays LINGER_S more seconds for a last scrape, then prints one JSON line: the
 calls made and the client-side P50/P99 in seconds.
@@ -29,6 +29,7 @@ MAX_SECONDS = 60
 
 def main() -> None:
     http, grpc, calls, threads = (int(a) for a in sys.argv[1:5])
+    model = sys.argv[7] if len(sys.argv) > 7 else "double"
     infersight.start_metrics_server(int(sys.argv[5]), "127.0.0.1")
     data = np.arange(4, dtype=np.float32).reshape(1, 4)
     took: list[float] = []
@@ -52,7 +53,7 @@ def main() -> None:
             x = module.InferInput("x", [1, 4], "FP32")
             x.set_data_from_numpy(data)
             start = time.perf_counter()
-            result = client.infer("double", [x])
+            result = client.infer(model, [x])
             seconds = time.perf_counter() - start
             assert (result.as_numpy("y") == data * 2).all()
             with lock:

@@ -351,27 +351,33 @@ DELAY_S, JITTER_S = 0.05, 0.01  # per crossing of the proxy: a call's round trip
 LOAD_CALLS, LOAD_THREADS = 720, 8
 SLOW_S = 0.15  # the slow model's compute per batch
 SLOW_CALLS = 60  # one thread: no queue in Triton, the time is the model's
+SLOW_MODEL = "double_slow"  # its own 5 m window: only slow calls in it
+SLOW_INFER = f"/v2/models/{SLOW_MODEL}/infer"
 INFER = f"/v2/models/{MODEL}/infer"
 GRPC_INFER = f"{TRITON.GRPC_INFER_METHODS[0]}/{MODEL}"
 
 
-def run_load(running: dict[str, Any], http: int, grpc: int, calls: int, threads: int) -> dict[str, Any]:
+def run_load(
+    running: dict[str, Any], http: int, grpc: int, calls: int, threads: int, model: str = MODEL
+) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "sdk"), "INFERSIGHT_GPU": "off", "OTEL_TRACES_EXPORTER": "none"}
     argv = [running["python"], str(APPS / "triton_load.py"), str(http), str(grpc), str(calls), str(threads)]
     # The client's port Prometheus scrapes; it stays 2.5 s after the load for a last scrape.
-    argv += [str(running["ports"]["client"]), "2.5"]
+    argv += [str(running["ports"]["client"]), "2.5", model]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=150, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
-def _alerts(url: str, target: str) -> list[dict[str, Any]]:
+def _alerts(url: str, target: str, endpoint: str) -> list[dict[str, Any]]:
     _, body = stack.http_get(f"{url}/api/v1/alerts")
     return [
         a
         for a in json.loads(body)["data"]["alerts"]
-        if a["labels"]["alertname"] == NETWORK_ALERT and a["labels"].get("target") == target
+        if a["labels"]["alertname"] == NETWORK_ALERT
+        and a["labels"].get("target") == target
+        and a["labels"].get("endpoint") == endpoint
     ]
 
 
@@ -380,12 +386,12 @@ def _one(url: str, expr: str) -> float | None:
     return found[0][1] if found else None
 
 
-def _layers(url: str, target: str, endpoint: str) -> dict[str, float | None]:
+def _layers(url: str, target: str, endpoint: str, model: str = MODEL) -> dict[str, float | None]:
     where = f'{{target="{target}",endpoint="{endpoint}"}}'
     return {
         "client_p99": _one(url, f"target_endpoint:{METRIC.CLIENT_REQUEST_DURATION.name}:p99_5m{where}"),
         "network_p99": _one(url, f"target_endpoint:{METRIC.CLIENT_NETWORK.name}:p99_5m{where}"),
-        "triton_p99": _one(url, f'model:{METRIC.REQUEST_DURATION.name}:p99_5m{{model="{MODEL}",{SERVER}}}'),
+        "triton_p99": _one(url, f'model:{METRIC.REQUEST_DURATION.name}:p99_5m{{model="{model}",{SERVER}}}'),
     }
 
 
@@ -412,9 +418,11 @@ def test_a_delay_on_the_path_is_named_network_and_tritons_p99_stays(
         grpc.set_delay(0.0)
     fired = {
         target: stack.wait_until(
-            lambda t=target: [a for a in _alerts(url, t) if a["state"] == "firing"], 60, f"{NETWORK_ALERT} for {target}"
+            lambda t=target, e=endpoint: [a for a in _alerts(url, t, e) if a["state"] == "firing"],
+            60,
+            f"{NETWORK_ALERT} for {target}{endpoint}",
         )
-        for target in targets
+        for target, endpoint in targets.items()
     }
     snap = PrometheusSource(url, window="1m").snapshot()
     figures = {target: _layers(url, target, endpoint) for target, endpoint in targets.items()}
@@ -436,32 +444,39 @@ def test_a_slow_model_behind_the_proxy_switched_off_is_not_network(
     running: dict[str, Any], proxies: dict[str, DelayProxy]
 ) -> None:
     url, switch = running["prometheus"], running["workdir"] / "slow"
-    # A proxy of its own, undelayed: a target with no delayed calls in its 5 m window.
-    with DelayProxy((stack.LOOPBACK, running["ports"]["http"])) as http:
-        target = f"{stack.LOOPBACK}:{http.port}"
-        switch.write_text(str(SLOW_S))
-        try:
-            load = run_load(running, http.port, running["ports"]["grpc"], SLOW_CALLS, 1)
-        finally:
-            switch.unlink()
+    http = proxies["http"]  # switched off at the end of the test before
+    assert http.delay_s == 0.0
+    # A target of its own (Triton's gRPC port, no proxy): no delayed calls in its 5 m window.
+    target = f"{stack.LOOPBACK}:{running['ports']['grpc']}"
+    endpoint = f"{TRITON.GRPC_INFER_METHODS[0]}/{SLOW_MODEL}"
+    switch.write_text(str(SLOW_S))
+    try:
+        load = run_load(running, http.port, running["ports"]["grpc"], SLOW_CALLS, 1, SLOW_MODEL)
+    finally:
+        switch.unlink()
+    targets = {f"{stack.LOOPBACK}:{http.port}": SLOW_INFER, target: endpoint}
 
-        def settled() -> dict[str, float | None] | None:
-            layers = _layers(url, target, INFER)
-            grown = layers["triton_p99"] is not None and layers["triton_p99"] >= SLOW_S * 0.8
-            return layers if grown and layers["network_p99"] is not None else None
+    def settled() -> dict[str, dict[str, float | None]] | None:
+        found = {t: _layers(url, t, e, SLOW_MODEL) for t, e in targets.items()}
+        for layers in found.values():
+            if layers["triton_p99"] is None or layers["triton_p99"] < SLOW_S * 0.8 or layers["network_p99"] is None:
+                return None
+        return found
 
-        layers = stack.wait_until(settled, 30, "Triton's P99 and the network's share recorded for the slow model")
-        time.sleep(6)  # the alert's for: (cut to 3 s) passes twice: it would be pending or firing by now
-        layers = _layers(url, target, INFER)
-        snap = PrometheusSource(url, window="1m").snapshot()
-    call = snap.calls[(target, INFER)]
-    stages = {stage: row.p99 for (model, stage), row in snap.stages.items() if model == MODEL}
-    print(f"\nslow model ({SLOW_S * 1e3:.0f} ms), proxy off: load {load}; layers {layers}")
-    print(f"top: {target}{INFER} P99 {call.p99:.3f} s, network {call.network_p99:.3f} s: {call.layer}; stages {stages}")
-    assert layers["client_p99"] is not None and layers["client_p99"] >= SLOW_S, layers
-    assert layers["network_p99"] is not None and layers["network_p99"] < 0.05, layers
-    assert call.layer == "server", call
-    assert not _alerts(url, target), _alerts(url, target)
+    stack.wait_until(settled, 30, "Triton's P99 and the network's share recorded for the slow model")
+    time.sleep(6)  # the alert's for: (cut to 3 s) passes twice: it would be pending or firing by now
+    figures = {t: _layers(url, t, e, SLOW_MODEL) for t, e in targets.items()}
+    snap = PrometheusSource(url, window="1m").snapshot()
+    stages = {stage: row.p99 for (model, stage), row in snap.stages.items() if model == SLOW_MODEL}
+    print(f"\nslow model ({SLOW_S * 1e3:.0f} ms), proxy off: load {load}; layers {figures}; stages {stages}")
+    for where, endpoint_of in targets.items():
+        layers, call = figures[where], snap.calls[(where, endpoint_of)]
+        print(f"top: {where}{endpoint_of} P99 {call.p99:.3f} s, network {call.network_p99:.3f} s: {call.layer}")
+        # The client's P99 grew with Triton's: the server's time, not the path's.
+        assert layers["client_p99"] is not None and layers["client_p99"] >= SLOW_S, layers
+        assert layers["network_p99"] is not None and layers["network_p99"] < 0.05, layers
+        assert call.layer == "server", call
+        assert not _alerts(url, where, endpoint_of), _alerts(url, where, endpoint_of)
     # Inside Triton: the model's compute, not its queue (one caller: nothing waits).
     assert stages["model"] >= SLOW_S * 0.8 and stages["model"] > stages["queue"], stages
 
@@ -487,10 +502,13 @@ def test_aio_http_and_grpc_streams_are_client_calls_triton_continues(running: di
     result = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"\n{result}")
     assert result["ok"] == {"http_aio": 3, "grpc_stream": 3, "grpc_aio_stream": 3}, result
-    http = f'target="{stack.LOOPBACK}:{ports["http"]}",endpoint="{INFER}",outcome="success"'
-    stream = f'target="{stack.LOOPBACK}:{ports["grpc"]}",endpoint="{TRITON.GRPC_INFER_METHODS[1]}/{MODEL}"'
+    # The exposition's labels, in its (alphabetical) order.
+    http = f'endpoint="{INFER}",outcome="success",target="{stack.LOOPBACK}:{ports["http"]}"'
+    stream = (
+        f'endpoint="{TRITON.GRPC_INFER_METHODS[1]}/{MODEL}",outcome="success",target="{stack.LOOPBACK}:{ports["grpc"]}"'
+    )
     assert result["counts"].get(http) == 3, result
-    assert result["counts"].get(stream + ',outcome="success"') == 2, result  # the sync stream and the aio one
+    assert result["counts"].get(stream) == 2, result  # the sync stream and the aio one
 
     def joined() -> dict[str, int] | None:
         names: dict[str, int] = {}
