@@ -193,27 +193,51 @@ def test_aio_stream_stream_is_one_call(t: Captured) -> None:
     assert_one_stream(t, port, KSERVE, f"{KSERVE.lstrip('/')}/double")
 
 
+async def _aio_stream(port_box: list[int]) -> None:
+    server = grpc.aio.server(handlers=(_handlers(_chat_async, _listen),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    port_box.append(port)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+
+            async def requests() -> AsyncIterator[bytes]:
+                yield b"a"
+
+            replies = [reply async for reply in channel.stream_stream(STREAM)(requests(), timeout=10)]
+            assert replies == [b"a"] * REPLIES
+            await asyncio.sleep(0.05)  # the done callback's task reads the status
+    finally:
+        await server.stop(0)
+
+
 @pytest.mark.parametrize("contrib_first", [True, False], ids=["contrib_first", "infersight_first"])
+@pytest.mark.parametrize("library", ["grpc", "grpc_aio"])
 def test_beside_the_contrib_client_a_stream_has_one_client_span(
-    contrib_first: bool, monkeypatch: pytest.MonkeyPatch
+    library: str, contrib_first: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from opentelemetry.instrumentation.grpc import GrpcInstrumentorClient
+    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcInstrumentorClient
 
     with capture() as t:
         monkeypatch.setattr(otel_trace, "get_tracer_provider", lambda: t.provider)
-        contrib = GrpcInstrumentorClient()
+        contrib = GrpcInstrumentorClient() if library == "grpc" else GrpcAioInstrumentorClient()
         if contrib_first:
             contrib.instrument(tracer_provider=t.provider)
         instrument_all(["grpc", "grpc_client"])
         if not contrib_first:
             contrib.instrument(tracer_provider=t.provider)
         try:
-            server, port = _sync_server()
-            try:
-                with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-                    assert list(channel.stream_stream(STREAM)(iter([b"a"]), timeout=10)) == [b"a"] * REPLIES
-            finally:
-                server.stop(0).wait(5)
+            if library == "grpc":
+                server, port = _sync_server()
+                try:
+                    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                        assert list(channel.stream_stream(STREAM)(iter([b"a"]), timeout=10)) == [b"a"] * REPLIES
+                finally:
+                    server.stop(0).wait(5)
+            else:
+                ports: list[int] = []
+                asyncio.run(asyncio.wait_for(_aio_stream(ports), 20))
+                port = ports[0]
             assert_one_stream(t, port, STREAM, STREAM.lstrip("/"), ours=False)
         finally:
             if contrib_first:
