@@ -204,6 +204,13 @@ def test_top_says_when_its_source_is_down() -> None:
         assert proc.returncode == 1
 
 
+def test_outgoing_call_names_keep_their_distinguishing_end() -> None:
+    assert top._call_name("a:80", "/v2/models/m/infer") == "a:80/v2/models/m/infer"
+    grpc_call = top._call_name("127.0.0.1:45053", "inference.GRPCInferenceService/ModelInfer/double_slow")
+    assert grpc_call.endswith("ModelInfer/double_slow") and len(grpc_call) == 37 and grpc_call.startswith("…")
+    assert top._call_name("127.0.0.1:45053", "svc.S/M") == "127.0.0.1:45053 svc.S/M"
+
+
 def test_outgoing_calls_from_prometheus_name_the_layer() -> None:
     """Client-side series (an instrumented client's outgoing calls): the P99, its network part,
     and "network" or "server" for whichever holds most of it."""

@@ -547,6 +547,13 @@ def _stage_order(stage: str) -> tuple[int, str]:
     return (STAGES.index(stage), "") if stage in STAGES else (len(STAGES), stage)
 
 
+def _call_name(target: str, endpoint: str, width: int = 37) -> str:
+    """``host:port/path`` for HTTP, ``host:port service/Method`` for gRPC; cut from the left when
+    long, since the end (the route, or the model a Triton call names) tells calls apart."""
+    where = f"{target}{endpoint}" if endpoint.startswith("/") else f"{target} {endpoint}"
+    return where if len(where) <= width else "…" + where[-(width - 1) :]
+
+
 def render(snap: Snapshot, color: bool = False, width: int = 100, history: History | None = None) -> str:
     """The table as text (ANSI colours when ``color``); with ``history``, a sparkline of each
     row's P99 over the last frames beside its P99."""
@@ -610,11 +617,11 @@ def render(snap: Snapshot, color: bool = False, width: int = 100, history: Histo
         lines.append("")
         lines.append(paint(f"{'OUTGOING CALLS':<40}{'P50':>9}{'P99':>9}{'NET P99':>9}{'RPS':>8}  MOST OF P99", _BOLD))
         for (target, endpoint), call in calls:
-            where = f"{target}{endpoint}"
+            where = _call_name(target, endpoint)
             layer = call.layer
             verdict = paint(layer, _RED) if layer == "network" else layer
             lines.append(
-                f"  {where[:37]:<38}{_ms(call.p50):>9}{_ms(call.p99):>9}{_ms(call.network_p99):>9}"
+                f"  {where:<38}{_ms(call.p50):>9}{_ms(call.p99):>9}{_ms(call.network_p99):>9}"
                 f"{call.rps:>8.1f}  {verdict}"
             )
     if snap.gpus:
