@@ -270,6 +270,7 @@ WAITING_BELOW = 0.5  # CPU grew by less than half of what the wall time grew: th
 GIL_SLOW_S = 0.005  # the probe's P99 lateness above which the GIL, not the stage, is named
 PAYLOAD_CHANGED = 1.5  # payload or token means this many times an hour ago (or less than PAYLOAD_SHRANK)
 PAYLOAD_SHRANK = 0.67
+BASELINE_QUANTILE = 0.5  # with no hour of history: against the median of what there is (_vs_hour)
 TIMES = "\N{MULTIPLICATION SIGN}"  # as in "payload x4.0", the sign by name for the linter
 
 
@@ -278,7 +279,15 @@ def _mean(metric: str, by: str) -> str:
 
 
 def _vs_hour(record: str) -> str:
-    return f"{record} / ({record} offset 1h)"
+    """``record`` against an hour ago; on a deployment younger than an hour, against the median
+    of the history there is. The median, not the mean or the oldest point: a change that began
+    less than half the history ago (a fault of minutes, alerting after its ``for:``) leaves it at
+    the level before, and a quiet first few minutes (a 5 m rate filling up) do not move it much.
+    Without it a fresh deployment gets no payload, token or traffic note for its first hour."""
+    return (
+        f"{record} / ({record} offset 1h)\n"
+        f"or\n{record} / (quantile_over_time({BASELINE_QUANTILE}, {record}[1h]) > 0)"
+    )
 
 
 def _query(promql: str, *args: str) -> str:
@@ -347,12 +356,12 @@ def render_attribution() -> str:
             _query(
                 f"{record}{{model='%s'}} > {PAYLOAD_CHANGED} or {record}{{model='%s'}} < {PAYLOAD_SHRANK}", model, model
             )
-            + f' {what} {TIMES}{{{{ {value} | printf "%.1f" }}}} against an hour ago.{{{{ end }}}}'
+            + f' {what} {TIMES}{{{{ {value} | printf "%.1f" }}}} against the last hour.{{{{ end }}}}'
         )
     # A load spike: more requests than an hour ago; with the time outside the stages, they queue.
     changes += (
         _query(f"{_TRAFFIC_CHANGE}{{model='%s'}} > {PAYLOAD_CHANGED}", model)
-        + f' traffic {TIMES}{{{{ {value} | printf "%.1f" }}}} against an hour ago'
+        + f' traffic {TIMES}{{{{ {value} | printf "%.1f" }}}} against the last hour'
         + f'{{{{ if eq $labels.stage "{OUTSIDE_STAGES}" }}}}: requests queue for the server\'s threads{{{{ end }}}}.'
         + "{{ end }}"
     )
