@@ -265,6 +265,7 @@ _PAYLOAD_CHANGE = "model:infersight_payload_size_bytes:ratio_1h"
 _TOKENS_MEAN = "model:infersight_input_tokens:mean_5m"
 _TOKENS_CHANGE = "model:infersight_input_tokens:ratio_1h"
 _TRAFFIC_CHANGE = "model:infersight_request_duration_seconds_count:ratio_1h"
+_MODEL_RATE_SETTLED = "model:infersight_request_duration_seconds_count:rate5m_settled"
 ATTRIBUTION_ALERT = "InferenceSLOBreachByStage"
 WAITING_BELOW = 0.5  # CPU grew by less than half of what the wall time grew: the stage waited
 GIL_SLOW_S = 0.005  # the probe's P99 lateness above which the GIL, not the stage, is named
@@ -278,15 +279,16 @@ def _mean(metric: str, by: str) -> str:
     return f"sum by ({by}) (rate({metric}_sum[5m]))\n/ sum by ({by}) (rate({metric}_count[5m]))"
 
 
-def _vs_hour(record: str) -> str:
+def _vs_hour(record: str, baseline: str = "") -> str:
     """``record`` against an hour ago; on a deployment younger than an hour, against the median
     of the history there is. The median, not the mean or the oldest point: a change that began
     less than half the history ago (a fault of minutes, alerting after its ``for:``) leaves it at
     the level before, and a quiet first few minutes (a 5 m rate filling up) do not move it much.
-    Without it a fresh deployment gets no payload, token or traffic note for its first hour."""
+    Without it a fresh deployment gets no payload, token or traffic note for its first hour.
+    ``baseline``: the series whose median that is, when not ``record`` itself."""
     return (
         f"{record} / ({record} offset 1h)\n"
-        f"or\n{record} / (quantile_over_time({BASELINE_QUANTILE}, {record}[1h]) > 0)"
+        f"or\n{record} / (quantile_over_time({BASELINE_QUANTILE}, {baseline or record}[1h]) > 0)"
     )
 
 
@@ -328,7 +330,11 @@ def render_attribution() -> str:
         (_PAYLOAD_CHANGE, _vs_hour(_PAYLOAD_MEAN)),
         (_TOKENS_MEAN, _mean(METRIC.INPUT_TOKENS.name, "model")),
         (_TOKENS_CHANGE, _vs_hour(_TOKENS_MEAN)),
-        (_TRAFFIC_CHANGE, _vs_hour(_MODEL_RATE)),
+        # A 5 m rate reads low until the series is 5 m old (the window is not full yet): the
+        # traffic baseline takes only the rates from then on, or a steady model's first
+        # minutes would read as a traffic rise.
+        (_MODEL_RATE_SETTLED, f"{_MODEL_RATE}\nand\n({_MODEL_RATE} offset 5m)"),
+        (_TRAFFIC_CHANGE, _vs_hour(_MODEL_RATE, _MODEL_RATE_SETTLED)),
     ]
     slo = METRIC.MODEL_SLO_P99.name
     expr = (

@@ -62,6 +62,10 @@ MATRIX_LABELS = ("fault-tokenizer", "fault-lock", "fault-model", "fault-gil", "f
 # endpoint, so that more requests than threads queue for one (Werkzeug's thread per request
 # does not queue); the model label is its own.
 SPIKE_LABEL, SPIKE_THREADS = "fault-spike", 2
+SPIKE_MODEL_MS = 100  # the spike server's model, all along: 2 threads serve about 20 req/s
+# ... and its steady traffic from the stack's start (below the alert's 1 req/s): the traffic
+# note's baseline, which takes 5 m rates only once the series is 5 m old.
+SPIKE_BASELINE_RPS = 0.5
 DAY_S = 86_400
 DRIFT_AVAILABLE = (ROOT / "sdk" / "infersight" / "drift" / "__init__.py").exists()
 DRIFT_ENV = {  # small and fast, so a shift shows within seconds
@@ -243,6 +247,7 @@ class LiveStack:
     matrix: Server | None = None
     network_proxy: DelayProxy | None = None  # between the matrix server's relay and itself; no delay until set
     spike: Server | None = None  # the FastAPI example with SPIKE_THREADS threads, model SPIKE_LABEL
+    spike_baseline_since: float = 0.0  # time.monotonic() when its steady traffic began
 
     # ---- Prometheus API helpers
     def api(self, path: str, **params: Any) -> Any:
@@ -425,6 +430,19 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
             warm = _load(f"{server.url}{path}", duration_s=1.5, rps=10, concurrency=2)
             assert warm.requests and not warm.errors, f"{path}: {warm.summary()}\n{server.log()}"
         prom = exits.enter_context(stack.prometheus(prom_cfg, workdir, timeout=60))
+        spike.set_faults(slow_model_ms=SPIKE_MODEL_MS)
+        stop_baseline = threading.Event()
+        baseline = threading.Thread(
+            target=_load,
+            args=(f"{spike.url}/predict", 4 * 3600),
+            kwargs={"rps": SPIKE_BASELINE_RPS, "concurrency": 1, "stop": stop_baseline, "seed": 12},
+            name="e2e-spike-baseline",
+            daemon=True,
+        )
+        baseline.start()
+        exits.callback(baseline.join, 30)
+        exits.callback(stop_baseline.set)
+        spike_since = time.monotonic()
         live = LiveStack(
             workdir,
             sink,
@@ -442,6 +460,7 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
             matrix,
             proxy,
             spike,
+            spike_since,
         )
         live.notes["startup_s"] = round(time.monotonic() - started, 1)
         print(f"\ne2e stack up in {live.notes['startup_s']} s (work dir {workdir})", flush=True)
