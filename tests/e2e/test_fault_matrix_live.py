@@ -320,6 +320,7 @@ def test_payload_jump_is_named_with_its_payload_note(live: LiveStack) -> None:
 SPIKE_SETTLED_S = 6 * 60
 
 
+@pytest.mark.timeout(SPIKE_SETTLED_S + 300)  # run alone, it first waits for the stack's six minutes
 def test_load_spike_is_named_queueing_outside_the_stages(live: LiveStack) -> None:
     assert live.spike is not None
     url = f"{live.spike.url}/predict"
