@@ -195,11 +195,12 @@ def _dump_all(header: str, docs: list[dict[str, object]]) -> str:
     return header + body
 
 
-def render_prometheus_rules(slo_text: str | None = None) -> str:
-    """One PrometheusRule per rule file; the SLO file as ``render()`` makes it."""
+def render_prometheus_rules(generated: dict[Path, str] | None = None) -> str:
+    """One PrometheusRule per rule file; the generated ones as this run renders them, so one run
+    leaves the manifest in step with the files it writes."""
     docs: list[dict[str, object]] = []
     for path in sorted(RULES_DIR.glob("*.rules.yaml")):
-        text = slo_text if path == OUTPUT and slo_text is not None else path.read_text()
+        text = (generated or {}).get(path) or path.read_text()
         stem = path.name.removesuffix(".rules.yaml")
         docs.append(
             {
@@ -239,14 +240,13 @@ def render_pod_monitors(scrapes: tuple[Scrape, ...] = SCRAPES) -> str:
 
 
 def outputs() -> dict[Path, str]:
-    slo = render()
     files = {
-        OUTPUT: slo,
+        OUTPUT: render(),
         ATTRIBUTION: render_attribution(),
         NETWORK: render_network(),
         TRITON_RULES: render_triton(),
     }
-    return {**files, PROMETHEUS_RULES: render_prometheus_rules(slo), POD_MONITORS: render_pod_monitors()}
+    return {**files, PROMETHEUS_RULES: render_prometheus_rules(files), POD_MONITORS: render_pod_monitors()}
 
 
 # ---- Attribution: which stage or layer an SLO breach comes from, with no day of history ----
