@@ -63,6 +63,7 @@ class Fault:
     says: str | None  # text the alert's description must hold
     span_at_least_s: float  # the named stage's span in the exemplar's trace lasts this long
     load: dict[str, Any] = field(default_factory=dict)
+    not_says: str | None = None  # text that would blame another fault
 
 
 FAULTS = [
@@ -73,6 +74,7 @@ FAULTS = [
         None,
         0.5,
         {"mode": "large", "large_kb": 2},
+        not_says="payload",  # long inputs all along: a slow tokenizer, not a payload jump
     ),
     Fault("fault-lock", {"lock_postprocess_ms": 100}, "postprocess", "Waiting", 0.1),
     Fault("fault-model", {"slow_model_ms": 700}, "model", None, 0.7),
@@ -131,6 +133,8 @@ def test_fault_is_named_by_an_alert_with_its_trace(live: LiveStack, fault: Fault
         assert stage == fault.stage, f"{fault.label}: named {stage}: {description}"
     if fault.says is not None:
         assert fault.says in description, f"{fault.label}: {description}"
+    if fault.not_says is not None:
+        assert fault.not_says not in description, f"{fault.label}: {description}"
     assert fault.label in description
     trace_id, seconds = _exemplar_trace(live, fault.label, stage, since, fault.span_at_least_s)
     live.notes.setdefault("fault_matrix", {})[fault.label] = {
