@@ -189,7 +189,8 @@ def _with_server_timing(rec: RequestRecord, message: Message) -> Message:
 
 def _url(scope: Scope, host: bytes) -> str:
     """The request's URL as the excluded-URL patterns of OTel's instrumentations see it."""
-    url = f"{scope.get('scheme', 'http')}://{bytes(host).decode('latin-1')}{scope.get('root_path', '')}{scope.get('path', '')}"
+    where = bytes(host).decode("latin-1")
+    url = f"{scope.get('scheme', 'http')}://{where}{scope.get('root_path', '')}{scope.get('path', '')}"
     query = scope.get("query_string")
     return f"{url}?{query.decode('latin-1')}" if query else url
 
