@@ -439,6 +439,23 @@ def test_contrib_middleware_on_a_provider_of_its_own_is_passed_over_when_it_expo
     assert count(t, "/predict/{name}") == 2.0
 
 
+def test_metrics_are_served_while_every_thread_of_the_pool_is_busy(t: Captured) -> None:
+    import anyio.to_thread
+
+    app = fastapi_app()
+
+    async def go() -> httpx.Response:
+        limiter = anyio.to_thread.current_default_thread_limiter()  # this event loop's
+        limiter.total_tokens = 1
+        async with limiter:  # the one thread the sync endpoints get is taken: requests would queue
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                return await asyncio.wait_for(client.get("/metrics"), 20)
+
+    response = asyncio.run(go())
+    assert response.status_code == 200 and b"infersight_" in response.content
+
+
 def test_a_path_the_app_owns_stays_the_apps_and_metrics_move_to_their_port() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -175,10 +175,12 @@ def _page(rt: Any, app: Any, info: _AppInfo, scope: Any) -> Callable[[], tuple[s
 
 
 async def _serve_page(page: Callable[[], tuple[str, bytes]], send: Any) -> None:
-    from anyio import to_thread  # Starlette's own dependency
+    from anyio import CapacityLimiter, to_thread  # Starlette's own dependency
 
-    # Off the event loop: a multiprocess scrape reads files under a lock.
-    content_type, body = await to_thread.run_sync(page)
+    # Off the event loop: a multiprocess scrape reads files under a lock. With a limiter of its
+    # own: a scrape that queued behind requests for the app's threads (a load spike) would time
+    # out just when the queueing is what the metrics should show.
+    content_type, body = await to_thread.run_sync(page, limiter=CapacityLimiter(1))
     await serve_page(send, content_type, body)
 
 
