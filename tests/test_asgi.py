@@ -580,3 +580,52 @@ def test_health_probes_and_excluded_urls_get_no_span_and_no_sample(monkeypatch: 
     assert served() == {"/healthz": 0.0, "/items/{item_id}": 1.0}  # a probe, excluded by default
     assert served(OTEL_PYTHON_FASTAPI_EXCLUDED_URLS="items") == {"/healthz": 1.0, "/items/{item_id}": 0.0}
     assert served(OTEL_PYTHON_EXCLUDED_URLS="items,healthz") == {"/healthz": 0.0, "/items/{item_id}": 0.0}
+
+
+EXPECTED_HTTP = (
+    "http.request.method",
+    "url.path",
+    "http.route",
+    "http.response.status_code",
+    "error.type",
+    "client.address",
+    "http.request.body.size",
+    "http.response.body.size",
+)
+
+
+def test_server_span_attributes_made_off_the_request_thread(t: Captured) -> None:
+    """The HTTP attributes come from what the request kept (method, path, scheme, client, route,
+    status, sizes); the request's own attributes win over them, and a malformed Content-Length
+    is left out."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from infersight._records import current_request
+
+    async def unavailable(request: Any) -> PlainTextResponse:
+        rec = current_request.get()
+        assert rec is not None
+        rec.set_attr("url.scheme", "overridden")
+        return PlainTextResponse("busy", status_code=503)
+
+    app = Starlette(routes=[Route("/busy/{n}", unavailable, methods=["PUT"])])
+    r = call(app, "PUT", "/busy/3", content="abc", headers={"content-length": "3"})
+    assert r.status_code == 503
+    call(app, "PUT", "/busy/4", content="abc", headers={"content-length": "3x"})
+    first, second = t.spans("PUT /busy/{n}")
+    attrs = dict(first.attributes or {})
+    assert {k: attrs.get(k) for k in EXPECTED_HTTP} == {
+        "http.request.method": "PUT",
+        "url.path": "/busy/3",
+        "http.route": "/busy/{n}",
+        "http.response.status_code": 503,
+        "error.type": "503",
+        "client.address": "127.0.0.1",
+        "http.request.body.size": 3,
+        "http.response.body.size": 4,
+    }
+    assert attrs["url.scheme"] == "overridden"  # type: ignore[index]
+    assert "http.request.body.size" not in (second.attributes or {})
+    assert second.attributes["url.path"] == "/busy/4"  # type: ignore[index]
