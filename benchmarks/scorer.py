@@ -186,9 +186,13 @@ def generator_main() -> int:
                 for body in bodies[:WARMUP_CALLS]:
                     await ch.unary_unary(INFER)(body, timeout=30)
 
-            loop.run_until_complete(warm())
-            ready = (channel, arrivals(cmd["rate"], cmd["seconds"], cmd["seed"]), cmd["deadline_s"])
-            reply: dict[str, Any] = {"ready": True}
+            try:
+                loop.run_until_complete(warm())
+            except (grpc.aio.AioRpcError, asyncio.TimeoutError) as exc:  # a server still behind
+                reply: dict[str, Any] = {"ready": False, "error": type(exc).__name__ + ": " + str(exc)[:200]}
+            else:
+                ready = (channel, arrivals(cmd["rate"], cmd["seconds"], cmd["seed"]), cmd["deadline_s"])
+                reply = {"ready": True}
         elif cmd["cmd"] == "go" and ready is not None:
             reply = loop.run_until_complete(_phase(ready[0], bodies, ready[1], ready[2]))
             ready = None
@@ -333,7 +337,9 @@ def wait_idle(pid: int, timeout_s: float = 60.0) -> float:
 
 def phase(gen: Generator, server: Server, rate: float, seconds: float, seed: int, deadline_s: float) -> dict[str, Any]:
     """One open-loop run at ``rate``; the generator's figures plus the server's CPU."""
-    gen.ask(cmd="prepare", target=server.target, rate=rate, seconds=seconds, seed=seed, deadline_s=deadline_s)
+    warm = gen.ask(cmd="prepare", target=server.target, rate=rate, seconds=seconds, seed=seed, deadline_s=deadline_s)
+    if not warm["ready"]:
+        raise NotWarm(f"{server.variant} did not answer its warm-up calls at {rate:.0f} req/s: {warm['error']}")
     wait_idle(server.pid)  # the warm-up calls' work is not this phase's
     cpu0, t0 = cpu_seconds(server.pid), time.monotonic()
     res = gen.ask(cmd="go")
@@ -346,6 +352,10 @@ def phase(gen: Generator, server: Server, rate: float, seconds: float, seed: int
         "load_side_limit": load_side_limited(res),
     }
     return res
+
+
+class NotWarm(RuntimeError):
+    """The server did not answer the warm-up calls before a phase (still working off a backlog)."""
 
 
 def load_side_limited(res: dict[str, Any]) -> bool:
@@ -554,7 +564,15 @@ def main() -> int:
             if not todo:
                 break
             for name, rate in todo:
-                res = phase(gen, up[name], rate, args.search_seconds, len(searches[name].steps), args.search_deadline)
+                try:
+                    step = len(searches[name].steps)
+                    res = phase(gen, up[name], rate, args.search_seconds, step, args.search_deadline)
+                except NotWarm as exc:  # counted as a failed step, after the backlog is worked off
+                    print(exc, file=sys.stderr)
+                    wait_idle(up[name].pid, timeout_s=120.0)
+                    failed = {"not_warm": str(exc), "sent": 0, "p99_ms": math.inf, "load_side_limit": False}
+                    searches[name].record(rate, False, failed)
+                    continue
                 searches[name].record(rate, passes(res, args.p99_ms), res)
         search_s = time.monotonic() - t0
         # Every call, warm-ups included, as the instrumented server counted it: a check that the
