@@ -311,7 +311,7 @@ def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
         if index & 63 == 63 and _clock() - held_since > _HOLD_S:
             time.sleep(0)  # let request threads run: a 512-span batch would hold the GIL ~4 ms
             held_since = _clock()
-        if type(span) is EncodedSpan:
+        if isinstance(span, EncodedSpan):
             pieces: tuple[bytes, ...] = (span.encoded,)  # Span fields already
         else:
             ours = _encode_span(span)

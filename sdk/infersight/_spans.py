@@ -402,11 +402,10 @@ class SpanEmitter:
             template = self._stage_templates[key] = _StageTemplate(base, stage.name, model, version, self._otlp)
         otlp = self._otlp
         own = stage.attrs
-        if template.base_bytes is None:
-            return otlp.encode_attributes(stage_attributes(stage, model, version, cpu))
+        if template.base_bytes is None or (own and not own.keys().isdisjoint(template.reserved)):
+            whole: bytes | None = otlp.encode_attributes(stage_attributes(stage, model, version, cpu))
+            return whole
         if own:
-            if not own.keys().isdisjoint(template.reserved):
-                return otlp.encode_attributes(stage_attributes(stage, model, version, cpu))
             own_bytes = otlp.encode_attributes(own)
             if own_bytes is None:
                 return None
@@ -422,7 +421,7 @@ class SpanEmitter:
             encoded += otlp.encode_float(ATTR.QUEUE_WAIT, stage.queue_wait_s)
         if cpu is not None:
             encoded += otlp.encode_float(ATTR.STAGE_CPU_SECONDS, cpu)
-        return encoded
+        return bytes(encoded)
 
     def _stage_span(self, stage: StageRecord, attrs: dict[str, Any] | PlainStage) -> bytes | None:
         """A stage's Span message, or None for the ReadableSpan way."""
@@ -486,7 +485,14 @@ class SpanEmitter:
 
 
 _REQUEST_KEYS = frozenset((ATTR.MODEL_NAME, ATTR.MODEL_VERSION, ATTR.BATCH_SIZE, ATTR.QUEUE_WAIT, ATTR.INPUT_TOKENS))
-_STAGE_KEYS = (ATTR.STAGE, ATTR.MODEL_NAME, ATTR.MODEL_VERSION, ATTR.BATCH_SIZE, ATTR.QUEUE_WAIT, ATTR.STAGE_CPU_SECONDS)
+_STAGE_KEYS = (
+    ATTR.STAGE,
+    ATTR.MODEL_NAME,
+    ATTR.MODEL_VERSION,
+    ATTR.BATCH_SIZE,
+    ATTR.QUEUE_WAIT,
+    ATTR.STAGE_CPU_SECONDS,
+)
 
 
 class _StageTemplate:
