@@ -29,6 +29,7 @@ BENCHES = [
     ),
     ("Queueing alone: why added CPU is added P99 at a fixed load", ["benchmarks/queueing.py"]),
     ("P99 at half load in one process", ["benchmarks/paced_load.py"]),
+    ("The 1000-TPS scorer: the gRPC example, open loop", ["benchmarks/scorer.py"]),
     ("Server memory", ["benchmarks/memory.py"]),
     ("Collector capacity", ["benchmarks/collector_load.py"]),
 ]

@@ -7,6 +7,7 @@ a timeout and killed if it overruns.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -153,3 +154,61 @@ def test_instruction_counts_quick() -> None:
     assert rows["infersight"][0] > rows["uninstrumented"][0]
     assert rows["infersight"][1] > rows["uninstrumented"][1] + 50  # thousands
     assert "all threads: **" in proc.stdout
+
+
+def test_scorer_quick(tmp_path: Path) -> None:
+    """benchmarks/scorer.py end to end at 30 req/s: both example servers, the generator process,
+    the comparison and two search steps each. Checks counts and orderings, never a time."""
+    out = tmp_path / "scorer.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/scorer.py", "--quick", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for needle in ("| variant | sent | OK |", "| bare |", "| infersight |", "P99, infersight / bare at 30 req/s:"):
+        assert needle in proc.stdout, proc.stdout
+    assert "highest rate with P99 < 100 ms, infersight / bare:" in proc.stdout
+    result = json.loads(out.read_text())
+    for variant in ("bare", "infersight"):
+        rows = result["comparison"][variant] + result["search"][variant]["steps"]
+        for row in rows:
+            # Open loop: every scheduled call was sent and answered, within its 30 s deadline.
+            assert row["scheduled"] > 0 and row["sent"] == row["scheduled"] == row["ok"], row
+            assert row["errors"] == {}, row
+            assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"], row
+            assert row["lag_p99_ms"] >= 0 and row["send_rate"] > 0 and row["server_cpu_ms_per_request"] > 0, row
+        steps = result["search"][variant]["steps"]
+        assert [s["rate"] for s in steps] == [20.0, 30.0] or not steps[0]["pass"], steps
+        passed = [s["rate"] for s in steps if s["pass"]]
+        assert result["search"][variant]["passed"] == (max(passed) if passed else None)
+    # The variants are what they say: infersight's metrics counted every call (warm-ups
+    # included), the bare server serves no metrics at all.
+    assert result["counted_by_server"]["bare"] is None
+    assert (
+        result["counted_by_server"]["infersight"]
+        == result["calls"]["infersight"] + result["warmup_calls"]["infersight"]
+    )
+
+
+def test_scorer_rate_search_brackets_the_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from scorer import RateSearch
+
+    def search(limit: float, start: float = 100.0) -> RateSearch:
+        s = RateSearch(start, ceiling=5000.0)
+        while (rate := s.next_rate()) is not None:
+            assert len(s.steps) < 30, s.steps
+            s.record(rate, rate < limit)
+        return s
+
+    s = search(777.0)
+    assert s.passed is not None and s.failed is not None
+    assert s.passed < 777.0 <= s.failed and s.failed / s.passed <= 1.1
+    assert [x["rate"] for x in s.steps[:3]] == [100.0, 150.0, 225.0]  # x1.5 up until a step fails
+    low = search(30.0)  # the first step fails: down, then bisect
+    assert low.passed is not None and low.failed is not None and low.passed < 30.0 <= low.failed
+    high = search(1e9)  # never fails: stops at the ceiling, with no lowest failure
+    assert high.failed is None and high.passed is not None and high.passed <= 5000.0 < high.passed * 1.5

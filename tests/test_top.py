@@ -204,6 +204,13 @@ def test_top_says_when_its_source_is_down() -> None:
         assert proc.returncode == 1
 
 
+def test_outgoing_call_names_keep_their_distinguishing_end() -> None:
+    assert top._call_name("a:80", "/v2/models/m/infer") == "a:80/v2/models/m/infer"
+    grpc_call = top._call_name("127.0.0.1:45053", "inference.GRPCInferenceService/ModelInfer/double_slow")
+    assert grpc_call.endswith("ModelInfer/double_slow") and len(grpc_call) == 37 and grpc_call.startswith("…")
+    assert top._call_name("127.0.0.1:45053", "svc.S/M") == "127.0.0.1:45053 svc.S/M"
+
+
 def test_outgoing_calls_from_prometheus_name_the_layer() -> None:
     """Client-side series (an instrumented client's outgoing calls): the P99, its network part,
     and "network" or "server" for whichever holds most of it."""
@@ -231,3 +238,24 @@ def test_outgoing_calls_from_prometheus_name_the_layer() -> None:
     }
     assert rows == {"a:80/p": "network", "b:80/p": "server"}, frame
     assert "InferenceNetworkLatencyHigh" in frame and "layer=network" in frame
+
+
+def test_a_query_prometheus_refuses_is_one_problem_not_an_outage() -> None:
+    """HTTP 400 for one query (an OSError, as a refused connection is): the others still run."""
+    import urllib.error
+
+    class Fake(top.PrometheusSource):
+        def query(self, expr: str) -> list[tuple[dict[str, str], float]]:
+            if "client_network_seconds_bucket" in expr:
+                raise urllib.error.HTTPError(self.url, 400, "Bad Request", {}, None)  # type: ignore[arg-type]
+            if "client_request_duration_seconds_count" in expr:
+                return [({"target": "a:80", "endpoint": "/p"}, 5.0)]
+            return []
+
+        def alerts(self) -> list[top.Alert]:
+            return []
+
+    snap = Fake("http://prometheus.invalid").snapshot()
+    assert [p for p in snap.problems if p.startswith("call_network_p0.99:")], snap.problems
+    assert not [p for p in snap.problems if "unreachable" in p], snap.problems
+    assert snap.calls[("a:80", "/p")].rps == 5.0  # a query after the refused one

@@ -495,6 +495,14 @@ _NETWORK_P99 = "target_endpoint:infersight_client_network_seconds:p99_5m"
 _NETWORK_RATE = "target_endpoint:infersight_client_network_seconds_count:rate5m"
 _CLIENT_DELTA = "target_endpoint:infersight_client_request_duration_seconds:p99_delta_1h"
 _NETWORK_DELTA = "target_endpoint:infersight_client_network_seconds:p99_delta_1h"
+# Triton sends no Server-Timing: a call to a Triton model (its endpoint names it, see
+# TRITON.CLIENT_ENDPOINT_MODEL_RE) gets its network share from the client's latency against
+# Triton's own for that model, under the same names, so the one alert below covers Triton too.
+# The smaller of two gaps: P99 minus P99 (a histogram's quantile is only as fine as its
+# buckets, Triton's summary is exact: alone, it would call up to a bucket's width "network"),
+# and mean minus mean (exact, and a delay on every call moves it as much as the P99).
+_TRITON_CLIENT_P99 = "target_endpoint_model:infersight_client_request_duration_seconds:p99_5m"
+_TRITON_CLIENT_MEAN = "target_endpoint_model:infersight_client_request_duration_seconds:mean_5m"
 NETWORK_ALERT = "InferenceNetworkLatencyHigh"
 NETWORK_FLOOR_S = "0.05"  # below this much network P99 growth, loopback and LAN noise: no alert
 NETWORK_SHARE = "0.5"  # the network holds more than this share of the client's P99 growth
@@ -502,16 +510,48 @@ NETWORK_SHARE = "0.5"  # the network holds more than this share of the client's 
 
 def render_network() -> str:
     """prometheus-rules/network.rules.yaml: the calls whose client-side P99 grew in the network
-    (client time minus the server's Server-Timing total) rather than in the server, against the
-    last hour (on a fresh deployment: the network's share of the client's P99)."""
+    (client time minus the server's Server-Timing total; for a Triton model, the client's
+    latency against Triton's own for that model) rather than in the server, against the last hour (on a
+    fresh deployment: the network's share of the client's P99)."""
     by = "target, endpoint"
+    client = METRIC.CLIENT_REQUEST_DURATION.name
+    network = METRIC.CLIENT_NETWORK.name
+    re = TRITON.CLIENT_ENDPOINT_MODEL_RE
+
+    def with_model(series: str) -> str:
+        return f'label_replace({series}, "model", "$1$2", "endpoint", "{re}")'
+
+    server = f'{{{TRITON.SERVER_LABEL}="{TRITON.SERVER_VALUE}"}}'
+    triton_p99 = f"max by (model) (model:{METRIC.REQUEST_DURATION.name}:p99_5m{server})"
+    triton_mean = f"max by (model) (model:{METRIC.REQUEST_DURATION.name}:mean_5m{server})"
+    p99_gap = f"({_TRITON_CLIENT_P99} - on (model) group_left {triton_p99})"
+    mean_gap = f"({_TRITON_CLIENT_MEAN} - on (model) group_left {triton_mean})"
+
+    def per_model(suffix: str) -> str:
+        return f"sum by ({by}, model) (" + with_model(f'rate({client}_{suffix}{{endpoint=~"{re}"}}[5m])') + ")"
+
+    # "or": a call whose response carried Server-Timing keeps its own network histogram; a call
+    # to a Triton model (no Server-Timing) gets the gap. One rule per name (promtool's lint).
     records = [
+        (_CLIENT_P99, f"histogram_quantile(0.99, sum by ({by}, le) (rate({client}_bucket[5m])))"),
         (
-            _CLIENT_P99,
-            f"histogram_quantile(0.99, sum by ({by}, le) (rate({METRIC.CLIENT_REQUEST_DURATION.name}_bucket[5m])))",
+            _TRITON_CLIENT_P99,
+            f"histogram_quantile(0.99, sum by ({by}, model, le) ("
+            + with_model(f'rate({client}_bucket{{endpoint=~"{re}"}}[5m])')
+            + "))",
         ),
-        (_NETWORK_P99, f"histogram_quantile(0.99, sum by ({by}, le) (rate({METRIC.CLIENT_NETWORK.name}_bucket[5m])))"),
-        (_NETWORK_RATE, f"sum by ({by}) (rate({METRIC.CLIENT_NETWORK.name}_count[5m]))"),
+        (_TRITON_CLIENT_MEAN, f"{per_model('sum')}\n/ {per_model('count')}"),
+        (
+            _NETWORK_P99,
+            f"histogram_quantile(0.99, sum by ({by}, le) (rate({network}_bucket[5m])))\nor\n"
+            f"max by ({by}) (clamp_min(\n  {p99_gap} < {mean_gap}\n  or\n  {mean_gap},\n  0\n))",
+        ),
+        (
+            _NETWORK_RATE,
+            f"sum by ({by}) (rate({network}_count[5m]))\nor\nsum by ({by}) (\n  "
+            + with_model(f'rate({client}_count{{endpoint=~"{re}"}}[5m])')
+            + f"\n  and on (model)\n  {triton_p99}\n)",
+        ),
         (_CLIENT_DELTA, f"{_CLIENT_P99} - ({_CLIENT_P99} offset 1h)\nor\n{_CLIENT_P99}"),
         (_NETWORK_DELTA, f"{_NETWORK_P99} - ({_NETWORK_P99} offset 1h)\nor\n{_NETWORK_P99}"),
     ]
@@ -532,9 +572,9 @@ def render_network() -> str:
             "description": (
                 "Calls to {{ $labels.target }}{{ $labels.endpoint }}: the network's P99 grew by"
                 " {{ $value | humanizeDuration }} against an hour ago (or is that high, with no hour of history)."
-                " That is the client's time minus the server's own total (its Server-Timing header):"
-                " the network, proxies, the gateway or a queue before the server's handler, not the"
-                " server's stages."
+                " That is the client's time minus the server's own total (its Server-Timing header;"
+                " for a Triton model, Triton's own P99 for it): the network, proxies, the gateway or a"
+                " queue before the server's handler, not the server's stages."
                 + client
                 + " The client's P99 is {{ . | first | value | humanizeDuration }}.{{ end }}"
             ),

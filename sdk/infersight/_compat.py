@@ -58,6 +58,7 @@ __all__ = [
     "span_processor",
     "span_processors",
     "tracer_apart",
+    "tritonclient_http_aio_target",
     "tritonclient_http_target",
     "wrap_batch_exporters",
     "wrap_ray_serve_http_entrypoint",
@@ -758,6 +759,48 @@ def _probe_tritonclient_http() -> bool:
         client.close()
 
 
+# tritonclient.http.aio (aiohttp) has the same two methods, coroutines, with the same
+# parameters; they return aiohttp's response. Its client keeps its base URL as ``_url``.
+TRITONCLIENT_HTTP_AIO_MODULE = "tritonclient.http.aio"
+
+
+def tritonclient_http_aio_target(client: Any) -> str | None:
+    """``host:port`` a tritonclient.http.aio client talks to, None where its URL moved."""
+    url = getattr(client, "_url", None)
+    if not isinstance(url, str) or "://" not in url:
+        return None
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return None
+    return f"{parts.hostname}:{port}" if parts.hostname and port else None
+
+
+def _probe_tritonclient_http_aio() -> bool:
+    import asyncio
+    import importlib
+    import inspect
+
+    module = importlib.import_module(TRITONCLIENT_HTTP_AIO_MODULE)
+    for path, index in TRITONCLIENT_HTTP_SENDS.items():
+        method = getattr(module.InferenceServerClient, path.split(".")[1])
+        params = list(inspect.signature(method).parameters)
+        if not inspect.iscoroutinefunction(method) or params[1] != "request_uri" or params[index + 1] != "headers":
+            return False
+
+    async def target() -> str | None:  # aiohttp's session wants a running loop
+        client = module.InferenceServerClient("127.0.0.1:8000")
+        try:
+            return tritonclient_http_aio_target(client)
+        finally:
+            await client.close()
+
+    return asyncio.run(target()) == "127.0.0.1:8000"
+
+
 # Name -> a check that the internal is where this module looks for it, on the installed versions.
 # ``multiprocess_values_lock`` is probed in a process started in multiprocess mode (the mode is
 # chosen when prometheus_client is imported): see tests/test_compat.py.
@@ -790,4 +833,5 @@ PROBES: dict[str, Callable[[], bool]] = {
     "litserve.queue_and_hooks": _probe_litserve,
     "bentoml.endpoint_steps": _probe_bentoml,
     "tritonclient.http_sends": _probe_tritonclient_http,
+    "tritonclient.http_aio_sends": _probe_tritonclient_http_aio,
 }

@@ -494,6 +494,18 @@ class TRITON:
         "output": "nv_inference_compute_output_summary_us",
     }
     SUMMARY_QUANTILES = (0.5, 0.9, 0.95, 0.99, 0.999)  # Triton's default summary quantiles
+    # The client's side of a Triton model: a call's ``endpoint`` label names the model. Over HTTP
+    # it is the path (``/v2/models/<model>[/versions/<v>]/infer``); over gRPC the KServe v2
+    # infer methods get the request's model appended (``<method>/<model>``), so that the rules
+    # join the client's latency to Triton's own for that model (the network's share).
+    GRPC_INFER_METHODS = (
+        "inference.GRPCInferenceService/ModelInfer",
+        "inference.GRPCInferenceService/ModelStreamInfer",
+    )
+    # RE2, anchored as label_replace anchors it: the model is "$1$2".
+    CLIENT_ENDPOINT_MODEL_RE = (
+        "/v2/models/([^/]+)(?:/versions/[^/]+)?/infer|inference[.]GRPCInferenceService/Model(?:Stream)?Infer/(.+)"
+    )
     METRICS = (
         SUCCESS,
         FAILURE,

@@ -22,6 +22,7 @@ import math
 import os
 import sys
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Sequence
@@ -89,7 +90,9 @@ class Call:
 
     p50: float = NAN
     p99: float = NAN
-    network_p99: float = NAN  # the client's time minus the server's Server-Timing total
+    # The client's time minus the server's Server-Timing total; for a Triton model, the
+    # client's P99 minus Triton's own P99 for it.
+    network_p99: float = NAN
     rps: float = 0.0
 
     @property
@@ -265,6 +268,8 @@ class PrometheusSource:
                 continue
             try:
                 results[key] = self.query(expr)
+            except urllib.error.HTTPError as exc:  # an answer (a query it refused): the others may pass
+                snap.problems.append(f"{key}: {exc}")
             except OSError as exc:  # refused or timed out: the other queries would be too
                 snap.problems.append(f"prometheus {self.url} unreachable: {exc}")
                 unreachable = True
@@ -334,6 +339,22 @@ def _triton_expressions(w: str) -> dict[str, str]:
     for q in QUANTILES:
         exprs[f"model_p{q}"] = f'max by (model) ({TRITON.REQUEST_SUMMARY_US}{{quantile="{q}"}}) / 1e6'
         exprs[f"stage_p{q}"] = " or ".join(quantiles[q])
+    # Calls to a Triton model (no Server-Timing): the client's latency against Triton's own for
+    # the model, which the call's endpoint names: the smaller of the P99s' gap and the means'
+    # (as prometheus-rules/network.rules.yaml does, which says why).
+    re = TRITON.CLIENT_ENDPOINT_MODEL_RE
+    by = "target, endpoint, model"
+
+    def client(suffix: str) -> str:
+        series = f'rate({_CLIENT}_{suffix}{{endpoint=~"{re}"}}[{w}])'
+        labels = f"{by}, le" if suffix == "bucket" else by
+        return f'sum by ({labels}) (label_replace({series}, "model", "$1$2", "endpoint", "{re}"))'
+
+    triton_p99 = f'max by (model) ({TRITON.REQUEST_SUMMARY_US}{{quantile="0.99"}}) / 1e6'
+    triton_mean = f"sum by (model) (rate({TRITON.REQUEST_DURATION_US}[{w}])) / {success} / 1e6"
+    p99_gap = f"(histogram_quantile(0.99, {client('bucket')}) - on (model) group_left {triton_p99})"
+    mean_gap = f"({client('sum')} / {client('count')} - on (model) group_left max by (model) ({triton_mean}))"
+    exprs["call_network_p0.99"] = f"max by (target, endpoint) (clamp_min({p99_gap} < {mean_gap} or {mean_gap}, 0))"
     return exprs
 
 
@@ -526,6 +547,13 @@ def _stage_order(stage: str) -> tuple[int, str]:
     return (STAGES.index(stage), "") if stage in STAGES else (len(STAGES), stage)
 
 
+def _call_name(target: str, endpoint: str, width: int = 37) -> str:
+    """``host:port/path`` for HTTP, ``host:port service/Method`` for gRPC; cut from the left when
+    long, since the end (the route, or the model a Triton call names) tells calls apart."""
+    where = f"{target}{endpoint}" if endpoint.startswith("/") else f"{target} {endpoint}"
+    return where if len(where) <= width else "…" + where[-(width - 1) :]
+
+
 def render(snap: Snapshot, color: bool = False, width: int = 100, history: History | None = None) -> str:
     """The table as text (ANSI colours when ``color``); with ``history``, a sparkline of each
     row's P99 over the last frames beside its P99."""
@@ -589,11 +617,11 @@ def render(snap: Snapshot, color: bool = False, width: int = 100, history: Histo
         lines.append("")
         lines.append(paint(f"{'OUTGOING CALLS':<40}{'P50':>9}{'P99':>9}{'NET P99':>9}{'RPS':>8}  MOST OF P99", _BOLD))
         for (target, endpoint), call in calls:
-            where = f"{target}{endpoint}"
+            where = _call_name(target, endpoint)
             layer = call.layer
             verdict = paint(layer, _RED) if layer == "network" else layer
             lines.append(
-                f"  {where[:37]:<38}{_ms(call.p50):>9}{_ms(call.p99):>9}{_ms(call.network_p99):>9}"
+                f"  {where:<38}{_ms(call.p50):>9}{_ms(call.p99):>9}{_ms(call.network_p99):>9}"
                 f"{call.rps:>8.1f}  {verdict}"
             )
     if snap.gpus:

@@ -6,7 +6,13 @@ process that imported infersight, and a tritonclient app that imported infersigh
   rules, records Triton's metrics as infersight's per-model series, and the shipped SLO alert
   fires on them for the Triton model, whose objective comes from ``INFERSIGHT_MODELS``;
 * ``infersight top`` shows the model with Triton's stages;
-* one trace runs from the client's span through Triton's server spans to the model stage.
+* one trace runs from the client's span through Triton's server spans to the model stage;
+* the layered view: with a delay proxy (tests/support/netproxy.py) between the client and
+  Triton switched on, the client's P99 grows, Triton's does not, and ``infersight top`` and
+  the alert InferenceNetworkLatencyHigh say "network"; with the proxy off and the model slow
+  instead, Triton's P99 grows with the client's, and they say "server" (Triton's model stage);
+* tritonclient.http.aio and gRPC streams (``stream_infer``, sync and aio) are CLIENT calls
+  whose trace Triton continues.
 
 Skips, saying why, when the env can't be built (no Debian Python 3.11, no registry) or
 Prometheus isn't installed.
@@ -20,16 +26,21 @@ import http.server
 import json
 import os
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from tests.support.netproxy import DelayProxy
 
 import stack
 from infersight.conventions import METRIC, SPAN, TRITON
 from infersight.top import PrometheusSource
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 ROOT = Path(__file__).resolve().parents[2]
 APPS = ROOT / "tests" / "apps"
@@ -141,6 +152,7 @@ def triton_server(python: str, workdir: Path, trace_url: str) -> Iterator[dict[s
         "INFERSIGHT_METRICS_ADDR": stack.LOOPBACK,
         "INFERSIGHT_MODELS": json.dumps({MODEL: {"slo_p99_seconds": SLO_S}}),
         "INFERSIGHT_GPU": "off",
+        "DOUBLE_SLOW_FILE": str(workdir / "slow"),
     }
     argv = [python, str(APPS / "triton_server.py"), *(str(ports[p]) for p in ("http", "grpc", "metrics")), trace_url]
     process = stack.spawn(argv, workdir / "triton.log", env=env, cwd=workdir)
@@ -194,7 +206,14 @@ def running(triton_python: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 up = f"{prom.url}/api/v1/query?query=up%7Bjob%3D%22{TRITON.JOB}%22%7D%3D%3D1"
                 stack.wait_until(lambda: json.loads(stack.http_get(up)[1])["data"]["result"], 15, "the first scrape")
                 client = run_client(triton_python, ports, f"{sink.url}/v1/traces")
-                yield {"sink": sink, "ports": ports, "prometheus": prom.url, "client": client, "python": triton_python}
+                yield {
+                    "sink": sink,
+                    "ports": ports,
+                    "prometheus": prom.url,
+                    "client": client,
+                    "python": triton_python,
+                    "workdir": workdir,
+                }
     finally:
         sink.stop()
 
@@ -318,7 +337,192 @@ def test_one_trace_runs_from_the_client_through_triton_to_the_model_stage(runnin
 
 
 def test_tritonclient_internals_are_where_compat_looks(running: dict[str, Any]) -> None:
-    code = "from infersight import _compat; raise SystemExit(0 if _compat.PROBES['tritonclient.http_sends']() else 1)"
+    code = (
+        "from infersight import _compat; "
+        "raise SystemExit(0 if all(probe() for name, probe in _compat.PROBES.items()"
+        " if name.startswith('tritonclient.')) else 1)"
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT / "sdk")}
     done = subprocess.run([running["python"], "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+# ---- The layered view: network or server --------------------------------------------------
+
+NETWORK_ALERT = "InferenceNetworkLatencyHigh"
+DELAY_S, JITTER_S = 0.05, 0.01  # per crossing of the proxy: a call's round trip gains >= 100 ms
+# >= 1 call/s over 5 m on each protocol (the alert's floor): 360 calls each.
+LOAD_CALLS, LOAD_THREADS = 720, 8
+SLOW_S = 0.15  # the slow model's compute per batch
+SLOW_CALLS = 60  # one thread: no queue in Triton, the time is the model's
+SLOW_MODEL = "double_slow"  # its own 5 m window: only slow calls in it
+SLOW_INFER = f"/v2/models/{SLOW_MODEL}/infer"
+INFER = f"/v2/models/{MODEL}/infer"
+GRPC_INFER = f"{TRITON.GRPC_INFER_METHODS[0]}/{MODEL}"
+
+
+def run_load(
+    running: dict[str, Any], http: int, grpc: int, calls: int, threads: int, model: str = MODEL
+) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "sdk"), "INFERSIGHT_GPU": "off", "OTEL_TRACES_EXPORTER": "none"}
+    argv = [running["python"], str(APPS / "triton_load.py"), str(http), str(grpc), str(calls), str(threads)]
+    # The client's port Prometheus scrapes; it stays 2.5 s after the load for a last scrape.
+    argv += [str(running["ports"]["client"]), "2.5", model]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=150, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def _alerts(url: str, target: str, endpoint: str) -> list[dict[str, Any]]:
+    _, body = stack.http_get(f"{url}/api/v1/alerts")
+    return [
+        a
+        for a in json.loads(body)["data"]["alerts"]
+        if a["labels"]["alertname"] == NETWORK_ALERT
+        and a["labels"].get("target") == target
+        and a["labels"].get("endpoint") == endpoint
+    ]
+
+
+def _one(url: str, expr: str) -> float | None:
+    found = _query(url, expr)
+    return found[0][1] if found else None
+
+
+def _layers(url: str, target: str, endpoint: str, model: str = MODEL) -> dict[str, float | None]:
+    where = f'{{target="{target}",endpoint="{endpoint}"}}'
+    return {
+        "client_p99": _one(url, f"target_endpoint:{METRIC.CLIENT_REQUEST_DURATION.name}:p99_5m{where}"),
+        "network_p99": _one(url, f"target_endpoint:{METRIC.CLIENT_NETWORK.name}:p99_5m{where}"),
+        "triton_p99": _one(url, f'model:{METRIC.REQUEST_DURATION.name}:p99_5m{{model="{model}",{SERVER}}}'),
+    }
+
+
+@pytest.fixture(scope="module")
+def proxies(running: dict[str, Any]) -> Iterator[dict[str, DelayProxy]]:
+    """A delay proxy in front of each of Triton's ports; no delay until a test sets one."""
+    ports = running["ports"]
+    with DelayProxy((stack.LOOPBACK, ports["http"])) as http, DelayProxy((stack.LOOPBACK, ports["grpc"])) as grpc:
+        yield {"http": http, "grpc": grpc}
+
+
+def test_a_delay_on_the_path_is_named_network_and_tritons_p99_stays(
+    running: dict[str, Any], proxies: dict[str, DelayProxy]
+) -> None:
+    url = running["prometheus"]
+    http, grpc = proxies["http"], proxies["grpc"]
+    targets = {f"{stack.LOOPBACK}:{http.port}": INFER, f"{stack.LOOPBACK}:{grpc.port}": GRPC_INFER}
+    http.set_delay(DELAY_S, JITTER_S)
+    grpc.set_delay(DELAY_S, JITTER_S)
+    try:
+        load = run_load(running, http.port, grpc.port, LOAD_CALLS, LOAD_THREADS)
+    finally:  # the proxy off again: the next test's calls go through it undelayed
+        http.set_delay(0.0)
+        grpc.set_delay(0.0)
+    fired = {
+        target: stack.wait_until(
+            lambda t=target, e=endpoint: [a for a in _alerts(url, t, e) if a["state"] == "firing"],
+            60,
+            f"{NETWORK_ALERT} for {target}{endpoint}",
+        )
+        for target, endpoint in targets.items()
+    }
+    snap = PrometheusSource(url, window="1m").snapshot()
+    figures = {target: _layers(url, target, endpoint) for target, endpoint in targets.items()}
+    print(f"\nproxy on ({DELAY_S * 1e3:.0f} ms a crossing): load {load}; layers {figures}")
+    for target, endpoint in targets.items():
+        alert = fired[target][0]
+        assert alert["labels"]["layer"] == "network" and alert["labels"]["endpoint"] == endpoint, alert
+        call = snap.calls[(target, endpoint)]
+        print(f"top: {target}{endpoint} P99 {call.p99:.3f} s, network {call.network_p99:.3f} s: {call.layer}")
+        assert call.layer == "network", call
+        layers = figures[target]
+        assert layers["network_p99"] is not None and layers["network_p99"] >= 2 * DELAY_S * 0.9, layers
+    # Triton's own P99 did not take the delay: it is the server's time, under one crossing's.
+    triton_p99 = figures[next(iter(targets))]["triton_p99"]
+    assert triton_p99 is not None and triton_p99 < DELAY_S, figures
+
+
+def test_a_slow_model_behind_the_proxy_switched_off_is_not_network(
+    running: dict[str, Any], proxies: dict[str, DelayProxy]
+) -> None:
+    url, switch = running["prometheus"], running["workdir"] / "slow"
+    http = proxies["http"]  # switched off at the end of the test before
+    assert http.delay_s == 0.0
+    # A target of its own (Triton's gRPC port, no proxy): no delayed calls in its 5 m window.
+    target = f"{stack.LOOPBACK}:{running['ports']['grpc']}"
+    endpoint = f"{TRITON.GRPC_INFER_METHODS[0]}/{SLOW_MODEL}"
+    switch.write_text(str(SLOW_S))
+    try:
+        load = run_load(running, http.port, running["ports"]["grpc"], SLOW_CALLS, 1, SLOW_MODEL)
+    finally:
+        switch.unlink()
+    targets = {f"{stack.LOOPBACK}:{http.port}": SLOW_INFER, target: endpoint}
+
+    def settled() -> dict[str, dict[str, float | None]] | None:
+        found = {t: _layers(url, t, e, SLOW_MODEL) for t, e in targets.items()}
+        for layers in found.values():
+            if layers["triton_p99"] is None or layers["triton_p99"] < SLOW_S * 0.8 or layers["network_p99"] is None:
+                return None
+        return found
+
+    stack.wait_until(settled, 30, "Triton's P99 and the network's share recorded for the slow model")
+    time.sleep(6)  # the alert's for: (cut to 3 s) passes twice: it would be pending or firing by now
+    figures = {t: _layers(url, t, e, SLOW_MODEL) for t, e in targets.items()}
+    snap = PrometheusSource(url, window="1m").snapshot()
+    stages = {stage: row.p99 for (model, stage), row in snap.stages.items() if model == SLOW_MODEL}
+    print(f"\nslow model ({SLOW_S * 1e3:.0f} ms), proxy off: load {load}; layers {figures}; stages {stages}")
+    for where, endpoint_of in targets.items():
+        layers, call = figures[where], snap.calls[(where, endpoint_of)]
+        print(f"top: {where}{endpoint_of} P99 {call.p99:.3f} s, network {call.network_p99:.3f} s: {call.layer}")
+        # The client's P99 grew with Triton's: the server's time, not the path's.
+        assert layers["client_p99"] is not None and layers["client_p99"] >= SLOW_S, layers
+        assert layers["network_p99"] is not None and layers["network_p99"] < 0.05, layers
+        assert call.layer == "server", call
+        assert not _alerts(url, where, endpoint_of), _alerts(url, where, endpoint_of)
+    # Inside Triton: the model's compute, not its queue (one caller: nothing waits).
+    assert stages["model"] >= SLOW_S * 0.8 and stages["model"] > stages["queue"], stages
+
+
+# ---- The other clients: asyncio HTTP, gRPC streams ------------------------------------------
+
+
+def test_aio_http_and_grpc_streams_are_client_calls_triton_continues(running: dict[str, Any]) -> None:
+    sink: OtlpHttpSink = running["sink"]
+    ports = running["ports"]
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "sdk"),
+        "OTEL_SERVICE_NAME": "triton-clients",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": sink.url,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "INFERSIGHT_GPU": "off",
+    }
+    argv = [running["python"], str(APPS / "triton_clients.py"), str(ports["http"]), str(ports["grpc"])]
+    done = subprocess.run([*argv, str(stack.free_port())], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    print(f"\n{result}")
+    assert result["ok"] == {"http_aio": 3, "grpc_stream": 3, "grpc_aio_stream": 3}, result
+    # The exposition's labels, in its (alphabetical) order.
+    http = f'endpoint="{INFER}",outcome="success",target="{stack.LOOPBACK}:{ports["http"]}"'
+    stream = (
+        f'endpoint="{TRITON.GRPC_INFER_METHODS[1]}/{MODEL}",outcome="success",target="{stack.LOOPBACK}:{ports["grpc"]}"'
+    )
+    assert result["counts"].get(http) == 3, result
+    assert result["counts"].get(stream) == 2, result  # the sync stream and the aio one
+
+    def joined() -> dict[str, int] | None:
+        names: dict[str, int] = {}
+        for spans in sink.traces().values():
+            clients = [s for s in spans if s[0] == "triton-clients" and s[5] == 3]  # SPAN_KIND_CLIENT
+            for client in clients:
+                if any(s[0] == "triton" and s[3] == client[2] for s in spans):  # Triton's span, its child
+                    names[client[4]] = names.get(client[4], 0) + 1
+        streamed = names.get(TRITON.GRPC_INFER_METHODS[1], 0)
+        return names if names.get("POST", 0) >= 3 and streamed >= 1 else None
+
+    names = stack.wait_until(joined, 20, "the aio and stream CLIENT spans, each with Triton's span as a child")
+    print(names)

@@ -41,10 +41,16 @@ LIBRARIES: tuple[Library, ...] = (
     Library("requests", module="requests", requirement="requests >= 2.28", patcher="requests"),
     Library("httpx", module="httpx", requirement="httpx >= 0.24, < 1", patcher="httpx"),  # sync and async
     Library("grpc_client", module="grpc", requirement="grpcio >= 1.60", patcher="grpc_client"),  # sync and aio
-    # Triton: tritonclient's HTTP client (its gRPC client's channels are "grpc_client"'s), and
-    # the inference callables PyTriton binds.
+    # Triton: tritonclient's HTTP clients, sync and asyncio (its gRPC clients' channels are
+    # "grpc_client"'s), and the inference callables PyTriton binds.
     Library(
         "tritonclient", module="tritonclient.http", requirement="tritonclient >= 2.40", patcher="tritonclient_http"
+    ),
+    Library(
+        "tritonclient_aio",
+        module="tritonclient.http.aio",
+        requirement="tritonclient >= 2.40",
+        patcher="tritonclient_http_aio",
     ),
     Library("pytriton", module="pytriton.triton", requirement="nvidia-pytriton >= 0.5", patcher="pytriton"),
     Library(

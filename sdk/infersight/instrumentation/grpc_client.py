@@ -1,22 +1,27 @@
-"""gRPC channels, sync and asyncio: each unary call becomes a CLIENT span and a client latency
+"""gRPC channels, sync and asyncio: each call becomes a CLIENT span and a client latency
 observation, its ``traceparent`` in the call's metadata and the server's ``server-timing``
-read from its trailing metadata.
+read from its trailing metadata. A streaming call (a response stream, a request stream or
+both, e.g. tritonclient's ``stream_infer``) is one call, from its start to the end of the
+stream.
 
 The channel factories (``grpc.insecure_channel``/``secure_channel`` and their ``grpc.aio``
 twins) are patched, so each channel created afterwards carries infersight's interceptor.
-Streaming calls pass through unobserved.
+A KServe v2 inference call (Triton's) names its model in the ``endpoint`` label
+(``TRITON.GRPC_INFER_METHODS``), so that the rules can set the client's latency against
+Triton's own for that model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
 import grpc.aio
 
 from .. import _compat, _errors
-from ..conventions import ATTR, SERVER_TIMING_HEADER
+from ..conventions import ATTR, SERVER_TIMING_HEADER, TRITON
 from ._client import Call
 from ._common import unwrap, wrap
 
@@ -42,15 +47,51 @@ class _AioDetails(grpc.aio.ClientCallDetails):  # type: ignore[misc]
         )
 
 
-def _begin(target: str, details: Any) -> tuple[Call, list[tuple[str, Any]], str]:
+def _labelled(method: str, request: Any) -> str:
+    """The endpoint label: the method, with the model for a KServe v2 infer call."""
+    if method in TRITON.GRPC_INFER_METHODS:
+        model = getattr(request, "model_name", None)
+        if isinstance(model, str) and model:
+            return f"{method}/{model}"
+    return method
+
+
+def _begin(target: str, details: Any, request: Any = None) -> tuple[Call, list[tuple[str, Any]], str]:
     method = details.method.decode() if isinstance(details.method, bytes) else str(details.method)
-    endpoint = method.lstrip("/")
-    call = Call(endpoint, target, endpoint)
+    method = method.lstrip("/")
+    call = Call(method, target, _labelled(method, request))
     carrier: dict[str, Any] = {}
     call.inject(carrier)
     metadata = [tuple(item) for item in (details.metadata or ())]
     metadata += [(key, value) for key, value in carrier.items()]
-    return call, metadata, endpoint  # type: ignore[return-value]
+    return call, metadata, method  # type: ignore[return-value]
+
+
+def _name_model(call: Call, method: str, request: Any) -> None:
+    """A request stream: its first request names the model (set before the call finishes)."""
+    try:
+        if call.rec is not None and method in TRITON.GRPC_INFER_METHODS:
+            call.rec.endpoint = _labelled(method, request)
+    except Exception as exc:
+        _errors.report("grpc_client", exc)
+
+
+def _peek(call: Call, method: str, requests: Any) -> Iterator[Any]:
+    first = True
+    for request in requests:
+        if first:
+            first = False
+            _name_model(call, method, request)
+        yield request
+
+
+async def _apeek(call: Call, method: str, requests: Any) -> AsyncIterator[Any]:
+    first = True
+    async for request in requests:
+        if first:
+            first = False
+            _name_model(call, method, request)
+        yield request
 
 
 def _timing(trailing: Any) -> str | None:
@@ -60,9 +101,9 @@ def _timing(trailing: Any) -> str | None:
     return None
 
 
-def _finish(call: Call, endpoint: str, code: Any, trailing: Any, sent: list[tuple[str, Any]]) -> None:
+def _finish(call: Call, full_method: str, code: Any, trailing: Any, sent: list[tuple[str, Any]]) -> None:
     try:
-        service, _, method = endpoint.rpartition("/")
+        service, _, method = full_method.rpartition("/")
         number = code.value[0] if isinstance(code, grpc.StatusCode) else 2
         attrs = {
             ATTR.RPC_SYSTEM: "grpc",
@@ -77,31 +118,58 @@ def _finish(call: Call, endpoint: str, code: Any, trailing: Any, sent: list[tupl
         _errors.report("grpc_client", exc)
 
 
-class _Interceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+def _when_done(call: Call, method: str, metadata: list[tuple[str, Any]], outcome: Any) -> Any:
+    """A sync call's end (a unary answer, or a stream's last message or error): its callback."""
+
+    def done(future: Any) -> None:
+        try:
+            code, trailing = future.code(), future.trailing_metadata()
+        except Exception:
+            code, trailing = None, None
+        _finish(call, method, code, trailing, metadata)
+
+    try:
+        outcome.add_done_callback(done)
+    except Exception as exc:
+        _errors.report("grpc_client", exc)
+    return outcome
+
+
+class _Interceptor(
+    grpc.UnaryUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.UnaryStreamClientInterceptor,  # type: ignore[misc]
+    grpc.StreamUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.StreamStreamClientInterceptor,  # type: ignore[misc]
+):
     def __init__(self, target: str) -> None:
         self.target = target
 
-    def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+    def _intercept(self, continuation: Callable[..., Any], details: Any, request: Any, streamed: bool) -> Any:
         try:
-            call, metadata, endpoint = _begin(self.target, details)
+            call, metadata, method = _begin(self.target, details, None if streamed else request)
             new_details = _Details(details, metadata)
+            sent = _peek(call, method, request) if streamed else request
         except Exception as exc:
             _errors.report("grpc_client", exc)
             return continuation(details, request)
-        outcome = continuation(new_details, request)
-
-        def done(future: Any) -> None:
-            try:
-                code, trailing = future.code(), future.trailing_metadata()
-            except Exception:
-                code, trailing = None, None
-            _finish(call, endpoint, code, trailing, metadata)
-
         try:
-            outcome.add_done_callback(done)
-        except Exception as exc:
-            _errors.report("grpc_client", exc)
-        return outcome
+            outcome = continuation(new_details, sent)
+        except BaseException:
+            _finish(call, method, None, None, metadata)
+            raise
+        return _when_done(call, method, metadata, outcome)
+
+    def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return self._intercept(continuation, details, request, False)
+
+    def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return self._intercept(continuation, details, request, False)
+
+    def intercept_stream_unary(self, continuation: Callable[..., Any], details: Any, requests: Any) -> Any:
+        return self._intercept(continuation, details, requests, True)
+
+    def intercept_stream_stream(self, continuation: Callable[..., Any], details: Any, requests: Any) -> Any:
+        return self._intercept(continuation, details, requests, True)
 
 
 class _AioInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
@@ -110,7 +178,7 @@ class _AioInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[mis
 
     async def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
         try:
-            call, metadata, endpoint = _begin(self.target, details)
+            call, metadata, method = _begin(self.target, details, request)
             new_details = _AioDetails(details, grpc.aio.Metadata(*metadata))
         except Exception as exc:
             _errors.report("grpc_client", exc)
@@ -121,14 +189,79 @@ class _AioInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[mis
         except BaseException as exc:
             code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else None
             trailing = exc.trailing_metadata() if isinstance(exc, grpc.aio.AioRpcError) else None
-            _finish(call, endpoint, code, trailing, metadata)
+            _finish(call, method, code, trailing, metadata)
             raise
         try:
             code, trailing = await rpc.code(), await rpc.trailing_metadata()
         except Exception:
             code, trailing = None, None
-        _finish(call, endpoint, code, trailing, metadata)
+        _finish(call, method, code, trailing, metadata)
         return rpc
+
+
+class _AioStream:
+    """Streams over grpc.aio: the call ends when its done callback runs (the stream's end, its
+    error or its cancellation); its status and trailers are read in a task of the call's loop.
+    grpc.aio files an interceptor under its first interceptor type: one class per kind below."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+
+    async def _intercept(self, continuation: Callable[..., Any], details: Any, request: Any, streamed: bool) -> Any:
+        try:
+            call, metadata, method = _begin(self.target, details, None if streamed else request)
+            new_details = _AioDetails(details, grpc.aio.Metadata(*metadata))
+            sent = request
+            if streamed and hasattr(request, "__aiter__"):
+                sent = _apeek(call, method, request)
+            elif streamed and request is not None:
+                sent = _peek(call, method, request)
+        except Exception as exc:
+            _errors.report("grpc_client", exc)
+            return await continuation(details, request)
+        try:
+            rpc = await continuation(new_details, sent)
+        except BaseException:
+            _finish(call, method, None, None, metadata)
+            raise
+
+        async def read(done: Any) -> None:
+            try:
+                code, trailing = await done.code(), await done.trailing_metadata()
+            except BaseException:
+                code, trailing = None, None
+            _finish(call, method, code, trailing, metadata)
+
+        tasks: set[Any] = set()
+
+        def done(finished: Any) -> None:
+            try:
+                task = asyncio.get_running_loop().create_task(read(finished))
+                tasks.add(task)  # a strong reference until it ran
+                task.add_done_callback(tasks.discard)
+            except Exception as exc:
+                _errors.report("grpc_client", exc)
+
+        try:
+            rpc.add_done_callback(done)
+        except Exception as exc:
+            _errors.report("grpc_client", exc)
+        return rpc
+
+
+class _AioUnaryStream(_AioStream, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return await self._intercept(continuation, details, request, False)
+
+
+class _AioStreamUnary(_AioStream, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_unary(self, continuation: Callable[..., Any], details: Any, requests: Any) -> Any:
+        return await self._intercept(continuation, details, requests, True)
+
+
+class _AioStreamStream(_AioStream, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_stream_stream(self, continuation: Callable[..., Any], details: Any, requests: Any) -> Any:
+        return await self._intercept(continuation, details, requests, True)
 
 
 def _channel(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -152,7 +285,9 @@ def _aio_channel(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ..
         target = str(args[0] if args else kwargs.get("target", ""))
         position = 3 if wrapped.__name__ == "insecure_channel" else 4
         given = args[position] if len(args) > position else kwargs.get("interceptors")
-        ordered = [*(given or ()), _AioInterceptor(target)]  # last: inside any of the app's own
+        # Last: inside any of the app's own.
+        ours = [kind(target) for kind in (_AioInterceptor, _AioUnaryStream, _AioStreamUnary, _AioStreamStream)]
+        ordered = [*(given or ()), *ours]
         if len(args) > position:
             args = (*args[:position], ordered, *args[position + 1 :])
         else:

@@ -4,7 +4,7 @@ request's headers, so that Triton's own OpenTelemetry spans join the caller's tr
 
 The client sends every request through two private methods (``infersight._compat``); its
 plugin hook sees no response. tritonclient.grpc needs nothing of its own: its channels are
-gRPC channels (``grpc_client``). tritonclient.http.aio passes through unobserved.
+gRPC channels (``grpc_client``); tritonclient.http.aio has ``tritonclient_http_aio``.
 """
 
 from __future__ import annotations

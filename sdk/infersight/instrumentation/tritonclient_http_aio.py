@@ -1,0 +1,72 @@
+"""tritonclient.http.aio: each call an asyncio client makes to Triton (``infer``, the health and
+metadata calls) becomes a CLIENT span and a client latency observation, its ``traceparent`` in
+the request's headers, so that Triton's own OpenTelemetry spans join the caller's trace.
+
+The client sends every request through two private coroutines (``infersight._compat``), as
+its sync twin does (``tritonclient_http``); the call ends when the response's headers are in,
+as the coroutine returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .. import _compat, _errors
+from ..conventions import SERVER_TIMING_HEADER
+from ._client import Call, http_attrs
+from ._common import unwrap, wrap
+
+__all__ = ["instrument", "uninstrument"]
+
+
+def _sender(method: str, headers_at: int) -> Callable[..., Any]:
+    async def send(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        try:
+            args_list = list(args)
+            uri = args_list[0] if args_list else kwargs["request_uri"]
+            if len(args_list) > headers_at:
+                headers = dict(args_list[headers_at] or {})
+                args_list[headers_at] = headers
+            else:
+                headers = dict(kwargs.get("headers") or {})
+                kwargs["headers"] = headers
+            target = _compat.tritonclient_http_aio_target(instance) or "unknown"
+            call = Call(method, target, "/" + str(uri).split("?")[0].lstrip("/"))
+            call.inject(headers)
+            args = tuple(args_list)
+        except Exception as exc:
+            _errors.report("tritonclient", exc)
+            return await wrapped(*args, **kwargs)
+        try:
+            response = await wrapped(*args, **kwargs)
+        except BaseException:
+            call.finish(None, True, None, headers, http_attrs(method, target, None))
+            raise
+        try:
+            code = int(response.status)
+            timing = response.headers.get(SERVER_TIMING_HEADER)
+        except Exception as exc:
+            _errors.report("tritonclient", exc)
+            code, timing = 0, None
+        call.finish(code, code >= 400, timing, headers, http_attrs(method, target, code))
+        return response
+
+    return send
+
+
+# One wrapper per method, made once: wrap() recognises its own wrapper and doesn't stack it again.
+_SENDERS = {
+    path: _sender("POST" if path.endswith("_post") else "GET", headers_at)
+    for path, headers_at in _compat.TRITONCLIENT_HTTP_SENDS.items()
+}
+
+
+def instrument() -> None:
+    for path, sender in _SENDERS.items():
+        wrap(_compat.TRITONCLIENT_HTTP_AIO_MODULE, path, sender)
+
+
+def uninstrument() -> None:
+    for path in _compat.TRITONCLIENT_HTTP_SENDS:
+        unwrap(_compat.TRITONCLIENT_HTTP_AIO_MODULE, path)
