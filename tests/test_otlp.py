@@ -209,6 +209,8 @@ request_attrs = (
         [
             {"http.route": "/p", "http.response.status_code": 200, "ok": True},
             {"http.route": "/p", "http.response.status_code": 200, "ok": 1},
+            {"http.route": "/p", "infersight.outside_stages": 0.25, "after": "x"},
+            {"http.route": "/p", "w": 0.5, ATTR.MODEL_VERSION: "app's"},
             {ATTR.MODEL_NAME: "app's", "x": 1},
             {"list": ["a"]},
         ]

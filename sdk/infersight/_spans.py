@@ -144,8 +144,9 @@ class SpanEmitter:
                 self._emit_item = emits[0]
         # (id of the stage's shared base attributes, stage, model, version) -> the template
         self._stage_templates: dict[tuple[int, str, str, str], _StageTemplate] = {}
-        # the request's own attributes (items, their types), model, version -> their bytes
+        # the request's own attributes up to the first float (items, their types) -> their bytes
         self._request_templates: dict[tuple[Any, ...], bytes | None] = {}
+        self._model_pieces: dict[tuple[str, str], bytes] = {}  # (model, version) -> their bytes
 
     @property
     def resource(self) -> Resource:
@@ -289,37 +290,53 @@ class SpanEmitter:
 
     def _request_attributes(self, rec: RequestRecord, model: str, version: str) -> bytes | None:
         """The request span's attribute bytes, as ``encode_attributes(_request_attrs(...))``
-        writes them: the record's own and the model's from one cached piece per distinct set
-        (a route's repeat), then the few that vary. None: the stock encoder's job."""
+        writes them: the record's own attributes up to its first float from one cached piece
+        per distinct set (a route repeats them), the rest (a float varies per request: the time
+        outside stages) written each time, then the model's piece and the few that vary.
+        None: the stock encoder's job."""
+        otlp = self._otlp
         attrs = rec.attrs
-        client = rec.kind == _CLIENT
+        items: tuple[tuple[str, Any], ...] = ()
+        cut = 0
         if attrs:
-            values = tuple(attrs.values())
-            types = tuple(map(type, values))
-            if float in types:  # differs per request: not worth a cache entry
-                return self._otlp.encode_attributes(_request_attrs(rec, model, version))
-            key: tuple[Any, ...] = (tuple(attrs), values, types, model, version, client)
+            items = tuple(attrs.items())
+            types = tuple(map(type, attrs.values()))
+            cut = types.index(float) if float in types else len(items)
+            key: tuple[Any, ...] = (items[:cut], types[:cut])
         else:
-            key = ((), (), (), model, version, client)
+            key = ((), ())
         try:
             head = self._request_templates.get(key, b"-")
         except TypeError:  # an unhashable value (a list)
-            return self._otlp.encode_attributes(_request_attrs(rec, model, version))
+            whole: bytes | None = otlp.encode_attributes(_request_attrs(rec, model, version))
+            return whole
         if head == b"-":
-            if attrs and not attrs.keys().isdisjoint(_REQUEST_KEYS):
-                head = None  # a key of ours set by the app: the dict's order decides
-            else:
-                fixed = dict(attrs) if attrs else {}
-                if not client:
-                    fixed[ATTR.MODEL_NAME] = model
-                    fixed[ATTR.MODEL_VERSION] = version
-                head = self._otlp.encode_attributes(fixed)
+            prefix = dict(items[:cut])
+            # A key of ours set by the app: the dict's order decides (the whole dict's way).
+            head = otlp.encode_attributes(prefix) if prefix.keys().isdisjoint(_REQUEST_KEYS) else None
             if len(self._request_templates) >= 4096:
                 self._request_templates.clear()
             self._request_templates[key] = head
         if head is None:
-            return self._otlp.encode_attributes(_request_attrs(rec, model, version))
-        otlp = self._otlp
+            whole = otlp.encode_attributes(_request_attrs(rec, model, version))
+            return whole
+        if cut < len(items):
+            rest = dict(items[cut:])
+            if not rest.keys().isdisjoint(_REQUEST_KEYS):
+                whole = otlp.encode_attributes(_request_attrs(rec, model, version))
+                return whole
+            rest_bytes = otlp.encode_attributes(rest)
+            if rest_bytes is None:
+                return None
+            head += rest_bytes
+        if rec.kind != _CLIENT:  # an outgoing call serves no model of ours
+            piece = self._model_pieces.get((model, version))
+            if piece is None:
+                if len(self._model_pieces) >= 4096:
+                    self._model_pieces.clear()
+                fixed = {ATTR.MODEL_NAME: model, ATTR.MODEL_VERSION: version}
+                piece = self._model_pieces[(model, version)] = otlp.encode_attributes(fixed) or b""
+            head += piece
         if rec.batch_size:
             batch = otlp.encode_int(ATTR.BATCH_SIZE, rec.batch_size)
             if batch is None:
@@ -332,7 +349,7 @@ class SpanEmitter:
             if tokens is None:
                 return None
             head += tokens
-        return head
+        return bytes(head)
 
     def _emit_encoded(
         self, rec: RequestRecord, model: str, version: str, stage_attrs: list[dict[str, Any] | PlainStage]
