@@ -439,6 +439,23 @@ def test_contrib_middleware_on_a_provider_of_its_own_is_passed_over_when_it_expo
     assert count(t, "/predict/{name}") == 2.0
 
 
+def test_metrics_are_served_while_every_thread_of_the_pool_is_busy(t: Captured) -> None:
+    import anyio.to_thread
+
+    app = fastapi_app()
+
+    async def go() -> httpx.Response:
+        limiter = anyio.to_thread.current_default_thread_limiter()  # this event loop's
+        limiter.total_tokens = 1
+        async with limiter:  # the one thread the sync endpoints get is taken: requests would queue
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                return await asyncio.wait_for(client.get("/metrics"), 20)
+
+    response = asyncio.run(go())
+    assert response.status_code == 200 and b"infersight_" in response.content
+
+
 def test_a_path_the_app_owns_stays_the_apps_and_metrics_move_to_their_port() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -563,3 +580,52 @@ def test_health_probes_and_excluded_urls_get_no_span_and_no_sample(monkeypatch: 
     assert served() == {"/healthz": 0.0, "/items/{item_id}": 1.0}  # a probe, excluded by default
     assert served(OTEL_PYTHON_FASTAPI_EXCLUDED_URLS="items") == {"/healthz": 1.0, "/items/{item_id}": 0.0}
     assert served(OTEL_PYTHON_EXCLUDED_URLS="items,healthz") == {"/healthz": 0.0, "/items/{item_id}": 0.0}
+
+
+EXPECTED_HTTP = (
+    "http.request.method",
+    "url.path",
+    "http.route",
+    "http.response.status_code",
+    "error.type",
+    "client.address",
+    "http.request.body.size",
+    "http.response.body.size",
+)
+
+
+def test_server_span_attributes_made_off_the_request_thread(t: Captured) -> None:
+    """The HTTP attributes come from what the request kept (method, path, scheme, client, route,
+    status, sizes); the request's own attributes win over them, and a malformed Content-Length
+    is left out."""
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    from infersight._records import current_request
+
+    async def unavailable(request: Any) -> PlainTextResponse:
+        rec = current_request.get()
+        assert rec is not None
+        rec.set_attr("url.scheme", "overridden")
+        return PlainTextResponse("busy", status_code=503)
+
+    app = Starlette(routes=[Route("/busy/{n}", unavailable, methods=["PUT"])])
+    r = call(app, "PUT", "/busy/3", content="abc", headers={"content-length": "3"})
+    assert r.status_code == 503
+    call(app, "PUT", "/busy/4", content="abc", headers={"content-length": "3x"})
+    first, second = t.spans("PUT /busy/{n}")
+    attrs = dict(first.attributes or {})
+    assert {k: attrs.get(k) for k in EXPECTED_HTTP} == {
+        "http.request.method": "PUT",
+        "url.path": "/busy/3",
+        "http.route": "/busy/{n}",
+        "http.response.status_code": 503,
+        "error.type": "503",
+        "client.address": "127.0.0.1",
+        "http.request.body.size": 3,
+        "http.response.body.size": 4,
+    }
+    assert attrs["url.scheme"] == "overridden"  # type: ignore[index]
+    assert "http.request.body.size" not in (second.attributes or {})
+    assert second.attributes["url.path"] == "/busy/4"  # type: ignore[index]

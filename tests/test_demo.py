@@ -3,6 +3,7 @@ a fault injected after 10 s makes a latency alert reach the webhook; everything 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -79,3 +80,33 @@ def test_demo_runs_end_to_end_and_cleans_up() -> None:
     assert not Path(workdir.group(1)).exists()
     assert _processes_mentioning(workdir.group(1)) == []
     assert "all processes stopped" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "server", "extra", "switches"),
+    [
+        (["--fault", "payload_jump"], "flask", [], {"slow_tokenizer_ms_per_kb": 50.0}),
+        (["--fault", "large_payload", "--fault-ms", "400"], "flask", [], {"slow_tokenizer_ms_per_kb": 100.0}),
+        (["--fault", "load_spike"], "fastapi", ["--threads", "2"], {"slow_model_ms": 40.0}),
+        (["--fault", "load_spike", "--no-fault"], "flask", [], {}),
+        (["--fault", "gil_hog", "--server", "fastapi"], "fastapi", [], {}),
+    ],
+)
+def test_demo_fault_arguments_set_up_the_server(
+    tmp_path: Path, argv: list[str], server: str, extra: list[str], switches: dict[str, float]
+) -> None:
+    """--fault payload_jump / load_spike: the server the demo starts and the switches it has from
+    the start (the faults themselves are the load's; the end-to-end run above covers the loop)."""
+    import argparse
+
+    import demo
+
+    parser = argparse.ArgumentParser()
+    demo.add_arguments(parser)
+    args = parser.parse_args(argv)
+    fault_file = tmp_path / "faults.json"
+    name, args_out, _ = demo.server_setup(args, fault_file)
+    assert (name, args_out) == (server, extra)
+    assert {k: v for k, v in json.loads(fault_file.read_text()).items() if v} == switches
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--fault", "no_such_fault"])

@@ -270,6 +270,13 @@ def test_reading_the_total(header: str | None, seconds: float | None) -> None:
     assert _server_timing.total_seconds(header) == (pytest.approx(seconds) if seconds is not None else None)
 
 
+@pytest.mark.parametrize("ns", [0, 4_999, 5_000, 14_999, 1_234_567, 1_995_000, 999_999, 12_345_678_901, -2_500_000])
+def test_durations_written_as_milliseconds_with_two_decimals(ns: int) -> None:
+    """The header's durations, written with integer arithmetic, read as the float formatting
+    would write them (halves round up)."""
+    assert _server_timing._ms(ns) == f"{ns / 1e6:.2f}"
+
+
 def _contrib(library: str) -> Any:
     if library == "requests":
         from opentelemetry.instrumentation.requests import RequestsInstrumentor

@@ -207,3 +207,15 @@ def test_generator_check_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     stale.write_text(gen_rules.render().replace("0.144", "0.15"))
     monkeypatch.setattr(gen_rules, "OUTPUT", stale)
     assert gen_rules.main(["--check"]) == 1
+
+
+def test_one_run_leaves_the_kubernetes_manifest_in_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The PrometheusRule manifest carries each generated file as this run renders it, not as the
+    file on disk was before the run (which took a second run to settle)."""
+    changed = gen_rules.render_attribution().replace("for: 10m", "for: 11m")
+    monkeypatch.setattr(gen_rules, "render_attribution", lambda: changed)
+    files = gen_rules.outputs()
+    manifest = yaml.safe_load_all(files[gen_rules.PROMETHEUS_RULES])
+    attribution = next(d for d in manifest if d["metadata"]["name"] == "infersight-attribution")
+    alerts = [r for g in attribution["spec"]["groups"] for r in g["rules"] if "alert" in r]
+    assert alerts and {r["for"] for r in alerts} == {"11m"}

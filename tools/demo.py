@@ -61,10 +61,13 @@ FAULTS = (
     "slow_tokenizer",
     "lock_postprocess",
     "gil_hog",
-    "large_payload",
+    "payload_jump",
     "load_spike",
 )
-LARGE_KB = 4  # text size of the long inputs of slow_tokenizer and large_payload
+FAULT_ALIASES = {"large_payload": "payload_jump"}  # its earlier name
+LARGE_KB = 4  # text size of the long inputs of slow_tokenizer and payload_jump
+SPIKE_THREADS = 2  # load_spike: the FastAPI example's pool for its sync endpoint
+SPIKE_MODEL_MS = 40  # load_spike: the model's time all along, so 2 threads serve ~45 req/s
 SLO_P99_S = 0.1
 APPS = {
     "flask": stack.ROOT / "examples" / "flask_sentiment" / "app.py",
@@ -82,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fault-at", type=float, default=60, help="seconds of load before the fault is turned on (default 60)"
     )
     parser.add_argument("--server", choices=sorted(APPS), default="flask", help="the example server (default flask)")
-    parser.add_argument("--fault", choices=FAULTS, default="slow_postprocess")
+    parser.add_argument("--fault", choices=(*FAULTS, *FAULT_ALIASES), default="slow_postprocess")
     parser.add_argument(
         "--fault-ms",
         type=float,
@@ -255,7 +258,7 @@ def _serve(
     alerts = out.alerts = Alerts(receiver, events)
     exits.callback(alerts.drain)  # what arrived while the stack stops, before the receiver goes
     fault_file = workdir / "faults.json"
-    faults.write(fault_file)  # all off
+    server_name, server_args, from_start = server_setup(args, fault_file)
     pythonpath = os.pathsep.join(filter(None, [str(stack.ROOT / "sdk"), os.environ.get("PYTHONPATH")]))
     env = dict(
         os.environ,
@@ -274,10 +277,12 @@ def _serve(
 
     port = stack.free_port()
     events.add(
-        f"starting the {args.server} example server ({label}) on {stack.LOOPBACK}:{port},"
+        f"starting the {server_name} example server ({label}) on {stack.LOOPBACK}:{port},"
         " Alertmanager and Prometheus ..."
     )
-    argv = [sys.executable, str(APPS[args.server]), "--port", str(port), "--model", model]
+    if from_start:
+        events.add(from_start)
+    argv = [sys.executable, str(APPS[server_name]), "--port", str(port), "--model", model, *server_args]
     log = workdir / "server.log"
     server = stack.Service("server", port, stack.spawn(argv, log, env, cwd=stack.ROOT), log)
     servers = [server]  # the current one last: --fault cold_start starts a new process
@@ -356,7 +361,7 @@ def _serve(
                 servers.append(server)
                 stack.wait_answering(server.process, f"{server.url}/healthz", _remaining(deadline, 120), what="server")
                 cold_start_pending = True
-            elif args.fault in ("slow_tokenizer", "large_payload", "lock_postprocess", "gil_hog", "load_spike"):
+            elif args.fault in ("slow_tokenizer", "payload_jump", "lock_postprocess", "gil_hog", "load_spike"):
                 _inject_other(args, fault_file, load_mode, server.url, stop_load, exits, events)
             else:
                 faults.write(fault_file, **{f"{args.fault}_ms": args.fault_ms})
@@ -406,9 +411,9 @@ def _inject_other(
         faults.write(fault_file, slow_tokenizer_ms_per_kb=args.fault_ms / LARGE_KB)
         load_mode[0] = "large"
         events.add(f"injecting a tokenizer slow on long inputs, and {LARGE_KB} KiB inputs; {expect} preprocess")
-    elif args.fault == "large_payload":
+    elif args.fault == "payload_jump":
         load_mode[0] = "large"
-        events.add(f"injecting {LARGE_KB} KiB inputs (payload jump); top and the alert say 'payload xN'")
+        events.add(f"injecting {LARGE_KB} KiB inputs (payload jump); {expect} preprocess, 'payload xN'")
     elif args.fault == "lock_postprocess":
         faults.write(fault_file, lock_postprocess_ms=args.fault_ms / 4)
         events.add(f"injecting a lock in postprocess; {expect} postprocess, 'waiting' (CPU time did not grow)")
@@ -464,7 +469,29 @@ def _slowest_trace(prometheus_url: str, jaeger_url: str, color: bool) -> str:
     )
 
 
+def server_setup(args: argparse.Namespace, fault_file: Path) -> tuple[str, list[str], str]:
+    """The server, its extra arguments and its fault switches from the start, for ``args.fault``;
+    plus a line saying what is on from the start ("" when nothing is). The fault itself comes
+    later (``_inject_other``): the payload jump and the load spike are the client's doing, on a
+    server that was like this all along."""
+    fault = "" if args.no_fault else FAULT_ALIASES.get(args.fault, args.fault)
+    if fault == "payload_jump":
+        per_kb = args.fault_ms / LARGE_KB
+        faults.write(fault_file, slow_tokenizer_ms_per_kb=per_kb)
+        return args.server, [], f"the tokenizer costs {per_kb:g} ms per KiB of input all along (a few words: ~1 ms)"
+    if fault == "load_spike":
+        faults.write(fault_file, slow_model_ms=SPIKE_MODEL_MS)
+        line = (
+            f"load_spike runs the FastAPI example with {SPIKE_THREADS} threads for its endpoint (Flask's"
+            f" server starts a thread per request: nothing would queue); its model takes {SPIKE_MODEL_MS} ms"
+        )
+        return "fastapi", ["--threads", str(SPIKE_THREADS)], line
+    faults.write(fault_file)  # all off
+    return args.server, [], ""
+
+
 def run(args: argparse.Namespace) -> int:
+    args.fault = FAULT_ALIASES.get(args.fault, args.fault)
     started = time.monotonic()
     deadline = started + args.duration if args.duration > 0 else float("inf")
     missing = [name for name in ("prometheus", "alertmanager") if stack.find_binary(name) is None]

@@ -195,11 +195,12 @@ def _dump_all(header: str, docs: list[dict[str, object]]) -> str:
     return header + body
 
 
-def render_prometheus_rules(slo_text: str | None = None) -> str:
-    """One PrometheusRule per rule file; the SLO file as ``render()`` makes it."""
+def render_prometheus_rules(generated: dict[Path, str] | None = None) -> str:
+    """One PrometheusRule per rule file; the generated ones as this run renders them, so one run
+    leaves the manifest in step with the files it writes."""
     docs: list[dict[str, object]] = []
     for path in sorted(RULES_DIR.glob("*.rules.yaml")):
-        text = slo_text if path == OUTPUT and slo_text is not None else path.read_text()
+        text = (generated or {}).get(path) or path.read_text()
         stem = path.name.removesuffix(".rules.yaml")
         docs.append(
             {
@@ -239,14 +240,13 @@ def render_pod_monitors(scrapes: tuple[Scrape, ...] = SCRAPES) -> str:
 
 
 def outputs() -> dict[Path, str]:
-    slo = render()
     files = {
-        OUTPUT: slo,
+        OUTPUT: render(),
         ATTRIBUTION: render_attribution(),
         NETWORK: render_network(),
         TRITON_RULES: render_triton(),
     }
-    return {**files, PROMETHEUS_RULES: render_prometheus_rules(slo), POD_MONITORS: render_pod_monitors()}
+    return {**files, PROMETHEUS_RULES: render_prometheus_rules(files), POD_MONITORS: render_pod_monitors()}
 
 
 # ---- Attribution: which stage or layer an SLO breach comes from, with no day of history ----
@@ -265,11 +265,13 @@ _PAYLOAD_CHANGE = "model:infersight_payload_size_bytes:ratio_1h"
 _TOKENS_MEAN = "model:infersight_input_tokens:mean_5m"
 _TOKENS_CHANGE = "model:infersight_input_tokens:ratio_1h"
 _TRAFFIC_CHANGE = "model:infersight_request_duration_seconds_count:ratio_1h"
+_MODEL_RATE_SETTLED = "model:infersight_request_duration_seconds_count:rate5m_settled"
 ATTRIBUTION_ALERT = "InferenceSLOBreachByStage"
 WAITING_BELOW = 0.5  # CPU grew by less than half of what the wall time grew: the stage waited
 GIL_SLOW_S = 0.005  # the probe's P99 lateness above which the GIL, not the stage, is named
 PAYLOAD_CHANGED = 1.5  # payload or token means this many times an hour ago (or less than PAYLOAD_SHRANK)
 PAYLOAD_SHRANK = 0.67
+BASELINE_QUANTILE = 0.5  # with no hour of history: against the median of what there is (_vs_hour)
 TIMES = "\N{MULTIPLICATION SIGN}"  # as in "payload x4.0", the sign by name for the linter
 
 
@@ -277,8 +279,17 @@ def _mean(metric: str, by: str) -> str:
     return f"sum by ({by}) (rate({metric}_sum[5m]))\n/ sum by ({by}) (rate({metric}_count[5m]))"
 
 
-def _vs_hour(record: str) -> str:
-    return f"{record} / ({record} offset 1h)"
+def _vs_hour(record: str, baseline: str = "") -> str:
+    """``record`` against an hour ago; on a deployment younger than an hour, against the median
+    of the history there is. The median, not the mean or the oldest point: a change that began
+    less than half the history ago (a fault of minutes, alerting after its ``for:``) leaves it at
+    the level before, and a quiet first few minutes (a 5 m rate filling up) do not move it much.
+    Without it a fresh deployment gets no payload, token or traffic note for its first hour.
+    ``baseline``: the series whose median that is, when not ``record`` itself."""
+    return (
+        f"{record} / ({record} offset 1h)\n"
+        f"or\n{record} / (quantile_over_time({BASELINE_QUANTILE}, {baseline or record}[1h]) > 0)"
+    )
 
 
 def _query(promql: str, *args: str) -> str:
@@ -319,7 +330,11 @@ def render_attribution() -> str:
         (_PAYLOAD_CHANGE, _vs_hour(_PAYLOAD_MEAN)),
         (_TOKENS_MEAN, _mean(METRIC.INPUT_TOKENS.name, "model")),
         (_TOKENS_CHANGE, _vs_hour(_TOKENS_MEAN)),
-        (_TRAFFIC_CHANGE, _vs_hour(_MODEL_RATE)),
+        # A 5 m rate reads low until the series is 5 m old (the window is not full yet): the
+        # traffic baseline takes only the rates from then on, or a steady model's first
+        # minutes would read as a traffic rise.
+        (_MODEL_RATE_SETTLED, f"{_MODEL_RATE}\nand\n({_MODEL_RATE} offset 5m)"),
+        (_TRAFFIC_CHANGE, _vs_hour(_MODEL_RATE, _MODEL_RATE_SETTLED)),
     ]
     slo = METRIC.MODEL_SLO_P99.name
     expr = (
@@ -347,12 +362,12 @@ def render_attribution() -> str:
             _query(
                 f"{record}{{model='%s'}} > {PAYLOAD_CHANGED} or {record}{{model='%s'}} < {PAYLOAD_SHRANK}", model, model
             )
-            + f' {what} {TIMES}{{{{ {value} | printf "%.1f" }}}} against an hour ago.{{{{ end }}}}'
+            + f' {what} {TIMES}{{{{ {value} | printf "%.1f" }}}} against the last hour.{{{{ end }}}}'
         )
     # A load spike: more requests than an hour ago; with the time outside the stages, they queue.
     changes += (
         _query(f"{_TRAFFIC_CHANGE}{{model='%s'}} > {PAYLOAD_CHANGED}", model)
-        + f' traffic {TIMES}{{{{ {value} | printf "%.1f" }}}} against an hour ago'
+        + f' traffic {TIMES}{{{{ {value} | printf "%.1f" }}}} against the last hour'
         + f'{{{{ if eq $labels.stage "{OUTSIDE_STAGES}" }}}}: requests queue for the server\'s threads{{{{ end }}}}.'
         + "{{ end }}"
     )

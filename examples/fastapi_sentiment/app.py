@@ -8,6 +8,9 @@ histogram of its own).
     python examples/fastapi_sentiment/app.py --port 8000 [--model distilbert-base-uncased-finetuned-sst-2-english]
     curl -s localhost:8000/predict -H 'content-type: application/json' -d '{"text": "great movie"}'
 
+``--threads N`` bounds the pool of threads the sync endpoints run in (anyio's default: 40):
+requests beyond N wait for a thread, and that wait is part of the time outside the stages.
+
 or under uvicorn directly (with ``--workers N``, set PROMETHEUS_MULTIPROC_DIR to an empty
 directory first): ``uvicorn app:app --app-dir examples/fastapi_sentiment --port 8000``.
 
@@ -23,10 +26,12 @@ import json
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -37,9 +42,19 @@ sys.path.insert(0, str(EXAMPLES))
 import faults  # noqa: E402
 from sentiment_model import DEFAULT_MODEL, load_model  # noqa: E402
 
-app = FastAPI()
-faults.install(app)
 _model_name = os.environ.get("MODEL", str(DEFAULT_MODEL))
+_threads = 0  # --threads: the sync endpoints' thread pool size (0: anyio's default, 40)
+
+
+@asynccontextmanager
+async def _lifespan(_: FastAPI) -> AsyncIterator[None]:
+    if _threads:  # the limiter belongs to the event loop: set it once the loop runs
+        anyio.to_thread.current_default_thread_limiter().total_tokens = _threads
+    yield
+
+
+app = FastAPI(lifespan=_lifespan)
+faults.install(app)
 _classifier: Any = None
 _load_lock = threading.Lock()
 
@@ -86,13 +101,14 @@ def healthz() -> dict[str, str]:
 
 
 def main() -> None:
-    global _model_name
+    global _model_name, _threads
     parser = argparse.ArgumentParser(description="Sentiment server (FastAPI + transformers).")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--model", default=_model_name, help="local dir or hub id (env MODEL)")
+    parser.add_argument("--threads", type=int, default=0, help="threads for the sync endpoints (default: 40)")
     args = parser.parse_args()
-    _model_name = args.model
+    _model_name, _threads = args.model, args.threads
     classifier()  # load before serving, so the first request is not a cold start
     print(f"serving {_model_name} on http://{args.host}:{args.port}", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

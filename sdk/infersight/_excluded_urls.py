@@ -10,9 +10,8 @@ kubelet's probes don't count in a model's latency and SLO.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
-
-from opentelemetry.util.http import ExcludeList, parse_excluded_urls
 
 __all__ = ["DEFAULT_EXCLUDED_URLS", "ExcludedUrls"]
 
@@ -22,18 +21,23 @@ DEFAULT_EXCLUDED_URLS = r"/healthz/?$,/readyz/?$,/livez/?$,/health/?$,/ready/?$,
 class ExcludedUrls:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._env = os.environ if environ is None else environ
-        self._lists: dict[str, ExcludeList | None] = {}
+        self._lists: dict[str, re.Pattern[str] | None] = {}
 
-    def _list(self, framework: str) -> ExcludeList | None:
+    def _list(self, framework: str) -> re.Pattern[str] | None:
         if framework not in self._lists:
             specific = self._env.get(f"OTEL_PYTHON_{framework.upper()}_EXCLUDED_URLS", "")
             common = self._env.get("OTEL_PYTHON_EXCLUDED_URLS", "")
             text = specific.strip() or common.strip() or DEFAULT_EXCLUDED_URLS
             # An empty entry ("a,,b") would become a pattern that matches every URL.
-            patterns = ",".join(p for p in text.split(",") if p.strip())
-            self._lists[framework] = parse_excluded_urls(patterns) if patterns else None
+            patterns = [p.strip() for p in text.split(",") if p.strip()]
+            # One pattern, as opentelemetry.util.http's ExcludeList joins them; searched with the
+            # compiled pattern's own method (re.search would look it up in re's cache each time).
+            self._lists[framework] = re.compile("|".join(patterns)) if patterns else None
         return self._lists[framework]
 
     def excluded(self, framework: str, url: str) -> bool:
-        patterns = self._list(framework)
-        return patterns is not None and bool(patterns.url_disabled(url))
+        try:
+            pattern = self._lists[framework]
+        except KeyError:
+            pattern = self._list(framework)
+        return pattern is not None and pattern.search(url) is not None

@@ -138,6 +138,7 @@ class RequestRecord:
         "endpoint",
         "error",
         "first_byte_ns",
+        "http",
         "kind",
         "live_span",
         "model",
@@ -193,6 +194,9 @@ class RequestRecord:
         self.target = ""  # outgoing calls (kind CLIENT): the server's host:port
         self.server_s = -1.0  # outgoing calls: the server's total, from its Server-Timing
         self.attrs: dict[str, Any] | None = None
+        # An HTTP server's (method, path, scheme, client address, route template or None): its
+        # span attributes, made by the worker, and only for a span that is kept.
+        self.http: tuple[str, str, str, str | None, str | None] | None = None
 
     def set_attr(self, key: str, value: Any) -> None:
         if self.attrs is None:

@@ -42,9 +42,18 @@ def value(rec: RequestRecord, at_ns: int = 0) -> str:
         if stage.end_ns:
             name = _token(stage.name)
             spent[name] = spent.get(name, 0) + stage.end_ns - stage.start_ns
-    parts = [f"{name};dur={ns / 1e6:.2f}" for name, ns in spent.items() if name != SERVER_TIMING_TOTAL]
-    parts.append(f"{SERVER_TIMING_TOTAL};dur={(end - rec.start_ns) / 1e6:.2f}")
+    parts = [f"{name};dur={_ms(ns)}" for name, ns in spent.items() if name != SERVER_TIMING_TOTAL]
+    parts.append(f"{SERVER_TIMING_TOTAL};dur={_ms(end - rec.start_ns)}")
     return ", ".join(parts)
+
+
+def _ms(ns: int) -> str:
+    """Nanoseconds as milliseconds with two decimals, rounded half up: integer arithmetic, a
+    fraction of a float's formatting on the request thread."""
+    if ns < 0:
+        return f"{ns / 1e6:.2f}"
+    hundredths = (ns + 5_000) // 10_000
+    return f"{hundredths // 100}.{hundredths % 100:02d}"
 
 
 def total_seconds(header: str | None) -> float | None:

@@ -533,7 +533,12 @@ class _StageTemplate:
 
 def _request_attrs(rec: RequestRecord, model: str, version: str) -> dict[str, Any]:
     """The request span's attributes: the record's own, then what the SDK knows of it."""
-    attrs = dict(rec.attrs) if rec.attrs else {}
+    if rec.http is not None:
+        attrs = _http_attrs(rec, rec.http)
+        if rec.attrs:
+            attrs.update(rec.attrs)
+    else:
+        attrs = dict(rec.attrs) if rec.attrs else {}
     if rec.kind != _CLIENT:  # an outgoing call serves no model of ours
         attrs[ATTR.MODEL_NAME] = model
         attrs[ATTR.MODEL_VERSION] = version
@@ -543,6 +548,29 @@ def _request_attrs(rec: RequestRecord, model: str, version: str) -> dict[str, An
         attrs[ATTR.QUEUE_WAIT] = rec.queue_wait_s
     if rec.tokens >= 0:
         attrs[ATTR.INPUT_TOKENS] = rec.tokens
+    return attrs
+
+
+def _http_attrs(rec: RequestRecord, http: tuple[str, str, str, str | None, str | None]) -> dict[str, Any]:
+    """An HTTP server request's attributes, from what its instrumentation kept (``rec.http``)."""
+    method, path, scheme, client, route = http
+    code = rec.status_code
+    attrs: dict[str, Any] = {
+        ATTR.HTTP_REQUEST_METHOD: method,
+        ATTR.URL_PATH: path,
+        ATTR.URL_SCHEME: scheme,
+        ATTR.HTTP_RESPONSE_STATUS_CODE: code,
+    }
+    if route:
+        attrs[ATTR.HTTP_ROUTE] = route
+    if client:
+        attrs[ATTR.CLIENT_ADDRESS] = client
+    if rec.payload_in >= 0:
+        attrs[ATTR.HTTP_REQUEST_BODY_SIZE] = rec.payload_in
+    if rec.payload_out >= 0:
+        attrs[ATTR.HTTP_RESPONSE_BODY_SIZE] = rec.payload_out
+    if code is not None and code >= 500:
+        attrs[ATTR.ERROR_TYPE] = str(code)
     return attrs
 
 

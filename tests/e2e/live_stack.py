@@ -57,7 +57,15 @@ ALERT_FOR = "3s"  # every rule's for: is capped at this in the test copy (produc
 ALERT_FOR_OVERRIDES = {"DriftDetected": "10s"}
 SCRAPE_JOB = "model-server"  # the shipped job name for the model servers
 # The fault matrix's server (matrix_app.py): one model label per fault, SLO P99 0.5 s each.
-MATRIX_LABELS = ("fault-tokenizer", "fault-lock", "fault-model", "fault-gil", "fault-network")
+MATRIX_LABELS = ("fault-tokenizer", "fault-lock", "fault-model", "fault-gil", "fault-network", "fault-payload")
+# The load spike's server: the FastAPI example with a bounded pool of threads for its sync
+# endpoint, so that more requests than threads queue for one (Werkzeug's thread per request
+# does not queue); the model label is its own.
+SPIKE_LABEL, SPIKE_THREADS = "fault-spike", 2
+SPIKE_MODEL_MS = 100  # the spike server's model, all along: 2 threads serve about 20 req/s
+# ... and its steady traffic from the stack's start (below the alert's 1 req/s): the traffic
+# note's baseline, which takes 5 m rates only once the series is 5 m old.
+SPIKE_BASELINE_RPS = 0.5
 DAY_S = 86_400
 DRIFT_AVAILABLE = (ROOT / "sdk" / "infersight" / "drift" / "__init__.py").exists()
 DRIFT_ENV = {  # small and fast, so a shift shows within seconds
@@ -238,6 +246,8 @@ class LiveStack:
     notes: dict[str, Any] = field(default_factory=dict)
     matrix: Server | None = None
     network_proxy: DelayProxy | None = None  # between the matrix server's relay and itself; no delay until set
+    spike: Server | None = None  # the FastAPI example with SPIKE_THREADS threads, model SPIKE_LABEL
+    spike_baseline_since: float = 0.0  # time.monotonic() when its steady traffic began
 
     # ---- Prometheus API helpers
     def api(self, path: str, **params: Any) -> Any:
@@ -376,6 +386,21 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
         )
         proxy.upstream = (LOOPBACK, matrix.port)
         exits.callback(matrix.stop)
+        spike_model = workdir / "matrix-models" / SPIKE_LABEL  # the model label is the directory's name
+        os.symlink(model_dir, spike_model)
+        spike = _start_server(
+            "spike",
+            EXAMPLES / "fastapi_sentiment" / "app.py",
+            spike_model,
+            workdir,
+            {
+                **otlp,
+                "OTEL_SERVICE_NAME": "spike-e2e",
+                "INFERSIGHT_MODELS": json.dumps({SPIKE_LABEL: {"version": "1", "slo_p99_seconds": SENTIMENT_SLO_S}}),
+            },
+            ("--threads", str(SPIKE_THREADS)),
+        )
+        exits.callback(spike.stop)
 
         webhook = exits.enter_context(stack.webhook_receiver())
         am_config = stack.alertmanager_config(workdir / "alertmanager.yml", webhook.url)
@@ -390,14 +415,14 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
             workdir / "prometheus.yml",
             rules,
             {
-                SCRAPE_JOB: [sentiment.instance, multi.instance, matrix.instance],
+                SCRAPE_JOB: [sentiment.instance, multi.instance, matrix.instance, spike.instance],
                 "otel-collector": [f"{LOOPBACK}:{ports['prometheus']}"],
                 "otel-collector-internal": [f"{LOOPBACK}:{ports['telemetry']}"],
                 "alertmanager": [am.url.removeprefix("http://")],
             },
             am.url.removeprefix("http://"),
         )
-        for server in (sentiment, multi, matrix):
+        for server in (sentiment, multi, matrix, spike):
             _wait_server(server)
         # Warm up before Prometheus scrapes: first requests are slow and not what we test.
         for path in ("/predict", "/predict/realtime", "/predict/batch"):
@@ -405,6 +430,19 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
             warm = _load(f"{server.url}{path}", duration_s=1.5, rps=10, concurrency=2)
             assert warm.requests and not warm.errors, f"{path}: {warm.summary()}\n{server.log()}"
         prom = exits.enter_context(stack.prometheus(prom_cfg, workdir, timeout=60))
+        spike.set_faults(slow_model_ms=SPIKE_MODEL_MS)
+        stop_baseline = threading.Event()
+        baseline = threading.Thread(
+            target=_load,
+            args=(f"{spike.url}/predict", 4 * 3600),
+            kwargs={"rps": SPIKE_BASELINE_RPS, "concurrency": 1, "stop": stop_baseline, "seed": 12},
+            name="e2e-spike-baseline",
+            daemon=True,
+        )
+        baseline.start()
+        exits.callback(baseline.join, 30)
+        exits.callback(stop_baseline.set)
+        spike_since = time.monotonic()
         live = LiveStack(
             workdir,
             sink,
@@ -421,6 +459,8 @@ def live_stack(workdir: Path, model_dir: Path) -> Iterator[LiveStack]:
             {"backfill": backfill},
             matrix,
             proxy,
+            spike,
+            spike_since,
         )
         live.notes["startup_s"] = round(time.monotonic() - started, 1)
         print(f"\ne2e stack up in {live.notes['startup_s']} s (work dir {workdir})", flush=True)

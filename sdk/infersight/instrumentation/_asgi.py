@@ -21,8 +21,8 @@ from opentelemetry.trace import SpanKind
 from .. import _errors, _runtime
 from .. import _server_timing as server_timing
 from .._records import RequestRecord, now_ns
-from ..conventions import ATTR, OUTCOME_ERROR, OUTCOME_SUCCESS, SERVER_TIMING_HEADER
-from ._common import content_length, extract_remote_parent, w3c_only
+from ..conventions import OUTCOME_ERROR, OUTCOME_SUCCESS, SERVER_TIMING_HEADER
+from ._common import extract_remote_parent, w3c_only
 
 __all__ = ["SCOPE_KEY", "AsgiRequest", "serve", "serve_page"]
 
@@ -39,6 +39,8 @@ _START = "http.response.start"
 _BODY = "http.response.body"
 _TRACEPARENT = b"traceparent"
 _CONTENT_LENGTH = b"content-length"
+_HOST = b"host"
+_INT64_MAX = 2**63 - 1  # the largest integer an OTLP attribute carries
 _SERVER_TIMING = SERVER_TIMING_HEADER.encode("latin-1")
 
 
@@ -65,6 +67,7 @@ class AsgiRequest:
         "disconnected",
         "end_ns",
         "first_ns",
+        "host",
         "mounts",
         "raw",
         "rec",
@@ -77,11 +80,14 @@ class AsgiRequest:
         self.raw = raw
         self.traceparent: bytes | None = None
         self.content_length: bytes | None = None
+        self.host: bytes = b""
         for name, value in raw:
             if name == _TRACEPARENT:
                 self.traceparent = value
             elif name == _CONTENT_LENGTH:
                 self.content_length = value
+            elif name == _HOST:
+                self.host = value
         self.rec: RequestRecord = None  # type: ignore[assignment]  # set once the request started
         self.status = 0
         self.bytes_out = 0
@@ -116,10 +122,10 @@ async def serve(
     ``framework`` names the OTel excluded-URL variable that applies besides the common one."""
     rt = _runtime.get_runtime()
     try:
-        if rt is not None and rt.excluded_urls.excluded(framework, _url(scope)):
+        state = AsgiRequest(scope.get("headers") or ())
+        if rt is not None and rt.excluded_urls.excluded(framework, _url(scope, state.host)):
             await call(scope, receive, send)
             return
-        state = AsgiRequest(scope.get("headers") or ())
     except Exception as exc:  # headers not as the ASGI spec has them: the request goes on, unobserved
         _errors.report("asgi", exc)
         await call(scope, receive, send)
@@ -136,26 +142,31 @@ async def serve(
 
     async def send_observed(message: Message) -> None:
         kind = message.get("type")
-        last = False
-        if kind == _START:
-            state.status = message.get("status", 0)
-            if timing:
-                message = _with_server_timing(rec, message)
-        elif kind == _BODY:
+        if kind == _BODY:
             body = message.get("body")
             if body:
                 state.bytes_out += len(body)
-            if not message.get("more_body", False):
-                last = True
-            elif not state.first_ns:
-                state.first_ns = now_ns()  # a first chunk with more to come: a streamed response
+            if message.get("more_body", False):
+                if not state.first_ns:
+                    state.first_ns = now_ns()  # a first chunk with more to come: a streamed response
+            else:
+                try:
+                    await send(message)
+                except OSError:
+                    state.disconnected = True  # the server's send fails once the client has gone
+                    raise
+                if not state.end_ns:
+                    state.end_ns = now_ns()
+                return
+        elif kind == _START:
+            state.status = message.get("status", 0)
+            if timing:
+                message = _with_server_timing(rec, message)
         try:
             await send(message)
         except OSError:
-            state.disconnected = True  # the server's send fails once the client has gone
+            state.disconnected = True
             raise
-        if last and not state.end_ns:
-            state.end_ns = now_ns()
 
     try:
         await call(scope, receive, send_observed)
@@ -176,12 +187,25 @@ def _with_server_timing(rec: RequestRecord, message: Message) -> Message:
         return message
 
 
-def _url(scope: Scope) -> str:
+def _url(scope: Scope, host: bytes) -> str:
     """The request's URL as the excluded-URL patterns of OTel's instrumentations see it."""
-    host = next((v for k, v in scope.get("headers") or () if k == b"host"), b"").decode("latin-1")
-    url = f"{scope.get('scheme', 'http')}://{host}{scope.get('root_path', '')}{scope.get('path', '')}"
+    where = bytes(host).decode("latin-1")
+    url = f"{scope.get('scheme', 'http')}://{where}{scope.get('root_path', '')}{scope.get('path', '')}"
     query = scope.get("query_string")
     return f"{url}?{query.decode('latin-1')}" if query else url
+
+
+def _length(raw: bytes | None) -> int:
+    """A Content-Length as the client sent it: digits only (RFC 9110), else -1 (not recorded);
+    as ``_common.content_length``, on the header's bytes."""
+    if raw is None:
+        return -1
+    raw = bytes(raw).strip()
+    if raw.isdigit():  # ASCII digits only, for bytes
+        length = int(raw)
+        if length <= _INT64_MAX:
+            return length
+    return -1
 
 
 def _disconnect_error(exc: BaseException) -> bool:
@@ -210,29 +234,11 @@ def _finish(
         rec.outcome = OUTCOME_ERROR if (code >= 500 or error is not None) else OUTCOME_SUCCESS
         if state.first_ns:
             rec.first_byte_ns = state.first_ns
-        length = state.content_length
-        rec.payload_in = -1 if length is None else content_length(bytes(length).decode("latin-1"))
+        rec.payload_in = _length(state.content_length)
         rec.payload_out = state.bytes_out if state.status else -1
-        attrs: dict[str, Any] = {
-            ATTR.HTTP_REQUEST_METHOD: method,
-            ATTR.URL_PATH: scope.get("path", ""),
-            ATTR.URL_SCHEME: scope.get("scheme", "http"),
-            ATTR.HTTP_RESPONSE_STATUS_CODE: code,
-        }
-        if route:
-            attrs[ATTR.HTTP_ROUTE] = route
         client = scope.get("client")
-        if client:
-            attrs[ATTR.CLIENT_ADDRESS] = client[0]
-        if rec.payload_in >= 0:
-            attrs[ATTR.HTTP_REQUEST_BODY_SIZE] = rec.payload_in
-        if rec.payload_out >= 0:
-            attrs[ATTR.HTTP_RESPONSE_BODY_SIZE] = rec.payload_out
-        if code >= 500:
-            attrs[ATTR.ERROR_TYPE] = str(code)
-        if rec.attrs:
-            attrs.update(rec.attrs)
-        rec.attrs = attrs
+        # The span's attributes are the worker's to make, for the spans it keeps.
+        rec.http = (method, scope.get("path", ""), scope.get("scheme", "http"), client[0] if client else None, route)
     except Exception as exc:
         _errors.report("asgi", exc)
     _runtime.finish_request(rec, tokens, error, end_ns=state.end_ns)

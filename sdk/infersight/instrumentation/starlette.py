@@ -50,9 +50,10 @@ class _AppInfo:
     """Per app, computed on its first requests: whether contrib's middleware is in its stack
     (for the stack it was computed on) and which exposition paths its routes own."""
 
-    __slots__ = ("contrib_apart", "contrib_inside", "owned", "stack")
+    __slots__ = ("contrib_apart", "contrib_inside", "framework", "owned", "stack")
 
-    def __init__(self) -> None:
+    def __init__(self, framework: str) -> None:
+        self.framework = framework  # which excluded-URL variable applies, found once per app
         self.stack: Any = None
         self.contrib_inside = False
         self.contrib_apart = False  # contrib's middleware traces with a provider other than infersight's
@@ -87,7 +88,7 @@ def _info(app: Any) -> _AppInfo:
     if last_app is not app or info is None:
         info = _apps.get(app)
         if info is None:
-            info = _apps[app] = _AppInfo()
+            info = _apps[app] = _AppInfo(_framework(app))
         _last = (app, info)
     stack = app.middleware_stack
     if stack is None:
@@ -174,10 +175,12 @@ def _page(rt: Any, app: Any, info: _AppInfo, scope: Any) -> Callable[[], tuple[s
 
 
 async def _serve_page(page: Callable[[], tuple[str, bytes]], send: Any) -> None:
-    from anyio import to_thread  # Starlette's own dependency
+    from anyio import CapacityLimiter, to_thread  # Starlette's own dependency
 
-    # Off the event loop: a multiprocess scrape reads files under a lock.
-    content_type, body = await to_thread.run_sync(page)
+    # Off the event loop: a multiprocess scrape reads files under a lock. With a limiter of its
+    # own: a scrape that queued behind requests for the app's threads (a load spike) would time
+    # out just when the queueing is what the metrics should show.
+    content_type, body = await to_thread.run_sync(page, limiter=CapacityLimiter(1))
     await serve_page(send, content_type, body)
 
 
@@ -218,7 +221,7 @@ def _app_call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
     except Exception as exc:
         _errors.report("starlette", exc)
         return wrapped(*args, **kwargs)
-    return serve(wrapped, scope, args[1], args[2], _route_of, _framework(instance))
+    return serve(wrapped, scope, args[1], args[2], _route_of, info.framework)
 
 
 def _framework(app: Any) -> str:
