@@ -260,6 +260,9 @@ def records(draw: Any) -> Any:
         "queue_wait_s": draw(st.sampled_from([-1.0, 0.0, 0.25])),
         "emit_span": draw(st.booleans()),
         "attrs": draw(request_attrs),
+        "http": draw(
+            st.sampled_from([None, ("GET", "/p", "http", "10.0.0.1", "/p"), ("POST", "/x", "https", None, None)])
+        ),
     }
     stages = [
         {
@@ -284,7 +287,7 @@ def records(draw: Any) -> Any:
         rec = RequestRecord(fields["name"], kind.value, "/p", fields["trace_id"], fields["parent"], True)
         for key in ("span_id", "parent_remote", "trace_state", "start_ns", "status_code", "protocol", "outcome"):
             setattr(rec, key, fields[key])
-        for key in ("error", "batch_size", "tokens", "queue_wait_s", "emit_span", "attrs"):
+        for key in ("error", "batch_size", "tokens", "queue_wait_s", "emit_span", "attrs", "http"):
             setattr(rec, key, fields[key])
         rec.end_ns = rec.start_ns + fields["duration"]
         stage_attrs = []

@@ -295,6 +295,9 @@ class SpanEmitter:
         outside stages) written each time, then the model's piece and the few that vary.
         None: the stock encoder's job."""
         otlp = self._otlp
+        if rec.http is not None:  # an ASGI server's attributes, made here: the whole dict's way
+            made: bytes | None = otlp.encode_attributes(_request_attrs(rec, model, version))
+            return made
         attrs = rec.attrs
         items: tuple[tuple[str, Any], ...] = ()
         cut = 0
