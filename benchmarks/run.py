@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCHES = [
     ("Request path", ["benchmarks/request_path.py"]),
     ("Instructions per request (callgrind)", ["benchmarks/instructions.py"]),
+    ("The background worker alone, in instructions (callgrind)", ["benchmarks/worker_instructions.py"]),
     ("GPU sampler and stage-boundary snapshots", ["benchmarks/gpu_bench.py"]),
     ("Drift capture and window computation", ["benchmarks/drift_bench.py"]),
     ("CPU per request by thread", ["benchmarks/cpu_split.py"]),

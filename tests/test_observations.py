@@ -76,3 +76,24 @@ def test_counters_sum_and_keep_the_last_exemplar() -> None:
     assert sample.exemplar is not None and sample.exemplar.labels == exemplar_labels((5, 3))
     batch.flush()  # nothing pending: writes nothing twice
     assert registry.get_sample_value("over_slo_total", {"model": "m"}) == 4
+
+
+def test_sums_carried_over_many_flushes_match_per_call_observe() -> None:
+    """A series' pending sums live across flushes: each flush writes only what came since the
+    last one, and a bucket's exemplar only when one was observed since."""
+    direct_reg, direct, batched_reg, batched = _pair()
+    batch = ObservationBatch()
+    rng = random.Random(11)
+    for round_ in range(20):
+        for n in range(rng.randrange(0, 8)):
+            stage = ("pre", "model", "post")[(round_ + n) % 3]
+            amount = rng.expovariate(30)
+            ids = (rng.getrandbits(128), rng.getrandbits(64)) if rng.random() < 0.5 else None
+            direct.labels(stage).observe(amount, exemplar_labels(ids) if ids else None)
+            batch.observe(batched.labels(stage), amount, ids)
+        batch.flush()
+        got, want = _samples(batched_reg), _samples(direct_reg)
+        assert got.keys() == want.keys()
+        for key, (value, exemplar) in want.items():
+            assert math.isclose(got[key][0], value, rel_tol=1e-9, abs_tol=1e-12), (round_, key)
+            assert got[key][1] == exemplar, (round_, key)

@@ -191,10 +191,31 @@ def test_a_big_batch_hands_the_gil_over_while_encoding(monkeypatch: pytest.Monke
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: E402
 
-from infersight._otlp import EncodedSpan  # noqa: E402
+from infersight._otlp import EncodedSpan, span_count  # noqa: E402
 from infersight._records import RequestRecord, StageRecord  # noqa: E402
 from infersight._spans import SpanEmitter  # noqa: E402
 from infersight._tracing import CountingExporter, sends_through_our_encoder  # noqa: E402
+from infersight.conventions import ATTR  # noqa: E402
+
+# Stage attributes as instrumentations set them: a dict shared by many stages (a pipeline's
+# task), and a stage's own; some with a key infersight also writes (the dict's order decides).
+SHARED = {"pipeline.task": "text-classification", "n": 3}
+bases = st.sampled_from([None, SHARED, {ATTR.MODEL_NAME: "theirs"}, {"bad": ("not", "scalar")}])
+owns = st.sampled_from([None, {"tokens": 12}, {"pipeline.task": "own"}, {ATTR.STAGE_CPU_SECONDS: 0.5}])
+request_attrs = (
+    st.none()
+    | attributes
+    | st.sampled_from(
+        [
+            {"http.route": "/p", "http.response.status_code": 200, "ok": True},
+            {"http.route": "/p", "http.response.status_code": 200, "ok": 1},
+            {"http.route": "/p", "infersight.outside_stages": 0.25, "after": "x"},
+            {"http.route": "/p", "w": 0.5, ATTR.MODEL_VERSION: "app's"},
+            {ATTR.MODEL_NAME: "app's", "x": 1},
+            {"list": ["a"]},
+        ]
+    )
+)
 
 
 def _emitters() -> tuple[SpanEmitter, SpanEmitter, list[Any], list[Any]]:
@@ -209,6 +230,7 @@ def _emitters() -> tuple[SpanEmitter, SpanEmitter, list[Any], list[Any]]:
     encoded: list[Any] = []
     built: list[Any] = []
     encoding._on_end, readable._on_end = encoded.append, built.append
+    encoding._emit_item = encoded.append  # a request's pre-encoded spans, one item
     return encoding, readable, encoded, built
 
 
@@ -237,7 +259,10 @@ def records(draw: Any) -> Any:
         "tokens": draw(st.sampled_from([-1, 0, 17])),
         "queue_wait_s": draw(st.sampled_from([-1.0, 0.0, 0.25])),
         "emit_span": draw(st.booleans()),
-        "attrs": draw(st.none() | attributes),
+        "attrs": draw(request_attrs),
+        "http": draw(
+            st.sampled_from([None, ("GET", "/p", "http", "10.0.0.1", "/p"), ("POST", "/x", "https", None, None)])
+        ),
     }
     stages = [
         {
@@ -248,6 +273,8 @@ def records(draw: Any) -> Any:
             "batch_size": draw(st.integers(0, 2)),
             "queue_wait_s": draw(st.sampled_from([-1.0, 0.0, 0.003])),
             "error": draw(st.sampled_from([None, None, KeyError("k")])),
+            "base": draw(bases),
+            "own": draw(owns),
             # a plain stage's attributes come from the template: (model, version, cpu)
             "attrs": (draw(texts), draw(texts), draw(st.none() | st.floats(0, 1)))
             if draw(st.booleans())
@@ -260,7 +287,7 @@ def records(draw: Any) -> Any:
         rec = RequestRecord(fields["name"], kind.value, "/p", fields["trace_id"], fields["parent"], True)
         for key in ("span_id", "parent_remote", "trace_state", "start_ns", "status_code", "protocol", "outcome"):
             setattr(rec, key, fields[key])
-        for key in ("error", "batch_size", "tokens", "queue_wait_s", "emit_span", "attrs"):
+        for key in ("error", "batch_size", "tokens", "queue_wait_s", "emit_span", "attrs", "http"):
             setattr(rec, key, fields[key])
         rec.end_ns = rec.start_ns + fields["duration"]
         stage_attrs = []
@@ -269,6 +296,7 @@ def records(draw: Any) -> Any:
             stage = StageRecord(spec["name"], None, rec, parent, rec.trace_id, spec["sampled"])
             stage.span_id, stage.batch_size, stage.error = spec["span_id"], spec["batch_size"], spec["error"]
             stage.queue_wait_s = spec["queue_wait_s"]
+            stage.base_attrs, stage.attrs = spec["base"], dict(spec["own"]) if spec["own"] else None
             stage.start_ns, stage.end_ns = rec.start_ns, rec.end_ns
             rec.stages.append(stage)
             stage_attrs.append(spec["attrs"])
@@ -283,14 +311,14 @@ def test_spans_encoded_from_records_decode_to_the_spans_the_stock_encoder_builds
     batch: list[Any], model: str, version: str
 ) -> None:
     encoding, readable, encoded, built = _emitters()
-    for make in batch:
+    for make in batch + batch:  # the second time from the templates cached the first
         rec, stage_attrs = make()
         encoding.emit(rec, model, version, [dict(a) if isinstance(a, dict) else a for a in stage_attrs])
         readable.emit(rec, model, version, [dict(a) if isinstance(a, dict) else a for a in stage_attrs])
-    assert len(encoded) == len(built)
+    assert span_count(encoded) == len(built)
     # Exceptions and non-scalar attributes still come as ReadableSpans; the rest pre-encoded.
     errors = sum(1 for span in built if span.events or _otlp_encode_span(span) is None)
-    assert sum(type(s) is EncodedSpan for s in encoded) == len(built) - errors
+    assert sum(s.span_count for s in encoded if type(s) is EncodedSpan) == len(built) - errors
     assert canonical(ExportTraceServiceRequest.FromString(encode_request(encoded))) == canonical(encode_spans(built))
 
 

@@ -157,3 +157,29 @@ def test_a_scrape_counts_every_request_finished_before_it() -> None:
             ln for ln in body.decode().splitlines() if ln.startswith("infersight_request_duration_seconds_count{")
         )
         assert line.endswith(" 3.0"), line
+
+
+def test_periodic_drains_write_metrics_at_most_once_a_second(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's own drains (every flush interval) write the summed observations once a
+    second at most; an explicit drain (a scrape's, a test's, shutdown's) writes them at once,
+    and nothing summed in between is lost. A fake clock makes this exact."""
+    from infersight import _pipeline
+
+    now = [1000.0]
+    monkeypatch.setattr(_pipeline, "_clock", lambda: now[0])
+    with capture(flush_interval_s=60) as t:
+        rt = infersight.get_runtime()
+        assert rt is not None
+        written: list[float | None] = []
+        for _ in range(6):
+            with infersight.request(model="m"), infersight.model():
+                pass
+            rt.worker.drain(periodic=True)
+            written.append(t.registry.get_sample_value("infersight_records_processed_total"))
+            now[0] += 0.4  # drains 0.4 s apart: writes at 0 and 1.2 s (2.0 s is 0.8 s after)
+        assert written == [1.0, 1.0, 1.0, 4.0, 4.0, 4.0]
+        with infersight.request(model="m"), infersight.model():
+            pass
+        rt.worker.drain()  # explicit: writes now
+        assert t.value("infersight_records_processed_total") == 7.0
+        assert t.value("infersight_stage_duration_seconds_count", model="m", stage="model") == 7

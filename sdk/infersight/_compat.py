@@ -36,6 +36,7 @@ __all__ = [
     "LITSERVE_QUEUE_GETTER",
     "PROBES",
     "SPAN_KEY",
+    "batch_emits",
     "batch_export_locks",
     "batch_queues",
     "call_innermost",
@@ -130,6 +131,14 @@ def batch_queues(provider: Any) -> list[tuple[Any, int]]:
         if queue is not None and isinstance(size, int):
             found.append((queue, size))
     return found
+
+
+def batch_emits(processors: tuple[Any, ...]) -> list[Callable[[Any], Any]] | None:
+    """Each BatchSpanProcessor's queueing ``emit`` (fork and shutdown checks, the bounded queue,
+    the export thread's wake-up), which its ``on_end`` calls after a sampled check: our
+    pre-encoded items are sampled, so they go straight there. None when one is missing."""
+    emits = [getattr(_batch_core(processor), "emit", None) for processor in processors]
+    return emits if emits and all(callable(e) for e in emits) else None  # type: ignore[return-value]
 
 
 def batch_export_locks(provider: Any) -> list[Any]:
@@ -422,6 +431,23 @@ def _probe_batch(find: Callable[[Any], list[Any]]) -> bool:
         return len(find(provider)) == 1
     finally:
         processor.shutdown()
+
+
+def _probe_batch_emits() -> bool:
+    provider, processor = _batch_processor_fixture()
+    try:
+        emits = batch_emits(span_processors(provider))
+        if emits is None:
+            return False
+        seen: list[Any] = []
+        exporter = batch_exporter(processor)
+        exporter.export = seen.extend
+        item = object()
+        emits[0](item)
+        processor.force_flush()
+        return seen == [item]
+    finally:
+        provider.shutdown()
 
 
 def _probe_batch_exporter() -> bool:
@@ -784,6 +810,7 @@ PROBES: dict[str, Callable[[], bool]] = {
     "otel.tracer_apart": _probe_tracer_apart,
     "otel.batch_queues": lambda: _probe_batch(batch_queues),
     "otel.batch_export_locks": lambda: _probe_batch(batch_export_locks),
+    "otel.batch_emits": lambda: _probe_batch_emits(),
     "otel.batch_exporter": lambda: _probe_batch_exporter(),
     "otel.batch_exporter_read": lambda: _probe_batch(
         lambda provider: [e for e in map(batch_exporter, span_processors(provider)) if hasattr(e, "export")]

@@ -27,21 +27,41 @@ def exemplar_labels(ids: ExemplarIds) -> dict[str, str]:
 
 
 class _Histogram:
-    __slots__ = ("bounds", "counts", "exemplars", "total")
+    __slots__ = ("bounds", "buckets", "counts", "dirty", "exemplars", "total", "total_value")
 
-    def __init__(self, bounds: list[float]) -> None:
+    def __init__(self, bounds: list[float], total_value: Any, buckets: Any) -> None:
         self.bounds = bounds
+        self.total_value = total_value  # the child's sum value and per-bucket values
+        self.buckets = buckets
         self.total = 0.0
         self.counts = [0] * len(bounds)
         self.exemplars: list[tuple[ExemplarIds, float] | None] = [None] * len(bounds)
+        self.dirty = False
+
+
+class _Counter:
+    __slots__ = ("amount", "child", "dirty", "ids")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.amount = 0.0
+        self.ids: ExemplarIds | None = None
+        self.dirty = False
 
 
 class ObservationBatch:
-    """Not thread-safe: one worker drain at a time calls ``observe``, ``count`` and ``flush``."""
+    """Not thread-safe: one worker drain at a time calls ``observe``, ``count`` and ``flush``.
+
+    A series' pending sums live as long as the series (its child holds them in place): a drain
+    of a few records would otherwise pay for finding a child's parts and building its entry
+    again, which cost more than the observations themselves. ``flush`` writes the touched ones.
+    """
 
     def __init__(self) -> None:
-        self._histograms: dict[int, tuple[Any, Any, _Histogram]] = {}  # id -> (child, its parts, pending)
-        self._counters: dict[int, list[Any]] = {}  # id -> [child, amount, last exemplar ids]
+        self._histograms: dict[int, tuple[Any, _Histogram]] = {}  # id(child) -> (child, pending)
+        self._counters: dict[int, tuple[Any, _Counter]] = {}
+        self._touched: list[_Histogram] = []
+        self._touched_counters: list[_Counter] = []
 
     def observe(self, child: Any, amount: float, exemplar: ExemplarIds | None) -> None:
         entry = self._histograms.get(id(child))
@@ -50,8 +70,11 @@ class ObservationBatch:
             if parts is None:
                 child.observe(amount, exemplar_labels(exemplar) if exemplar else None)
                 return
-            entry = self._histograms[id(child)] = (child, parts, _Histogram(list(parts[0])))
-        pending = entry[2]
+            entry = self._histograms[id(child)] = (child, _Histogram(list(parts[0]), parts[1], parts[2]))
+        pending = entry[1]
+        if not pending.dirty:
+            pending.dirty = True
+            self._touched.append(pending)
         i = bisect_left(pending.bounds, amount)  # the first bucket with amount <= bound
         pending.total += amount
         pending.counts[i] += 1
@@ -61,24 +84,36 @@ class ObservationBatch:
     def count(self, child: Any, exemplar: ExemplarIds | None, amount: float = 1.0) -> None:
         entry = self._counters.get(id(child))
         if entry is None:
-            entry = self._counters[id(child)] = [child, 0.0, None]
-        entry[1] += amount
+            entry = self._counters[id(child)] = (child, _Counter(child))
+        pending = entry[1]
+        if not pending.dirty:
+            pending.dirty = True
+            self._touched_counters.append(pending)
+        pending.amount += amount
         if exemplar is not None:
-            entry[2] = exemplar
+            pending.ids = exemplar
 
     def flush(self) -> None:
-        if self._histograms:
-            histograms, self._histograms = self._histograms, {}
+        if self._touched:
+            touched, self._touched = self._touched, []
             now = time.time()
-            for _child, (_bounds, total, buckets), h in histograms.values():
-                total.inc(h.total)
-                for i, n in enumerate(h.counts):
+            for h in touched:
+                h.dirty = False
+                h.total_value.inc(h.total)
+                h.total = 0.0
+                counts, exemplars, buckets = h.counts, h.exemplars, h.buckets
+                for i, n in enumerate(counts):
                     if n:
                         buckets[i].inc(n)
-                        ex = h.exemplars[i]
+                        counts[i] = 0
+                        ex = exemplars[i]
                         if ex is not None:
                             buckets[i].set_exemplar(Exemplar(exemplar_labels(ex[0]), ex[1], now))
-        if self._counters:
-            counters, self._counters = self._counters, {}
-            for child, amount, ids in counters.values():
-                child.inc(amount, exemplar_labels(ids) if ids else None)
+                            exemplars[i] = None
+        if self._touched_counters:
+            counters, self._touched_counters = self._touched_counters, []
+            for c in counters:
+                c.dirty = False
+                amount, ids = c.amount, c.ids
+                c.amount, c.ids = 0.0, None
+                c.child.inc(amount, exemplar_labels(ids) if ids else None)

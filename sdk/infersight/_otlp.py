@@ -21,7 +21,16 @@ from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanContext, SpanKind, StatusCode, TraceFlags
 
-__all__ = ["EncodedSpan", "encode_attributes", "encode_float", "encode_record_span", "encode_request"]
+__all__ = [
+    "EncodedSpan",
+    "encode_attributes",
+    "encode_float",
+    "encode_int",
+    "encode_record_span",
+    "encode_request",
+    "span_count",
+    "span_field",
+]
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _FLAGS_HAS_IS_REMOTE, _FLAGS_IS_REMOTE = 0x100, 0x200
@@ -190,17 +199,34 @@ class _SampledContext:
 
 
 class EncodedSpan:
-    """A span of ours already encoded from its record (``_spans``): it takes a ReadableSpan's
-    place in infersight's own batch processor, whose exporter (ours) writes its bytes as they
-    are. Only handed over while no other processor could be given it."""
+    """Spans of ours already encoded from their records (``_spans``): a request's spans as one
+    item, which takes a ReadableSpan's place in infersight's own batch processor, whose exporter
+    (ours) writes its bytes as they are. ``encoded``: the spans as repeated Span fields of a
+    ScopeSpans message (``span_field``). Only handed over while no other processor could be
+    given it."""
 
-    __slots__ = ("encoded", "instrumentation_scope", "resource")
+    __slots__ = ("encoded", "instrumentation_scope", "resource", "span_count")
     context = _SampledContext()
 
-    def __init__(self, encoded: bytes, resource: Any, scope: Any) -> None:
+    def __init__(self, encoded: bytes, resource: Any, scope: Any, count: int = 1) -> None:
         self.encoded = encoded
         self.resource = resource
         self.instrumentation_scope = scope
+        self.span_count = count
+
+
+def span_field(span: bytes) -> bytes:
+    """A Span message as a ScopeSpans field."""
+    return b"\x12" + _varint(len(span)) + span
+
+
+def span_count(items: Sequence[Any]) -> int:
+    """How many spans a batch holds (an ``EncodedSpan`` may hold a request's several)."""
+    n = len(items)
+    for item in items:
+        if type(item) is EncodedSpan:
+            n += item.span_count - 1
+    return n
 
 
 _code_tails: dict[tuple[int, bool], bytes] = {}
@@ -239,6 +265,12 @@ def encode_record_span(
 def encode_float(key: str, value: float) -> bytes:
     """One float attribute's KeyValue field."""
     return _float_head(key) + _pack_f64(value)
+
+
+def encode_int(key: str, value: int) -> bytes | None:
+    """One int attribute's KeyValue field, cached (``None``: out of int64's range)."""
+    hit = _kv_cache.get((key, value, int))
+    return hit if hit is not None else _attributes({key: value})
 
 
 def encode_attributes(attrs: Any) -> bytes | None:
@@ -280,7 +312,7 @@ def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
             time.sleep(0)  # let request threads run: a 512-span batch would hold the GIL ~4 ms
             held_since = _clock()
         if isinstance(span, EncodedSpan):
-            encoded = span.encoded
+            pieces: tuple[bytes, ...] = (span.encoded,)  # Span fields already
         else:
             ours = _encode_span(span)
             encoded = (
@@ -288,11 +320,12 @@ def encode_request(spans: Sequence[ReadableSpan | EncodedSpan]) -> bytes:
                 if ours is not None
                 else encode_spans([span]).resource_spans[0].scope_spans[0].spans[0].SerializeToString()
             )
+            pieces = (b"\x12" + _varint(len(encoded)), encoded)  # the Span field, without copying it
         resource, scope = span.resource, span.instrumentation_scope or None
         if resource is not last_resource or scope is not last_scope:  # hashing a Resource is dear
             bucket = groups.setdefault(resource, {}).setdefault(scope, [])
             last_resource, last_scope = resource, scope
-        bucket += (b"\x12" + _varint(len(encoded)), encoded)  # the Span field, without copying it
+        bucket += pieces
     out = []
     for resource, by_scope in groups.items():
         resource_parts = []

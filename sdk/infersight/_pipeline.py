@@ -30,6 +30,11 @@ _CLIENT = SpanKind.CLIENT.value
 # switch interval, so with 0.2 ms holds it drained ~10% of the records it was given.
 _HOLD_S = 0.001
 _FLUSH_EVERY = 512  # records between metric writes when the queue does not empty
+# The worker's own drains write the summed observations at most this often: writing a touched
+# series (its locks, an exemplar) costs more than the observations of a few requests, and a
+# drain every 0.1 s at low load would pay it for each one. Scrapes, metric pushes and explicit
+# drains (tests, shutdown) write them at once.
+_METRICS_EVERY_S = 1.0
 _clock = time.perf_counter  # a module alias, so tests can drive the hand-off with a fake clock
 _thread_time = time.thread_time_ns
 
@@ -57,6 +62,7 @@ class Worker:
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._metrics_at = 0.0  # _clock() of the last metrics write of a drain
         self.overhead: OverheadMeter | None = None  # set by the runtime: the CPU of each drain
 
     # Request path: one length check and one append.
@@ -78,7 +84,7 @@ class Worker:
         while not self._stopping:
             self._wake.wait(self._interval)
             self._wake.clear()
-            self.drain()
+            self.drain(periodic=True)
             if self.overhead is not None:
                 try:
                     self.overhead.maybe_tick()
@@ -88,7 +94,8 @@ class Worker:
                 refresh_epoch_offset()
                 last_clock = time.monotonic()
 
-    def drain(self) -> int:
+    def drain(self, periodic: bool = False) -> int:
+        """Process every queued record; write the metrics (at most once a second when ``periodic``)."""
         processed = 0
         held_since = _clock()
         cpu_start = _thread_time()
@@ -97,7 +104,9 @@ class Worker:
                 try:
                     rec = self._queue.popleft()
                 except IndexError:
-                    self._flush_metrics()
+                    if not periodic or held_since - self._metrics_at >= _METRICS_EVERY_S:
+                        self._metrics_at = held_since
+                        self._flush_metrics()
                     if self.overhead is not None:
                         self.overhead.add(_thread_time() - cpu_start)
                     return processed
@@ -146,7 +155,7 @@ class Worker:
     def _stage_attrs(
         self, stage: StageRecord, model: str, version: str, cpu: float | None, plain: bool
     ) -> dict[str, Any] | PlainStage:
-        if plain and not self.hooks and not stage.base_attrs and not stage.attrs:
+        if plain and not self.hooks:
             return (model, version, cpu)  # encoded from a template, no dict (see _spans)
         attrs = stage_attributes(stage, model, version, cpu)
         if self.hooks:

@@ -132,11 +132,21 @@ class SpanEmitter:
         # a processor the app adds later (a new tuple) gets ReadableSpans from then on.
         processors = _compat.span_processors(provider)
         self._encoding_for = processors if encodes is not None and processors and encodes(processors) else None
+        # Where a request's pre-encoded spans go, as one item: the batch processors' queueing
+        # ``emit`` (skipping two layers of per-span dispatch), else the composite ``on_end``.
+        self._emit_item: Callable[[Any], Any] | None = self._on_end
         if self._encoding_for is not None:
             from . import _otlp  # protobuf: imported only where our encoder exports
 
             self._otlp = _otlp
-        self._templates: dict[tuple[str, str, str], bytes] = {}
+            emits = _compat.batch_emits(self._encoding_for)
+            if emits is not None and len(emits) == 1:
+                self._emit_item = emits[0]
+        # (id of the stage's shared base attributes, stage, model, version) -> the template
+        self._stage_templates: dict[tuple[int, str, str, str], _StageTemplate] = {}
+        # the request's own attributes up to the first float (items, their types) -> their bytes
+        self._request_templates: dict[tuple[Any, ...], bytes | None] = {}
+        self._model_pieces: dict[tuple[str, str], bytes] = {}  # (model, version) -> their bytes
 
     @property
     def resource(self) -> Resource:
@@ -168,9 +178,7 @@ class SpanEmitter:
             status = Status(StatusCode.ERROR, f"{type(error).__qualname__}: {_message(error)}")
         else:
             status = _ERROR if error_status else _UNSET
-        for queue, size in self._queues:
-            if len(queue) >= size and self.on_drop is not None:
-                self.on_drop(1)
+        self._count_drops()
         if self._on_end is None:
             _errors.report("compat.span_processor")  # the SDK moved it: no span can be handed over
             return
@@ -262,27 +270,106 @@ class SpanEmitter:
             if stage.sampled:
                 self._emit_stage(stage, _as_dict(stage, stage_attr), req_ctx)
 
-    def _hand_over(self, encoded: bytes) -> None:
+    def _count_drops(self) -> None:
+        """A full batch queue drops its oldest item when the next comes: count its spans."""
         for queue, size in self._queues:
             if len(queue) >= size and self.on_drop is not None:
-                self.on_drop(1)
-        if self._on_end is None:
+                try:
+                    oldest = queue[-1]
+                except IndexError:  # the export thread emptied it meanwhile
+                    continue
+                self.on_drop(oldest.span_count if type(oldest) is self._otlp.EncodedSpan else 1)
+
+    def _hand_over(self, encoded: bytes, count: int) -> None:
+        """One item for a request's pre-encoded spans (Span fields, ``_otlp.span_field``)."""
+        self._count_drops()
+        if self._emit_item is None:
             _errors.report("compat.span_processor")
             return
-        self._on_end(self._otlp.EncodedSpan(encoded, self._resource, self.scope))
+        self._emit_item(self._otlp.EncodedSpan(encoded, self._resource, self.scope, count))
+
+    def _request_attributes(self, rec: RequestRecord, model: str, version: str) -> bytes | None:
+        """The request span's attribute bytes, as ``encode_attributes(_request_attrs(...))``
+        writes them: the record's own attributes up to its first float from one cached piece
+        per distinct set (a route repeats them), the rest (a float varies per request: the time
+        outside stages) written each time, then the model's piece and the few that vary.
+        None: the stock encoder's job."""
+        otlp = self._otlp
+        if rec.http is not None:  # an ASGI server's attributes, made here: the whole dict's way
+            made: bytes | None = otlp.encode_attributes(_request_attrs(rec, model, version))
+            return made
+        attrs = rec.attrs
+        items: tuple[tuple[str, Any], ...] = ()
+        cut = 0
+        if attrs:
+            items = tuple(attrs.items())
+            types = tuple(map(type, attrs.values()))
+            cut = types.index(float) if float in types else len(items)
+            key: tuple[Any, ...] = (items[:cut], types[:cut])
+        else:
+            key = ((), ())
+        try:
+            head = self._request_templates.get(key, b"-")
+        except TypeError:  # an unhashable value (a list)
+            whole: bytes | None = otlp.encode_attributes(_request_attrs(rec, model, version))
+            return whole
+        if head == b"-":
+            prefix = dict(items[:cut])
+            # A key of ours set by the app: the dict's order decides (the whole dict's way).
+            head = otlp.encode_attributes(prefix) if prefix.keys().isdisjoint(_REQUEST_KEYS) else None
+            if len(self._request_templates) >= 4096:
+                self._request_templates.clear()
+            self._request_templates[key] = head
+        if head is None:
+            whole = otlp.encode_attributes(_request_attrs(rec, model, version))
+            return whole
+        if cut < len(items):
+            rest = dict(items[cut:])
+            if not rest.keys().isdisjoint(_REQUEST_KEYS):
+                whole = otlp.encode_attributes(_request_attrs(rec, model, version))
+                return whole
+            rest_bytes = otlp.encode_attributes(rest)
+            if rest_bytes is None:
+                return None
+            head += rest_bytes
+        if rec.kind != _CLIENT:  # an outgoing call serves no model of ours
+            piece = self._model_pieces.get((model, version))
+            if piece is None:
+                if len(self._model_pieces) >= 4096:
+                    self._model_pieces.clear()
+                fixed = {ATTR.MODEL_NAME: model, ATTR.MODEL_VERSION: version}
+                piece = self._model_pieces[(model, version)] = otlp.encode_attributes(fixed) or b""
+            head += piece
+        if rec.batch_size:
+            batch = otlp.encode_int(ATTR.BATCH_SIZE, rec.batch_size)
+            if batch is None:
+                return None
+            head += batch
+        if rec.queue_wait_s >= 0:
+            head += otlp.encode_float(ATTR.QUEUE_WAIT, rec.queue_wait_s)
+        if rec.tokens >= 0:
+            tokens = otlp.encode_int(ATTR.INPUT_TOKENS, rec.tokens)
+            if tokens is None:
+                return None
+            head += tokens
+        return bytes(head)
 
     def _emit_encoded(
         self, rec: RequestRecord, model: str, version: str, stage_attrs: list[dict[str, Any] | PlainStage]
     ) -> None:
         """``emit`` without ReadableSpans: each span's bytes from its record, the attributes
-        every stage of a model repeats from one template. A span with an exception (an event)
-        or an attribute only the stock encoder writes goes the ReadableSpan way."""
+        every stage of a model repeats from one template, and the request's spans handed over
+        as one item. A span with an exception (an event) or an attribute only the stock encoder
+        writes goes the ReadableSpan way."""
+        otlp = self._otlp
+        span_field = otlp.span_field
         trace_id = rec.trace_id
+        parts: list[bytes] = []
         if rec.emit_span:
-            attrs = _request_attrs(rec, model, version)
             error_status = _error_status(rec)
-            encoded_attrs = self._otlp.encode_attributes(attrs) if rec.error is None else None
+            encoded_attrs = self._request_attributes(rec, model, version) if rec.error is None else None
             if encoded_attrs is None:
+                attrs = _request_attrs(rec, model, version)
                 parent = None
                 if rec.parent_span_id:
                     parent = SpanContext(trace_id, rec.parent_span_id, rec.parent_remote, _SAMPLED)
@@ -290,67 +377,102 @@ class SpanEmitter:
                 ctx = self._ctx(trace_id, rec.span_id, rec.trace_state)
                 self._emit(rec.name, kind, ctx, parent, attrs, rec.start_ns, rec.end_ns, rec.error, error_status)
             else:
-                self._hand_over(
-                    self._otlp.encode_record_span(
-                        rec.name,
-                        _KINDS.get(rec.kind, SpanKind.SERVER),
-                        trace_id,
-                        rec.span_id,
-                        rec.trace_state,
-                        rec.parent_span_id,
-                        rec.parent_remote,
-                        wall_ns(rec.start_ns),
-                        wall_ns(rec.end_ns),
-                        encoded_attrs,
-                        error_status,
+                parts.append(
+                    span_field(
+                        otlp.encode_record_span(
+                            rec.name,
+                            _KINDS.get(rec.kind, SpanKind.SERVER),
+                            trace_id,
+                            rec.span_id,
+                            rec.trace_state,
+                            rec.parent_span_id,
+                            rec.parent_remote,
+                            wall_ns(rec.start_ns),
+                            wall_ns(rec.end_ns),
+                            encoded_attrs,
+                            error_status,
+                        )
                     )
                 )
         for stage, stage_attr in zip(rec.stages, stage_attrs, strict=True):
-            if stage.sampled:
-                self._emit_stage_encoded(stage, stage_attr)
+            if not stage.sampled:
+                continue
+            encoded = self._stage_span(stage, stage_attr)
+            if encoded is None:
+                if parts:  # in order: what came before goes first
+                    self._hand_over(b"".join(parts), len(parts))
+                    parts = []
+                self._emit_stage(stage, _as_dict(stage, stage_attr), None)
+            else:
+                parts.append(span_field(encoded))
+        if parts:
+            self._hand_over(b"".join(parts), len(parts))
 
-    def _plain_attributes(self, stage: StageRecord, plain: PlainStage) -> bytes:
+    def _plain_attributes(self, stage: StageRecord, plain: PlainStage) -> bytes | None:
+        """A stage span's attribute bytes, as ``encode_attributes(stage_attributes(...))``
+        writes them: the shared base attributes and the stage, model and version from one
+        template, the stage's own few between them, then the values that vary."""
         model, version, cpu = plain
-        key = (stage.name, model, version)
-        encoded = self._templates.get(key)
-        if encoded is None:
-            if len(self._templates) >= 4096:
-                self._templates.clear()
-            fixed = {ATTR.STAGE: stage.name, ATTR.MODEL_NAME: model, ATTR.MODEL_VERSION: version}
-            encoded = self._templates[key] = self._otlp.encode_attributes(fixed) or b""
+        base = stage.base_attrs
+        key = (id(base) if base else 0, stage.name, model, version)
+        template = self._stage_templates.get(key)
+        if template is None or template.base is not base:
+            if len(self._stage_templates) >= 4096:
+                self._stage_templates.clear()
+            template = self._stage_templates[key] = _StageTemplate(base, stage.name, model, version, self._otlp)
+        otlp = self._otlp
+        own = stage.attrs
+        if template.base_bytes is None or (own and not own.keys().isdisjoint(template.reserved)):
+            whole: bytes | None = otlp.encode_attributes(stage_attributes(stage, model, version, cpu))
+            return whole
+        if own:
+            own_bytes = otlp.encode_attributes(own)
+            if own_bytes is None:
+                return None
+            encoded = template.base_bytes + own_bytes + template.fixed_bytes
+        else:
+            encoded = template.both
         if stage.batch_size:
-            encoded += self._otlp.encode_attributes({ATTR.BATCH_SIZE: stage.batch_size}) or b""
+            batch = otlp.encode_int(ATTR.BATCH_SIZE, stage.batch_size)
+            if batch is None:
+                return None
+            encoded += batch
         if stage.queue_wait_s >= 0:
-            encoded += self._otlp.encode_float(ATTR.QUEUE_WAIT, stage.queue_wait_s)
+            encoded += otlp.encode_float(ATTR.QUEUE_WAIT, stage.queue_wait_s)
         if cpu is not None:
-            encoded += self._otlp.encode_float(ATTR.STAGE_CPU_SECONDS, cpu)
-        return encoded
+            encoded += otlp.encode_float(ATTR.STAGE_CPU_SECONDS, cpu)
+        return bytes(encoded)
+
+    def _stage_span(self, stage: StageRecord, attrs: dict[str, Any] | PlainStage) -> bytes | None:
+        """A stage's Span message, or None for the ReadableSpan way."""
+        if stage.error is not None:
+            return None
+        if type(attrs) is tuple:
+            encoded_attrs = self._plain_attributes(stage, attrs)  # type: ignore[arg-type]
+        else:
+            encoded_attrs = self._otlp.encode_attributes(attrs)
+        if encoded_attrs is None:
+            return None
+        return self._otlp.encode_record_span(
+            stage.name,
+            SpanKind.INTERNAL,
+            stage.trace_id,
+            stage.span_id,
+            None,
+            stage.parent_span_id,
+            False,
+            wall_ns(stage.start_ns),
+            wall_ns(stage.end_ns),
+            encoded_attrs,
+            False,
+        )
 
     def _emit_stage_encoded(self, stage: StageRecord, attrs: dict[str, Any] | PlainStage) -> None:
-        encoded_attrs = None
-        if stage.error is None:
-            if type(attrs) is tuple:
-                encoded_attrs = self._plain_attributes(stage, attrs)
-            else:
-                encoded_attrs = self._otlp.encode_attributes(attrs)
-        if encoded_attrs is None:
+        encoded = self._stage_span(stage, attrs)
+        if encoded is None:
             self._emit_stage(stage, _as_dict(stage, attrs), None)
-            return
-        self._hand_over(
-            self._otlp.encode_record_span(
-                stage.name,
-                SpanKind.INTERNAL,
-                stage.trace_id,
-                stage.span_id,
-                None,
-                stage.parent_span_id,
-                False,
-                wall_ns(stage.start_ns),
-                wall_ns(stage.end_ns),
-                encoded_attrs,
-                False,
-            )
-        )
+        else:
+            self._hand_over(self._otlp.span_field(encoded), 1)
 
     def emit_stage(
         self, stage: StageRecord, attrs: dict[str, Any] | PlainStage, request_ctx: SpanContext | None = None
@@ -380,6 +502,36 @@ class SpanEmitter:
             stage.error,
             False,
         )
+
+
+_REQUEST_KEYS = frozenset((ATTR.MODEL_NAME, ATTR.MODEL_VERSION, ATTR.BATCH_SIZE, ATTR.QUEUE_WAIT, ATTR.INPUT_TOKENS))
+_STAGE_KEYS = (
+    ATTR.STAGE,
+    ATTR.MODEL_NAME,
+    ATTR.MODEL_VERSION,
+    ATTR.BATCH_SIZE,
+    ATTR.QUEUE_WAIT,
+    ATTR.STAGE_CPU_SECONDS,
+)
+
+
+class _StageTemplate:
+    """The attribute bytes every span of one (base attributes, stage, model, version) repeats.
+    Holds ``base`` so that its id, part of the key, is not reused while cached."""
+
+    __slots__ = ("base", "base_bytes", "both", "fixed_bytes", "reserved")
+
+    def __init__(self, base: dict[str, Any] | None, name: str, model: str, version: str, otlp: Any) -> None:
+        self.base = base
+        fixed = {ATTR.STAGE: name, ATTR.MODEL_NAME: model, ATTR.MODEL_VERSION: version}
+        self.fixed_bytes: bytes = otlp.encode_attributes(fixed) or b""
+        self.reserved = frozenset(base or ()) | frozenset(_STAGE_KEYS)
+        if base and not base.keys().isdisjoint(_STAGE_KEYS):
+            base_bytes = None  # a key of ours among the base ones: the dict's order decides
+        else:
+            base_bytes = otlp.encode_attributes(base) if base else b""
+        self.base_bytes: bytes | None = base_bytes
+        self.both = (base_bytes or b"") + self.fixed_bytes
 
 
 def _request_attrs(rec: RequestRecord, model: str, version: str) -> dict[str, Any]:

@@ -54,15 +54,20 @@ class CountingExporter(SpanExporter):
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         cpu_start = time.thread_time_ns()
+        count = len(spans)
+        if getattr(self.inner, "accepts_encoded_spans", False):
+            from ._otlp import span_count
+
+            count = span_count(spans)  # an item may hold a request's several spans
         try:
             result = self.inner.export(spans)
         except Exception:
-            self.on_result(len(spans), False)
+            self.on_result(count, False)
             raise
         finally:
             if self.on_cpu is not None:
                 self.on_cpu(time.thread_time_ns() - cpu_start)
-        self.on_result(len(spans), result is SpanExportResult.SUCCESS)
+        self.on_result(count, result is SpanExportResult.SUCCESS)
         return result
 
     def shutdown(self) -> None:
