@@ -338,3 +338,19 @@ def test_a_processor_the_app_adds_gets_readable_spans_from_then_on() -> None:
     assert not encoding.encoding()
     encoding.emit(rec, "m", "1", [])
     assert [type(s) for s in encoded] == [EncodedSpan, ReadableSpan]
+
+
+def test_a_batch_of_request_items_holds_about_the_stock_512_spans(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Through our encoder a queue item is a request's spans: 128 per export, so a failing export
+    takes 128 requests off the queue, not 512 (the outage test measures what that keeps)."""
+    from infersight._tracing import _items_per_batch
+
+    ours = fast_otlp_exporter_class()(encode_request, timeout=1)
+    monkeypatch.delenv("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", raising=False)
+    monkeypatch.delenv("OTEL_BSP_MAX_QUEUE_SIZE", raising=False)
+    assert _items_per_batch(ours) == 128
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+    assert _items_per_batch(ConsoleSpanExporter()) is None  # a span per item: the stock default
+    monkeypatch.setenv("OTEL_BSP_MAX_QUEUE_SIZE", "64")
+    assert _items_per_batch(ours) is None  # the user's settings, as the processor reads them

@@ -123,6 +123,22 @@ def _make_exporter(config: Config, name: str | None = None) -> SpanExporter | No
     return HTTPSpanExporter(timeout=timeout)
 
 
+# Through our encoder an item is one request's spans (4 for three stages). 128 of them make about
+# the stock 512 spans per export; and with the collector down, each failed export (up to its 5 s
+# timeout) takes 128 items off the queue, not 512, so the queue fills and keeps the latest
+# requests for when the collector is back instead of draining them into failed exports.
+# OTEL_BSP_MAX_EXPORT_BATCH_SIZE and OTEL_BSP_MAX_QUEUE_SIZE, when set, win.
+_ITEMS_PER_BATCH = 128
+
+
+def _items_per_batch(exporter: SpanExporter) -> int | None:
+    if not getattr(exporter, "accepts_encoded_spans", False):
+        return None
+    if os.environ.get("OTEL_BSP_MAX_EXPORT_BATCH_SIZE") or os.environ.get("OTEL_BSP_MAX_QUEUE_SIZE"):
+        return None  # the processor's own reading of them (and its check of one against the other)
+    return _ITEMS_PER_BATCH
+
+
 def setup_tracer_provider(
     config: Config, on_export: Callable[[int, bool], Any], on_cpu: Callable[[int], Any] | None = None
 ) -> tuple[TracerProvider, bool]:
@@ -138,7 +154,8 @@ def setup_tracer_provider(
     for name in config.trace_exporters:
         exporter = _make_exporter(config, name)
         if exporter is not None:  # each counted: infersight_spans_exported_total sums the exporters
-            provider.add_span_processor(BatchSpanProcessor(CountingExporter(exporter, on_export, on_cpu)))
+            counted = CountingExporter(exporter, on_export, on_cpu)
+            provider.add_span_processor(BatchSpanProcessor(counted, max_export_batch_size=_items_per_batch(exporter)))
     trace.set_tracer_provider(provider)
     # set_tracer_provider refuses a second time (another library won the race): use theirs.
     current = trace.get_tracer_provider()
