@@ -50,7 +50,7 @@ def test_errors_and_slow_requests_are_kept_and_the_rest_at_the_ratio() -> None:
         failed = [s for s in spans if s.events]
         slow = [s for s in spans if (s.end_time or 0) - (s.start_time or 0) > 5_000_000]
         assert errors == len(failed) == 20
-        assert len(slow) == 6
+        assert len(slow) >= 6  # and any fast one a busy box held past 5 ms (kept by ratio, if kept)
         fast_kept = len(spans) - 26
         assert 120 <= fast_kept <= 290, fast_kept  # 10% of 2000, binomial sd 13
         # Every request span has its stage: a trace is kept or dropped whole.

@@ -97,3 +97,24 @@ def test_sums_carried_over_many_flushes_match_per_call_observe() -> None:
         for key, (value, exemplar) in want.items():
             assert math.isclose(got[key][0], value, rel_tol=1e-9, abs_tol=1e-12), (round_, key)
             assert got[key][1] == exemplar, (round_, key)
+
+
+def test_a_forked_child_forgets_the_parents_pending_sums() -> None:
+    """What the parent summed but had not written when it forked is the parent's to write."""
+    registry = CollectorRegistry()
+    hist = Histogram("t_seconds", "", ["stage"], buckets=LATENCY_BUCKETS, registry=registry)
+    count = Counter("c", "", registry=registry)
+    batch = ObservationBatch()
+    batch.observe(hist.labels("model"), 0.01, (1, 2))
+    batch.count(count, None)
+    batch.flush()
+    written = _samples(registry)
+    batch.observe(hist.labels("model"), 0.5, (3, 4))  # pending at the fork
+    batch.count(count, (3, 4))
+    batch.forget_pending()
+    batch.flush()
+    assert _samples(registry) == written
+    batch.observe(hist.labels("model"), 0.01, None)  # the child's own observations still count
+    batch.flush()
+    after = _samples(registry)
+    assert after[("t_seconds_count", (("stage", "model"),))][0] == 2.0

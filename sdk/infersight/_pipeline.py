@@ -148,6 +148,8 @@ class Worker:
         self._queue = deque()
         self._drain_lock = threading.Lock()
         self._wake = threading.Event()
+        if self.metrics is not None:  # observations summed, not yet written: the parent's too
+            self.metrics.after_fork_in_child()
         if self.overhead is not None:
             self.overhead.after_fork_in_child()
         self.start()

@@ -130,6 +130,9 @@ class InferenceMetrics:
         """Write the observations summed since the last flush (the worker calls it per drain)."""
         self._batch.flush()
 
+    def after_fork_in_child(self) -> None:
+        self._batch.forget_pending()
+
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(...)`` with a cache: the lookup dominated the worker's profile."""
         key = (id(metric), labels)
