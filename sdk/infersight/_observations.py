@@ -93,6 +93,17 @@ class ObservationBatch:
         if exemplar is not None:
             pending.ids = exemplar
 
+    def forget_pending(self) -> None:
+        """Drop what is summed but not yet written: in a forked child it is the parent's, which
+        writes it itself (the child writing it too would count it twice, once per fork)."""
+        for h in self._touched:
+            h.dirty, h.total = False, 0.0
+            h.counts = [0] * len(h.bounds)
+            h.exemplars = [None] * len(h.bounds)
+        for c in self._touched_counters:
+            c.dirty, c.amount, c.ids = False, 0.0, None
+        self._touched, self._touched_counters = [], []
+
     def flush(self) -> None:
         if self._touched:
             touched, self._touched = self._touched, []
