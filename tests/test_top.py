@@ -259,3 +259,22 @@ def test_a_query_prometheus_refuses_is_one_problem_not_an_outage() -> None:
     assert [p for p in snap.problems if p.startswith("call_network_p0.99:")], snap.problems
     assert not [p for p in snap.problems if "unreachable" in p], snap.problems
     assert snap.calls[("a:80", "/p")].rps == 5.0  # a query after the refused one
+
+
+def test_payload_note_on_a_fresh_deployment_against_the_median_of_the_history() -> None:
+    """No hour of history: the payload baseline is the median of the windowed means so far, as in
+    the alert's note, so a payload jump in the first hour is noted."""
+
+    class Fake(top.PrometheusSource):
+        def query(self, expr: str) -> list[tuple[dict[str, str], float]]:
+            if "payload_size_bytes" not in expr or "offset 1h" in expr:
+                return []  # no hour ago
+            if expr.startswith("quantile_over_time(0.5,"):
+                return [({"model": "m"}, 100.0)]  # the median of the means so far
+            if expr.startswith("sum by (model) (rate(infersight_payload_size_bytes_sum"):
+                return [({"model": "m"}, 400.0)]  # now
+            return []
+
+    snap = top.Snapshot("http://prometheus.invalid", "1m")
+    top._prometheus_diagnose(Fake("http://prometheus.invalid"), snap)
+    assert snap.notes.get("m") == f"payload {top.TIMES}4.0", (snap.notes, snap.problems)

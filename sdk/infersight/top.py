@@ -886,6 +886,16 @@ def _prometheus_means(source: PrometheusSource, snap: Snapshot, offset: str) -> 
     return means
 
 
+def _median_baselines(source: PrometheusSource, before: Means) -> None:
+    """A model with no hour of history (a fresh deployment) gets, as the alert's note does, the
+    median over the last hour of its windowed means as the payload and token baseline."""
+    w = source.window
+    for metric, into in ((_PAYLOAD, before.payload), (_TOKENS, before.tokens)):
+        mean = f"sum by (model) (rate({metric}_sum[{w}])) / sum by (model) (rate({metric}_count[{w}]))"
+        for labels, value in source.query(f"quantile_over_time(0.5, ({mean})[1h:15s])"):
+            into.setdefault(labels.get("model", "?"), value)
+
+
 def _prometheus_diagnose(source: PrometheusSource, snap: Snapshot) -> None:
     """Now against an hour ago (as the alert InferenceSLOBreachByStage does), plus the
     outside-stages row and the GIL probe's P99."""
@@ -897,6 +907,8 @@ def _prometheus_diagnose(source: PrometheusSource, snap: Snapshot) -> None:
                 snap.stages.setdefault((labels.get("model", "?"), OUTSIDE_STAGES), Row()).set_quantile(q, value)
         for _, value in source.query(f"histogram_quantile(0.99, sum by (le) (rate({_GIL}_bucket[{w}])))"):
             snap.gil_p99 = value
-        diagnose(snap, _prometheus_means(source, snap, ""), _prometheus_means(source, snap, " offset 1h"))
+        before = _prometheus_means(source, snap, " offset 1h")
+        _median_baselines(source, before)
+        diagnose(snap, _prometheus_means(source, snap, ""), before)
     except Exception as exc:
         snap.problems.append(f"diagnosis: {exc}")
