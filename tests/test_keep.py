@@ -57,8 +57,10 @@ def test_errors_and_slow_requests_are_kept_and_the_rest_at_the_ratio() -> None:
         requests = t.spans("inference")
         assert len(requests) == len(spans)
         reasons = [s.attributes.get("infersight.trace.kept") for s in requests]  # type: ignore[union-attr]
-        assert reasons.count("error") == 20 and reasons.count("slow") == 6
-        assert reasons.count("ratio") == fast_kept
+        # A "fast" request the box held past 20 ms is slow, and kept as such.
+        held = [s for s in requests if s.attributes.get("infersight.trace.kept") == "slow"]  # type: ignore[union-attr]
+        assert reasons.count("error") == 20 and len(held) >= 6
+        assert reasons.count("ratio") == fast_kept - (len(held) - 6)
         # Metrics count every request, kept or not.
         assert (
             t.value(
