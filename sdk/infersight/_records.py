@@ -81,8 +81,8 @@ class StageRecord:
         self.parent_span_id = parent_span_id
         self.trace_id = trace_id
         self.sampled = sampled
-        self.span_id = new_span_id()
-        self.start_ns = now_ns()
+        self.span_id = getrandbits(64) or 1
+        self.start_ns = 0  # set by whoever starts it (start_stage: after its hooks)
         self.end_ns = 0
         self.error: BaseException | None = None
         self.attrs: dict[str, Any] | None = None

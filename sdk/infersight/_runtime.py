@@ -604,8 +604,8 @@ def start_stage(name: str, model: str | None = None) -> tuple[StageRecord | None
         if rec is not None:
             parent_id = outer.span_id if outer is not None and outer.request is rec else rec.span_id
             st = StageRecord(name, model, rec, parent_id, rec.trace_id, rec.sampled)
-            if model:
-                rec.set_model(model)
+            if model and rec.model is None:  # the first model named labels the request (set_model)
+                rec.model = model
         elif outer is not None:
             st = StageRecord(name, model or outer.model, None, outer.span_id, outer.trace_id, outer.sampled)
         else:
@@ -618,7 +618,11 @@ def start_stage(name: str, model: str | None = None) -> tuple[StageRecord | None
         stage_token = current_stage.set(st)
         otel_token = None
         # Inside a request whose live span is current, that span already answers for the stage.
-        if rt.provider is not None and (rec is None or rec.live_span is None or _current_span() is not rec.live_span):
+        live = rec.live_span if rec is not None else None
+        var = _OTEL_VAR
+        if rt.provider is not None and (
+            live is None or (var.get().get(_SPAN_KEY) if var is not None else _current_span()) is not live
+        ):
             span_ctx = SpanContext(st.trace_id, st.span_id, False, _SAMPLED if st.sampled else _UNSAMPLED)
             otel_token = _attach_span(span_ctx)
         if rt.hooks:
@@ -656,7 +660,8 @@ def end_stage(st: StageRecord | None, tokens: Tokens, error: BaseException | Non
         # on another thread would subtract two threads' clocks.
         if rt is not None and rt.thread_time is not None and st.cpu_thread == _get_ident():
             st.cpu_end_ns = rt.thread_time()
-        st.error = error
+        if error is not None:
+            st.error = error
         if rt is not None and rt.hooks:
             call_hooks(rt.hooks, "on_stage_end", st)
         stage_token, otel_token = tokens
@@ -665,7 +670,10 @@ def end_stage(st: StageRecord | None, tokens: Tokens, error: BaseException | Non
         if otel_token is not None and _is_current_span(st.span_id):
             _reset(otel_token)
         if stage_token is not None and current_stage.get() is st:
-            _reset(stage_token)
+            try:  # _reset, inlined: start_stage's token is always a ContextVar's
+                current_stage.reset(stage_token)
+            except (ValueError, RuntimeError):
+                pass  # made in another context: nothing of ours to undo in this one
         rec = st.request
         if rec is not None and not rec.end_ns:
             rec.stages.append(st)

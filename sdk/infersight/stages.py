@@ -168,11 +168,25 @@ class Stage(_Scope):
             self._record.batch_size = self.batch_size
 
     def _exit(self, error: BaseException | None) -> None:
-        if isinstance(error, GeneratorExit):
+        if error is not None and isinstance(error, GeneratorExit):
             # The consumer stopped early: the stage ended, it did not fail.
             self.set_attribute(ATTR.GENERATOR_ABANDONED, True)
             error = None
         _runtime.end_stage(self._record, self._tokens, error)
+
+    # ``with`` as _enter/_exit, inlined: the most common use, on the request path.
+    def __enter__(self) -> Stage:
+        rec, tokens = _runtime.start_stage(self._name, self._model)
+        self._record, self._tokens = rec, tokens
+        if rec is not None and self.batch_size:
+            rec.batch_size = self.batch_size
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        if ev is not None:
+            self._exit(ev)
+        else:
+            _runtime.end_stage(self._record, self._tokens, None)
 
     def set_attribute(self, key: str, value: Any) -> None:
         if self._record is not None:
