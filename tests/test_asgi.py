@@ -590,6 +590,34 @@ def test_health_probes_and_excluded_urls_get_no_span_and_no_sample(monkeypatch: 
     assert served(OTEL_PYTHON_EXCLUDED_URLS="items,healthz") == {"/healthz": 0.0, "/items/{item_id}": 0.0}
 
 
+def test_excluded_url_decisions_are_remembered_by_all_of_the_urls_parts() -> None:
+    """The request path remembers each URL's decision: by every part the URL is made of (the
+    framework's own variable too), a part that can't be a key (a bytearray host) still decided."""
+    from types import SimpleNamespace
+
+    from infersight._excluded_urls import ExcludedUrls
+    from infersight.instrumentation._asgi import _excluded
+
+    rt = SimpleNamespace(excluded_urls=ExcludedUrls({"OTEL_PYTHON_FASTAPI_EXCLUDED_URLS": r"secret=1,//probe/"}))
+
+    def scope(path: str, query: bytes = b"", root: str = "") -> dict[str, Any]:
+        return {"path": path, "query_string": query, "root_path": root, "scheme": "http"}
+
+    cases = [
+        ("fastapi", scope("/predict"), b"h", False),
+        ("fastapi", scope("/predict", b"secret=1"), b"h", True),
+        ("fastapi", scope("/predict"), b"h", False),  # the same URL again: still not excluded
+        ("starlette", scope("/predict", b"secret=1"), b"h", False),  # another framework's variable
+        ("fastapi", scope("/healthz"), b"h", False),  # the default list is replaced by the variable's
+        ("fastapi", scope("/x"), b"probe", True),  # the host is part of the URL
+        ("fastapi", scope("/x", root="/probe"), b"h", False),  # "//probe/" needs the host, not the root
+        ("fastapi", scope("/x"), bytearray(b"probe"), True),  # unhashable: decided, not remembered
+    ]
+    for _ in range(2):  # the second round answers from what the first remembered
+        assert [_excluded(rt, fw, sc, host) for fw, sc, host, _ in cases] == [want for *_, want in cases]
+    assert len(rt.excluded_urls.seen) == len(cases) - 2  # one URL twice, one not hashable
+
+
 EXPECTED_HTTP = (
     "http.request.method",
     "url.path",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 
 __all__ = ["DEFAULT_EXCLUDED_URLS", "ExcludedUrls"]
 
@@ -22,6 +22,10 @@ class ExcludedUrls:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._env = os.environ if environ is None else environ
         self._lists: dict[str, re.Pattern[str] | None] = {}
+        # Decisions by the parts of a URL, as a server's request path keeps them (``remember``):
+        # a server sees the same few URLs again and again; making the URL and searching it costs
+        # more than a lookup.
+        self.seen: dict[Hashable, bool] = {}
 
     def _list(self, framework: str) -> re.Pattern[str] | None:
         if framework not in self._lists:
@@ -41,3 +45,14 @@ class ExcludedUrls:
         except KeyError:
             pattern = self._list(framework)
         return pattern is not None and pattern.search(url) is not None
+
+    def remember(self, key: Hashable, framework: str, url: str) -> bool:
+        """``excluded(framework, url)``, kept in ``seen`` under ``key`` (the parts ``url`` is
+        made of, and ``framework``), for the first few thousand keys."""
+        found = self.excluded(framework, url)
+        if len(self.seen) < _SEEN_MAX:
+            self.seen[key] = found
+        return found
+
+
+_SEEN_MAX = 4096

@@ -173,7 +173,7 @@ class RequestRecord:
         self.sampled = sampled
         self.trace_state: Any = None
         self.live_span: Any = None  # the OTel span current while it is served (see _runtime)
-        self.span_id = new_span_id()
+        self.span_id = getrandbits(64) or 1
         self.emit_span = True  # False when an existing OTel span already covers the request
         self.deferred = False  # another instrumentation's server span is yet to start (see _runtime)
         self.start_ns = now_ns()

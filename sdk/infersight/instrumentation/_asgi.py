@@ -61,26 +61,21 @@ class AsgiRequest:
     also the propagation carrier of the request's headers (ASGI's list of byte pairs): one pass
     at the start finds the two the request path needs, the propagator's other lookups scan."""
 
-    __slots__ = (
-        "bytes_out",
-        "content_length",
-        "disconnected",
-        "end_ns",
-        "first_ns",
-        "host",
-        "mounts",
-        "raw",
-        "rec",
-        "route",
-        "status",
-        "traceparent",
-    )
+    # No __slots__: what most requests leave as it is is a class-level default (cheaper to make).
+    traceparent: bytes | None = None
+    content_length: bytes | None = None
+    host: bytes = b""
+    rec: RequestRecord = None  # type: ignore[assignment]  # set once the request started
+    status = 0
+    bytes_out = 0
+    first_ns = 0
+    end_ns = 0
+    disconnected = False
+    mounts: tuple[Any, ...] = ()  # route prefixes the framework went through (Starlette's Mount)
+    route: Any = None  # the route that handled it, as the framework's hook saw it
 
     def __init__(self, raw: Any) -> None:
         self.raw = raw
-        self.traceparent: bytes | None = None
-        self.content_length: bytes | None = None
-        self.host: bytes = b""
         for name, value in raw:
             if name == _TRACEPARENT:
                 self.traceparent = value
@@ -88,14 +83,6 @@ class AsgiRequest:
                 self.content_length = value
             elif name == _HOST:
                 self.host = value
-        self.rec: RequestRecord = None  # type: ignore[assignment]  # set once the request started
-        self.status = 0
-        self.bytes_out = 0
-        self.first_ns = 0
-        self.end_ns = 0
-        self.disconnected = False
-        self.mounts: list[Any] = []  # route prefixes the framework went through (Starlette's Mount)
-        self.route: Any = None  # the route that handled it, as the framework's hook saw it
 
     def __contains__(self, key: object) -> bool:
         if key == "traceparent":
@@ -123,7 +110,7 @@ async def serve(
     rt = _runtime.get_runtime()
     try:
         state = AsgiRequest(scope.get("headers") or ())
-        if rt is not None and rt.excluded_urls.excluded(framework, _url(scope, state.host)):
+        if rt is not None and _excluded(rt, framework, scope, state.host):
             await call(scope, receive, send)
             return
     except Exception as exc:  # headers not as the ASGI spec has them: the request goes on, unobserved
@@ -185,6 +172,18 @@ def _with_server_timing(rec: RequestRecord, message: Message) -> Message:
     except Exception as exc:
         _errors.report("asgi", exc)
         return message
+
+
+def _excluded(rt: Any, framework: str, scope: Scope, host: bytes) -> bool:
+    """Whether OTel's excluded-URL variables leave this request out, remembered by its URL's parts."""
+    get = scope.get
+    key = (framework, get("path"), get("query_string"), host, get("root_path"), get("scheme"))
+    try:
+        return rt.excluded_urls.seen[key]  # type: ignore[no-any-return]
+    except KeyError:
+        return rt.excluded_urls.remember(key, framework, _url(scope, host))  # type: ignore[no-any-return]
+    except TypeError:  # a part that isn't hashable (a bytearray): not remembered
+        return rt.excluded_urls.excluded(framework, _url(scope, host))  # type: ignore[no-any-return]
 
 
 def _url(scope: Scope, host: bytes) -> str:

@@ -279,7 +279,7 @@ async def _serve_as_server(wrapped: Callable[..., Any], scope: Any, receive: Any
 def _mount_handle(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     state = args[0].get(SCOPE_KEY) if args else None
     if isinstance(state, AsgiRequest):
-        state.mounts.append(instance)
+        state.mounts = (*state.mounts, instance)
     return wrapped(*args, **kwargs)
 
 
