@@ -11,6 +11,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from random import getrandbits
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import context as otel_context
@@ -52,6 +53,8 @@ __all__ = ["Runtime", "get_runtime", "init", "shutdown"]
 logger = logging.getLogger("infersight")
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _CLIENT = SpanKind.CLIENT.value
+_SERVER, _INTERNAL = SpanKind.SERVER, SpanKind.INTERNAL
+_SERVER_VALUE, _INTERNAL_VALUE = _SERVER.value, _INTERNAL.value
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _get_ident = threading.get_ident
 
@@ -66,10 +69,11 @@ class _LiveSpan(NonRecordingSpan):
     set one ContextVar of ours, not OTel's context (a dict copy, a Context, a SpanContext and a
     NonRecordingSpan each), and other instrumentations still parent to the right stage."""
 
+    _last: tuple[Any, SpanContext | None] = (None, None)  # (owner, its SpanContext), made when asked
+
     def __init__(self, rec: RequestRecord, flags: TraceFlags) -> None:  # no SpanContext up front
         self._rec = rec
         self._flags = flags
-        self._last: tuple[Any, SpanContext | None] = (None, None)
 
     def get_span_context(self) -> SpanContext:
         rec = self._rec
@@ -136,6 +140,7 @@ class Runtime:
         # infersight's own CPU share (worker and export threads), and its budget.
         self.overhead = OverheadMeter(config.overhead_budget, self.metrics.overhead if self.metrics else None, None)
         emitter = None
+        self._always_on = False  # the provider's sampler samples every root (set with the provider)
         if config.spans_on:
             if tracer_provider is None:
                 tracer_provider, self.owns_provider = setup_tracer_provider(config, self._on_export, self.overhead.add)
@@ -423,7 +428,8 @@ def start_request(
         return None, (None, None)
     try:
         emit_span = True
-        active = _current_span()
+        var = _OTEL_VAR
+        active: Any = var.get().get(_SPAN_KEY) if var is not None else _current_span()
         if parent is not None and active is not None:
             # A remote parent, and a span current: another instrumentation's server span, if it
             # continues that same trace (it read the same traceparent first); else not ours to use.
@@ -443,16 +449,19 @@ def start_request(
             trace_id = parent.trace_id
             sampled = parent.trace_flags.sampled if not emit_span else rt.sample(parent, trace_id, name, kind)
         else:
-            trace_id = new_trace_id()
-            sampled = rt.sample(None, trace_id, name, kind)
-        rec = RequestRecord(name, kind.value, endpoint, trace_id, parent.span_id if parent is not None else 0, sampled)
+            trace_id = getrandbits(128) or 1
+            # rt.sample's answer without its call when every root is sampled (the default).
+            sampled = (rt.provider is not None and rt._always_on) or rt.sample(None, trace_id, name, kind)
+        # The common kinds' values without the enum's descriptor (a Python call on every request).
+        value = _SERVER_VALUE if kind is _SERVER else _INTERNAL_VALUE if kind is _INTERNAL else kind.value
+        rec = RequestRecord(name, value, endpoint, trace_id, parent.span_id if parent is not None else 0, sampled)
         if parent is not None:
             rec.parent_remote = parent.is_remote
             rec.trace_state = parent.trace_state
             if not emit_span:
                 rec.span_id = parent.span_id
                 rec.parent_span_id = 0
-        rec.emit_span = emit_span
+                rec.emit_span = False
         req_token = current_request.set(rec)
         otel_token = None
         if emit_span and defer_span:
@@ -506,7 +515,11 @@ def finish_request(
         elif rec.outcome is None:
             rec.outcome = OUTCOME_ERROR if error is not None else OUTCOME_SUCCESS
         rec.live_span = None  # it refers to the record: no cycle left for the GC
-        suspend_request(tokens)
+        req_token, otel_token = tokens  # suspend_request, inlined
+        if otel_token is not None:
+            _reset(otel_token)
+        if req_token is not None:
+            current_request.reset(req_token)
     except Exception as exc:
         _errors.report("request", exc)
     if rt is not None:

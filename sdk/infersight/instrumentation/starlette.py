@@ -208,7 +208,9 @@ def _app_call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...],
             if kind == "lifespan":
                 _info(instance)  # at start-up: the metrics port opens before the first request
             return wrapped(*args, **kwargs)  # websocket, lifespan, or a mounted sub-app
-        info = _info(instance)
+        last_app, info = _last  # _info's own first check, without its call: most processes serve one app
+        if last_app is not instance or info is None or instance.middleware_stack is not info.stack:
+            info = _info(instance)
         if info.contrib_inside:
             scope[SCOPE_KEY] = _DEFERRED
             return wrapped(*args, **kwargs)
