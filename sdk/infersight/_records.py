@@ -16,6 +16,7 @@ __all__ = [
     "StageRecord",
     "current_request",
     "current_stage",
+    "epoch_offset_ns",
     "now_ns",
     "outside_stages_ns",
     "wall_ns",
@@ -34,6 +35,11 @@ def refresh_epoch_offset() -> None:
 
 def wall_ns(perf_ns: int) -> int:
     return perf_ns + _epoch_offset_ns
+
+
+def epoch_offset_ns() -> int:
+    """What ``wall_ns`` adds: read once for a request's several spans."""
+    return _epoch_offset_ns
 
 
 def new_span_id() -> int:

@@ -25,7 +25,7 @@ from opentelemetry.trace import (
 )
 
 from . import _compat, _errors
-from ._records import RequestRecord, StageRecord, wall_ns
+from ._records import RequestRecord, StageRecord, epoch_offset_ns, wall_ns
 from ._version import __version__
 from .conventions import ATTR, EVENT, OUTCOME_ERROR, SPAN
 
@@ -394,11 +394,14 @@ class SpanEmitter:
                         )
                     )
                 )
-        stage_field = self._stage_field
+        stage_field, plain_field, offset = self._stage_field, self._plain_stage_field, epoch_offset_ns()
         for stage, stage_attr in zip(rec.stages, stage_attrs, strict=True):
             if not stage.sampled:
                 continue
-            field = stage_field(stage, stage_attr)
+            if type(stage_attr) is tuple:
+                field = plain_field(stage, stage_attr, offset)  # type: ignore[arg-type]
+            else:
+                field = stage_field(stage, stage_attr)
             if field is None:
                 if parts:  # in order: what came before goes first
                     self._hand_over(b"".join(parts), len(parts))
@@ -409,11 +412,12 @@ class SpanEmitter:
         if parts:
             self._hand_over(b"".join(parts), len(parts))
 
-    def _plain_stage_field(self, stage: StageRecord, plain: PlainStage) -> bytes | None:
+    def _plain_stage_field(self, stage: StageRecord, plain: PlainStage, offset: int) -> bytes | None:
         """A stage span's Span field, as ``span_field`` of the stock encoder's bytes for the
         ``ReadableSpan`` of ``stage_attributes(...)``: the shared base attributes and the stage,
         model and version from one template, the stage's own few between them, then the values
-        that vary, and the span's fields around them, in one call. None: another way's job."""
+        that vary, and the span's fields around them, in one call. ``offset``: ``epoch_offset_ns()``.
+        None: another way's job."""
         model, version, cpu = plain
         base = stage.base_attrs
         key = (id(base) if base else 0, stage.name, model, version)
@@ -453,15 +457,15 @@ class SpanEmitter:
             stage.trace_id,
             stage.span_id,
             stage.parent_span_id,
-            wall_ns(stage.start_ns),
-            wall_ns(stage.end_ns),
+            stage.start_ns + offset,
+            stage.end_ns + offset,
             encoded,
         )
 
     def _stage_field(self, stage: StageRecord, attrs: dict[str, Any] | PlainStage) -> bytes | None:
         """A stage's Span field, or None for the ReadableSpan way."""
         if type(attrs) is tuple:
-            return self._plain_stage_field(stage, attrs)  # type: ignore[arg-type]
+            return self._plain_stage_field(stage, attrs, epoch_offset_ns())  # type: ignore[arg-type]
         if stage.error is not None:
             return None
         encoded_attrs = self._otlp.encode_attributes(attrs)
