@@ -14,6 +14,8 @@ import anyio.to_thread
 import httpx
 import pytest
 from fastapi import FastAPI
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import infersight
 from infersight._records import RequestRecord, StageRecord, outside_stages_ns
@@ -116,6 +118,19 @@ def test_outside_stages_is_the_union_of_gaps() -> None:
         st.start_ns, st.end_ns = start, end
         rec.stages.append(st)
     assert outside_stages_ns(rec) == 100 - (30 + 10 + 5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(-20, 120), st.integers(-20, 120)), max_size=5))
+def test_outside_stages_matches_a_sweep_over_every_nanosecond(spans: list[tuple[int, int]]) -> None:
+    rec = RequestRecord("r", 0, "", 1, 0, False)
+    rec.start_ns, rec.end_ns = 0, 100
+    for start, end in spans:  # in order or not, nested, overlapping, reversed, outside the request
+        stage = StageRecord("s", None, rec, 0, 1, False)
+        stage.start_ns, stage.end_ns = start, end
+        rec.stages.append(stage)
+    covered = {t for start, end in spans for t in range(max(start, 0), min(end, 100))}
+    assert outside_stages_ns(rec) == 100 - len(covered)
 
 
 def test_queueing_outside_stages_is_its_own_series(telemetry: Captured) -> None:

@@ -76,6 +76,32 @@ def test_cardinality_flood_is_bounded_and_counted() -> None:
         assert total == 5000.0  # nothing lost: overflow goes to "other"
 
 
+def test_repeated_kinds_of_request_keep_their_own_series_and_overflow_counts() -> None:
+    """The worker finds a kind of request's series once and reuses them: each kind must still
+    land in its own series, and a value past the limit must still be counted every time."""
+    with capture(max_label_values=2, traces=False) as t:
+        for endpoint, outcome_error, n in (("/a", False, 3), ("/a", True, 2), ("/b", False, 1), ("/c", False, 4)):
+            for _ in range(n):
+                try:
+                    with infersight.request(model="m", endpoint=endpoint):
+                        with infersight.stage("model"):
+                            pass
+                        with infersight.stage("rerank", model="r"):  # another model's stage
+                            pass
+                        if outcome_error:
+                            raise ValueError("x")
+                except ValueError:
+                    pass
+        count = "infersight_request_duration_seconds_count"
+        assert t.value(count, model="m", version="unknown", endpoint="/a", outcome="success") == 3
+        assert t.value(count, model="m", version="unknown", endpoint="/a", outcome="error") == 2
+        assert t.value(count, model="m", version="unknown", endpoint="/b", outcome="success") == 1
+        assert t.value(count, model="m", version="unknown", endpoint="other", outcome="success") == 4
+        assert t.value("infersight_label_overflow_total", label="endpoint") == 4
+        assert t.value("infersight_stage_duration_seconds_count", model="m", stage="model") == 10
+        assert t.value("infersight_stage_duration_seconds_count", model="r", stage="rerank") == 10
+
+
 def test_full_queue_drops_and_counts_instead_of_blocking() -> None:
     with capture(queue_size=10, flush_interval_s=60) as t:
         for _ in range(25):

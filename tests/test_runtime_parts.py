@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
+from collections.abc import Iterator
 
+import httpx
+import pytest
+from fastapi import FastAPI
+from opentelemetry import trace
+from opentelemetry.trace import ProxyTracerProvider, SpanKind
 from prometheus_client import CollectorRegistry, Counter
 
 import infersight
 from infersight import _errors
+from infersight._runtime import Runtime
+from infersight.instrumentation import instrument_all, uninstrument_all
 from infersight.testing import capture
 
 
@@ -55,3 +64,79 @@ def test_reinit_and_shutdown_remove_only_what_infersight_registered() -> None:
     names = {metric.name for metric in registry.collect()}
     assert names == {"app_requests"}
     assert registry.get_sample_value("app_requests_total") == 1.0
+
+
+@pytest.fixture
+def no_global_provider() -> Iterator[None]:
+    """No global TracerProvider set, as in a fresh process (OTel sets it once per process);
+    whatever was global before is put back after."""
+    once = trace._TRACER_PROVIDER_SET_ONCE
+    before = (trace._TRACER_PROVIDER, once._done)
+    trace._TRACER_PROVIDER, once._done = None, False
+    try:
+        yield
+    finally:
+        infersight.shutdown()
+        trace._TRACER_PROVIDER, once._done = before
+
+
+def _init_with_own_provider() -> Runtime:
+    infersight.init(registry=CollectorRegistry(), traces_exporter="none", metrics_port=0, gpu="off")
+    rt = infersight.get_runtime()
+    assert rt is not None and rt.owns_provider and trace.get_tracer_provider() is rt.provider
+    return rt
+
+
+def test_shutdown_unsets_the_tracer_provider_it_set_and_a_reinit_makes_a_live_one(no_global_provider: None) -> None:
+    first = _init_with_own_provider()
+    infersight.shutdown()
+    # Not left global once shut down: spans of other libraries would be recorded into it, lost.
+    assert isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
+    assert not trace.get_tracer("app").start_span("after").is_recording()
+    second = _init_with_own_provider()  # not the dead one, taken as if the app had set it
+    assert second.provider is not first.provider
+    assert trace.get_tracer("app").start_span("live").is_recording()
+
+
+def test_a_provider_the_app_set_stays_global_after_shutdown(no_global_provider: None) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    theirs = TracerProvider()
+    trace.set_tracer_provider(theirs)
+    infersight.init(registry=CollectorRegistry(), traces_exporter="none", metrics_port=0, gpu="off")
+    rt = infersight.get_runtime()
+    assert rt is not None and rt.provider is theirs and not rt.owns_provider
+    infersight.shutdown()
+    assert trace.get_tracer_provider() is theirs
+
+
+def test_a_fastapi_app_after_init_and_shutdown_still_gets_infersights_server_span(no_global_provider: None) -> None:
+    """FastAPI traces a request itself whenever a global provider is set; with the one a shut
+    down runtime left behind, its SERVER span went nowhere and infersight's, yielding to it, too."""
+    _init_with_own_provider()
+    infersight.shutdown()
+    app = FastAPI()
+
+    @app.get("/predict")
+    async def predict() -> dict[str, int]:
+        with infersight.model(model="clf"):
+            pass
+        return {"ok": 1}
+
+    async def go() -> int:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return (await client.get("/predict")).status_code
+
+    with capture() as t:
+        instrument_all(["starlette"])
+        try:
+            assert asyncio.run(go()) == 200
+        finally:
+            uninstrument_all()
+    spans = {(s.name, s.kind) for s in t.spans()}
+    assert ("GET /predict", SpanKind.SERVER) in spans, spans
+    (server,) = t.spans("GET /predict")
+    (model,) = t.spans("model")
+    assert model.parent is not None and server.context is not None
+    assert model.parent.span_id == server.context.span_id

@@ -60,6 +60,7 @@ __all__ = [
     "tracer_apart",
     "tritonclient_http_aio_target",
     "tritonclient_http_target",
+    "unset_tracer_provider",
     "wrap_batch_exporters",
     "wrap_ray_serve_http_entrypoint",
     "wrapt_wrapper_of",
@@ -216,6 +217,25 @@ def let_app_replace_tracer_provider(is_ours: Callable[[Any], bool], on_replaced:
 
     wrapt.wrap_function_wrapper(api, "_set_tracer_provider", set_provider)
     _provider_hook_installed = True
+    return True
+
+
+def unset_tracer_provider(provider: Any) -> bool:
+    """Undo ``trace.set_tracer_provider(provider)`` while ``provider`` is still the global one, so
+    that a provider infersight shut down is not left behind as the process's: libraries that trace
+    once any provider is set (FastAPI's own tracing, OTel instrumentations) would record into it
+    and lose their spans, and a later ``init`` would take it as the app's. Returns whether it was
+    unset (False when another provider is global, or where the OTel API moved its set-once)."""
+    from opentelemetry import trace as api
+
+    once: Any = getattr(api, "_TRACER_PROVIDER_SET_ONCE", None)
+    if not hasattr(once, "_done") or not hasattr(once, "_lock") or not hasattr(api, "_TRACER_PROVIDER"):
+        return False
+    with once._lock:
+        if getattr(api, "_TRACER_PROVIDER", None) is not provider:
+            return False
+        api._TRACER_PROVIDER = None
+        once._done = False
     return True
 
 
@@ -821,7 +841,7 @@ PROBES: dict[str, Callable[[], bool]] = {
     "wrapt.wrapper": lambda: _probe_wrapt(),
     "wrapt.call_innermost": _probe_call_innermost,
     "wrapt.replace_wrapped": _probe_replace_wrapped,
-    "otel.tracer_provider_once": lambda: _probe_provider_once(),
+    "otel.tracer_provider_once": lambda: _probe_provider_once(),  # let_app_replace_/unset_tracer_provider
     "otel_contrib.flask_app_marker": lambda: _probe_flask_contrib(),
     "prometheus.histogram_parts": _probe_histogram,
     "prometheus.mmap_dict": _probe_mmap,

@@ -17,7 +17,7 @@ from ._records import RequestRecord, StageRecord, outside_stages_ns, refresh_epo
 from ._spans import PlainStage, SpanEmitter, stage_attributes
 from .conventions import ATTR, UNKNOWN
 from .hooks import StageHook, call_hooks
-from .metrics import InferenceMetrics
+from .metrics import InferenceMetrics, RequestPlan
 
 __all__ = ["Worker"]
 
@@ -165,20 +165,30 @@ class Worker:
         return attrs
 
     def _process_stage(
-        self, stage: StageRecord, rec: RequestRecord | None, labels: tuple[str, str] | None = None, plain: bool = False
-    ) -> dict[str, Any] | PlainStage:
+        self,
+        stage: StageRecord,
+        rec: RequestRecord | None,
+        labels: tuple[str, str] | None = None,
+        plain: bool = False,
+        plan: RequestPlan | None = None,
+    ) -> dict[str, Any] | PlainStage | None:
+        """A stage's metrics, and its span attributes (None when its request's spans are not
+        exported and no hook enriches them: nothing would read them)."""
         owner = rec or stage.request
         if labels is not None and (not stage.model or stage.model == (owner.model if owner else None)):
             model, version = labels  # the request's, already bounded
         elif self.metrics is not None:
             raw_model = stage.model or (owner.model if owner else None)
             model, version = self.metrics.model_labels(raw_model, owner.version if owner else None)
+            plan = None  # the request's plan holds its own model's series
         else:
             model = stage.model or (owner.model if owner else None) or UNKNOWN
             version = (owner.version if owner else None) or UNKNOWN
         cpu = stage.cpu_seconds()
         if self.metrics is not None:
-            self.metrics.observe_stage(stage, model, cpu)
+            self.metrics.observe_stage(stage, model, cpu, plan)
+        if rec is not None and not self.hooks and (self.emitter is None or not rec.sampled):
+            return None  # hooks still get theirs: the GPU hook observes metrics while it enriches
         attrs = self._stage_attrs(stage, model, version, cpu, plain)
         if rec is None and self.emitter is not None:
             self.emitter.emit_stage(stage, attrs)
@@ -219,9 +229,11 @@ class Worker:
             rec.set_model(self.model_for_endpoint(rec.endpoint))
         if self.keep is not None:
             self.keep.apply(rec)  # before the metrics, so exemplars only name exported traces
+        plan = None
         if self.metrics is not None:
-            model, version = self.metrics.model_labels(rec.model, rec.version)
-            self.metrics.observe_request(rec, model, version)
+            plan = self.metrics.plan(rec)
+            model, version = plan.model, plan.version
+            self.metrics.observe_request(rec, plan)
         else:
             model, version = rec.model or UNKNOWN, rec.version or UNKNOWN
         if _coldstart.tracker.pending:
@@ -229,9 +241,27 @@ class Worker:
         if rec.stages:  # a request with no stage has nothing to tell apart
             outside = outside_stages_ns(rec) / 1e9
             rec.set_attr(ATTR.OUTSIDE_STAGES_SECONDS, outside)
-            if self.metrics is not None:
-                self.metrics.observe_outside_stages(rec, model, outside)
-        plain = self.emitter is not None and rec.sampled and self.emitter.encoding()
-        stage_attrs = [self._process_stage(stage, rec, (model, version), plain) for stage in rec.stages]
-        if self.emitter is not None:
-            self.emitter.emit(rec, model, version, stage_attrs)
+            if plan is not None:
+                self.metrics.observe_outside_stages(rec, plan, outside)  # type: ignore[union-attr]
+        emitting = self.emitter is not None and rec.sampled
+        plain = emitting and self.emitter.encoding()  # type: ignore[union-attr]
+        labels = (model, version)
+        stage_attrs: list[Any] = []
+        if self.hooks:
+            stage_attrs = [self._process_stage(stage, rec, labels, plain, plan) for stage in rec.stages]
+        else:
+            # The common case in one loop (a call per stage less): stages of the request's model.
+            metrics, own_model = self.metrics, rec.model
+            for stage in rec.stages:
+                if stage.model and stage.model != own_model:
+                    stage_attrs.append(self._process_stage(stage, rec, labels, plain, plan))
+                    continue
+                cpu = stage.cpu_seconds()
+                if metrics is not None:
+                    metrics.observe_stage(stage, model, cpu, plan)
+                if plain:
+                    stage_attrs.append((model, version, cpu))  # encoded from a template (see _spans)
+                elif emitting:
+                    stage_attrs.append(stage_attributes(stage, model, version, cpu))
+        if emitting:
+            self.emitter.emit(rec, model, version, stage_attrs)  # type: ignore[union-attr]

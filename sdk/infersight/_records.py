@@ -16,6 +16,7 @@ __all__ = [
     "StageRecord",
     "current_request",
     "current_stage",
+    "epoch_offset_ns",
     "now_ns",
     "outside_stages_ns",
     "wall_ns",
@@ -34,6 +35,11 @@ def refresh_epoch_offset() -> None:
 
 def wall_ns(perf_ns: int) -> int:
     return perf_ns + _epoch_offset_ns
+
+
+def epoch_offset_ns() -> int:
+    """What ``wall_ns`` adds: read once for a request's several spans."""
+    return _epoch_offset_ns
 
 
 def new_span_id() -> int:
@@ -119,6 +125,14 @@ class StageRecord:
 def outside_stages_ns(rec: RequestRecord) -> int:
     """The part of a request no stage of it covers (stages may nest or overlap), in ns."""
     start, end = rec.start_ns, rec.end_ns
+    covered, reach = 0, start
+    for stage in rec.stages:  # most often one after another, each inside the request: no sort
+        if stage.start_ns < reach or stage.end_ns > end or stage.end_ns < stage.start_ns:
+            break
+        covered += stage.end_ns - stage.start_ns
+        reach = stage.end_ns
+    else:
+        return max(0, end - start - covered)
     covered, reach = 0, start
     for st_start, st_end in sorted((s.start_ns, s.end_ns) for s in rec.stages):
         st_start, st_end = max(st_start, reach), min(st_end, end)

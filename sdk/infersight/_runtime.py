@@ -303,6 +303,8 @@ class Runtime:
             left = max(0.0, deadline - time.monotonic())
             try:
                 if self.owns_provider:
+                    # Not left as the global one once shut down: see _compat.unset_tracer_provider.
+                    _compat.unset_tracer_provider(self.provider)
                     # Bounded: the exporter's own deadline would otherwise hold SIGTERM for ~30 s.
                     _bounded(lambda: self.provider.shutdown(), left)  # type: ignore[union-attr]
                 else:

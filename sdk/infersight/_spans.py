@@ -25,7 +25,7 @@ from opentelemetry.trace import (
 )
 
 from . import _compat, _errors
-from ._records import RequestRecord, StageRecord, wall_ns
+from ._records import RequestRecord, StageRecord, epoch_offset_ns, wall_ns
 from ._version import __version__
 from .conventions import ATTR, EVENT, OUTCOME_ERROR, SPAN
 
@@ -394,24 +394,30 @@ class SpanEmitter:
                         )
                     )
                 )
+        stage_field, plain_field, offset = self._stage_field, self._plain_stage_field, epoch_offset_ns()
         for stage, stage_attr in zip(rec.stages, stage_attrs, strict=True):
             if not stage.sampled:
                 continue
-            encoded = self._stage_span(stage, stage_attr)
-            if encoded is None:
+            if type(stage_attr) is tuple:
+                field = plain_field(stage, stage_attr, offset)  # type: ignore[arg-type]
+            else:
+                field = stage_field(stage, stage_attr)
+            if field is None:
                 if parts:  # in order: what came before goes first
                     self._hand_over(b"".join(parts), len(parts))
                     parts = []
                 self._emit_stage(stage, _as_dict(stage, stage_attr), None)
             else:
-                parts.append(span_field(encoded))
+                parts.append(field)
         if parts:
             self._hand_over(b"".join(parts), len(parts))
 
-    def _plain_attributes(self, stage: StageRecord, plain: PlainStage) -> bytes | None:
-        """A stage span's attribute bytes, as ``encode_attributes(stage_attributes(...))``
-        writes them: the shared base attributes and the stage, model and version from one
-        template, the stage's own few between them, then the values that vary."""
+    def _plain_stage_field(self, stage: StageRecord, plain: PlainStage, offset: int) -> bytes | None:
+        """A stage span's Span field, as ``span_field`` of the stock encoder's bytes for the
+        ``ReadableSpan`` of ``stage_attributes(...)``: the shared base attributes and the stage,
+        model and version from one template, the stage's own few between them, then the values
+        that vary, and the span's fields around them, in one call. ``offset``: ``epoch_offset_ns()``.
+        None: another way's job."""
         model, version, cpu = plain
         base = stage.base_attrs
         key = (id(base) if base else 0, stage.name, model, version)
@@ -420,59 +426,73 @@ class SpanEmitter:
             if len(self._stage_templates) >= 4096:
                 self._stage_templates.clear()
             template = self._stage_templates[key] = _StageTemplate(base, stage.name, model, version, self._otlp)
-        otlp = self._otlp
-        own = stage.attrs
-        if template.base_bytes is None or (own and not own.keys().isdisjoint(template.reserved)):
-            whole: bytes | None = otlp.encode_attributes(stage_attributes(stage, model, version, cpu))
-            return whole
-        if own:
-            own_bytes = otlp.encode_attributes(own)
-            if own_bytes is None:
-                return None
-            encoded = template.base_bytes + own_bytes + template.fixed_bytes
-        else:
-            encoded = template.both
-        if stage.batch_size:
-            batch = otlp.encode_int(ATTR.BATCH_SIZE, stage.batch_size)
-            if batch is None:
-                return None
-            encoded += batch
-        if stage.queue_wait_s >= 0:
-            encoded += otlp.encode_float(ATTR.QUEUE_WAIT, stage.queue_wait_s)
-        if cpu is not None:
-            encoded += otlp.encode_float(ATTR.STAGE_CPU_SECONDS, cpu)
-        return bytes(encoded)
-
-    def _stage_span(self, stage: StageRecord, attrs: dict[str, Any] | PlainStage) -> bytes | None:
-        """A stage's Span message, or None for the ReadableSpan way."""
         if stage.error is not None:
             return None
-        if type(attrs) is tuple:
-            encoded_attrs = self._plain_attributes(stage, attrs)  # type: ignore[arg-type]
+        own = stage.attrs
+        encoded: bytes | None
+        if template.base_bytes is None or (own and not own.keys().isdisjoint(template.reserved)):
+            # A key of ours among the base or own ones: the dict's order decides.
+            encoded = self._otlp.encode_attributes(stage_attributes(stage, model, version, cpu))
+            if encoded is None:
+                return None
         else:
-            encoded_attrs = self._otlp.encode_attributes(attrs)
-        if encoded_attrs is None:
-            return None
-        return self._otlp.encode_record_span(
-            stage.name,
-            SpanKind.INTERNAL,
+            if own:
+                own_bytes = self._otlp.encode_attributes(own)
+                if own_bytes is None:
+                    return None
+                encoded = template.base_bytes + own_bytes + template.fixed_bytes
+            else:
+                encoded = template.both
+            if stage.batch_size:
+                batch = self._otlp.encode_int(ATTR.BATCH_SIZE, stage.batch_size)
+                if batch is None:
+                    return None
+                encoded += batch
+            if stage.queue_wait_s >= 0:
+                encoded += self._otlp.encode_float(ATTR.QUEUE_WAIT, stage.queue_wait_s)
+            if cpu is not None:
+                encoded += template.cpu_head + self._otlp.pack_f64(cpu)
+        return self._otlp.local_span_field(
+            template.name_kind,
             stage.trace_id,
             stage.span_id,
-            None,
             stage.parent_span_id,
-            False,
-            wall_ns(stage.start_ns),
-            wall_ns(stage.end_ns),
-            encoded_attrs,
-            False,
+            stage.start_ns + offset,
+            stage.end_ns + offset,
+            encoded,
+        )
+
+    def _stage_field(self, stage: StageRecord, attrs: dict[str, Any] | PlainStage) -> bytes | None:
+        """A stage's Span field, or None for the ReadableSpan way."""
+        if type(attrs) is tuple:
+            return self._plain_stage_field(stage, attrs, epoch_offset_ns())  # type: ignore[arg-type]
+        if stage.error is not None:
+            return None
+        encoded_attrs = self._otlp.encode_attributes(attrs)
+        if encoded_attrs is None:
+            return None
+        return self._otlp.span_field(
+            self._otlp.encode_record_span(
+                stage.name,
+                SpanKind.INTERNAL,
+                stage.trace_id,
+                stage.span_id,
+                None,
+                stage.parent_span_id,
+                False,
+                wall_ns(stage.start_ns),
+                wall_ns(stage.end_ns),
+                encoded_attrs,
+                False,
+            )
         )
 
     def _emit_stage_encoded(self, stage: StageRecord, attrs: dict[str, Any] | PlainStage) -> None:
-        encoded = self._stage_span(stage, attrs)
-        if encoded is None:
+        field = self._stage_field(stage, attrs)
+        if field is None:
             self._emit_stage(stage, _as_dict(stage, attrs), None)
         else:
-            self._hand_over(self._otlp.span_field(encoded), 1)
+            self._hand_over(field, 1)
 
     def emit_stage(
         self, stage: StageRecord, attrs: dict[str, Any] | PlainStage, request_ctx: SpanContext | None = None
@@ -519,10 +539,12 @@ class _StageTemplate:
     """The attribute bytes every span of one (base attributes, stage, model, version) repeats.
     Holds ``base`` so that its id, part of the key, is not reused while cached."""
 
-    __slots__ = ("base", "base_bytes", "both", "fixed_bytes", "reserved")
+    __slots__ = ("base", "base_bytes", "both", "cpu_head", "fixed_bytes", "name_kind", "reserved")
 
     def __init__(self, base: dict[str, Any] | None, name: str, model: str, version: str, otlp: Any) -> None:
         self.base = base
+        self.name_kind: bytes = otlp.name_kind(name, SpanKind.INTERNAL)
+        self.cpu_head: bytes = otlp.float_head(ATTR.STAGE_CPU_SECONDS)
         fixed = {ATTR.STAGE: name, ATTR.MODEL_NAME: model, ATTR.MODEL_VERSION: version}
         self.fixed_bytes: bytes = otlp.encode_attributes(fixed) or b""
         self.reserved = frozenset(base or ()) | frozenset(_STAGE_KEYS)

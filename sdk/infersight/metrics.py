@@ -9,12 +9,64 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ._cardinality import LabelLimiter
-from ._observations import ExemplarIds, ObservationBatch
+from ._observations import ExemplarIds, ObservationBatch, Series
 from ._records import RequestRecord, StageRecord
 from .config import Config
-from .conventions import METRIC, OUTCOME_ERROR, OUTCOME_SUCCESS, UNKNOWN, MetricSpec
+from .conventions import METRIC, OUTCOME_ERROR, OUTCOME_SUCCESS, OVERFLOW_LABEL_VALUE, UNKNOWN, MetricSpec
 
-__all__ = ["InferenceMetrics", "Ledger", "make_metric", "multiprocess_mode"]
+__all__ = ["InferenceMetrics", "Ledger", "RequestPlan", "StageSeries", "make_metric", "multiprocess_mode"]
+
+_MAX_PLANS = 4096  # kinds of request kept; past it the plans start over (labels are bounded anyway)
+
+
+class StageSeries:
+    """A stage's series under one model: found once, then written to directly."""
+
+    __slots__ = ("cpu", "duration", "model", "name")
+
+    def __init__(self, duration: Series, model: str, name: str) -> None:
+        self.duration = duration
+        self.cpu: Series | None = None
+        self.model = model
+        self.name = name  # bounded
+
+
+class RequestPlan:
+    """The series a kind of request writes (bounded labels, histograms made on first use), so
+    the worker does one lookup per request instead of one per observation."""
+
+    __slots__ = (
+        "duration",
+        "endpoint",
+        "model",
+        "outside",
+        "over_slo",
+        "payload_in",
+        "payload_out",
+        "queue_wait",
+        "seen",
+        "slo",
+        "stages",
+        "tokens",
+        "ttfb",
+        "version",
+    )
+
+    def __init__(self, model: str, version: str, duration: Series) -> None:
+        self.model = model
+        self.version = version
+        self.endpoint = UNKNOWN
+        self.duration = duration
+        self.ttfb: Series | None = None
+        self.slo = 0.0
+        self.over_slo: Any = None  # the over-SLO counter's pending sum, when the model has an SLO
+        self.seen = False  # the model's first request was seen (its info and first-request gauges)
+        self.payload_in: Series | None = None
+        self.payload_out: Series | None = None
+        self.tokens: Series | None = None
+        self.queue_wait: Series | None = None
+        self.outside: Series | None = None
+        self.stages: dict[str, StageSeries] = {}
 
 
 def multiprocess_mode() -> bool:
@@ -117,6 +169,8 @@ class InferenceMetrics:
         self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self._batch = ObservationBatch()
         self._observe = self._batch.observe
+        self._plans: dict[tuple[str | None, str | None, str, str], RequestPlan] = {}
+        self._records = self._batch.counter(self.records)
         for name, model in config.models.items():
             self.limiter.preload("model", name)
             self.model_info.labels(name, model.version or UNKNOWN).set(1)
@@ -154,34 +208,66 @@ class InferenceMetrics:
             version = configured.version if configured and configured.version else UNKNOWN
         return name, self.limiter.bound("version", version)
 
-    def observe_request(self, rec: RequestRecord, model: str, version: str) -> None:
-        """``model``/``version`` are the bounded labels from ``model_labels``."""
-        endpoint = self.limiter.bound("endpoint", rec.endpoint or UNKNOWN)
+    def plan(self, rec: RequestRecord) -> RequestPlan:
+        """The series of ``rec``'s kind of request, found once per (model, version, endpoint,
+        outcome). A label past its limit is bounded (and its overflow counted) per request, as
+        without plans: such plans are not kept."""
         outcome = rec.outcome or (OUTCOME_ERROR if rec.error is not None else OUTCOME_SUCCESS)
+        key = (rec.model, rec.version, rec.endpoint, outcome)
+        plan = self._plans.get(key)
+        if plan is None:
+            model, version = self.model_labels(rec.model, rec.version)
+            endpoint = self.limiter.bound("endpoint", rec.endpoint or UNKNOWN)
+            plan = RequestPlan(model, version, self._series(self.request_duration, model, version, endpoint, outcome))
+            plan.endpoint = endpoint
+            configured = self.config.model(model)
+            if configured and configured.slo_p99_seconds is not None:
+                plan.slo = configured.slo_p99_seconds
+                plan.over_slo = self._batch.counter(self._child(self.over_slo, model))  # exists from the first request
+            if OVERFLOW_LABEL_VALUE not in (model, version, endpoint):
+                if len(self._plans) >= _MAX_PLANS:
+                    self._plans.clear()
+                self._plans[key] = plan
+        return plan
+
+    def _series(self, metric: Any, *labels: str) -> Series:
+        return self._batch.histogram(self._child(metric, *labels))
+
+    def observe_request(self, rec: RequestRecord, plan: RequestPlan) -> None:
+        """``plan``: ``self.plan(rec)``."""
         seconds = (rec.end_ns - rec.start_ns) / 1e9
-        ex = self._exemplar(rec.sampled, rec.trace_id, rec.span_id)
-        self._observe(self._child(self.request_duration, model, version, endpoint, outcome), seconds, ex)
+        ex = (rec.trace_id, rec.span_id) if self.exemplars and rec.sampled else None
+        plan.duration.add(seconds, ex)
+        model = plan.model
         if rec.first_byte_ns:
-            ttfb = (rec.first_byte_ns - rec.start_ns) / 1e9
-            self._observe(self._child(self.time_to_first_byte, model, version, endpoint), ttfb, ex)
-        configured = self.config.model(model)
-        if configured and configured.slo_p99_seconds is not None:
-            over = self._child(self.over_slo, model)  # the series exists from the first request
-            if seconds > configured.slo_p99_seconds:
-                self._batch.count(over, ex)
-        if model not in self._first_seen:
-            self._first_seen.add(model)
-            self._child(self.model_info, model, version).set(1)
-            self._child(self.first_request, model, version).set(seconds)
+            if plan.ttfb is None:
+                plan.ttfb = self._series(self.time_to_first_byte, model, plan.version, plan.endpoint)
+            plan.ttfb.add((rec.first_byte_ns - rec.start_ns) / 1e9, ex)
+        if plan.over_slo is not None and seconds > plan.slo:
+            plan.over_slo.add(ex)
+        if not plan.seen:
+            plan.seen = True
+            if model not in self._first_seen:
+                self._first_seen.add(model)
+                self._child(self.model_info, model, plan.version).set(1)
+                self._child(self.first_request, model, plan.version).set(seconds)
         if rec.payload_in >= 0:
-            self._observe(self._child(self.payload, model, "request"), rec.payload_in, ex)
+            if plan.payload_in is None:
+                plan.payload_in = self._series(self.payload, model, "request")
+            plan.payload_in.add(rec.payload_in, ex)
         if rec.payload_out >= 0:
-            self._observe(self._child(self.payload, model, "response"), rec.payload_out, ex)
+            if plan.payload_out is None:
+                plan.payload_out = self._series(self.payload, model, "response")
+            plan.payload_out.add(rec.payload_out, ex)
         if rec.tokens >= 0:
-            self._observe(self._child(self.tokens, model), rec.tokens, ex)
+            if plan.tokens is None:
+                plan.tokens = self._series(self.tokens, model)
+            plan.tokens.add(rec.tokens, ex)
         if rec.queue_wait_s >= 0:
-            self._observe(self._child(self.queue_wait, model), rec.queue_wait_s, ex)
-        self._batch.count(self.records, None)
+            if plan.queue_wait is None:
+                plan.queue_wait = self._series(self.queue_wait, model)
+            plan.queue_wait.add(rec.queue_wait_s, ex)
+        self._records.add(None)
 
     def observe_client(self, rec: RequestRecord, network_s: float) -> None:
         """An outgoing call; ``network_s``: its time outside the server's handler (-1: unknown)."""
@@ -194,24 +280,35 @@ class InferenceMetrics:
         if network_s >= 0:
             self._observe(self._child(self.client_network, target, endpoint), network_s, ex)
 
-    def observe_stage(self, stage: StageRecord, model: str, cpu: float | None = None) -> None:
-        """``cpu``: ``stage.cpu_seconds()``, computed once by the worker for the metric and the span."""
-        name = self.limiter.bound("stage", stage.name)
-        ex = self._exemplar(stage.sampled, stage.trace_id, stage.span_id)
-        self._observe(self._child(self.stage_duration, model, name), (stage.end_ns - stage.start_ns) / 1e9, ex)
+    def observe_stage(
+        self, stage: StageRecord, model: str, cpu: float | None = None, plan: RequestPlan | None = None
+    ) -> None:
+        """``cpu``: ``stage.cpu_seconds()``, computed once by the worker for the metric and the
+        span. ``plan``: the request's, when the stage is labelled with the request's model."""
+        series = plan.stages.get(stage.name) if plan is not None else None
+        if series is None:
+            name = self.limiter.bound("stage", stage.name)
+            series = StageSeries(self._series(self.stage_duration, model, name), model, name)
+            if plan is not None and name != OVERFLOW_LABEL_VALUE:
+                plan.stages[stage.name] = series
+        ex = (stage.trace_id, stage.span_id) if self.exemplars and stage.sampled else None
+        series.duration.add((stage.end_ns - stage.start_ns) / 1e9, ex)
         if cpu is not None:
-            self._observe(self._child(self.stage_cpu, model, name), cpu, None)  # the wall time's exemplar will do
+            if series.cpu is None:
+                series.cpu = self._series(self.stage_cpu, model, series.name)
+            series.cpu.add(cpu, None)  # the wall time's exemplar will do
         if stage.error is not None:
             exc_type = self.limiter.bound("exception_type", type(stage.error).__qualname__)
-            self._child(self.errors, model, name, exc_type).inc()
+            self._child(self.errors, model, series.name, exc_type).inc()
         if stage.batch_size > 0:
-            self._observe(self._child(self.batch_size, model), stage.batch_size, ex)
+            self._series(self.batch_size, model).add(stage.batch_size, ex)
         if stage.queue_wait_s >= 0:
-            self._observe(self._child(self.queue_wait, model), stage.queue_wait_s, ex)
+            self._series(self.queue_wait, model).add(stage.queue_wait_s, ex)
 
-    def observe_outside_stages(self, rec: RequestRecord, model: str, seconds: float) -> None:
-        ex = self._exemplar(rec.sampled, rec.trace_id, rec.span_id)
-        self._observe(self._child(self.outside_stages, model), seconds, ex)
+    def observe_outside_stages(self, rec: RequestRecord, plan: RequestPlan, seconds: float) -> None:
+        if plan.outside is None:
+            plan.outside = self._series(self.outside_stages, plan.model)
+        plan.outside.add(seconds, (rec.trace_id, rec.span_id) if self.exemplars and rec.sampled else None)
 
     def record_cold_start(self, model: str, seconds: dict[str, float]) -> None:
         """The last cold start of ``model`` (bounded label), by phase."""
