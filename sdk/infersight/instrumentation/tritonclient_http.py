@@ -17,39 +17,61 @@ from ..conventions import SERVER_TIMING_HEADER
 from ._client import Call, http_attrs
 from ._common import unwrap, wrap
 
-__all__ = ["instrument", "uninstrument"]
+__all__ = ["finish_call", "instrument", "start_call", "uninstrument"]
+
+
+def start_call(
+    method: str, headers_at: int, target: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Call, dict[str, str], tuple[Any, ...]]:
+    """The call a send method is about to make (sync and aio clients alike): its span's start,
+    its ``traceparent`` injected into a copy of the request's headers, and the arguments that
+    carry that copy (``kwargs`` is updated in place)."""
+    args_list = list(args)
+    uri = args_list[0] if args_list else kwargs["request_uri"]
+    if len(args_list) > headers_at:
+        headers = dict(args_list[headers_at] or {})
+        args_list[headers_at] = headers
+    else:
+        headers = dict(kwargs.get("headers") or {})
+        kwargs["headers"] = headers
+    call = Call(method, target, "/" + str(uri).split("?")[0].lstrip("/"))
+    call.inject(headers)
+    return call, headers, tuple(args_list)
+
+
+def finish_call(
+    call: Call, method: str, target: str, headers: dict[str, str], status: Callable[[], tuple[int, str | None]] | None
+) -> None:
+    """End the call: ``status()`` reads the response's (code, Server-Timing); None: it raised."""
+    if status is None:
+        call.finish(None, True, None, headers, http_attrs(method, target, None))
+        return
+    try:
+        code, timing = status()
+    except Exception as exc:
+        _errors.report("tritonclient", exc)
+        code, timing = 0, None
+    call.finish(code, code >= 400, timing, headers, http_attrs(method, target, code))
 
 
 def _sender(method: str, headers_at: int) -> Callable[..., Any]:
     def send(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
-            args_list = list(args)
-            uri = args_list[0] if args_list else kwargs["request_uri"]
-            if len(args_list) > headers_at:
-                headers = dict(args_list[headers_at] or {})
-                args_list[headers_at] = headers
-            else:
-                headers = dict(kwargs.get("headers") or {})
-                kwargs["headers"] = headers
             target = _compat.tritonclient_http_target(instance) or "unknown"
-            call = Call(method, target, "/" + str(uri).split("?")[0].lstrip("/"))
-            call.inject(headers)
-            args = tuple(args_list)
+            call, headers, args = start_call(method, headers_at, target, args, kwargs)
         except Exception as exc:
             _errors.report("tritonclient", exc)
             return wrapped(*args, **kwargs)
         try:
             response = wrapped(*args, **kwargs)
         except BaseException:
-            call.finish(None, True, None, headers, http_attrs(method, target, None))
+            finish_call(call, method, target, headers, None)
             raise
-        try:
-            code = int(response.status_code)
-            timing = response.get(SERVER_TIMING_HEADER)
-        except Exception as exc:
-            _errors.report("tritonclient", exc)
-            code, timing = 0, None
-        call.finish(code, code >= 400, timing, headers, http_attrs(method, target, code))
+
+        def status() -> tuple[int, str | None]:
+            return int(response.status_code), response.get(SERVER_TIMING_HEADER)
+
+        finish_call(call, method, target, headers, status)
         return response
 
     return send

@@ -14,8 +14,8 @@ from typing import Any
 
 from .. import _compat, _errors
 from ..conventions import SERVER_TIMING_HEADER
-from ._client import Call, http_attrs
 from ._common import unwrap, wrap
+from .tritonclient_http import finish_call, start_call
 
 __all__ = ["instrument", "uninstrument"]
 
@@ -23,33 +23,21 @@ __all__ = ["instrument", "uninstrument"]
 def _sender(method: str, headers_at: int) -> Callable[..., Any]:
     async def send(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
-            args_list = list(args)
-            uri = args_list[0] if args_list else kwargs["request_uri"]
-            if len(args_list) > headers_at:
-                headers = dict(args_list[headers_at] or {})
-                args_list[headers_at] = headers
-            else:
-                headers = dict(kwargs.get("headers") or {})
-                kwargs["headers"] = headers
             target = _compat.tritonclient_http_aio_target(instance) or "unknown"
-            call = Call(method, target, "/" + str(uri).split("?")[0].lstrip("/"))
-            call.inject(headers)
-            args = tuple(args_list)
+            call, headers, args = start_call(method, headers_at, target, args, kwargs)
         except Exception as exc:
             _errors.report("tritonclient", exc)
             return await wrapped(*args, **kwargs)
         try:
             response = await wrapped(*args, **kwargs)
         except BaseException:
-            call.finish(None, True, None, headers, http_attrs(method, target, None))
+            finish_call(call, method, target, headers, None)
             raise
-        try:
-            code = int(response.status)
-            timing = response.headers.get(SERVER_TIMING_HEADER)
-        except Exception as exc:
-            _errors.report("tritonclient", exc)
-            code, timing = 0, None
-        call.finish(code, code >= 400, timing, headers, http_attrs(method, target, code))
+
+        def status() -> tuple[int, str | None]:
+            return int(response.status), response.headers.get(SERVER_TIMING_HEADER)
+
+        finish_call(call, method, target, headers, status)
         return response
 
     return send
