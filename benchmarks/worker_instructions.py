@@ -5,8 +5,9 @@
 
 ``benchmarks/instructions.py`` runs the whole server under callgrind (minutes per variant: it
 imports torch). This one builds the records the bench_app server's requests leave (a Flask
-request with eight attributes, preprocess / model / postprocess stages with the pipeline's
-shared task attribute, stage CPU times) without the server, hands them to infersight's worker
+request with eight attributes, its body sizes, tokens and client varying as in real traffic,
+preprocess / model / postprocess stages with the pipeline's shared task attribute, stage CPU
+times) without the server, hands them to infersight's worker
 K records per drain, and counts the instructions of every thread but the main one per record:
 the worker (metrics, spans) and the span export (infersight's OTLP exporter, its gRPC call a
 no-op). K=1 is a drain per request, as under valgrind's ~50x slowdown in instructions.py or at
@@ -66,23 +67,24 @@ def child(requests: int, per_drain: int, mode: str) -> None:
 
     def make(i: int) -> RequestRecord:
         rec = RequestRecord("POST /predict", 1, "/predict", (i * 7919 + 12345) << 60 | i, 0, True)
+        size_in, size_out, tokens = 40 + (i * 37) % 400, 34 + i % 3, 8 + (i * 37) % 100
         rec.attrs = {
             "http.request.method": "POST",
             "url.path": "/predict",
             "url.scheme": "http",
             "http.response.status_code": 200,
             "http.route": "/predict",
-            "client.address": "127.0.0.1",
-            "http.request.body.size": 60,
-            "http.response.body.size": 36,
+            "client.address": f"10.0.0.{i % 4}",  # a few clients
+            "http.request.body.size": size_in,  # texts of many lengths
+            "http.response.body.size": size_out,
         }
         rec.model, rec.outcome, rec.status_code = "bench-sentiment", "success", 200
-        rec.payload_in, rec.payload_out, rec.tokens = 60, 36, 12
+        rec.payload_in, rec.payload_out, rec.tokens = size_in, size_out, tokens
         for j, name in enumerate(("preprocess", "model", "postprocess")):
             stage = StageRecord(name, "bench-sentiment", rec, rec.span_id, rec.trace_id, True)
             stage.base_attrs = task
             if j == 0:
-                stage.attrs = {"infersight.input.tokens": 12}
+                stage.attrs = {"infersight.input.tokens": tokens}
             stage.start_ns = rec.start_ns + 300_000 + j * 1_000_000 + i
             stage.end_ns = stage.start_ns + 700_000 + i
             stage.cpu_start_ns = 1_000_000 * j
