@@ -144,8 +144,6 @@ class SpanEmitter:
                 self._emit_item = emits[0]
         # (id of the stage's shared base attributes, stage, model, version) -> the template
         self._stage_templates: dict[tuple[int, str, str, str], _StageTemplate] = {}
-        # the request's own attributes up to the first float (items, their types) -> their bytes
-        self._request_templates: dict[tuple[Any, ...], bytes | None] = {}
         self._model_pieces: dict[tuple[str, str], bytes] = {}  # (model, version) -> their bytes
 
     @property
@@ -290,48 +288,23 @@ class SpanEmitter:
 
     def _request_attributes(self, rec: RequestRecord, model: str, version: str) -> bytes | None:
         """The request span's attribute bytes, as ``encode_attributes(_request_attrs(...))``
-        writes them: the record's own attributes up to its first float from one cached piece
-        per distinct set (a route repeats them), the rest (a float varies per request: the time
-        outside stages) written each time, then the model's piece and the few that vary.
-        None: the stock encoder's job."""
+        writes them: the record's own attributes from their cached key-value pieces, then the
+        model's piece and the few that vary. None: the stock encoder's job."""
         otlp = self._otlp
         if rec.http is not None:  # an ASGI server's attributes, made here: the whole dict's way
             made: bytes | None = otlp.encode_attributes(_request_attrs(rec, model, version))
             return made
         attrs = rec.attrs
-        items: tuple[tuple[str, Any], ...] = ()
-        cut = 0
+        head = b""
         if attrs:
-            items = tuple(attrs.items())
-            types = tuple(map(type, attrs.values()))
-            cut = types.index(float) if float in types else len(items)
-            key: tuple[Any, ...] = (items[:cut], types[:cut])
-        else:
-            key = ((), ())
-        try:
-            head = self._request_templates.get(key, b"-")
-        except TypeError:  # an unhashable value (a list)
-            whole: bytes | None = otlp.encode_attributes(_request_attrs(rec, model, version))
-            return whole
-        if head == b"-":
-            prefix = dict(items[:cut])
-            # A key of ours set by the app: the dict's order decides (the whole dict's way).
-            head = otlp.encode_attributes(prefix) if prefix.keys().isdisjoint(_REQUEST_KEYS) else None
-            if len(self._request_templates) >= 4096:
-                self._request_templates.clear()
-            self._request_templates[key] = head
-        if head is None:
-            whole = otlp.encode_attributes(_request_attrs(rec, model, version))
-            return whole
-        if cut < len(items):
-            rest = dict(items[cut:])
-            if not rest.keys().isdisjoint(_REQUEST_KEYS):
-                whole = otlp.encode_attributes(_request_attrs(rec, model, version))
+            if not attrs.keys().isdisjoint(_REQUEST_KEYS):
+                # A key of ours set by the app: the dict's order decides (the whole dict's way).
+                whole: bytes | None = otlp.encode_attributes(_request_attrs(rec, model, version))
                 return whole
-            rest_bytes = otlp.encode_attributes(rest)
-            if rest_bytes is None:
+            own: bytes | None = otlp.encode_attributes(attrs)  # pieces cached per key and value
+            if own is None:
                 return None
-            head += rest_bytes
+            head = own
         if rec.kind != _CLIENT:  # an outgoing call serves no model of ours
             piece = self._model_pieces.get((model, version))
             if piece is None:
