@@ -189,7 +189,8 @@ def test_a_big_batch_hands_the_gil_over_while_encoding(monkeypatch: pytest.Monke
 # ---- spans encoded straight from their records ---------------------------------------------
 
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor  # noqa: E402
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 
 from infersight._otlp import EncodedSpan, span_count  # noqa: E402
 from infersight._records import RequestRecord, StageRecord  # noqa: E402
@@ -338,6 +339,64 @@ def test_a_processor_the_app_adds_gets_readable_spans_from_then_on() -> None:
     assert not encoding.encoding()
     encoding.emit(rec, "m", "1", [])
     assert [type(s) for s in encoded] == [EncodedSpan, ReadableSpan]
+
+
+class _StartingProcessor(SimpleSpanProcessor):
+    """An app's processor that acts as spans start: infersight's spans must start for it."""
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.started = getattr(self, "started", 0) + 1
+
+
+def _app_emitter(processor: type[SimpleSpanProcessor]) -> tuple[SpanEmitter, InMemorySpanExporter, list[int]]:
+    """An emitter for an app's own provider; the list counts the spans started as SDK spans."""
+    provider = TracerProvider(resource=RESOURCES[0])
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(processor(exporter))
+    emitter = SpanEmitter(provider, RESOURCES[0], with_on_start=True)
+    started: list[int] = []
+    replay = emitter._emit_started
+    emitter._emit_started = lambda *args: (started.append(1), replay(*args))  # type: ignore[method-assign]
+    return emitter, exporter, started
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(records(), min_size=1, max_size=4), st.text(max_size=5), st.text(max_size=5))
+def test_an_apps_stock_processors_get_the_spans_its_sdk_spans_would_have_been(
+    batch: list[Any], model: str, version: str
+) -> None:
+    """The SDK's batch and simple processors do nothing as a span starts: infersight hands them
+    ReadableSpans, which must be what SDK spans started and ended would have given them."""
+    quick, quick_out, quick_started = _app_emitter(SimpleSpanProcessor)
+    sdk, sdk_out, _ = _app_emitter(_StartingProcessor)
+    for make in batch:
+        for emitter in (quick, sdk):
+            rec, stage_attrs = make()
+            emitter.emit(rec, model, version, [dict(a) if isinstance(a, dict) else a for a in stage_attrs])
+    spans, expected = quick_out.get_finished_spans(), sdk_out.get_finished_spans()
+    assert canonical(encode_spans(spans)) == canonical(encode_spans(expected))
+    assert getattr(sdk.provider._active_span_processor._span_processors[0], "started", 0) == len(expected)
+    assert len(quick_started) <= len(expected)
+
+
+def test_only_spans_the_sdk_would_change_start_for_an_apps_stock_processors() -> None:
+    """A span with an exception, or an attribute the SDK validates or copies, starts as an SDK
+    span; the others go to the processors' ``on_end`` as they are."""
+    emitter, exporter, started = _app_emitter(SimpleSpanProcessor)
+    rec = RequestRecord("POST /p", SpanKind.SERVER.value, "/p", 7, 0, True)
+    rec.attrs = {"http.route": "/p", "ok": True}
+    rec.end_ns = rec.start_ns + 1
+    stage = StageRecord("model", "m", rec, rec.span_id, rec.trace_id, True)
+    stage.end_ns = stage.start_ns + 1
+    rec.stages.append(stage)
+    emitter.emit(rec, "m", "1", [("m", "1", 0.5)])
+    assert [s.name for s in exporter.get_finished_spans()] == ["POST /p", "model"] and started == []
+    rec.attrs = {"labels": ["a", "b"]}
+    emitter.emit(rec, "m", "1", [("m", "1", None)])
+    assert len(started) == 1 and exporter.get_finished_spans()[2].attributes["labels"] == ("a", "b")
+    rec.attrs, rec.error = {}, ValueError("boom")
+    emitter.emit(rec, "m", "1", [("m", "1", None)])
+    assert len(started) == 2 and exporter.get_finished_spans()[4].events[0].name == "exception"
 
 
 def test_a_batch_of_request_items_holds_about_the_stock_512_spans(monkeypatch: pytest.MonkeyPatch) -> None:

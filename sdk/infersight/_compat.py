@@ -57,6 +57,7 @@ __all__ = [
     "span_goes_nowhere",
     "span_processor",
     "span_processors",
+    "starts_are_noops",
     "tracer_apart",
     "tritonclient_http_aio_target",
     "tritonclient_http_target",
@@ -81,6 +82,34 @@ def span_processor(provider: TracerProvider) -> Any:
 def span_processors(provider: Any) -> tuple[Any, ...]:
     """The processors an SDK provider fans out to (empty when they moved)."""
     return tuple(getattr(span_processor(provider), "_span_processors", ()))
+
+
+def _noop_hooks() -> tuple[frozenset[Any], frozenset[Any]]:
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
+
+    kinds = (SpanProcessor, BatchSpanProcessor, SimpleSpanProcessor)
+    starts = frozenset(kind.__dict__.get("on_start") for kind in kinds) - {None}
+    # ``_on_ending``: the SDK calls it on a span about to end; None where the SDK has none.
+    endings = frozenset(kind.__dict__.get("_on_ending") for kind in kinds) | {None}
+    return starts, endings
+
+
+_NOOP_HOOKS: tuple[frozenset[Any], frozenset[Any]] | None = None
+
+
+def starts_are_noops(processors: tuple[Any, ...]) -> bool:
+    """Whether each processor does nothing as a span starts or is ending (the SDK's own batch
+    and simple processors): then a span that already ended needs only their ``on_end``."""
+    global _NOOP_HOOKS
+    if _NOOP_HOOKS is None:
+        _NOOP_HOOKS = _noop_hooks()
+    starts, endings = _NOOP_HOOKS
+    for processor in processors:
+        kind = type(processor)
+        if getattr(kind, "on_start", None) not in starts or getattr(kind, "_on_ending", None) not in endings:
+            return False
+    return True
 
 
 def span_goes_nowhere(span: Any) -> bool:
@@ -443,6 +472,30 @@ def _batch_processor_fixture() -> Any:
     processor = BatchSpanProcessor(InMemorySpanExporter())
     provider.add_span_processor(processor)
     return provider, processor
+
+
+def _probe_starts_are_noops() -> bool:
+    from opentelemetry.sdk.trace import SpanProcessor
+
+    class Starting(SpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            return None
+
+    class Ending(SpanProcessor):
+        def _on_ending(self, span: Any) -> None:
+            return None
+
+    provider, processor = _batch_processor_fixture()
+    try:
+        stock = span_processors(provider)
+        return (
+            len(stock) == 1
+            and starts_are_noops(stock)
+            and not starts_are_noops((*stock, Starting()))
+            and not starts_are_noops((Ending(),))
+        )
+    finally:
+        processor.shutdown()
 
 
 def _probe_batch(find: Callable[[Any], list[Any]]) -> bool:
@@ -827,6 +880,7 @@ def _probe_tritonclient_http_aio() -> bool:
 PROBES: dict[str, Callable[[], bool]] = {
     "otel.span_processor": _probe_span_processor,
     "otel.span_goes_nowhere": _probe_span_goes_nowhere,
+    "otel.starts_are_noops": _probe_starts_are_noops,
     "otel.tracer_apart": _probe_tracer_apart,
     "otel.batch_queues": lambda: _probe_batch(batch_queues),
     "otel.batch_export_locks": lambda: _probe_batch(batch_export_locks),

@@ -108,8 +108,9 @@ class _ReplayedSpan(Span):
 class SpanEmitter:
     """Hands finished spans to the provider's processors. For infersight's own provider (whose
     batch processor does nothing on start) a ReadableSpan goes straight to ``on_end``; for a
-    provider the app owns, each span is started and ended as an SDK span, so the app's
-    processors see ``on_start`` too (``with_on_start``)."""
+    provider the app owns (``with_on_start``), each span is started and ended as an SDK span,
+    so the app's processors see ``on_start`` too, unless each of them does nothing then (the
+    SDK's batch and simple processors) and the span's attributes need no validation."""
 
     def __init__(
         self,
@@ -125,6 +126,8 @@ class SpanEmitter:
         self.scope = InstrumentationScope(SPAN.INSTRUMENTATION_SCOPE, __version__)
         self.on_drop = on_drop
         self._queues = _compat.batch_queues(provider)
+        self._start_free_for: tuple[Any, ...] | None = None  # the processors _start_free answered for
+        self._start_free_answer = False
         self._processor = _compat.span_processor(provider)
         self._on_end = self._processor.on_end if self._processor is not None else None
         # The processors when each one sends through infersight's encoder (``encodes``): then
@@ -180,7 +183,7 @@ class SpanEmitter:
         if self._on_end is None:
             _errors.report("compat.span_processor")  # the SDK moved it: no span can be handed over
             return
-        if self.with_on_start:
+        if self.with_on_start and (events or not self._start_free() or not _plain(attrs)):
             self._emit_started(name, kind, ctx, parent, attrs, events, status, wall_ns(start_ns), end)
             return
         span = ReadableSpan(
@@ -197,6 +200,15 @@ class SpanEmitter:
             instrumentation_scope=self.scope,
         )
         self._on_end(span)
+
+    def _start_free(self) -> bool:
+        """Whether the app's processors need only ``on_end`` (each does nothing on start or as
+        a span is ending), answered again when the app adds one."""
+        processors = _compat.span_processors(self.provider)
+        if processors is not self._start_free_for:
+            self._start_free_for = processors
+            self._start_free_answer = _compat.starts_are_noops(processors)
+        return self._start_free_answer
 
     def _emit_started(
         self,
@@ -527,6 +539,16 @@ class _StageTemplate:
             base_bytes = otlp.encode_attributes(base) if base else b""
         self.base_bytes: bytes | None = base_bytes
         self.both = (base_bytes or b"") + self.fixed_bytes
+
+
+_PLAIN_TYPES = frozenset((str, int, float, bool))
+_STR = frozenset((str,))
+
+
+def _plain(attrs: dict[str, Any]) -> bool:
+    """Whether an SDK span would keep these attributes as they are: no key or value to validate
+    or copy (an empty key, a sequence, a type OTel drops), so a ReadableSpan can hold the dict."""
+    return "" not in attrs and _PLAIN_TYPES.issuperset(map(type, attrs.values())) and _STR.issuperset(map(type, attrs))
 
 
 def _request_attrs(rec: RequestRecord, model: str, version: str) -> dict[str, Any]:
