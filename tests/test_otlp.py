@@ -348,11 +348,12 @@ class _StartingProcessor(SimpleSpanProcessor):
         self.started = getattr(self, "started", 0) + 1
 
 
-def _app_emitter(processor: type[SimpleSpanProcessor]) -> tuple[SpanEmitter, InMemorySpanExporter, list[int]]:
+def _app_emitter(processor: Any) -> tuple[SpanEmitter, InMemorySpanExporter, list[int]]:
     """An emitter for an app's own provider; the list counts the spans started as SDK spans."""
     provider = TracerProvider(resource=RESOURCES[0])
     exporter = InMemorySpanExporter()
     provider.add_span_processor(processor(exporter))
+    exporter.get_finished_spans = _flushed(provider, exporter.get_finished_spans)  # type: ignore[method-assign]
     emitter = SpanEmitter(provider, RESOURCES[0], with_on_start=True)
     started: list[int] = []
     replay = emitter._emit_started
@@ -379,10 +380,15 @@ def test_an_apps_stock_processors_get_the_spans_its_sdk_spans_would_have_been(
     assert len(quick_started) <= len(expected)
 
 
-def test_only_spans_the_sdk_would_change_start_for_an_apps_stock_processors() -> None:
+def _flushed(provider: TracerProvider, read: Any) -> Any:
+    return lambda: (provider.force_flush(), read())[1]
+
+
+@pytest.mark.parametrize("processor", [SimpleSpanProcessor, BatchSpanProcessor])
+def test_only_spans_the_sdk_would_change_start_for_an_apps_stock_processors(processor: Any) -> None:
     """A span with an exception, or an attribute the SDK validates or copies, starts as an SDK
-    span; the others go to the processors' ``on_end`` as they are."""
-    emitter, exporter, started = _app_emitter(SimpleSpanProcessor)
+    span; the others go to the processors' ``on_end`` (a batch processor's queue) as they are."""
+    emitter, exporter, started = _app_emitter(processor)
     rec = RequestRecord("POST /p", SpanKind.SERVER.value, "/p", 7, 0, True)
     rec.attrs = {"http.route": "/p", "ok": True}
     rec.end_ns = rec.start_ns + 1
@@ -397,6 +403,12 @@ def test_only_spans_the_sdk_would_change_start_for_an_apps_stock_processors() ->
     rec.attrs, rec.error = {}, ValueError("boom")
     emitter.emit(rec, "m", "1", [("m", "1", None)])
     assert len(started) == 2 and exporter.get_finished_spans()[4].events[0].name == "exception"
+    # A processor the app adds later that acts on start: spans start for it from then on.
+    later = _StartingProcessor(InMemorySpanExporter())
+    emitter.provider.add_span_processor(later)
+    rec.error = None
+    emitter.emit(rec, "m", "1", [("m", "1", None)])
+    assert len(started) == 4 and later.started == 2 and len(exporter.get_finished_spans()) == 8
 
 
 def test_a_batch_of_request_items_holds_about_the_stock_512_spans(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -127,7 +127,7 @@ class SpanEmitter:
         self.on_drop = on_drop
         self._queues = _compat.batch_queues(provider)
         self._start_free_for: tuple[Any, ...] | None = None  # the processors _start_free answered for
-        self._start_free_answer = False
+        self._start_free_to: Callable[[Any], Any] | None = None
         self._processor = _compat.span_processor(provider)
         self._on_end = self._processor.on_end if self._processor is not None else None
         # The processors when each one sends through infersight's encoder (``encodes``): then
@@ -183,7 +183,8 @@ class SpanEmitter:
         if self._on_end is None:
             _errors.report("compat.span_processor")  # the SDK moved it: no span can be handed over
             return
-        if self.with_on_start and (events or not self._start_free() or not _plain(attrs)):
+        hand_to: Callable[[Any], Any] | None = self._on_end
+        if self.with_on_start and (events or not _plain(attrs) or (hand_to := self._start_free()) is None):
             self._emit_started(name, kind, ctx, parent, attrs, events, status, wall_ns(start_ns), end)
             return
         span = ReadableSpan(
@@ -199,16 +200,21 @@ class SpanEmitter:
             end_time=end,
             instrumentation_scope=self.scope,
         )
-        self._on_end(span)
+        hand_to(span)  # type: ignore[misc]  # not None: checked above
 
-    def _start_free(self) -> bool:
-        """Whether the app's processors need only ``on_end`` (each does nothing on start or as
-        a span is ending), answered again when the app adds one."""
+    def _start_free(self) -> Callable[[Any], Any] | None:
+        """Where a finished span goes when the app's processors need only ``on_end`` (each does
+        nothing on start or as a span is ending): the one batch processor's queue, else their
+        ``on_end``. None: spans start for them. Answered again when the app adds a processor."""
         processors = _compat.span_processors(self.provider)
         if processors is not self._start_free_for:
             self._start_free_for = processors
-            self._start_free_answer = _compat.starts_are_noops(processors)
-        return self._start_free_answer
+            hand_to = None
+            if _compat.starts_are_noops(processors):
+                emits = _compat.batch_emits(processors)  # its on_end checks only that it's sampled
+                hand_to = emits[0] if emits is not None and len(emits) == 1 else self._on_end
+            self._start_free_to = hand_to
+        return self._start_free_to
 
     def _emit_started(
         self,
