@@ -55,6 +55,40 @@ def test_stage_cpu_time_tells_computing_from_waiting(telemetry: Captured) -> Non
     assert cpu_sum is not None and wall_sum is not None and cpu_sum < wall_sum / 2
 
 
+def test_stages_one_after_another_share_a_clock_read_but_not_the_work_between() -> None:
+    """Each thread-CPU read is a syscall: a stage that starts just as the previous one ended on
+    the same thread starts from that read. After a longer gap it reads the clock itself, so
+    work done between stages is billed to neither."""
+    with capture(gil_probe=False) as t:
+        rt = infersight.get_runtime()
+        assert rt is not None and rt.thread_time is not None
+        reads: list[int] = []
+        clock = rt.thread_time
+        rt.thread_time = lambda: reads.append(1) or clock()  # type: ignore[func-returns-value]
+        counts = []
+        for _ in range(20):  # a thread preempted between two stages reads the clock anew: retried
+            reads.clear()
+            with infersight.request(model="m"):
+                for name in ("preprocess", "model", "postprocess"):
+                    with infersight.stage(name):
+                        pass
+            counts.append(len(reads))
+            if counts[-1] == 4:
+                break
+        assert counts[-1] == 4, counts
+        reads.clear()
+        with infersight.request(model="m"):
+            with infersight.stage("postprocess"):
+                pass
+            _burn_cpu(0.02)  # between stages: no stage's
+            with infersight.stage("late"):
+                pass
+        assert len(reads) == 4
+        t.flush()
+        assert t.spans("late")[0].attributes["infersight.stage.cpu_s"] < 0.005  # type: ignore[index,operator]
+        assert t.value("infersight_stage_cpu_seconds_count", model="m", stage="late") == 1
+
+
 def test_stage_cpu_time_off() -> None:
     with capture(stage_cpu_time=False, gil_probe=False) as t:
         with infersight.request(model="m"), infersight.stage("preprocess"):

@@ -607,6 +607,12 @@ def finish_client(rec: RequestRecord | None, status_code: int | None, failed: bo
         _errors.report("client", exc)
 
 
+# A stage that starts within this long of its request's previous stage's end, on the same thread,
+# takes that stage's thread-CPU read as its own start. Each read is a syscall (0.6 µs on a 2-core
+# VM, and TLB refills after it): 4 reads instead of 6 for three stages one after another.
+_SHARED_READ_NS = 20_000
+
+
 def start_stage(name: str, model: str | None = None) -> tuple[StageRecord | None, Tokens]:
     rt = _runtime
     if rt is None:
@@ -643,10 +649,25 @@ def start_stage(name: str, model: str | None = None) -> tuple[StageRecord | None
         if rt.hooks:
             call_hooks(rt.hooks, "on_stage_start", st)
         thread_time = rt.thread_time
-        if thread_time is not None:
-            st.cpu_thread = _get_ident()
+        if thread_time is None:
+            st.start_ns = now_ns()  # after the hooks, so a GPM snapshot isn't billed to the stage
+            return st, (stage_token, otel_token)
+        st.cpu_thread = ident = _get_ident()
+        now = now_ns()
+        last = rec.stages[-1] if rec is not None and rec.stages else None
+        if (
+            last is not None
+            and now - last.end_ns < _SHARED_READ_NS
+            and last.cpu_thread == ident
+            and last.cpu_end_ns >= 0
+        ):
+            # The request's previous stage ended on this thread just now: its clock read is this
+            # one's start (a syscall less; the few µs between are billed to this stage).
+            st.cpu_start_ns = last.cpu_end_ns
+        else:
             st.cpu_start_ns = thread_time()
-        st.start_ns = now_ns()  # after the hooks, so a GPM snapshot isn't billed to the stage
+            now = now_ns()
+        st.start_ns = now
         return st, (stage_token, otel_token)
     except Exception as exc:
         _errors.report("stage", exc)
