@@ -384,6 +384,24 @@ def _flushed(provider: TracerProvider, read: Any) -> Any:
     return lambda: (provider.force_flush(), read())[1]
 
 
+def test_an_apps_batch_processor_that_overrides_on_end_gets_every_span_through_it() -> None:
+    """A subclass's ``on_end`` (here a filter) is the app's: spans never skip it for the queue."""
+
+    class Filtering(BatchSpanProcessor):
+        def on_end(self, span: Any) -> None:
+            if span.name != "model":
+                super().on_end(span)
+
+    emitter, exporter, started = _app_emitter(Filtering)
+    rec = RequestRecord("POST /p", SpanKind.SERVER.value, "/p", 7, 0, True)
+    rec.end_ns = rec.start_ns + 1
+    stage = StageRecord("model", "m", rec, rec.span_id, rec.trace_id, True)
+    stage.end_ns = stage.start_ns + 1
+    rec.stages.append(stage)
+    emitter.emit(rec, "m", "1", [("m", "1", None)])
+    assert [s.name for s in exporter.get_finished_spans()] == ["POST /p"] and started == []
+
+
 @pytest.mark.parametrize("processor", [SimpleSpanProcessor, BatchSpanProcessor])
 def test_only_spans_the_sdk_would_change_start_for_an_apps_stock_processors(processor: Any) -> None:
     """A span with an exception, or an attribute the SDK validates or copies, starts as an SDK

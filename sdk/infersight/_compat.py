@@ -58,6 +58,7 @@ __all__ = [
     "span_processor",
     "span_processors",
     "starts_are_noops",
+    "stock_batch_on_end",
     "tracer_apart",
     "tritonclient_http_aio_target",
     "tritonclient_http_target",
@@ -110,6 +111,15 @@ def starts_are_noops(processors: tuple[Any, ...]) -> bool:
         if getattr(kind, "on_start", None) not in starts or getattr(kind, "_on_ending", None) not in endings:
             return False
     return True
+
+
+def stock_batch_on_end(processors: tuple[Any, ...]) -> bool:
+    """Whether each processor's ``on_end`` is the SDK batch processor's own (not a subclass's
+    override): only then may a span skip it for the queue's ``emit`` (``batch_emits``)."""
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    stock = BatchSpanProcessor.on_end
+    return all(getattr(type(processor), "on_end", None) is stock for processor in processors)
 
 
 def span_goes_nowhere(span: Any) -> bool:

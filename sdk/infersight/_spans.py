@@ -211,7 +211,8 @@ class SpanEmitter:
             self._start_free_for = processors
             hand_to = None
             if _compat.starts_are_noops(processors):
-                emits = _compat.batch_emits(processors)  # its on_end checks only that it's sampled
+                # The stock batch processor's on_end checks only that the span is sampled.
+                emits = _compat.batch_emits(processors) if _compat.stock_batch_on_end(processors) else None
                 hand_to = emits[0] if emits is not None and len(emits) == 1 else self._on_end
             self._start_free_to = hand_to
         return self._start_free_to
