@@ -402,6 +402,23 @@ def test_an_apps_batch_processor_that_overrides_on_end_gets_every_span_through_i
     assert [s.name for s in exporter.get_finished_spans()] == ["POST /p"] and started == []
 
 
+def test_a_provider_with_an_active_processor_of_its_own_gets_started_spans() -> None:
+    """Built with ``active_span_processor=`` one of the app's, the provider may act on start."""
+    exporter = InMemorySpanExporter()
+
+    class Own(SimpleSpanProcessor):
+        def on_start(self, span: Any, parent_context: Any = None) -> None:
+            span.set_attribute("seen.on_start", True)
+
+    provider = TracerProvider(resource=RESOURCES[0], active_span_processor=Own(exporter))  # type: ignore[arg-type]
+    emitter = SpanEmitter(provider, RESOURCES[0], with_on_start=True)
+    rec = RequestRecord("POST /p", SpanKind.SERVER.value, "/p", 7, 0, True)
+    rec.end_ns = rec.start_ns + 1
+    emitter.emit(rec, "m", "1", [])
+    (span,) = exporter.get_finished_spans()
+    assert span.attributes["seen.on_start"] is True  # type: ignore[index]
+
+
 @pytest.mark.parametrize("processor", [SimpleSpanProcessor, BatchSpanProcessor])
 def test_only_spans_the_sdk_would_change_start_for_an_apps_stock_processors(processor: Any) -> None:
     """A span with an exception, or an attribute the SDK validates or copies, starts as an SDK

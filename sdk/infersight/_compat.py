@@ -41,6 +41,7 @@ __all__ = [
     "batch_queues",
     "call_innermost",
     "composite_propagators",
+    "fans_out",
     "fast_otlp_exporter_class",
     "fastapi_route_template",
     "fastapi_telemetry_config",
@@ -111,6 +112,15 @@ def starts_are_noops(processors: tuple[Any, ...]) -> bool:
         if getattr(kind, "on_start", None) not in starts or getattr(kind, "_on_ending", None) not in endings:
             return False
     return True
+
+
+def fans_out(processor: Any) -> bool:
+    """Whether a provider's active processor is one of the SDK's, which only hands each span to
+    the processors it holds (``span_processors``); a provider built with one of its own may act
+    on start itself."""
+    from opentelemetry.sdk.trace import ConcurrentMultiSpanProcessor, SynchronousMultiSpanProcessor
+
+    return type(processor) in (SynchronousMultiSpanProcessor, ConcurrentMultiSpanProcessor)
 
 
 def stock_batch_on_end(processors: tuple[Any, ...]) -> bool:

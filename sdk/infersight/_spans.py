@@ -210,7 +210,7 @@ class SpanEmitter:
         if processors is not self._start_free_for:
             self._start_free_for = processors
             hand_to = None
-            if _compat.starts_are_noops(processors):
+            if _compat.fans_out(self._processor) and _compat.starts_are_noops(processors):
                 # The stock batch processor's on_end checks only that the span is sampled.
                 emits = _compat.batch_emits(processors) if _compat.stock_batch_on_end(processors) else None
                 hand_to = emits[0] if emits is not None and len(emits) == 1 else self._on_end
