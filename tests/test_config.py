@@ -208,7 +208,7 @@ VALID: dict[str, st.SearchStrategy[tuple[str, object]]] = {
     "overhead_budget": _floats(0, 1),
     "metrics": _BOOLS,
     "metrics_exporter": _choices("prometheus", "otlp", "prometheus,otlp"),
-    "metrics_export_interval_s": _floats(0, 1e9, positive=True).map(lambda pair: (pair[0], float(pair[1]) / 1000)),  # type: ignore[arg-type]
+    "metrics_export_interval_s": _floats(1e-300, 1e9, positive=True).map(lambda pair: (pair[0], float(pair[1]) / 1000)),  # type: ignore[arg-type]
     "otlp_metrics_protocol": _choices("grpc", "http/protobuf", fold_case=False),
     "metrics_port": _ints(0, 65535),
     "metrics_addr": _TEXT.map(lambda s: (s, s)),
@@ -274,6 +274,12 @@ def test_a_good_value_in_any_variable_round_trips(data: st.DataObject) -> None:
     raw, expected = data.draw(VALID[setting], label="value")
     cfg = Config.from_env({var: raw})
     assert getattr(cfg, setting) == expected
+
+
+def test_an_interval_too_small_for_seconds_names_its_variable() -> None:
+    """5e-324 ms is positive, but 0.0 as seconds: the error says why, not "got 0.0"."""
+    with pytest.raises(ConfigError, match=r"OTEL_METRIC_EXPORT_INTERVAL.*too small"):
+        Config.from_env({"OTEL_METRIC_EXPORT_INTERVAL": "5e-324"})
 
 
 @settings(max_examples=50, deadline=None)

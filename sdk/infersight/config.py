@@ -425,7 +425,10 @@ def _metrics_exporter_list(value: str) -> str:
 
 def _parse_millis(raw: str) -> float:
     """OTel's interval variables are in milliseconds; the setting is in seconds."""
-    return _parse_float(raw) / 1000
+    millis = _parse_float(raw)
+    if 0 < millis < 1e-300:  # it would read as 0 seconds: say so, not "got 0.0"
+        raise ValueError(f"{millis!r} ms is too small to be an interval")
+    return millis / 1000
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
