@@ -184,7 +184,7 @@ class SpanEmitter:
             _errors.report("compat.span_processor")  # the SDK moved it: no span can be handed over
             return
         hand_to: Callable[[Any], Any] | None = self._on_end
-        if self.with_on_start and (events or not _plain(attrs) or (hand_to := self._start_free()) is None):
+        if self.with_on_start and (events or (hand_to := self._start_free()) is None or not _plain(attrs)):
             self._emit_started(name, kind, ctx, parent, attrs, events, status, wall_ns(start_ns), end)
             return
         span = ReadableSpan(
