@@ -92,6 +92,26 @@ def test_nested_stage_parents_to_enclosing_stage(telemetry: Captured) -> None:
     assert spans["kernel"].parent.span_id == spans["model"].context.span_id  # type: ignore[attr-defined]
 
 
+def test_a_kept_stage_entered_again_records_every_entry(telemetry: Captured) -> None:
+    tokenize = infersight.stage("tokenize")  # made once, then entered in each request, and nested
+    for _ in range(2):
+        with infersight.request(model="m"):
+            with tokenize:
+                tokenize.set_attribute("depth", 1)
+                with tokenize:
+                    tokenize.set_attribute("depth", 2)
+    roots = {s.context.span_id for s in telemetry.spans() if s.name == "inference"}  # type: ignore[attr-defined]
+    spans = [s for s in telemetry.spans() if s.name == "tokenize"]
+    assert len({s.context.span_id for s in spans}) == 4  # type: ignore[attr-defined]
+    outer = [s for s in spans if s.parent.span_id in roots]  # type: ignore[attr-defined]
+    inner = [s for s in spans if s not in outer]
+    assert [s.attributes["depth"] for s in outer] == [1, 1]  # type: ignore[attr-defined]
+    assert [s.attributes["depth"] for s in inner] == [2, 2]  # type: ignore[attr-defined]
+    outer_ids = {s.context.span_id for s in outer}  # type: ignore[attr-defined]
+    assert all(s.parent.span_id in outer_ids for s in inner)  # type: ignore[attr-defined]
+    assert all(s.end_time >= s.start_time for s in spans)  # type: ignore[attr-defined]
+
+
 def test_other_instrumentations_parent_to_the_current_stage(telemetry: Captured) -> None:
     # A client span made by another instrumentation inside a stage, and what it propagates.
     tracer = telemetry.provider.get_tracer("client")

@@ -52,6 +52,7 @@ def new_trace_id() -> int:
 
 class StageRecord:
     __slots__ = (
+        "active",
         "attrs",
         "base_attrs",
         "batch_size",
@@ -63,11 +64,13 @@ class StageRecord:
         "extras",
         "model",
         "name",
+        "otel_token",
         "parent_span_id",
         "queue_wait_s",
         "request",
         "sampled",
         "span_id",
+        "stage_token",
         "start_ns",
         "trace_id",
     )
@@ -103,6 +106,12 @@ class StageRecord:
         self.cpu_start_ns = -1
         self.cpu_end_ns = -1
         self.cpu_thread = 0  # threading.get_ident() of the start: the end reads the clock only there
+        # While it is current (see _runtime.enter_stage): the context variables' tokens to undo.
+        self.stage_token: Any = None
+        self.otel_token: Any = None
+        # A stage entered again once its own record is out: the record of its innermost open
+        # entry, which links to the one below it (see _runtime.enter_stage).
+        self.active: StageRecord | None = None
 
     def set_attr(self, key: str, value: Any) -> None:
         if self.attrs is None:

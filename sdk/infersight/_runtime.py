@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from random import getrandbits
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -38,7 +38,7 @@ from ._records import (
 from ._spans import SpanEmitter
 from ._tracing import CountingExporter, make_resource, sends_through_our_encoder, setup_tracer_provider
 from .config import Config
-from .conventions import OUTCOME_ERROR, OUTCOME_SUCCESS, MetricSpec
+from .conventions import ATTR, OUTCOME_ERROR, OUTCOME_SUCCESS, MetricSpec
 from .exposition import Exposition, MetricsServer
 from .hooks import StageHook, call_hooks
 from .metrics import InferenceMetrics, Ledger
@@ -614,30 +614,72 @@ _SHARED_READ_NS = 20_000
 
 
 def start_stage(name: str, model: str | None = None) -> tuple[StageRecord | None, Tokens]:
+    """Open a stage's record, for code that holds it between two calls (``Stage`` opens itself)."""
+    st = StageRecord.__new__(StageRecord)
+    st.name, st.model, st.batch_size, st.start_ns, st.active = name, model, 0, 0, None
+    enter_stage(st)
+    if not st.start_ns:
+        return None, (None, None)
+    return st, (st.stage_token, st.otel_token)
+
+
+_S = TypeVar("_S", bound=StageRecord)
+
+
+def enter_stage(stage: _S) -> _S:
+    """Make ``stage`` the current stage, as ``with`` does (this is ``Stage.__enter__``). Its record
+    is itself; entered again once that record is out, a new record is this entry's (the top of
+    ``stage.active``'s stack of open entries). The record stays unopened (``start_ns`` 0: ``exit_stage`` passes it by) when
+    infersight isn't running or fails."""
+    st: StageRecord = stage
+    if stage.start_ns:
+        # Its record is out: this entry gets one of its own, on top of the entries still open.
+        st = StageRecord.__new__(StageRecord)
+        st.name, st.model, st.batch_size, st.start_ns = stage.name, stage.model, stage.batch_size, 0
+        st.active, stage.active = stage.active, st
     rt = _runtime
     if rt is None:
-        return None, (None, None)
+        return stage
     try:
         rec = current_request.get()
         outer = current_stage.get()
         if outer is not None and outer.end_ns:
             outer = None
         if rec is not None:
-            parent_id = outer.span_id if outer is not None and outer.request is rec else rec.span_id
-            st = StageRecord(name, model, rec, parent_id, rec.trace_id, rec.sampled)
-            if model and rec.model is None:  # the first model named labels the request (set_model)
-                rec.model = model
-        elif outer is not None:
-            st = StageRecord(name, model or outer.model, None, outer.span_id, outer.trace_id, outer.sampled)
+            st.request = rec
+            st.parent_span_id = outer.span_id if outer is not None and outer.request is rec else rec.span_id
+            st.trace_id = rec.trace_id
+            st.sampled = rec.sampled
+            if st.model and rec.model is None:  # the first model named labels the request (set_model)
+                rec.model = st.model
         else:
-            active = trace.get_current_span().get_span_context()
-            if active.is_valid:
-                st = StageRecord(name, model, None, active.span_id, active.trace_id, active.trace_flags.sampled)
+            st.request = None
+            if outer is not None:
+                st.parent_span_id, st.trace_id, st.sampled = outer.span_id, outer.trace_id, outer.sampled
+                if not st.model:
+                    st.model = outer.model
             else:
-                trace_id = new_trace_id()
-                st = StageRecord(name, model, None, 0, trace_id, rt.sample(None, trace_id, name, SpanKind.INTERNAL))
-        stage_token = current_stage.set(st)
-        otel_token = None
+                active = trace.get_current_span().get_span_context()
+                if active.is_valid:
+                    st.parent_span_id, st.trace_id = active.span_id, active.trace_id
+                    st.sampled = active.trace_flags.sampled
+                else:
+                    st.parent_span_id = 0
+                    st.trace_id = trace_id = new_trace_id()
+                    st.sampled = rt.sample(None, trace_id, st.name, SpanKind.INTERNAL)
+        # The rest of the record, set here rather than in a constructor: one call less a stage.
+        st.span_id = getrandbits(64) or 1
+        st.end_ns = 0
+        st.error = None
+        st.attrs = None
+        st.base_attrs = None
+        st.extras = None
+        st.queue_wait_s = -1.0
+        st.cpu_start_ns = -1
+        st.cpu_end_ns = -1
+        st.cpu_thread = 0
+        st.otel_token = None
+        st.stage_token = current_stage.set(st)
         # Inside a request whose live span is current, that span already answers for the stage.
         live = rec.live_span if rec is not None else None
         var = _OTEL_VAR
@@ -645,13 +687,13 @@ def start_stage(name: str, model: str | None = None) -> tuple[StageRecord | None
             live is None or (var.get().get(_SPAN_KEY) if var is not None else _current_span()) is not live
         ):
             span_ctx = SpanContext(st.trace_id, st.span_id, False, _SAMPLED if st.sampled else _UNSAMPLED)
-            otel_token = _attach_span(span_ctx)
+            st.otel_token = _attach_span(span_ctx)
         if rt.hooks:
             call_hooks(rt.hooks, "on_stage_start", st)
         thread_time = rt.thread_time
         if thread_time is None:
             st.start_ns = now_ns()  # after the hooks, so a GPM snapshot isn't billed to the stage
-            return st, (stage_token, otel_token)
+            return stage
         st.cpu_thread = ident = _get_ident()
         now = now_ns()
         last = rec.stages[-1] if rec is not None and rec.stages else None
@@ -668,10 +710,10 @@ def start_stage(name: str, model: str | None = None) -> tuple[StageRecord | None
             st.cpu_start_ns = thread_time()
             now = now_ns()
         st.start_ns = now
-        return st, (stage_token, otel_token)
     except Exception as exc:
         _errors.report("stage", exc)
-        return None, (None, None)
+        st.start_ns = 0
+    return stage
 
 
 def _reset(token: Any) -> None:
@@ -686,9 +728,16 @@ def _reset(token: Any) -> None:
         pass  # made in another context: nothing of ours to undo in this one
 
 
-def end_stage(st: StageRecord | None, tokens: Tokens, error: BaseException | None = None) -> None:
+def exit_stage(stage: StageRecord, et: Any = None, error: BaseException | None = None, tb: Any = None) -> None:
+    """End the entry ``enter_stage`` opened, as ``with`` does (this is ``Stage.__exit__``). An
+    abandoned generator's stage (``GeneratorExit``) ended; it did not fail."""
+    st = stage.active
     if st is None:
-        return
+        st = stage
+    else:
+        stage.active, st.active = st.active, None  # entries end innermost first: the next is below
+    if not st.start_ns or st.end_ns:
+        return  # never opened, or already ended
     rt = _runtime
     try:
         st.end_ns = now_ns()
@@ -697,17 +746,22 @@ def end_stage(st: StageRecord | None, tokens: Tokens, error: BaseException | Non
         if rt is not None and rt.thread_time is not None and st.cpu_thread == _get_ident():
             st.cpu_end_ns = rt.thread_time()
         if error is not None:
-            st.error = error
+            if isinstance(error, GeneratorExit):
+                st.set_attr(ATTR.GENERATOR_ABANDONED, True)
+            else:
+                st.error = error
         if rt is not None and rt.hooks:
             call_hooks(rt.hooks, "on_stage_end", st)
-        stage_token, otel_token = tokens
         # Undo only what is still ours on top. A generator closed after its request ended would
         # otherwise restore that request's context, and later requests would join its trace.
-        if otel_token is not None and _is_current_span(st.span_id):
-            _reset(otel_token)
-        if stage_token is not None and current_stage.get() is st:
-            try:  # _reset, inlined: start_stage's token is always a ContextVar's
-                current_stage.reset(stage_token)
+        otel_token = st.otel_token
+        if otel_token is not None:
+            st.otel_token = None
+            if _is_current_span(st.span_id):
+                _reset(otel_token)
+        if current_stage.get() is st:
+            try:  # _reset, inlined: the token is always a ContextVar's
+                current_stage.reset(st.stage_token)
             except (ValueError, RuntimeError):
                 pass  # made in another context: nothing of ours to undo in this one
         rec = st.request
@@ -718,3 +772,9 @@ def end_stage(st: StageRecord | None, tokens: Tokens, error: BaseException | Non
             rt.worker.submit(st)
     except Exception as exc:
         _errors.report("stage", exc)
+
+
+def end_stage(st: StageRecord | None, tokens: Tokens, error: BaseException | None = None) -> None:
+    """End a record ``start_stage`` opened (``tokens``: what it returned with it)."""
+    if st is not None:
+        exit_stage(st, None, error)

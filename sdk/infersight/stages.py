@@ -19,8 +19,8 @@ from typing import Any, TypeVar, overload
 from opentelemetry.trace import SpanKind
 
 from . import _runtime
-from ._records import RequestRecord, current_request
-from .conventions import ATTR, SPAN
+from ._records import RequestRecord, StageRecord, current_request
+from .conventions import SPAN
 
 __all__ = [
     "Request",
@@ -63,6 +63,8 @@ def _await_in(ctx: contextvars.Context, awaitable: Any) -> Generator[Any, Any, A
 
 class _Scope:
     """Shared shape of ``Stage`` and ``Request``: context manager and decorator in one."""
+
+    __slots__ = ()
 
     def _enter(self) -> None:
         raise NotImplementedError
@@ -147,50 +149,37 @@ class _Scope:
         return wrapper  # type: ignore[return-value]
 
 
-class Stage(_Scope):
-    """One stage of a request. Re-entrant use makes a new record each time."""
+class Stage(StageRecord, _Scope):
+    """One stage of a request: the stage is its own record. Entered again while that record is
+    out (a stage object kept and reused), each entry makes a record of its own."""
 
-    __slots__ = ("_model", "_name", "_record", "_tokens", "batch_size")
+    __slots__ = ()
 
     def __init__(self, name: str, model: str | None = None, batch_size: int = 0) -> None:
-        self._name = name
-        self._model = model
+        # The rest of the record is set as it is entered (_runtime.enter_stage).
+        self.name = name
+        self.model = model
         self.batch_size = batch_size
-        self._record: Any = None
-        self._tokens: Any = None
+        self.start_ns = 0
+        self.active = None
 
     def _clone(self) -> Stage:
-        return Stage(self._name, self._model, self.batch_size)
+        return Stage(self.name, self.model, self.batch_size)
 
     def _enter(self) -> None:
-        self._record, self._tokens = _runtime.start_stage(self._name, self._model)
-        if self._record is not None and self.batch_size:
-            self._record.batch_size = self.batch_size
+        _runtime.enter_stage(self)
 
     def _exit(self, error: BaseException | None) -> None:
-        if error is not None and isinstance(error, GeneratorExit):
-            # The consumer stopped early: the stage ended, it did not fail.
-            self.set_attribute(ATTR.GENERATOR_ABANDONED, True)
-            error = None
-        _runtime.end_stage(self._record, self._tokens, error)
+        _runtime.exit_stage(self, None, error)
 
-    # ``with`` as _enter/_exit, inlined: the most common use, on the request path.
-    def __enter__(self) -> Stage:
-        rec, tokens = _runtime.start_stage(self._name, self._model)
-        self._record, self._tokens = rec, tokens
-        if rec is not None and self.batch_size:
-            rec.batch_size = self.batch_size
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        if ev is not None:
-            self._exit(ev)
-        else:
-            _runtime.end_stage(self._record, self._tokens, None)
+    # ``with``: one call in and one out, on the request path.
+    __enter__ = _runtime.enter_stage
+    __exit__ = _runtime.exit_stage
 
     def set_attribute(self, key: str, value: Any) -> None:
-        if self._record is not None:
-            self._record.set_attr(key, value)
+        st = self.active if self.active is not None else self
+        if st.start_ns:
+            st.set_attr(key, value)
 
 
 class Request(_Scope):
