@@ -16,6 +16,8 @@ import grpc.aio
 import httpx
 import pytest
 import requests
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from opentelemetry import trace as otel_trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
@@ -391,6 +393,38 @@ def test_the_value_sums_a_repeated_stage_and_keeps_names_to_tokens() -> None:
         rec.stages.append(stage)
     assert _server_timing.value(rec, at_ns=7_000_000) == "tok_enize;dur=3.50, total;dur=7.00"
     assert _server_timing.total_seconds(_server_timing.value(rec, at_ns=7_000_000)) == pytest.approx(0.007)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["preprocess", "model", "post process", "total", "ü"]),
+            st.integers(-3_000_000, 50_000_000),  # a duration; negative: clocks of two threads
+            st.booleans(),  # finished yet
+        ),
+        max_size=6,
+    )
+)
+def test_the_value_is_each_finished_stage_summed_by_name_then_the_total(
+    stages: list[tuple[str, int, bool]],
+) -> None:
+    from infersight._records import RequestRecord, StageRecord
+
+    rec = RequestRecord("GET", SpanKind.SERVER.value, "/", 1, 0, True)
+    rec.start_ns = 1_000
+    spent: dict[str, int] = {}
+    for name, duration, finished in stages:
+        stage = StageRecord(name, None, rec, rec.span_id, 1, True)
+        stage.start_ns, stage.end_ns = 10_000_000, (10_000_000 + duration if finished else 0)
+        rec.stages.append(stage)
+        if finished:
+            token = _server_timing._token(name)
+            spent[token] = spent.get(token, 0) + duration
+    spent.pop("total", None)
+    spent["total"] = 99_000_000 - rec.start_ns
+    expected = ", ".join(f"{name};dur={_server_timing._ms(ns)}" for name, ns in spent.items())
+    assert _server_timing.value(rec, at_ns=99_000_000) == expected
 
 
 def _missing(request: bytes, context: Any) -> bytes:

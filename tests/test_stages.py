@@ -95,11 +95,10 @@ def test_nested_stage_parents_to_enclosing_stage(telemetry: Captured) -> None:
 def test_a_kept_stage_entered_again_records_every_entry(telemetry: Captured) -> None:
     tokenize = infersight.stage("tokenize")  # made once, then entered in each request, and nested
     for _ in range(2):
-        with infersight.request(model="m"):
+        with infersight.request(model="m"), tokenize:
+            tokenize.set_attribute("depth", 1)
             with tokenize:
-                tokenize.set_attribute("depth", 1)
-                with tokenize:
-                    tokenize.set_attribute("depth", 2)
+                tokenize.set_attribute("depth", 2)
     roots = {s.context.span_id for s in telemetry.spans() if s.name == "inference"}  # type: ignore[attr-defined]
     spans = [s for s in telemetry.spans() if s.name == "tokenize"]
     assert len({s.context.span_id for s in spans}) == 4  # type: ignore[attr-defined]

@@ -629,8 +629,8 @@ _S = TypeVar("_S", bound=StageRecord)
 def enter_stage(stage: _S) -> _S:
     """Make ``stage`` the current stage, as ``with`` does (this is ``Stage.__enter__``). Its record
     is itself; entered again once that record is out, a new record is this entry's (the top of
-    ``stage.active``'s stack of open entries). The record stays unopened (``start_ns`` 0: ``exit_stage`` passes it by) when
-    infersight isn't running or fails."""
+    ``stage.active``'s stack of open entries). The record stays unopened (``start_ns`` 0, and
+    ``exit_stage`` passes it by) when infersight isn't running or fails."""
     st: StageRecord = stage
     if stage.start_ns:
         # Its record is out: this entry gets one of its own, on top of the entries still open.

@@ -37,23 +37,35 @@ def value(rec: RequestRecord, at_ns: int = 0) -> str:
     """``preprocess;dur=0.41, model;dur=1.83, total;dur=2.61``: the stages finished so far (a
     stage run several times is summed), then the total from the request's start to ``at_ns``."""
     end = at_ns or now_ns()
-    spent: dict[str, int] = {}
     tokens = _TOKENS
+    parts = []
+    seen = set()
     for stage in rec.stages:
         if stage.end_ns:
             name = tokens.get(stage.name) or _token(stage.name)
+            if name in seen or name == SERVER_TIMING_TOTAL:
+                return _summed(rec, end)  # a stage run twice, or one named as the total: rare
+            seen.add(name)
+            ns = stage.end_ns - stage.start_ns
+            if ns >= 0:  # on every response: _ms inlined, without a format spec (int's costs the most)
+                hundredths = (ns + 5_000) // 10_000
+                parts.append(f"{name};dur={hundredths // 100}.{_CENTS[hundredths % 100]}")
+            else:
+                parts.append(f"{name};dur={_ms(ns)}")
+    parts.append(f"{SERVER_TIMING_TOTAL};dur={_ms(end - rec.start_ns)}")
+    return ", ".join(parts)
+
+
+def _summed(rec: RequestRecord, end: int) -> str:
+    """``value`` when a metric name repeats: each name once, its stages' durations summed."""
+    spent: dict[str, int] = {}
+    for stage in rec.stages:
+        if stage.end_ns:
+            name = _TOKENS.get(stage.name) or _token(stage.name)
             spent[name] = spent.get(name, 0) + stage.end_ns - stage.start_ns
     spent.pop(SERVER_TIMING_TOTAL, None)  # a stage of that name: the total is the request's
     spent[SERVER_TIMING_TOTAL] = end - rec.start_ns
-    # On every response: _ms inlined, and no format spec (int.__format__'s costs the most here).
-    parts = []
-    for name, ns in spent.items():
-        if ns >= 0:
-            hundredths = (ns + 5_000) // 10_000
-            parts.append(f"{name};dur={hundredths // 100}.{_CENTS[hundredths % 100]}")
-        else:
-            parts.append(f"{name};dur={_ms(ns)}")
-    return ", ".join(parts)
+    return ", ".join(f"{name};dur={_ms(ns)}" for name, ns in spent.items())
 
 
 _CENTS = tuple(f"{i:02d}" for i in range(100))

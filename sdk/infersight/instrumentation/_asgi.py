@@ -107,7 +107,7 @@ async def serve(
 ) -> None:
     """Await ``call(scope, receive, send)`` as one request. Exceptions pass through unchanged.
     ``framework`` names the OTel excluded-URL variable that applies besides the common one."""
-    rt = _runtime.get_runtime()
+    rt = _runtime._runtime  # get_runtime(), without its call
     try:
         state = AsgiRequest(scope.get("headers") or ())
         if rt is not None and _excluded(rt, framework, scope, state.host):

@@ -92,29 +92,25 @@ def content_length(value: Any) -> int:
 _checked: tuple[Any, bool] = (None, False)  # (global propagator, whether W3C-only): one per process
 
 
-def _is_tracecontext_only() -> bool:
+def w3c_only() -> bool:
+    """Whether the global propagator reads only W3C ``traceparent`` (and baggage)."""
     global _checked
     prop = propagate.get_global_textmap()
     if prop is _checked[0]:
         return _checked[1]
-    w3c_only = isinstance(prop, TraceContextTextMapPropagator)
+    only = isinstance(prop, TraceContextTextMapPropagator)
     if isinstance(prop, CompositePropagator):
         names = {type(p).__name__ for p in _compat.composite_propagators(prop)}
-        w3c_only = names <= {"TraceContextTextMapPropagator", "W3CBaggagePropagator"}
-    _checked = (prop, w3c_only)
-    return w3c_only
-
-
-def w3c_only() -> bool:
-    """Whether the global propagator reads only W3C ``traceparent`` (and baggage)."""
-    return _is_tracecontext_only()
+        only = names <= {"TraceContextTextMapPropagator", "W3CBaggagePropagator"}
+    _checked = (prop, only)
+    return only
 
 
 def extract_remote_parent(carrier: Any, getter: Any, traceparent_key: str) -> SpanContext | None:
     """The remote parent from incoming headers. Skips the propagator when the default W3C one
     is configured and no ``traceparent`` came in (the common case: a few hundred ns)."""
     try:
-        if traceparent_key not in carrier and _is_tracecontext_only():
+        if traceparent_key not in carrier and w3c_only():
             return None
         ctx = propagate.extract(carrier, getter=getter)
         span_ctx = trace.get_current_span(ctx).get_span_context()

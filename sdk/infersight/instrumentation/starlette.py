@@ -198,7 +198,7 @@ def _route_of(scope: Any, state: AsgiRequest) -> str | None:
 
 
 def _app_call(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    rt = _runtime.get_runtime()
+    rt = _runtime._runtime  # get_runtime(), without its call
     if rt is None or kwargs or len(args) != 3:
         return wrapped(*args, **kwargs)
     try:
