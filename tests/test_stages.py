@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 
 import pytest
 from opentelemetry import context, propagate, trace
@@ -109,6 +111,37 @@ def test_a_kept_stage_entered_again_records_every_entry(telemetry: Captured) -> 
     outer_ids = {s.context.span_id for s in outer}  # type: ignore[attr-defined]
     assert all(s.parent.span_id in outer_ids for s in inner)  # type: ignore[attr-defined]
     assert all(s.end_time >= s.start_time for s in spans)  # type: ignore[attr-defined]
+
+
+def test_a_stage_object_shared_by_threads_records_each_threads_entry(telemetry: Captured) -> None:
+    shared = infersight.stage("shared")  # one object, as a module-level stage would be
+    a_inside, b_inside = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with infersight.request(model="a"), shared:
+            shared.set_attribute("who", "a")
+            a_inside.set()
+            assert b_inside.wait(5)  # the other thread enters while this one is inside
+
+    def second() -> None:
+        assert a_inside.wait(5)
+        with infersight.request(model="b"), shared:
+            shared.set_attribute("who", "b")
+            b_inside.set()
+            time.sleep(0.05)  # and leaves after it
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    roots = {s.attributes["infersight.model.name"]: s for s in telemetry.spans() if s.name == "inference"}  # type: ignore[attr-defined]
+    stages = {s.attributes["who"]: s for s in telemetry.spans() if s.name == "shared"}  # type: ignore[attr-defined]
+    assert set(stages) == {"a", "b"}
+    for who, stage in stages.items():
+        root = roots[who]
+        assert stage.parent.span_id == root.context.span_id  # type: ignore[attr-defined]
+        assert root.start_time <= stage.start_time <= stage.end_time <= root.end_time  # type: ignore[attr-defined]
 
 
 def test_other_instrumentations_parent_to_the_current_stage(telemetry: Captured) -> None:

@@ -52,7 +52,6 @@ def new_trace_id() -> int:
 
 class StageRecord:
     __slots__ = (
-        "active",
         "attrs",
         "base_attrs",
         "batch_size",
@@ -64,6 +63,7 @@ class StageRecord:
         "extras",
         "model",
         "name",
+        "origin",
         "otel_token",
         "parent_span_id",
         "queue_wait_s",
@@ -109,9 +109,8 @@ class StageRecord:
         # While it is current (see _runtime.enter_stage): the context variables' tokens to undo.
         self.stage_token: Any = None
         self.otel_token: Any = None
-        # A stage entered again once its own record is out: the record of its innermost open
-        # entry, which links to the one below it (see _runtime.enter_stage).
-        self.active: StageRecord | None = None
+        # The stage (a Stage already in use) that this record was made for, entered again.
+        self.origin: StageRecord | None = None
 
     def set_attr(self, key: str, value: Any) -> None:
         if self.attrs is None:

@@ -616,7 +616,7 @@ _SHARED_READ_NS = 20_000
 def start_stage(name: str, model: str | None = None) -> tuple[StageRecord | None, Tokens]:
     """Open a stage's record, for code that holds it between two calls (``Stage`` opens itself)."""
     st = StageRecord.__new__(StageRecord)
-    st.name, st.model, st.batch_size, st.start_ns, st.active = name, model, 0, 0, None
+    st.name, st.model, st.batch_size, st.start_ns, st.origin, st.stage_token = name, model, 0, 0, None, None
     enter_stage(st)
     if not st.start_ns:
         return None, (None, None)
@@ -628,17 +628,21 @@ _S = TypeVar("_S", bound=StageRecord)
 
 def enter_stage(stage: _S) -> _S:
     """Make ``stage`` the current stage, as ``with`` does (this is ``Stage.__enter__``). Its record
-    is itself; entered again once that record is out, a new record is this entry's (the top of
-    ``stage.active``'s stack of open entries). The record stays unopened (``start_ns`` 0, and
-    ``exit_stage`` passes it by) when infersight isn't running or fails."""
+    is itself, or, when it is already in use (entered again, nested, or by another thread at the
+    same time), a new record made for this entry. ``exit_stage`` finds that record as the
+    context's current stage. The record stays unopened (no ``stage_token``, and ``exit_stage``
+    passes it by) when infersight isn't running or fails."""
     st: StageRecord = stage
     if stage.start_ns:
-        # Its record is out: this entry gets one of its own, on top of the entries still open.
         st = StageRecord.__new__(StageRecord)
-        st.name, st.model, st.batch_size, st.start_ns = stage.name, stage.model, stage.batch_size, 0
-        st.active, stage.active = stage.active, st
+        st.name, st.model, st.batch_size, st.origin = stage.name, stage.model, stage.batch_size, stage
+        st.stage_token = None
+    else:
+        # Taken at once, before any call: a thread that enters it next makes its own record.
+        stage.start_ns = 1
     rt = _runtime
     if rt is None:
+        st.start_ns = 0
         return stage
     try:
         rec = current_request.get()
@@ -712,8 +716,16 @@ def enter_stage(stage: _S) -> _S:
         st.start_ns = now
     except Exception as exc:
         _errors.report("stage", exc)
-        st.start_ns = 0
+        _unopen(st)
     return stage
+
+
+def _unopen(st: StageRecord) -> None:
+    """Leave ``st`` as if never entered: not current, and free to be entered again."""
+    token, st.stage_token = st.stage_token, None
+    if token is not None and current_stage.get() is st:
+        current_stage.reset(token)
+    st.start_ns = 0
 
 
 def _reset(token: Any) -> None:
@@ -731,12 +743,9 @@ def _reset(token: Any) -> None:
 def exit_stage(stage: StageRecord, et: Any = None, error: BaseException | None = None, tb: Any = None) -> None:
     """End the entry ``enter_stage`` opened, as ``with`` does (this is ``Stage.__exit__``). An
     abandoned generator's stage (``GeneratorExit``) ended; it did not fail."""
-    st = stage.active
-    if st is None:
-        st = stage
-    else:
-        stage.active, st.active = st.active, None  # entries end innermost first: the next is below
-    if not st.start_ns or st.end_ns:
+    current = current_stage.get()
+    st = current if current is not None and current.origin is stage else stage
+    if st.stage_token is None or st.end_ns:
         return  # never opened, or already ended
     rt = _runtime
     try:
@@ -759,7 +768,7 @@ def exit_stage(stage: StageRecord, et: Any = None, error: BaseException | None =
             st.otel_token = None
             if _is_current_span(st.span_id):
                 _reset(otel_token)
-        if current_stage.get() is st:
+        if current is st:
             try:  # _reset, inlined: the token is always a ContextVar's
                 current_stage.reset(st.stage_token)
             except (ValueError, RuntimeError):

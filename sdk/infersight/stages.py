@@ -19,7 +19,7 @@ from typing import Any, TypeVar, overload
 from opentelemetry.trace import SpanKind
 
 from . import _runtime
-from ._records import RequestRecord, StageRecord, current_request
+from ._records import RequestRecord, StageRecord, current_request, current_stage
 from .conventions import SPAN
 
 __all__ = [
@@ -150,8 +150,9 @@ class _Scope:
 
 
 class Stage(StageRecord, _Scope):
-    """One stage of a request: the stage is its own record. Entered again while that record is
-    out (a stage object kept and reused), each entry makes a record of its own."""
+    """One stage of a request: the stage is its own record. Entered while that record is in use
+    (a stage object kept and entered again, nested, or from several threads at once), each entry
+    makes a record of its own."""
 
     __slots__ = ()
 
@@ -161,7 +162,8 @@ class Stage(StageRecord, _Scope):
         self.model = model
         self.batch_size = batch_size
         self.start_ns = 0
-        self.active = None
+        self.stage_token = None
+        self.origin = None
 
     def _clone(self) -> Stage:
         return Stage(self.name, self.model, self.batch_size)
@@ -177,8 +179,9 @@ class Stage(StageRecord, _Scope):
     __exit__ = _runtime.exit_stage
 
     def set_attribute(self, key: str, value: Any) -> None:
-        st = self.active if self.active is not None else self
-        if st.start_ns:
+        current = current_stage.get()
+        st = current if current is not None and current.origin is self else self
+        if st.stage_token is not None:
             st.set_attr(key, value)
 
 
