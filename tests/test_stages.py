@@ -113,6 +113,33 @@ def test_a_kept_stage_entered_again_records_every_entry(telemetry: Captured) -> 
     assert all(s.end_time >= s.start_time for s in spans)  # type: ignore[attr-defined]
 
 
+def test_a_finished_request_waiting_for_the_worker_keeps_no_context_alive(telemetry: Captured) -> None:
+    # Records wait up to a flush interval for the worker. A context token kept on one keeps its
+    # context alive too: more objects for the garbage collector to pass over, on every request.
+    import contextvars
+    import gc
+
+    stages = [infersight.preprocess(), infersight.model(), infersight.postprocess()]
+    with infersight.request(model="m"):
+        for stage in stages:
+            with stage:
+                pass
+    seen: set[int] = set()
+    todo: list[object] = list(stages)
+    kept = []
+    while todo:  # everything the records hold, through other records (slotted objects)
+        obj = todo.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, (contextvars.Token, contextvars.Context)):
+            kept.append(obj)
+        elif hasattr(type(obj), "__slots__") or isinstance(obj, (list, tuple)):
+            todo.extend(gc.get_referents(obj))
+    assert kept == []
+    assert len(telemetry.spans()) == 4  # and the records still made their spans
+
+
 def test_a_stage_object_shared_by_threads_records_each_threads_entry(telemetry: Captured) -> None:
     shared = infersight.stage("shared")  # one object, as a module-level stage would be
     a_inside, b_inside = threading.Event(), threading.Event()

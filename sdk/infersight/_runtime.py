@@ -720,6 +720,9 @@ def enter_stage(stage: _S) -> _S:
     return stage
 
 
+_ENDED = True  # an ended stage's ``stage_token``: not None (it was opened), not a token
+
+
 def _unopen(st: StageRecord) -> None:
     """Leave ``st`` as if never entered: not current, and free to be entered again."""
     token, st.stage_token = st.stage_token, None
@@ -773,6 +776,9 @@ def exit_stage(stage: StageRecord, et: Any = None, error: BaseException | None =
                 current_stage.reset(st.stage_token)
             except (ValueError, RuntimeError):
                 pass  # made in another context: nothing of ours to undo in this one
+        # Ended, and the token let go: it holds its context, which would otherwise wait with the
+        # record for the worker, more for the garbage collector to pass over on every request.
+        st.stage_token = _ENDED
         rec = st.request
         if rec is not None and not rec.end_ns:
             rec.stages.append(st)
